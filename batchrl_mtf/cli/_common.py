@@ -1,0 +1,66 @@
+"""Shared pieces of the command line: error handling, logging flags, small parsers."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from batchrl_mtf.errors import BatchRLMTFError, SchemaError
+
+__all__ = ["EXIT_USER_ERROR", "BatchRLGroup", "echo_json_path", "parse_float_list"]
+
+EXIT_USER_ERROR = 2
+
+
+class BatchRLGroup(click.Group):
+    """A click group that turns :class:`BatchRLMTFError` into one clear line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SchemaError as exc:
+            for problem in exc.problems:
+                click.echo(f"  {problem}", err=True)
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USER_ERROR)
+        except BatchRLMTFError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USER_ERROR)
+
+
+def setup_logging(quiet: bool, verbose: bool) -> None:
+    """Configure the package logger for the command line (stderr, one line per message)."""
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("batchrl_mtf")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def parse_float_list(text: str, where: str) -> tuple[float, ...]:
+    """Parse ``"1.5,0.2,0.3"`` into floats; raise a ConfigError naming ``where`` otherwise."""
+    from batchrl_mtf.errors import ConfigError
+
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip() != "")
+    except ValueError:
+        raise ConfigError(f"{where}: expected comma-separated numbers, found {text!r}") from None
+
+
+def echo_json_path(label: str, path: object) -> None:
+    """Print where an artefact was written."""
+    click.echo(f"{label}: {path}")
+
+
+def split_csv_option(values: Sequence[str]) -> tuple[str, ...]:
+    """Flatten ``--x a,b --x c`` into ``("a", "b", "c")``."""
+    out: list[str] = []
+    for v in values:
+        out.extend(p.strip() for p in v.split(",") if p.strip())
+    return tuple(out)

@@ -1,0 +1,204 @@
+"""Commands of the data stage: ``validate`` and ``build-dataset``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, cast
+
+import click
+
+from batchrl_mtf.cli._common import EXIT_USER_ERROR, parse_float_list
+from batchrl_mtf.errors import ConfigError
+
+__all__ = ["COMMANDS", "build_dataset_command", "validate_command"]
+
+
+def _parse_time_ms(text: str | None, flag: str) -> int | None:
+    if text is None:
+        return None
+    if text.lstrip("-").isdigit():
+        return int(text)
+    import pandas as pd
+
+    try:
+        ts = pd.Timestamp(text)
+    except ValueError:
+        raise ConfigError(
+            f"{flag}: expected epoch milliseconds or an ISO timestamp, found {text!r}"
+        ) from None
+    if ts.tzinfo is None:
+        ts = ts.tz_localize("UTC")
+    return int(ts.value // 1_000_000)
+
+
+def _dataset_config(
+    gamma: float,
+    action_bounds: str | None,
+    session_gap: float | None,
+    window_end: str | None,
+    window_margin: float,
+    on_error: str,
+    hist_n: int,
+    feedback: str | None,
+) -> object:
+    from batchrl_mtf.features import FeatureConfig
+    from batchrl_mtf.mdp import DatasetConfig
+
+    bounds = None
+    if action_bounds is not None:
+        vals = parse_float_list(action_bounds, "--action-bounds")
+        if len(vals) != 2:
+            raise ConfigError(f"--action-bounds: expected LO,HI, found {action_bounds!r}")
+        bounds = (vals[0], vals[1])
+    fb = tuple(c.strip() for c in feedback.split(",") if c.strip()) if feedback else ()
+    return DatasetConfig(
+        gamma=gamma,
+        action_bounds=bounds,
+        session_gap_s=session_gap,
+        window_end_ms=_parse_time_ms(window_end, "--window-end"),
+        window_margin_s=window_margin,
+        on_error=on_error,  # type: ignore[arg-type]
+        features=FeatureConfig(hist_n=hist_n, feedback=fb),
+    )
+
+
+@click.command("validate")
+@click.argument("logs", nargs=-1, required=True, type=click.Path())
+@click.option("--reward", type=click.Path(), help="Reward TOML; also checks the columns it names.")
+@click.option(
+    "--session-gap", type=float, help="Split users' requests into sessions at gaps > SECONDS."
+)
+@click.option("--json", "json_out", type=click.Path(), help="Also write the findings as JSON here.")
+def validate_command(
+    logs: tuple[str, ...], reward: str | None, session_gap: float | None, json_out: str | None
+) -> None:
+    """Check impression LOGS against log schema v1 and list every problem.
+
+    Each problem names the file, the column, what was expected, what was found and up to five
+    example request_ids. Exit code 0 when the logs are clean, 2 otherwise.
+
+    \b
+    Examples:
+      batchrl-mtf validate logs/sample_short_video.parquet
+      batchrl-mtf validate day1.parquet day2.parquet --reward envs/reward_default.toml
+      batchrl-mtf validate logs_dir/ --session-gap 1800 --json findings.json
+    """
+    from batchrl_mtf.io import atomic_write_text, dumps_json
+    from batchrl_mtf.mdp import DatasetConfig, account, check_logs
+    from batchrl_mtf.reward import load_reward
+    from batchrl_mtf.schema import read_logs
+
+    reward_cfg = load_reward(reward) if reward else None
+    frame = read_logs(list(logs))
+    checked = check_logs(frame, reward_cfg, DatasetConfig(session_gap_s=session_gap))
+    _keep, acc = account(checked.codes, checked.flags.reason)
+    cols = checked.columns
+    click.echo(
+        f"read {acc.rows_read} rows, {acc.requests_read} requests, {acc.sessions_read} sessions"
+    )
+    click.echo(f"tasks: {', '.join(cols.tasks)}")
+    click.echo(f"user features: {', '.join(cols.user_features) or '(none)'}")
+    click.echo(f"feedback: {', '.join(cols.feedback) or '(none)'}")
+    if cols.unknown:
+        click.echo(f"unknown columns (kept out of the dataset): {', '.join(cols.unknown)}")
+    problems = checked.flags.problems
+    if json_out:
+        doc = {
+            "ok": not problems,
+            "columns": {
+                "tasks": list(cols.tasks),
+                "user_features": list(cols.user_features),
+                "feedback": list(cols.feedback),
+                "unknown": list(cols.unknown),
+            },
+            "problems": [p.__dict__ for p in problems],
+            "accounting_if_dropped": acc.to_dict(),
+        }
+        atomic_write_text(json_out, dumps_json(doc))
+    if not problems:
+        click.echo("OK: no problems found")
+        return
+    for p in problems:
+        click.echo(f"  {p}", err=True)
+    dropped = acc.rows_read - acc.rows_kept
+    click.echo(
+        f"error: {len(problems)} problem(s); --on-error drop-session would drop "
+        f"{dropped} of {acc.rows_read} rows ({json.dumps(acc.rows_dropped)})",
+        err=True,
+    )
+    raise SystemExit(EXIT_USER_ERROR)
+
+
+@click.command("build-dataset")
+@click.argument("logs", nargs=-1, required=True, type=click.Path())
+@click.option("--reward", required=True, type=click.Path(), help="Reward TOML ([reward] table).")
+@click.option("--out", required=True, type=click.Path(), help="Dataset directory to write.")
+@click.option("--gamma", default=0.95, show_default=True, type=float, help="Discount factor.")
+@click.option("--action-bounds", help="LO,HI bounds of every weight (default: logged range + 10%).")
+@click.option("--session-gap", type=float, help="Make sessions from gaps > SECONDS per user.")
+@click.option(
+    "--window-end", help="End of the log window (epoch ms or ISO time): later sessions time out."
+)
+@click.option(
+    "--window-margin",
+    default=1800.0,
+    show_default=True,
+    type=float,
+    help="Sessions ending within this many seconds of --window-end are timeouts.",
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(["fail", "drop-session"]),
+    default="fail",
+    show_default=True,
+    help="Fail on any problem, or drop the affected sessions and account for them.",
+)
+@click.option(
+    "--hist-n", default=500, show_default=True, type=int, help="User-history window (impressions)."
+)
+@click.option("--feedback", help="Feedback columns for session/prev/hist features (default: all).")
+def build_dataset_command(
+    logs: tuple[str, ...],
+    reward: str,
+    out: str,
+    gamma: float,
+    action_bounds: str | None,
+    session_gap: float | None,
+    window_end: str | None,
+    window_margin: float,
+    on_error: str,
+    hist_n: int,
+    feedback: str | None,
+) -> None:
+    """Turn impression LOGS into a d3rlpy-ready MDP dataset directory.
+
+    One session is one episode, one request one step; the action is the request's w_* vector and
+    the reward is stickiness + activeness from the reward TOML. The directory holds
+    transitions.parquet, dataset.h5 (d3rlpy), features.json, reward.toml and report.json, and is
+    written atomically.
+
+    \b
+    Examples:
+      batchrl-mtf build-dataset logs/sample_short_video.parquet \\
+          --reward envs/reward_default.toml --out runs/ds
+      batchrl-mtf build-dataset day*.parquet --reward reward.toml --out ds \\
+          --on-error drop-session --window-end 2026-11-01T00:00:00 --gamma 0.9
+    """
+    from batchrl_mtf.dataset import build_dataset
+    from batchrl_mtf.mdp import DatasetConfig
+
+    cfg = _dataset_config(
+        gamma, action_bounds, session_gap, window_end, window_margin, on_error, hist_n, feedback
+    )
+    report = build_dataset(list(logs), reward, out, cast(DatasetConfig, cfg))
+    acc = cast(dict[str, dict[str, Any]], report["accounting"])
+    rows, req, ses = acc["rows"], acc["requests"], acc["sessions"]
+    click.echo(
+        f"wrote {Path(out)}: {ses['kept']} sessions, {req['kept']} requests "
+        f"from {rows['read']} rows ({rows['read'] - rows['kept']} dropped: "
+        f"{json.dumps(rows['dropped'])})"
+    )
+
+
+COMMANDS: list[click.Command] = [validate_command, build_dataset_command]

@@ -1,0 +1,356 @@
+"""Row-level validation rules of log schema v1.
+
+Every rule flags input rows; each problem is reported per input file with the column, what was
+expected, what was found and up to 5 example ``request_id`` values. The rules, in the order used
+to attribute a dropped row to one reason (``--on-error drop-session``):
+
+=======================  ===============================================================
+rule                     flags
+=======================  ===============================================================
+``null_id``              a missing ``user_id``, ``session_id``, ``request_id``, ``item_id``,
+                         ``ts`` or ``position``
+``non_finite``           NaN or inf in ``pred_*``, ``w_*``, feedback, ``u_*``,
+                         ``behavior_logp`` or ``duration``
+``prob_range``           a ``pred_*`` outside [0, 1]
+``negative_value``       a negative ``watch_time``, ``position`` or ``duration``
+``weights_differ``       ``w_*`` (or ``behavior_logp``) not constant within a request
+``request_conflict``     one request with several ``ts``, users or sessions
+``duplicate_position``   two rows with the same ``(request_id, position)``
+``session_user_conflict`` a session shared by two users
+``session_interleaved``  a session that starts before an earlier session of the same user
+                         ended (its requests are out of ``ts`` order with that session's)
+=======================  ===============================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from batchrl_mtf.errors import Problem
+from batchrl_mtf.schema import FILE_COLUMN, LogColumns
+
+__all__ = ["RULES", "Codes", "RowFlags", "encode", "validate_rows"]
+
+RULES: tuple[str, ...] = (
+    "null_id",
+    "non_finite",
+    "prob_range",
+    "negative_value",
+    "weights_differ",
+    "request_conflict",
+    "duplicate_position",
+    "session_user_conflict",
+    "session_interleaved",
+)
+MAX_EXAMPLES = 5
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class Codes:
+    """Integer codes of the id columns, in the sorted order of their values (-1 for missing).
+
+    Attributes:
+        user: Shape (n_rows,).
+        session: Shape (n_rows,).
+        request: Shape (n_rows,).
+        n_users: Number of distinct users.
+        n_sessions: Number of distinct sessions.
+        n_requests: Number of distinct requests.
+    """
+
+    user: IntArray
+    session: IntArray
+    request: IntArray
+    n_users: int
+    n_sessions: int
+    n_requests: int
+
+
+def _factorize(values: pd.Series) -> tuple[IntArray, int]:
+    codes, uniques = pd.factorize(values, sort=True, use_na_sentinel=True)
+    return codes.astype(np.int64), len(uniques)
+
+
+def encode(frame: pd.DataFrame, session: pd.Series) -> Codes:
+    """Factorise ``user_id``, the session ids and ``request_id`` into sorted integer codes."""
+    user, n_u = _factorize(frame["user_id"])
+    sess, n_s = _factorize(session)
+    req, n_r = _factorize(frame["request_id"])
+    return Codes(user, sess, req, n_u, n_s, n_r)
+
+
+@dataclass(frozen=True)
+class RowFlags:
+    """Result of validation.
+
+    Attributes:
+        problems: Every problem found, in rule order, one per (rule, column, file).
+        reason: Shape (n_rows,), the index into :data:`RULES` of the first rule that flagged each
+            row, or -1.
+    """
+
+    problems: tuple[Problem, ...]
+    reason: npt.NDArray[np.int8]
+
+
+class _Groups:
+    """Rows sorted by a group code (and an optional secondary key), for cheap per-group checks.
+
+    Sorting once and comparing neighbours replaces per-column scatter reductions; input that is
+    already in group order (the common case for logs) is not sorted at all.
+    """
+
+    def __init__(self, codes: IntArray, n_groups: int, secondary: IntArray | None = None) -> None:
+        self.codes = codes
+        self.n_groups = n_groups
+        valid = codes >= 0
+        key = np.where(valid, codes, n_groups).astype(np.int64)
+        if secondary is not None:
+            span = int(secondary.max()) + 1 if len(secondary) else 1
+            if (n_groups + 1) * span < 2**62:
+                key = key * span + secondary
+            else:  # pragma: no cover - astronomically many groups
+                order = np.lexsort((secondary, key))
+                self._init_order(order, valid)
+                return
+        order = None if bool(np.all(key[1:] >= key[:-1])) else np.argsort(key, kind="stable")
+        self._init_order(order, valid)
+        self.sorted_key = key if order is None else key[order]
+
+    def _init_order(self, order: IntArray | None, valid: BoolArray) -> None:
+        self.order = order
+        c = self.codes if order is None else self.codes[order]
+        self.sorted_codes = c
+        v = valid if order is None else valid[order]
+        self.same_as_prev = (c[1:] == c[:-1]) & v[1:] & v[:-1]
+
+    def take(self, values: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
+        """``values`` in sorted order."""
+        return values if self.order is None else values[self.order]
+
+    def rows_of(self, bad_pairs: BoolArray) -> BoolArray:
+        """Per-row mask of the groups in which a neighbour pair is flagged."""
+        bad = np.zeros(self.n_groups + 1, dtype=bool)
+        bad[self.sorted_codes[1:][bad_pairs]] = True
+        return bad[np.where(self.codes >= 0, self.codes, self.n_groups)] & (self.codes >= 0)
+
+    def nonconstant(self, values: npt.NDArray[np.float64]) -> BoolArray:
+        """Rows of groups whose finite ``values`` are not all equal."""
+        v = self.take(values)
+        finite = np.isfinite(v)
+        diff = (v[1:] != v[:-1]) & self.same_as_prev & finite[1:] & finite[:-1]
+        return self.rows_of(diff)
+
+
+def _numeric(frame: pd.DataFrame, col: str) -> npt.NDArray[np.float64]:
+    s = frame[col]
+    if s.dtype == np.float64:
+        return s.to_numpy()  # a view, no copy
+    return s.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+class _Collector:
+    def __init__(self, frame: pd.DataFrame, files: Sequence[str]) -> None:
+        self.frame = frame
+        self.files = files
+        self.file_idx = frame[FILE_COLUMN].to_numpy()
+        self.reason = np.full(len(frame), -1, dtype=np.int8)
+        self.problems: list[Problem] = []
+
+    def flag(self, rule: str, column: str, mask: BoolArray, expected: str, found: str) -> None:
+        if not mask.any():
+            return
+        rule_idx = RULES.index(rule)
+        self.reason[(self.reason < 0) & mask] = rule_idx
+        rows = np.flatnonzero(mask)
+        for fi in np.unique(self.file_idx[rows]):
+            frows = rows[self.file_idx[rows] == fi]
+            req = self.frame["request_id"].iloc[frows]
+            examples = tuple(str(x) for x in pd.unique(req.dropna())[:MAX_EXAMPLES])
+            self.problems.append(
+                Problem(
+                    rule=rule,
+                    file=self.files[int(fi)],
+                    column=column,
+                    expected=expected,
+                    found=f"{len(frows)} row(s) with {found}",
+                    examples=examples,
+                    n_rows=len(frows),
+                )
+            )
+
+
+def validate_rows(
+    frame: pd.DataFrame,
+    columns: LogColumns,
+    files: Sequence[str],
+    session: pd.Series,
+    codes: Codes,
+) -> RowFlags:
+    """Apply every row-level rule.
+
+    Args:
+        frame: The logs (``ts`` already int64 ms with missing as int64 min).
+        columns: The classified columns.
+        files: Input file names, indexed by the frame's ``__file`` column.
+        session: Session id of every row (the ``session_id`` column, or the sessions made from
+            ``--session-gap``), shape (n_rows,).
+        codes: Integer codes of the ids.
+    """
+    col = _Collector(frame, files)
+    ts = frame["ts"].to_numpy(dtype=np.int64)
+    ts_missing = ts == np.iinfo(np.int64).min
+
+    # null_id
+    for c in ("user_id", "session_id", "request_id", "item_id", "ts", "position"):
+        if c == "session_id":
+            mask = session.isna().to_numpy()
+        elif c == "ts":
+            mask = ts_missing
+        else:
+            mask = frame[c].isna().to_numpy()
+        col.flag("null_id", c, mask, "a value in every row", "a missing value")
+    ok_ids = (codes.user >= 0) & (codes.session >= 0) & (codes.request >= 0) & ~ts_missing
+
+    # non_finite
+    finite_cols = (
+        list(columns.pred_columns)
+        + list(columns.weight_columns)
+        + list(columns.feedback)
+        + list(columns.user_features)
+        + [c for c in ("behavior_logp", "duration") if c in frame.columns]
+    )
+    for c in finite_cols:
+        col.flag("non_finite", c, ~np.isfinite(_numeric(frame, c)), "finite numbers", "NaN or inf")
+
+    # prob_range
+    for c in columns.pred_columns:
+        v = _numeric(frame, c)
+        col.flag(
+            "prob_range", c, (v < 0) | (v > 1), "probabilities in [0, 1]", "values outside [0, 1]"
+        )
+
+    # negative_value
+    for c in ("watch_time", "duration"):
+        if c in finite_cols:
+            col.flag("negative_value", c, _numeric(frame, c) < 0, "values >= 0", "negative values")
+    pos = _numeric(frame, "position")
+    col.flag("negative_value", "position", pos < 0, "an integer rank >= 0", "negative positions")
+    col.flag(
+        "negative_value",
+        "position",
+        np.isfinite(pos) & (pos != np.floor(np.where(np.isfinite(pos), pos, 0))),
+        "an integer rank >= 0",
+        "fractional positions",
+    )
+
+    # weights_differ
+    pos_key = np.where(np.isfinite(pos) & (pos >= 0), pos, 0).astype(np.int64)
+    by_request = _Groups(codes.request, codes.n_requests, pos_key)
+    for c in [*columns.weight_columns, *(["behavior_logp"] if columns.has_behavior_logp else [])]:
+        mask = by_request.nonconstant(_numeric(frame, c))
+        col.flag(
+            "weights_differ", c, mask, "one value per request", "different values within a request"
+        )
+
+    # request_conflict
+    for name, values in (
+        ("ts", np.where(ts_missing, np.nan, ts.astype(np.float64))),
+        ("user_id", np.where(codes.user >= 0, codes.user, -1).astype(np.float64)),
+        ("session_id", np.where(codes.session >= 0, codes.session, -1).astype(np.float64)),
+    ):
+        if name != "ts":
+            values[values < 0] = np.nan
+        col.flag(
+            "request_conflict",
+            name,
+            by_request.nonconstant(values),
+            f"one {name} per request",
+            f"several {name} values in a request",
+        )
+
+    # duplicate_position
+    p_sorted = by_request.take(pos)
+    same = by_request.same_as_prev & (p_sorted[1:] == p_sorted[:-1])
+    dup_sorted = np.zeros(len(frame), dtype=bool)
+    dup_sorted[1:] |= same
+    dup_sorted[:-1] |= same
+    dup = np.zeros(len(frame), dtype=bool)
+    if by_request.order is None:
+        dup = dup_sorted
+    else:
+        dup[by_request.order] = dup_sorted
+    col.flag(
+        "duplicate_position", "position", dup, "one row per (request_id, position)", "duplicates"
+    )
+
+    # session_user_conflict
+    by_session = _Groups(codes.session, codes.n_sessions)
+    users = np.where(codes.user >= 0, codes.user, -1).astype(np.float64)
+    users[users < 0] = np.nan
+    mask = by_session.nonconstant(users)
+    col.flag(
+        "session_user_conflict",
+        "session_id",
+        mask,
+        "one user per session",
+        "a session shared by users",
+    )
+
+    # session_interleaved
+    if codes.n_sessions:
+        good = ok_ids & ~mask
+        s = codes.session[good]
+        t = ts[good]
+        start = np.full(codes.n_sessions, np.iinfo(np.int64).max)
+        end = np.full(codes.n_sessions, np.iinfo(np.int64).min)
+        owner = np.full(codes.n_sessions, -1, dtype=np.int64)
+        np.minimum.at(start, s, t)
+        np.maximum.at(end, s, t)
+        owner[s] = codes.user[good]
+        has = owner >= 0
+        sid = np.flatnonzero(has)
+        sid = sid[np.lexsort((sid, start[sid], owner[sid]))]
+        bad_sessions = sid[_starts_before_previous_end(owner[sid], start[sid], end[sid])]
+        flagged = np.zeros(codes.n_sessions, dtype=bool)
+        flagged[bad_sessions] = True
+        rows = np.zeros(len(frame), dtype=bool)
+        rows[good] = flagged[s]
+        col.flag(
+            "session_interleaved",
+            "ts",
+            rows,
+            "sessions of one user that do not overlap in time",
+            "a session starting before an earlier session of the same user ended",
+        )
+    return RowFlags(tuple(col.problems), col.reason)
+
+
+def _starts_before_previous_end(user: IntArray, start: IntArray, end: IntArray) -> BoolArray:
+    """For sessions sorted by (user, start): does each start before an earlier one of its user ended?
+
+    A segmented running maximum of ``end`` per user, computed without a Python loop by lifting each
+    user's times into its own disjoint range.
+    """
+    if len(user) == 0:
+        return np.zeros(0, dtype=bool)
+    lo = int(min(start.min(), end.min()))
+    span = int(max(start.max(), end.max())) - lo + 1
+    rank = np.concatenate([[0], np.cumsum(user[1:] != user[:-1])])
+    if (int(rank[-1]) + 1) * span >= 2**62:  # would overflow int64: fall back to pandas
+        frame = pd.DataFrame({"u": rank, "e": end})
+        prev = frame.groupby("u")["e"].cummax().groupby(frame["u"]).shift(1)
+        return (start < prev.fillna(np.iinfo(np.int64).min).to_numpy()).astype(bool)
+    lifted_end = (end - lo) + rank * span
+    lifted_start = (start - lo) + rank * span
+    running = np.maximum.accumulate(lifted_end)
+    prev = np.concatenate([[-1], running[:-1]])
+    first = np.concatenate([[True], rank[1:] != rank[:-1]])
+    return (~first) & (lifted_start < prev)

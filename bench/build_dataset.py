@@ -1,0 +1,139 @@
+"""Throughput and peak memory of ``build-dataset`` on generated logs.
+
+Generates schema-v1 logs (default 2,000,000 impressions: 6 tasks, 10 items per request), writes
+them as Parquet, then builds the dataset in a fresh process and prints impressions/s and the
+peak resident memory of that process next to the input's in-memory size.
+
+    python bench/build_dataset.py [--rows 2000000] [--engine local]
+
+Targets (issue 2): >= 1M impressions/s on 2 cores; peak memory under 3x the input's in-memory size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+TASKS = ("click", "longview", "like", "follow", "comment", "share")
+
+
+def generate(n_rows: int, seed: int = 0, items_per_request: int = 10) -> pd.DataFrame:
+    """Vectorised generator of valid logs: users with sessions of several requests."""
+    rng = np.random.default_rng(seed)
+    n_req = n_rows // items_per_request
+    req_per_session = 8
+    n_sess = max(1, n_req // req_per_session)
+    sess_of_req = np.minimum(np.arange(n_req) // req_per_session, n_sess - 1)
+    n_users = max(1, n_sess // 5)
+    user_of_sess = np.arange(n_sess) % n_users
+    sess_rank = np.arange(n_sess) // n_users  # k-th session of its user
+    t0 = 1_700_000_000_000
+    step_of_req = np.arange(n_req) - sess_of_req * req_per_session
+    ts_req = (
+        t0
+        + user_of_sess[sess_of_req] * 1000
+        + sess_rank[sess_of_req] * 7_200_000
+        + step_of_req * 15_000
+    )
+    row_req = np.repeat(np.arange(n_req), items_per_request)
+    n = len(row_req)
+    cols: dict[str, np.ndarray] = {
+        "user_id": user_of_sess[sess_of_req][row_req].astype(np.int64),
+        "session_id": sess_of_req[row_req].astype(np.int64),
+        "request_id": row_req.astype(np.int64),
+        "ts": ts_req[row_req].astype(np.int64),
+        "item_id": rng.integers(0, 100_000, n),
+        "position": np.tile(np.arange(items_per_request), n_req),
+        "u_activity": rng.normal(size=n_users)[user_of_sess[sess_of_req]][row_req],
+        "u_age": rng.integers(18, 60, n_users).astype(np.float64)[user_of_sess[sess_of_req]][
+            row_req
+        ],
+    }
+    w = rng.uniform(0.2, 2.0, size=(n_req, len(TASKS)))
+    for k, t in enumerate(TASKS):
+        cols[f"pred_{t}"] = rng.random(n)
+        cols[f"w_{t}"] = w[row_req, k]
+    cols["behavior_logp"] = rng.normal(-3, 1, n_req)[row_req]
+    for t in TASKS:
+        cols[t] = (rng.random(n) < 0.1).astype(np.int8)
+    cols["watch_time"] = rng.exponential(10.0, n)
+    return pd.DataFrame(cols)
+
+
+def child(path: str, out: str, engine: str) -> None:
+    from batchrl_mtf.dataset import build_dataset
+    from batchrl_mtf.reward import RewardConfig
+
+    reward = RewardConfig(
+        10.0,
+        {"watch_time": 0.02, "valid_play": 0.3},
+        {"like": 1.0, "follow": 2.0, "comment": 1.5, "share": 2.0},
+    )
+    import batchrl_mtf._d3rlpy  # noqa: F401  (import cost is not part of the build)
+
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    start = time.perf_counter()
+    build_dataset([path], reward, out)
+    elapsed = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"seconds": elapsed, "peak_rss": peak, "rss_after_imports": base}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--rows", type=int, default=2_000_000)
+    ap.add_argument("--engine", choices=["local"], default="local")
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child[0], args.child[1], args.engine)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        df = generate(args.rows)
+        in_mem = int(df.memory_usage(deep=True).sum())
+        path = str(Path(tmp) / "logs.parquet")
+        df.to_parquet(path, index=False)
+        del df
+        res = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--engine",
+                args.engine,
+                "--child",
+                path,
+                str(Path(tmp) / "ds"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        m = json.loads(res.stdout.strip().splitlines()[-1])
+    rate = args.rows / m["seconds"]
+    build_peak = m["peak_rss"] - m["rss_after_imports"]
+    print(f"engine:               {args.engine}")
+    print(f"impressions:          {args.rows:,}")
+    print(f"build time:           {m['seconds']:.2f} s")
+    print(f"throughput:           {rate:,.0f} impressions/s (target >= 1,000,000)")
+    print(f"input in memory:      {in_mem / 2**20:,.0f} MiB")
+    print(
+        f"peak RSS (process):   {m['peak_rss'] / 2**20:,.0f} MiB ({m['peak_rss'] / in_mem:.2f}x input)"
+    )
+    print(
+        f"peak RSS above imports: {build_peak / 2**20:,.0f} MiB ({build_peak / in_mem:.2f}x input; target < 3x)"
+    )
+
+
+if __name__ == "__main__":
+    main()
