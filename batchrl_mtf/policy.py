@@ -165,7 +165,7 @@ def resolve_policy(arg: str, tasks: Sequence[str], feature_names: Sequence[str])
                 f"{arg}: feature spec mismatch: the policy was trained on features {list(theirs)}; "
                 f"the data it is applied to has {list(feature_names)}"
             )
-        return policy  # type: ignore[no-any-return]
+        return policy
     raise PolicyError(
         f"--policy {arg}: expected constant:w1,w2,..., a weight-table .json file, or a trained "
         "policy directory; found no such file or directory"

@@ -233,6 +233,6 @@ def request_reward(
     """
     stick, act = item_reward(config, columns)
     return RewardParts(
-        np.bincount(request_index, weights=stick, minlength=n_requests),
-        np.bincount(request_index, weights=act, minlength=n_requests),
+        np.bincount(request_index, weights=stick, minlength=n_requests).astype(np.float64),
+        np.bincount(request_index, weights=act, minlength=n_requests).astype(np.float64),
     )

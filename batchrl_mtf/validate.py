@@ -120,9 +120,8 @@ class _Groups:
                 order = np.lexsort((secondary, key))
                 self._init_order(order, valid)
                 return
-        order = None if bool(np.all(key[1:] >= key[:-1])) else np.argsort(key, kind="stable")
-        self._init_order(order, valid)
-        self.sorted_key = key if order is None else key[order]
+        sorted_already = bool(np.all(key[1:] >= key[:-1]))
+        self._init_order(None if sorted_already else np.argsort(key, kind="stable"), valid)
 
     def _init_order(self, order: IntArray | None, valid: BoolArray) -> None:
         self.order = order
@@ -346,8 +345,8 @@ def _starts_before_previous_end(user: IntArray, start: IntArray, end: IntArray) 
     rank = np.concatenate([[0], np.cumsum(user[1:] != user[:-1])])
     if (int(rank[-1]) + 1) * span >= 2**62:  # would overflow int64: fall back to pandas
         frame = pd.DataFrame({"u": rank, "e": end})
-        prev = frame.groupby("u")["e"].cummax().groupby(frame["u"]).shift(1)
-        return (start < prev.fillna(np.iinfo(np.int64).min).to_numpy()).astype(bool)
+        prev_end = frame.groupby("u")["e"].cummax().groupby(frame["u"]).shift(1)
+        return (start < prev_end.fillna(np.iinfo(np.int64).min).to_numpy()).astype(bool)
     lifted_end = (end - lo) + rank * span
     lifted_start = (start - lo) + rank * span
     running = np.maximum.accumulate(lifted_end)
