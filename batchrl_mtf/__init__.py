@@ -13,19 +13,36 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from batchrl_mtf._version import __version__
+from batchrl_mtf.sim import register_envs as _register_envs
+
+_register_envs()  # gymnasium.make("batchrl_mtf/ShortVideo-v0") works after `import batchrl_mtf`
 
 if TYPE_CHECKING:
     from batchrl_mtf.dataset import build_dataset, load_dataset
     from batchrl_mtf.mdp import DatasetConfig
+    from batchrl_mtf.ope import evaluate_policies
+    from batchrl_mtf.policy import resolve_policy
+    from batchrl_mtf.predictors import load_predictor, predict
     from batchrl_mtf.reward import RewardConfig, load_reward
+    from batchrl_mtf.serving import WeightTable, fuse, rank
+    from batchrl_mtf.training import load_policy, train
 
 __all__ = [
     "DatasetConfig",
     "RewardConfig",
+    "WeightTable",
     "__version__",
     "build_dataset",
+    "evaluate_policies",
+    "fuse",
     "load_dataset",
+    "load_policy",
+    "load_predictor",
     "load_reward",
+    "predict",
+    "rank",
+    "resolve_policy",
+    "train",
 ]
 
 _LAZY = {
@@ -34,6 +51,15 @@ _LAZY = {
     "DatasetConfig": "batchrl_mtf.mdp",
     "RewardConfig": "batchrl_mtf.reward",
     "load_reward": "batchrl_mtf.reward",
+    "evaluate_policies": "batchrl_mtf.ope",
+    "resolve_policy": "batchrl_mtf.policy",
+    "load_predictor": "batchrl_mtf.predictors",
+    "predict": "batchrl_mtf.predictors",
+    "WeightTable": "batchrl_mtf.serving",
+    "fuse": "batchrl_mtf.serving",
+    "rank": "batchrl_mtf.serving",
+    "load_policy": "batchrl_mtf.training",
+    "train": "batchrl_mtf.training",
 }
 
 
