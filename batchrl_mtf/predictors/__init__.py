@@ -1,0 +1,43 @@
+"""Frozen multi-task predictors: Shared-Bottom, MMoE, PLE, ESMM and soft sharing.
+
+A predictor is trained on impression logs (:func:`fit_predictor`), frozen and saved as an artefact
+directory without pickle (:func:`save_predictor`), loaded frozen (:func:`load_predictor`) and
+applied to aligned (user, item) rows (:meth:`FrozenPredictor.predict`, :func:`predict`) or to whole
+logs (:func:`rescore_frame`, :func:`rescore_logs`). See ``docs/predictors.md``.
+
+Example:
+    >>> from batchrl_mtf.predictors import PredictorConfig, fit_predictor, save_predictor
+    >>> trained = fit_predictor(logs, PredictorConfig(model="mmoe", tasks=("click", "like")))
+    >>> frozen = save_predictor(trained, "runs/predictor")
+    >>> frozen.predict(users, items)["pred_click"]  # float64 (n,)
+"""
+
+from __future__ import annotations
+
+from batchrl_mtf.predictors._logs import read_table
+from batchrl_mtf.predictors.artefact import FrozenPredictor, freeze, load_predictor, save_predictor
+from batchrl_mtf.predictors.config import MODELS, PredictorConfig
+from batchrl_mtf.predictors.features import UNKNOWN_INDEX, Encoded, FeatureVocab
+from batchrl_mtf.predictors.metrics import TaskMetrics, format_metrics
+from batchrl_mtf.predictors.rescore import predict, rescore_frame, rescore_logs
+from batchrl_mtf.predictors.training import TrainedPredictor, fit_predictor
+
+__all__ = [
+    "MODELS",
+    "UNKNOWN_INDEX",
+    "Encoded",
+    "FeatureVocab",
+    "FrozenPredictor",
+    "PredictorConfig",
+    "TaskMetrics",
+    "TrainedPredictor",
+    "fit_predictor",
+    "format_metrics",
+    "freeze",
+    "load_predictor",
+    "predict",
+    "read_table",
+    "rescore_frame",
+    "rescore_logs",
+    "save_predictor",
+]
