@@ -22,13 +22,14 @@ if TYPE_CHECKING:
     from batchrl_mtf.mdp import DatasetConfig
     from batchrl_mtf.ope import evaluate_policies
     from batchrl_mtf.policy import resolve_policy
-    from batchrl_mtf.predictors import load_predictor, predict
+    from batchrl_mtf.predictors import FrozenPredictor, load_predictor, predict
     from batchrl_mtf.reward import RewardConfig, load_reward
     from batchrl_mtf.serving import WeightTable, fuse, rank
     from batchrl_mtf.training import load_policy, train
 
 __all__ = [
     "DatasetConfig",
+    "FrozenPredictor",
     "RewardConfig",
     "WeightTable",
     "__version__",
@@ -54,6 +55,7 @@ _LAZY = {
     "evaluate_policies": "batchrl_mtf.ope",
     "resolve_policy": "batchrl_mtf.policy",
     "load_predictor": "batchrl_mtf.predictors",
+    "FrozenPredictor": "batchrl_mtf.predictors",
     "predict": "batchrl_mtf.predictors",
     "WeightTable": "batchrl_mtf.serving",
     "fuse": "batchrl_mtf.serving",

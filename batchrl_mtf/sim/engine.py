@@ -155,6 +155,9 @@ class UserPool:
             np.concatenate([old.features, users.features]),
             np.concatenate([old.offsets, users.offsets]),
             np.concatenate([old.day_offset_ms, users.day_offset_ms]),
+            None
+            if old.start is None or users.start is None
+            else np.concatenate([old.start, users.start]),
         )
         n_fb = len(self.world.feedback)
         self._hist += [np.zeros((0, n_fb)) for _ in range(len(users))]
@@ -217,16 +220,29 @@ class SessionBatch:
         self.user_features = pool.users.features[self.users]
         self.offsets = pool.users.offsets[self.users]
         self.session_index = pool.n_sessions[self.users].copy()
-        self.hist_rates = pool.hist_rates(self.users)
-        self.hist_sessions = self.session_index.astype(np.float64)
-        self.start_ms = pool.session_start_ms(self.users, rng)
+        self.learned = world.learned
+        if self.learned is not None:  # start states come from the logs (docs/learned_env.md)
+            starts = pool.users.start
+            if starts is None:
+                raise ValueError("users of a learned world need start states")
+            self.start_row = starts[self.users]
+            self.hist_rates = self.learned.hist_rates[self.start_row]
+            self.hist_sessions = self.learned.hist_sessions[self.start_row]
+            self.start_ms = self.learned.start_ms[self.start_row].copy()
+        else:
+            self.hist_rates = pool.hist_rates(self.users)
+            self.hist_sessions = self.session_index.astype(np.float64)
+            self.start_ms = pool.session_start_ms(self.users, rng)
         self.ts = self.start_ms.copy()
         self.depth = np.zeros(b, dtype=np.int64)
         self.session_sums = np.zeros((b, n_fb))
         self.prev_sums = np.zeros((b, n_fb))
-        self.satisfaction = np.array(
-            [spec.segments[g].sat_init for g in self.segment]
-        ) + spec.session.sat_init_sd * rng.standard_normal(b)
+        if self.learned is not None:
+            self.satisfaction = np.zeros(b)
+        else:
+            self.satisfaction = np.array(
+                [spec.segments[g].sat_init for g in self.segment]
+            ) + spec.session.sat_init_sd * rng.standard_normal(b)
         self.leave_base = np.array([s.leave_base for s in spec.segments])[self.segment]
         self.active = np.ones(b, dtype=bool)
         self._impressions: list[tuple[IntArray, FloatArray]] = []
@@ -280,6 +296,8 @@ class SessionBatch:
         world, spec, rng = self.world, self.world.spec, self.rng
         r = np.flatnonzero(self.active) if rows is None else np.asarray(rows, dtype=np.int64)
         w = np.asarray(actions, dtype=np.float64).reshape(len(r), len(world.tasks))
+        if self.learned is not None:
+            return self._step_learned(w, r)
         n = len(r)
         c, s = spec.world.n_candidates, spec.world.slate_size
         cand = rng.integers(0, spec.world.n_items, size=(n, c))
@@ -323,6 +341,22 @@ class SessionBatch:
             - ss.leave_sat * self.satisfaction[r]
         )
         terminated = rng.random(n) < leave_p
+        return self._advance(r, items, shown_preds, fb, stick, act, terminated)
+
+    def _advance(
+        self,
+        r: IntArray,
+        items: IntArray,
+        shown_preds: FloatArray,
+        fb: FloatArray,
+        stick: FloatArray,
+        act: FloatArray,
+        terminated: BoolArray,
+    ) -> StepResult:
+        """Book a served request: truncation, history, time, session sums, depth, episode end."""
+        world, ss = self.world, self.world.spec.session
+        s = items.shape[1]
+        fb_req = fb.sum(axis=1)
         truncated = ~terminated & (self.depth[r] + 1 >= ss.max_requests)
         self._impressions.append((r, fb))
         # advance the state
@@ -345,6 +379,35 @@ class SessionBatch:
             preds=shown_preds,
             feedback=fb,
         )
+
+    def _step_learned(self, w: FloatArray, r: IntArray) -> StepResult:
+        """One request in a learned world (``docs/learned_env.md``): candidates from the logged
+        catalogue, the ranker's ``pred_*`` fused with ``w``, feedback drawn from the response
+        model, leaving drawn from the leave model."""
+        world, spec, rng, model = self.world, self.world.spec, self.rng, self.learned
+        n = len(r)
+        c, s = spec.world.n_candidates, spec.world.slate_size
+        obs = self.observe(r)
+        start = self.start_row[r]
+        cand = model.draw_candidates(n, c, rng)
+        preds = model.rank(start, self.user_features[r], cand)
+        scores = fuse(preds, w, spec.fusion.formula, world.beta)
+        if s < c:
+            top = np.argpartition(scores, c - s, axis=1)[:, c - s :]
+        else:
+            top = np.tile(np.arange(c), (n, 1))
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+        shown = np.take_along_axis(top, order, axis=1)
+        items = np.take_along_axis(cand, shown, axis=1)
+        shown_preds = np.take_along_axis(preds, shown[:, :, None], axis=1).astype(np.float64)
+        fb = model.sample_feedback(start, self.user_features[r], items, rng)
+        cols = {col: fb[:, :, j].reshape(-1) for j, col in enumerate(world.feedback)}
+        stick_i, act_i = item_reward(spec.reward, cols)
+        stick = stick_i.reshape(n, s).sum(axis=1)
+        act = act_i.reshape(n, s).sum(axis=1)
+        leave_p = model.leave_probability(obs, fb.sum(axis=1))
+        terminated = rng.random(n) < leave_p
+        return self._advance(r, items, shown_preds, fb, stick, act, terminated)
 
     def finish(self) -> None:
         """Write every ended session's impressions into the users' history.

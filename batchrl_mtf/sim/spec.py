@@ -13,7 +13,9 @@ the file and the key):
 - ``[predictor]``: the platform's frozen multi-task predictor;
 - ``[exploration]``: defaults of the logging policies;
 - ``[reward]``: the reward, in the foundation's reward TOML shape;
-- ``[features]``: optional :class:`~batchrl_mtf.features.FeatureConfig` overrides.
+- ``[features]``: optional :class:`~batchrl_mtf.features.FeatureConfig` overrides;
+- ``[learned]``: only for ``world.kind = "learned"``: the artefacts of a world model learned from
+  logs (``batchrl-mtf make-env``, ``docs/learned_env.md``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "ENVS_DIR",
     "ExplorationSpec",
     "FusionSpec",
+    "LearnedSpec",
     "PlatformSpec",
     "PredictorSpec",
     "ResponseSpec",
@@ -60,6 +63,7 @@ TOP_LEVEL = (
     "exploration",
     "reward",
     "features",
+    "learned",
 )
 
 
@@ -83,6 +87,8 @@ class WorldSpec:
     """The catalogue and the request shape.
 
     Attributes:
+        kind: ``"simulated"`` (the hidden true model of ``[responses]``/``[[segments]]``) or
+            ``"learned"`` (a world model learned from logs; see ``[learned]``).
         name: Display name of the world.
         seed: Seed of the catalogue and segment tables (the world itself, not the users).
         tasks: Predicted tasks, in action (``w_<task>``) order; each must be a binary or threshold
@@ -96,6 +102,7 @@ class WorldSpec:
         duration_max_s: Durations are capped at this many seconds.
     """
 
+    kind: Literal["simulated", "learned"] = "simulated"
     name: str = "world"
     seed: int = 0
     tasks: tuple[str, ...] = ()
@@ -322,6 +329,39 @@ class PredictorSpec:
 
 
 @dataclass(frozen=True)
+class LearnedSpec:
+    """A world model learned from logs (``world.kind = "learned"``; ``docs/learned_env.md``).
+
+    Paths are relative to the spec file. The ranker is ``[predictor] path``.
+
+    Attributes:
+        catalogue: Parquet of the items seen in the logs (``item_id``, ``duration``, ``exposures``).
+        response_model: Predictor directory of the user response model (every feedback column).
+        responses: JSON of how feedback is drawn from the response model.
+        leave_model: JSON of the leave model (logistic regression, no pickle).
+        start_states: Parquet of the start states (the logs' first requests of sessions).
+        candidates: ``"uniform"`` over the catalogue or ``"exposure"`` (by logged exposure count).
+    """
+
+    catalogue: str = ""
+    response_model: str = ""
+    responses: str = ""
+    leave_model: str = ""
+    start_states: str = ""
+    candidates: Literal["uniform", "exposure"] = "uniform"
+
+    def paths(self) -> dict[str, str]:
+        """Artefact key -> path."""
+        return {
+            "catalogue": self.catalogue,
+            "response_model": self.response_model,
+            "responses": self.responses,
+            "leave_model": self.leave_model,
+            "start_states": self.start_states,
+        }
+
+
+@dataclass(frozen=True)
 class ExplorationSpec:
     """Defaults of the logging policies (``simulate --policy``).
 
@@ -354,6 +394,7 @@ class PlatformSpec:
         reward: The request reward.
         features: The state features (must match the ``build-dataset`` options used on logs).
         source: The file it was read from.
+        learned: The learned world's artefacts (``world.kind = "learned"`` only).
     """
 
     world: WorldSpec
@@ -367,6 +408,7 @@ class PlatformSpec:
     reward: RewardConfig
     features: FeatureConfig
     source: str = "<spec>"
+    learned: LearnedSpec | None = None
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -454,6 +496,19 @@ class PlatformSpec:
         unknown_fb = [c for c in self.features.feedback if c not in names]
         if unknown_fb:
             raise ConfigError(f"{src}: features.feedback: unknown column(s) {unknown_fb}")
+        if self.world.kind == "learned":
+            if self.learned is None:
+                raise ConfigError(f"{src}: world.kind = 'learned' needs a [learned] table")
+            empty = [k for k, v in self.learned.paths().items() if not v]
+            if empty:
+                raise ConfigError(f"{src}: learned: missing path(s) for {empty}")
+            if self.predictor.kind != "artefact":
+                raise ConfigError(
+                    f"{src}: predictor.kind: a learned world ranks with an artefact predictor; "
+                    f"found {self.predictor.kind!r}"
+                )
+        elif self.learned is not None:
+            raise ConfigError(f"{src}: [learned] is only allowed with world.kind = 'learned'")
 
 
 def _table(doc: Mapping[str, object], key: str, src: str) -> Mapping[str, object]:
@@ -531,6 +586,11 @@ def parse_spec(doc: Mapping[str, object], source: str = "<spec>") -> PlatformSpe
             FeatureConfig, _table(doc, "features", source), f"{source}: features"
         ),
         source=source,
+        learned=(
+            config_from_mapping(LearnedSpec, _table(doc, "learned", source), f"{source}: learned")
+            if "learned" in doc
+            else None
+        ),
     )
     spec.check()
     return spec
@@ -557,11 +617,20 @@ def load_spec(path: str | Path | None = None) -> PlatformSpec:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML ({exc})") from None
     spec = parse_spec(doc, str(p))
-    if spec.predictor.kind == "artefact" and not Path(spec.predictor.path).is_absolute():
-        from dataclasses import replace
+    from dataclasses import replace
 
+    if spec.predictor.kind == "artefact" and not Path(spec.predictor.path).is_absolute():
         spec = replace(
             spec,
             predictor=replace(spec.predictor, path=str((p.parent / spec.predictor.path).resolve())),
+        )
+    if spec.learned is not None:
+        resolved = {
+            k: v if Path(v).is_absolute() else str((p.parent / v).resolve())
+            for k, v in spec.learned.paths().items()
+        }
+        spec = replace(
+            spec,
+            learned=LearnedSpec(**resolved, candidates=spec.learned.candidates),
         )
     return spec

@@ -34,12 +34,15 @@ class Users:
         features: Visible ``u_*`` features, shape (n, n_user_features).
         offsets: Personal logit offsets per response, shape (n, n_responses).
         day_offset_ms: Time of day of each user's sessions (ms after midnight), shape (n,).
+        start: Learned worlds only: the start state (row of the start-state table) of each user,
+            shape (n,); ``None`` in simulated worlds.
     """
 
     segment: IntArray
     features: FloatArray
     offsets: FloatArray
     day_offset_ms: IntArray
+    start: IntArray | None = None
 
     def __len__(self) -> int:
         return len(self.segment)
@@ -114,10 +117,21 @@ class World:
         self._artefact: Any = None
         self._pred_table: npt.NDArray[np.float32] | None = None
         self._fused: npt.NDArray[np.float32] | None = None
+        self.learned: Any = None
+        if w.kind == "learned":  # a world model learned from logs (batchrl_mtf.learned)
+            from batchrl_mtf.learned.runtime import LearnedModel
+
+            self.learned = LearnedModel(self)
+            self.duration = self.learned.duration
 
     # ------------------------------------------------------------------ users
     def new_users(self, n: int, rng: np.random.Generator, segment: int | None = None) -> Users:
-        """Draw ``n`` users (segments by share, or all of ``segment``)."""
+        """Draw ``n`` users (segments by share, or all of ``segment``).
+
+        In a learned world each user is a start state drawn uniformly from the logged ones.
+        """
+        if self.learned is not None:
+            return self.learned.new_users(n, rng)
         g = len(self.segment_names)
         seg = (
             rng.choice(g, size=n, p=self.segment_shares)
@@ -287,6 +301,8 @@ class World:
         """Load the artefact predictor now (raises :class:`ConfigError` when it cannot)."""
         if self.spec.predictor.kind == "artefact":
             self._load_artefact()
+        if self.learned is not None:
+            self.learned.load()
 
     def _predict_artefact(
         self,

@@ -1,0 +1,150 @@
+"""Commands of the learned-environment stage: ``make-env``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from batchrl_mtf.cli._common import echo_json_path, parse_float_list
+
+__all__ = ["COMMANDS", "make_env_command"]
+
+
+@click.command("make-env")
+@click.argument("logs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--reward", "reward", type=click.Path(path_type=Path), required=True, help="Reward TOML."
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Environment spec to write, envs/NAME.toml (artefacts go to envs/NAME/).",
+)
+@click.option(
+    "--predictor",
+    "predictor_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The platform's frozen predictor (the ranker). Default: fit one on the earliest half of the rows.",
+)
+@click.option(
+    "--n-candidates",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Candidates drawn per request (at most the catalogue size).",
+)
+@click.option(
+    "--candidates",
+    type=click.Choice(["uniform", "exposure"]),
+    default="uniform",
+    show_default=True,
+    help="Candidate sampler over the logged catalogue.",
+)
+@click.option(
+    "--formula",
+    type=click.Choice(["logsum", "sum"]),
+    default="logsum",
+    show_default=True,
+    help="The platform's fusion formula.",
+)
+@click.option(
+    "--beta",
+    default="0.01",
+    show_default=True,
+    help="logsum offsets: one value or one per task, comma-separated.",
+)
+@click.option("--production", default=None, help="Production weights (default: median logged).")
+@click.option(
+    "--action-bounds", default=None, help="LO,HI of every weight (default: logged range + 10%)."
+)
+@click.option(
+    "--model",
+    type=click.Choice(["soft-sharing", "shared-bottom", "mmoe", "ple", "esmm"]),
+    default="shared-bottom",
+    show_default=True,
+    help="Architecture of the fitted predictors.",
+)
+@click.option("--epochs", "n_epochs", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--replay-sessions", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--session-gap", type=float, default=None, help="As build-dataset --session-gap.")
+@click.option(
+    "--on-error", type=click.Choice(["fail", "drop-session"]), default="fail", show_default=True
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+def make_env_command(
+    logs: tuple[Path, ...],
+    reward: Path,
+    out: Path,
+    predictor_dir: Path | None,
+    n_candidates: int,
+    candidates: str,
+    formula: str,
+    beta: str,
+    production: str | None,
+    action_bounds: str | None,
+    model: str,
+    n_epochs: int,
+    replay_sessions: int,
+    session_gap: float | None,
+    on_error: str,
+    seed: int,
+) -> None:
+    """Learn a Gymnasium environment (a world model) from LOGS and validate it against them.
+
+    Fits the item catalogue, start states (the logs' first requests), a leave model (calibrated
+    logistic regression), the ranker (--predictor, or fitted on the earliest half of the rows) and a
+    response model (a second predictor fitted on the latest half, so the ranker is not graded by
+    itself). Writes OUT (a spec with world.kind = "learned") and the artefacts in OUT's stem
+    directory, then replays the logged weights in the learned env and prints the logs' and the
+    env's statistics side by side (also in NAME/validation.json).
+
+    \b
+    Examples:
+      batchrl-mtf make-env logs/train.parquet --reward envs/reward_default.toml \\
+          --out envs/mine.toml
+      batchrl-mtf make-env logs/ --reward reward.toml --predictor runs/pred --out envs/mine.toml
+      batchrl-mtf rollout --env envs/mine.toml --policy production
+    """
+    from batchrl_mtf.config import config_from_mapping
+    from batchrl_mtf.learned import LearnedEnvConfig, make_env
+
+    mapping: dict[str, object] = {
+        "n_candidates": n_candidates,
+        "candidates": candidates,
+        "formula": formula,
+        "beta": list(parse_float_list(beta, "--beta")),
+        "model": model,
+        "n_epochs": n_epochs,
+        "replay_sessions": replay_sessions,
+        "session_gap_s": session_gap,
+        "on_error": on_error,
+        "seed": seed,
+    }
+    if production is not None:
+        mapping["production"] = list(parse_float_list(production, "--production"))
+    if action_bounds is not None:
+        lo_hi = parse_float_list(action_bounds, "--action-bounds")
+        if len(lo_hi) != 2:
+            from batchrl_mtf.errors import ConfigError
+
+            raise ConfigError(f"--action-bounds: expected LO,HI, found {action_bounds!r}")
+        mapping["action_bounds"] = list(lo_hi)
+    config = config_from_mapping(LearnedEnvConfig, mapping, "make-env")
+    res = make_env(list(logs), reward, out, config, predictor_dir)
+    leave = res.report["leave_model"]
+    assert isinstance(leave, dict)
+    click.echo(res.replay_text)
+    click.echo(
+        f"leave model (held-out sessions): mean predicted {leave['mean_predicted']:.4f}, "
+        f"observed {leave['observed']:.4f}, log-loss {leave['log_loss']:.4f} "
+        f"(constant {leave['log_loss_constant']:.4f})"
+    )
+    echo_json_path("env", res.spec_path)
+    echo_json_path("validation", res.artefacts / "validation.json")
+
+
+COMMANDS: list[click.Command] = [make_env_command]

@@ -1,0 +1,447 @@
+"""The learned world at run time: what a ``world.kind = "learned"`` spec steps with.
+
+:class:`LearnedModel` is attached to :class:`batchrl_mtf.sim.World` when the spec's world is
+learned; :class:`batchrl_mtf.sim.SessionBatch` then draws candidates from the logged catalogue,
+ranks them with the ranker (``[predictor] path``), draws feedback from the response model and
+session ends from the leave model. Everything else (fusion, reward, state features, episode
+bookkeeping, ``FusionEnv``, ``run_sessions``) is the simulator's own code. See
+``docs/learned_env.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from batchrl_mtf.errors import ConfigError
+
+if TYPE_CHECKING:
+    from batchrl_mtf.predictors import FrozenPredictor
+    from batchrl_mtf.sim.world import Users, World
+
+__all__ = [
+    "LEAVE_FORMAT",
+    "RESPONSES_FORMAT",
+    "LearnedModel",
+    "LeaveModel",
+    "ResponseColumn",
+    "leave_feature_names",
+    "read_responses",
+]
+
+logger = logging.getLogger(__name__)
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+LEAVE_FORMAT = "batchrl-mtf-leave@1"
+RESPONSES_FORMAT = "batchrl-mtf-responses@1"
+
+
+def _sigmoid(x: FloatArray) -> FloatArray:
+    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(x, -40.0, 40.0))), dtype=np.float64)
+
+
+def leave_feature_names(state_names: Sequence[str], feedback: Sequence[str]) -> tuple[str, ...]:
+    """Inputs of the leave model: the state before the request, then ``req_<fb>`` (the request's
+    feedback summed over its items), in ``feedback`` order."""
+    return (*state_names, *(f"req_{c}" for c in feedback))
+
+
+@dataclass(frozen=True)
+class LeaveModel:
+    """``P(the session ends after this request) = sigmoid(b + sum_j c_j (x_j - mean_j) / std_j)``.
+
+    Attributes:
+        features: Input names (:func:`leave_feature_names`).
+        mean: Normalisation mean per input, shape (n,).
+        std: Normalisation standard deviation per input, shape (n,).
+        coef: Coefficient per normalised input, shape (n,).
+        intercept: The intercept ``b``.
+    """
+
+    features: tuple[str, ...]
+    mean: FloatArray
+    std: FloatArray
+    coef: FloatArray
+    intercept: float
+
+    def probability(self, x: FloatArray) -> FloatArray:
+        """Leave probability of inputs ``x`` (n, n_features): shape (n,)."""
+        z = (np.asarray(x, dtype=np.float64) - self.mean) / self.std
+        return _sigmoid(z @ self.coef + self.intercept)
+
+    def to_json(self, extra: Mapping[str, object]) -> dict[str, object]:
+        """JSON-ready document (``extra``: calibration, training details)."""
+        return {
+            "format": LEAVE_FORMAT,
+            "features": list(self.features),
+            "mean": [float(v) for v in self.mean],
+            "std": [float(v) for v in self.std],
+            "coef": [float(v) for v in self.coef],
+            "intercept": float(self.intercept),
+            **extra,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any], source: str) -> LeaveModel:
+        """Inverse of :meth:`to_json`.
+
+        Raises:
+            ConfigError: Wrong format tag, missing keys or inconsistent lengths.
+        """
+        if doc.get("format") != LEAVE_FORMAT:
+            raise ConfigError(
+                f"{source}: expected format {LEAVE_FORMAT!r}, found {doc.get('format')!r}"
+            )
+        try:
+            feats = tuple(str(x) for x in doc["features"])
+            arrays = [np.asarray(doc[k], dtype=np.float64) for k in ("mean", "std", "coef")]
+            intercept = float(doc["intercept"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: not a valid leave model (missing or bad {exc})") from None
+        if any(a.shape != (len(feats),) for a in arrays) or not all(
+            np.isfinite(a).all() for a in arrays
+        ):
+            raise ConfigError(
+                f"{source}: expected finite mean, std and coef of length {len(feats)}"
+            )
+        if (arrays[1] <= 0).any():
+            raise ConfigError(f"{source}: expected std > 0")
+        return cls(feats, arrays[0], arrays[1], arrays[2], intercept)
+
+
+@dataclass(frozen=True)
+class ResponseColumn:
+    """How one feedback column is drawn from the response model's ``pred_<column>``.
+
+    Attributes:
+        name: Feedback column.
+        kind: ``"binary"`` (0/1) or ``"watch"`` (seconds, from a regression head).
+        given: The binary column it needs (it is 0 where that one is 0; ``""``: none). Then the
+            probability is ``min(p / p_given, 1)``, so the marginal stays ``p``.
+        log_sd: ``watch`` only: standard deviation of ``log1p(seconds)`` around the model's mean.
+    """
+
+    name: str
+    kind: str
+    given: str = ""
+    log_sd: float = 0.0
+
+
+def read_responses(path: str | Path) -> tuple[ResponseColumn, ...]:
+    """Read ``responses.json`` (written by ``make-env``).
+
+    Raises:
+        ConfigError: Missing file, wrong format or bad entries.
+    """
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"learned.responses: {p}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"learned.responses: {p}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != RESPONSES_FORMAT:
+        raise ConfigError(f"learned.responses: {p}: expected format {RESPONSES_FORMAT!r}")
+    out = []
+    try:
+        for c in doc["columns"]:
+            col = ResponseColumn(
+                str(c["name"]), str(c["kind"]), str(c.get("given", "")), float(c.get("log_sd", 0))
+            )
+            if col.kind not in ("binary", "watch"):
+                raise ValueError(f"kind {col.kind!r} of {col.name!r}")
+            out.append(col)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"learned.responses: {p}: bad column entry ({exc})") from None
+    return tuple(out)
+
+
+def _read_parquet(path: str, key: str) -> pd.DataFrame:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(
+            f"learned.{key}: {p}: file not found (expected the Parquet file written by make-env)"
+        )
+    try:
+        return pd.read_parquet(p)
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        raise ConfigError(f"learned.{key}: {p}: cannot read Parquet ({exc})") from None
+
+
+def _need_columns(frame: pd.DataFrame, cols: Sequence[str], key: str, path: str) -> None:
+    missing = [c for c in cols if c not in frame.columns]
+    if missing:
+        raise ConfigError(f"learned.{key}: {path}: missing column(s) {missing}")
+
+
+class _Encoder:
+    """Fast inputs of a frozen predictor for (start state, catalogue item) pairs.
+
+    User rows are fixed per start state and item rows per catalogue item, so both are encoded
+    once; a request only gathers and concatenates them (no pandas per request).
+    """
+
+    def __init__(
+        self,
+        pred: FrozenPredictor,
+        user_ids: pd.Series,
+        user_values: Mapping[str, FloatArray],
+        item_ids: pd.Series,
+        item_values: Mapping[str, FloatArray],
+    ) -> None:
+        from batchrl_mtf.predictors.features import signed_log
+
+        v = pred.vocab
+        self.pred = pred
+        self.user_idx = v.user_index(user_ids)
+        self.item_idx = v.item_index(item_ids)
+        n_uf, n_if = len(v.user_features), len(v.item_features)
+        self.n_context = len(v.context_features)
+
+        def block(
+            names: Sequence[str],
+            values: Mapping[str, FloatArray],
+            table: np.ndarray,
+            idx: IntArray,
+            offset: int,
+        ) -> npt.NDArray[np.float32]:
+            out = np.zeros((len(idx), len(names)), dtype=np.float32)
+            for j, f in enumerate(names):
+                if f in values:
+                    x = np.asarray(values[f], dtype=np.float64)
+                    z = (signed_log(x) - v.means[offset + j]) / v.stds[offset + j]
+                    out[:, j] = np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
+                else:
+                    out[:, j] = table[idx, j]
+            return out
+
+        self.user_dense = block(v.user_features, user_values, v.user_table, self.user_idx, 0)
+        self.item_dense = block(v.item_features, item_values, v.item_table, self.item_idx, n_uf)
+        self.n_dense = n_uf + n_if + self.n_context
+
+    def predict(self, start: IntArray, items: IntArray) -> FloatArray:
+        """Probabilities of start states ``start`` (n,) with items ``items`` (n, m): (n, m, K)."""
+        n, m = items.shape
+        u = np.repeat(start, m)
+        flat = items.reshape(-1)
+        parts = [self.user_dense[u], self.item_dense[flat]]
+        if self.n_context:
+            parts.append(np.zeros((n * m, self.n_context), dtype=np.float32))
+        dense = np.concatenate(parts, axis=1)
+        out = self.pred.predict_arrays(self.user_idx[u], self.item_idx[flat], dense)
+        return np.clip(out, 0.0, 1.0).reshape(n, m, -1)
+
+
+class LearnedModel:
+    """The learned parts of a ``world.kind = "learned"`` world (built by :class:`World`).
+
+    Reads every artefact named by the spec's ``[learned]`` table and ``[predictor] path`` when it
+    is built, and checks that they fit the spec (feedback columns, tasks, user and state features).
+
+    Args:
+        world: The world being built (its spec, feedback and user features are used).
+
+    Raises:
+        ConfigError: An artefact is missing, unreadable or does not fit the spec.
+    """
+
+    def __init__(self, world: World) -> None:
+        spec = world.spec
+        learned = spec.learned
+        if learned is None:  # pragma: no cover - PlatformSpec.check refuses this
+            raise ConfigError(f"{spec.source}: world.kind = 'learned' needs a [learned] table")
+        self.world = world
+        self.source = spec.source
+        self.candidates = learned.candidates
+        cat = _read_parquet(learned.catalogue, "catalogue")
+        _need_columns(cat, ("item_id", "duration", "exposures"), "catalogue", learned.catalogue)
+        if len(cat) != spec.world.n_items:
+            raise ConfigError(
+                f"{spec.source}: world.n_items = {spec.world.n_items} but learned.catalogue "
+                f"{learned.catalogue} has {len(cat)} items"
+            )
+        self.catalogue = cat
+        self.duration = cat["duration"].to_numpy(dtype=np.float64)
+        expo = cat["exposures"].to_numpy(dtype=np.float64)
+        self.exposure_p = expo / expo.sum() if expo.sum() > 0 else None
+        starts = _read_parquet(learned.start_states, "start_states")
+        hist_cols = [f"hist_{c}_rate" for c in world.feedback]
+        _need_columns(
+            starts,
+            ("user_id", "ts", *world.user_features, *hist_cols, "hist_sessions"),
+            "start_states",
+            learned.start_states,
+        )
+        if len(starts) == 0:
+            raise ConfigError(f"learned.start_states: {learned.start_states}: no start states")
+        self.starts = starts
+        self.user_values = {u: starts[u].to_numpy(dtype=np.float64) for u in world.user_features}
+        self.user_matrix = (
+            np.column_stack([self.user_values[u] for u in world.user_features])
+            if world.user_features
+            else np.zeros((len(starts), 0))
+        )
+        self.hist_rates = np.column_stack(
+            [starts[c].to_numpy(dtype=np.float64) for c in hist_cols]
+        ).reshape(len(starts), len(hist_cols))
+        self.hist_sessions = starts["hist_sessions"].to_numpy(dtype=np.float64)
+        self.start_ms = starts["ts"].to_numpy(dtype=np.int64)
+        self.columns = read_responses(learned.responses)
+        names = [c.name for c in self.columns]
+        if names != list(world.feedback):
+            raise ConfigError(
+                f"learned.responses: {learned.responses}: columns {names} differ from the spec's "
+                f"responses {list(world.feedback)}"
+            )
+        self.leave = self._read_leave(learned.leave_model)
+        self.ranker: _Encoder | None = None
+        self.grader: _Encoder | None = None
+        self.load()
+
+    def _read_leave(self, path: str) -> LeaveModel:
+        from batchrl_mtf.sim.runner import feature_names_of
+
+        p = Path(path)
+        try:
+            doc = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"learned.leave_model: {p}: file not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"learned.leave_model: {p}: not valid JSON ({exc})") from None
+        if not isinstance(doc, dict):
+            raise ConfigError(f"learned.leave_model: {p}: expected a JSON object")
+        model = LeaveModel.from_json(doc, f"learned.leave_model: {p}")
+        fcfg = self.world.spec.features
+        fb = fcfg.feedback or self.world.feedback
+        expected = leave_feature_names(feature_names_of(self.world), fb)
+        if model.features != expected:
+            raise ConfigError(
+                f"learned.leave_model: {p}: expected inputs {list(expected)}, found "
+                f"{list(model.features)}"
+            )
+        fi = [self.world.feedback.index(c) for c in fb]
+        self._leave_fb = np.asarray(fi, dtype=np.int64)
+        return model
+
+    def load(self) -> None:
+        """Load the ranker and the response model (once)."""
+        if self.ranker is not None and self.grader is not None:
+            return
+        from batchrl_mtf.errors import PredictorError
+        from batchrl_mtf.predictors import load_predictor
+
+        spec = self.world.spec
+        assert spec.learned is not None
+        ranker = self.world._load_artefact()
+        path = spec.learned.response_model
+        try:
+            grader = load_predictor(path)
+        except PredictorError as exc:
+            raise ConfigError(f"{spec.source}: learned.response_model: {exc}") from None
+        missing = [c.name for c in self.columns if c.name not in grader.tasks]
+        if missing:
+            raise ConfigError(
+                f"{spec.source}: learned.response_model {path}: predictor lacks {missing}"
+            )
+        for c in self.columns:
+            if c.kind == "watch" and c.name not in grader.regression_caps:
+                raise ConfigError(
+                    f"{spec.source}: learned.response_model {path}: {c.name!r} is not a "
+                    "regression task of the predictor"
+                )
+        items = {"duration": self.duration}
+        ids = self.starts["user_id"].astype(str)
+        item_ids = self.catalogue["item_id"].astype(str)
+        self.ranker = _Encoder(ranker, ids, self.user_values, item_ids, items)
+        self._rank_cols = np.asarray([ranker.tasks.index(t) for t in self.world.tasks])
+        self.grader = _Encoder(grader, ids, self.user_values, item_ids, items)
+        self._grade_cols = {c.name: grader.tasks.index(c.name) for c in self.columns}
+        self._grader = grader
+
+    # ------------------------------------------------------------------ serving
+    def new_users(self, n: int, rng: np.random.Generator) -> Users:
+        """``n`` users, each a start state drawn uniformly from the logged ones."""
+
+        rows = rng.integers(0, len(self.starts), size=n).astype(np.int64)
+        return self.users_at(rows)
+
+    def users_at(self, rows: IntArray) -> Users:
+        """Users starting at the given start states ``rows`` (n,)."""
+        from batchrl_mtf.sim.world import Users
+
+        rows = np.asarray(rows, dtype=np.int64)
+        n = len(rows)
+        return Users(
+            segment=np.zeros(n, dtype=np.int64),
+            features=self.user_matrix[rows].copy(),
+            offsets=np.zeros((n, len(self.world.logit_names))),
+            day_offset_ms=np.zeros(n, dtype=np.int64),
+            start=rows,
+        )
+
+    def draw_candidates(self, n: int, c: int, rng: np.random.Generator) -> IntArray:
+        """Candidate catalogue rows, shape (n, c): uniform, or by logged exposure count."""
+        n_items = len(self.duration)
+        if self.candidates == "exposure" and self.exposure_p is not None:
+            return rng.choice(n_items, size=(n, c), p=self.exposure_p).astype(np.int64)
+        return rng.integers(0, n_items, size=(n, c)).astype(np.int64)
+
+    def rank(self, start: IntArray, user_features: FloatArray, items: IntArray) -> FloatArray:
+        """The ranker's ``pred_<task>`` for ``items`` (n, c) of start states ``start`` (n,):
+        shape (n, c, n_tasks). (User features are fixed per start state.)"""
+        assert self.ranker is not None
+        return self.ranker.predict(start, items)[:, :, self._rank_cols]
+
+    def sample_feedback(
+        self,
+        start: IntArray,
+        user_features: FloatArray,
+        items: IntArray,
+        rng: np.random.Generator,
+    ) -> FloatArray:
+        """Draw the feedback of shown ``items`` (n, s) from the response model: (n, s, F).
+
+        ``binary``: ``Bernoulli(p)``, or given its parent ``Bernoulli(min(p / p_parent, 1))``
+        where the parent is 1. ``watch``: ``exp(N(mu, log_sd^2)) - 1`` seconds, clipped to the
+        item's duration, with ``mu = min(p / p_parent, 1) * log1p(cap)`` (the regression head
+        predicts ``log1p(seconds) / log1p(cap)`` averaged over all impressions, so dividing by
+        ``p_parent`` conditions it on the parent), times the parent.
+        """
+        assert self.grader is not None
+        probs = self.grader.predict(start, items)
+        n, s = items.shape
+        out = np.zeros((n, s, len(self.columns)))
+        col = {c.name: j for j, c in enumerate(self.columns)}
+        eps = 1e-6
+        for j, c in enumerate(self.columns):
+            p = probs[:, :, self._grade_cols[c.name]]
+            if c.given:
+                parent = out[:, :, col[c.given]]
+                p_parent = probs[:, :, self._grade_cols[c.given]]
+                p = np.minimum(p / np.maximum(p_parent, eps), 1.0)
+            else:
+                parent = np.ones((n, s))
+            if c.kind == "binary":
+                out[:, :, j] = parent * (rng.random((n, s)) < p)
+            else:
+                cap = self._grader.regression_caps[c.name]
+                mu = p * math.log1p(cap)
+                z = mu + c.log_sd * rng.standard_normal((n, s))
+                secs = np.clip(np.expm1(z), 0.0, self.duration[items])
+                out[:, :, j] = parent * secs
+        return out
+
+    def leave_probability(self, obs: FloatArray, fb_req: FloatArray) -> FloatArray:
+        """P(the session ends after this request), shape (n,), from the state before the request
+        ``obs`` (n, n_features) and the request's feedback sums ``fb_req`` (n, F)."""
+        x = np.concatenate([obs, fb_req[:, self._leave_fb]], axis=1)
+        return self.leave.probability(x)

@@ -1,0 +1,399 @@
+"""Learned environments (``make-env``): spec and artefacts, Gymnasium API, determinism, the
+replay check against the logs, the leave model, and clear errors for missing artefacts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tomllib
+from pathlib import Path
+
+import gymnasium
+import numpy as np
+import pandas as pd
+import pytest
+import tomli_w
+import torch
+from click.testing import CliRunner
+from gymnasium.utils.env_checker import check_env
+
+import batchrl_mtf.sim  # noqa: F401  (registers the environments)
+from batchrl_mtf.cli import main
+from batchrl_mtf.errors import ConfigError
+from batchrl_mtf.learned import LearnedEnvConfig, calibration_table, fit_leave_model, make_env
+from batchrl_mtf.sim import World, feature_names_of, load_spec, make_policy, run_sessions
+
+REWARD = Path(__file__).resolve().parents[1] / "envs" / "reward_default.toml"
+N_LOGGED = 300
+
+# Replay-check tolerances of a tiny learned env (300 logged sessions, 50 candidates):
+# the learned env replays the logged weights from the logged start states.
+TOLERANCE = {
+    "session_length_mean_rel": 0.25,
+    "session_length_tv": 0.30,
+    "reward_per_request_rel": 0.30,
+    "feedback_rate_click_rel": 0.15,
+    "feedback_rate_watch_time_rel": 0.30,
+}
+
+
+def _simulate(n: int, seed: int) -> pd.DataFrame:
+    torch.set_num_threads(1)
+    world = World(load_spec())
+    ex = world.spec.exploration
+    pol = make_policy(
+        "mixed",
+        world.tasks,
+        feature_names_of(world),
+        world.production,
+        world.low,
+        world.high,
+        ex.action_noise_sigma,
+        ex.random_sigma,
+    )
+    _, logs = run_sessions(world, pol, n, seed, record=True)
+    assert logs is not None
+    return logs
+
+
+@pytest.fixture(scope="module")
+def logs_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    p = tmp_path_factory.mktemp("learned_logs") / "logs.parquet"
+    _simulate(N_LOGGED, 3).to_parquet(p, index=False)
+    return p
+
+
+@pytest.fixture(scope="module")
+def learned(logs_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:  # type: ignore[type-arg]
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("learned_env") / "envs" / "tiny.toml"
+    res = make_env(
+        [logs_path],
+        REWARD,
+        out,
+        LearnedEnvConfig(n_candidates=50, replay_sessions=N_LOGGED, seed=0),
+    )
+    return res.spec_path, res.report
+
+
+def test_make_env_writes_a_learned_spec_with_its_artefacts(learned: tuple[Path, dict]) -> None:  # type: ignore[type-arg]
+    spec_path, report = learned
+    art = spec_path.parent / spec_path.stem
+    for f in (
+        "catalogue.parquet",
+        "start_states.parquet",
+        "responses.json",
+        "leave_model.json",
+        "validation.json",
+        "ranker/weights.safetensors",
+        "response_model/weights.safetensors",
+    ):
+        assert (art / f).is_file(), f
+    spec = load_spec(spec_path)
+    assert spec.world.kind == "learned"
+    assert spec.tasks == ("click", "longview", "like", "follow", "comment", "share")
+    assert spec.world.n_candidates == 50
+    assert spec.world.slate_size == 6
+    cat = pd.read_parquet(art / "catalogue.parquet")
+    assert spec.world.n_items == len(cat)
+    assert (cat["exposures"] > 0).all()
+    starts = pd.read_parquet(art / "start_states.parquet")
+    assert len(starts) == N_LOGGED == report["start_states"]
+    # the response model's parents: every interaction needs a click
+    given = {r["name"]: r["given"] for r in report["responses"]}
+    assert given["click"] == ""
+    assert given["like"] == "click"
+    assert given["watch_time"] == "click"
+    saved = json.loads((art / "validation.json").read_text())
+    assert saved["replay"]["divergence"] == report["replay"]["divergence"]
+    # the leave model is reported on held-out sessions, by decile
+    calib = report["leave_model"]
+    assert len(calib["deciles"]) == 10
+    assert abs(calib["mean_predicted"] - calib["observed"]) < 0.03
+
+
+def test_gymnasium_make_and_check_env(learned: tuple[Path, dict]) -> None:  # type: ignore[type-arg]
+    spec_path, _ = learned
+    env = gymnasium.make("batchrl_mtf/Fusion-v0", spec=str(spec_path))
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, info = env.reset(seed=1)
+    assert obs.shape == env.observation_space.shape
+    assert info["segment"] == "logged"
+    obs, reward, _terminated, _truncated, info = env.step(env.action_space.sample())
+    assert len(info["items"]) == 6
+    assert float(reward) >= 0
+    assert set(info["feedback"]) == set(load_spec(spec_path).feedback)
+    # feedback follows the parent structure: no like without a click
+    fb = info["feedback"]
+    assert np.all(fb["like"] <= fb["click"])
+    assert np.all(fb["watch_time"] <= 120.0 + 1e-9)
+
+
+def _trajectory(spec_path: Path, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    env = gymnasium.make("batchrl_mtf/Fusion-v0", spec=str(spec_path))
+    obs, _ = env.reset(seed=seed)
+    w = np.array([1.0, 0.4, 0.3, 0.1, 0.1, 0.1])
+    observations, rewards = [obs], []
+    for _ in range(40):
+        obs, r, term, trunc, _ = env.step(w)
+        observations.append(obs)
+        rewards.append(float(r))
+        if term or trunc:
+            obs, _ = env.reset()
+            observations.append(obs)
+    return np.array(observations), np.array(rewards)
+
+
+def test_determinism_under_a_seed(learned: tuple[Path, dict]) -> None:  # type: ignore[type-arg]
+    spec_path, _ = learned
+    o1, r1 = _trajectory(spec_path, 5)
+    o2, r2 = _trajectory(spec_path, 5)
+    o3, _r3 = _trajectory(spec_path, 6)
+    np.testing.assert_array_equal(o1, o2)
+    np.testing.assert_array_equal(r1, r2)
+    assert not (o1.shape == o3.shape and np.array_equal(o1, o3))
+    world = World(load_spec(spec_path))
+    pol = make_policy(
+        "production",
+        world.tasks,
+        feature_names_of(world),
+        world.production,
+        world.low,
+        world.high,
+        0.2,
+        0.6,
+    )
+    a, _ = run_sessions(world, pol, 40, 9)
+    b, _ = run_sessions(World(load_spec(spec_path)), pol, 40, 9)
+    np.testing.assert_array_equal(a.returns, b.returns)
+    np.testing.assert_array_equal(a.length, b.length)
+
+
+def test_replay_statistics_match_the_logs(learned: tuple[Path, dict]) -> None:  # type: ignore[type-arg]
+    _, report = learned
+    replay = report["replay"]
+    assert replay["sessions"] == N_LOGGED
+    div = replay["divergence"]
+    for key, tol in TOLERANCE.items():
+        assert div[key] <= tol, (key, div[key], replay["logged"], replay["learned"])
+    # the logged side is the logs themselves: every logged session, replayed once
+    assert replay["logged"]["sessions"] == replay["learned"]["sessions"] == N_LOGGED
+    assert replay["logged"]["session_length_mean"] > 1.0
+
+
+def test_replay_check_detects_a_broken_leave_model(
+    learned: tuple[Path, dict],  # type: ignore[type-arg]
+    tmp_path: Path,
+) -> None:
+    """The replay check fails (session lengths diverge) when leaving is mis-modelled."""
+    spec_path, _ = learned
+    copy = _copy_env(spec_path, tmp_path)
+    leave = copy.parent / copy.stem / "leave_model.json"
+    doc = json.loads(leave.read_text())
+    doc["intercept"] = doc["intercept"] + 3.0  # users leave far too early
+    leave.write_text(json.dumps(doc))
+    env = gymnasium.make("batchrl_mtf/Fusion-v0", spec=str(copy))
+    lengths = []
+    env.reset(seed=0)
+    for _ in range(30):
+        n = 0
+        while True:
+            _, _, term, trunc, _ = env.step(np.ones(6))
+            n += 1
+            if term or trunc:
+                break
+        lengths.append(n)
+        env.reset()
+    logged_mean = learned[1]["replay"]["logged"]["session_length_mean"]
+    assert np.mean(lengths) < 0.5 * logged_mean
+
+
+def test_fit_leave_model_recovers_coefficients_and_is_calibrated() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20000, 3)) * np.array([1.0, 2.0, 0.5]) + 1.0
+    logit = -2.0 + 0.8 * x[:, 0] - 0.5 * x[:, 1]
+    y = (rng.random(20000) < 1 / (1 + np.exp(-logit))).astype(float)
+    model = fit_leave_model(x, y, ("a", "b", "c"), l2=0.0)
+    raw = model.coef / model.std
+    np.testing.assert_allclose(raw, [0.8, -0.5, 0.0], atol=0.06)
+    p = model.probability(x)
+    assert abs(p.mean() - y.mean()) < 1e-6
+    table = calibration_table(p, y)
+    assert len(table) == 10
+    for row in table:
+        assert abs(row["mean_predicted"] - row["observed"]) < 0.04
+
+
+def _copy_env(spec_path: Path, dest: Path) -> Path:
+    out = dest / spec_path.name
+    shutil.copy(spec_path, out)
+    shutil.copytree(spec_path.parent / spec_path.stem, dest / spec_path.stem)
+    return out
+
+
+def _delete(rel: str):  # type: ignore[no-untyped-def]
+    def apply(spec: Path) -> None:
+        p = spec.parent / spec.stem / rel
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+    return apply
+
+
+def _edit_spec(key: str, value: object):  # type: ignore[no-untyped-def]
+    def apply(spec: Path) -> None:
+        doc = tomllib.loads(spec.read_text())
+        table, name = key.split(".")
+        if value is None:
+            doc[table].pop(name)
+        else:
+            doc[table][name] = value
+        spec.write_text(tomli_w.dumps(doc))
+
+    return apply
+
+
+def _drop_table(name: str):  # type: ignore[no-untyped-def]
+    def apply(spec: Path) -> None:
+        doc = tomllib.loads(spec.read_text())
+        doc.pop(name)
+        spec.write_text(tomli_w.dumps(doc))
+
+    return apply
+
+
+def _corrupt(rel: str, text: str):  # type: ignore[no-untyped-def]
+    def apply(spec: Path) -> None:
+        (spec.parent / spec.stem / rel).write_text(text)
+
+    return apply
+
+
+MISSING = [
+    (_delete("catalogue.parquet"), r"learned.catalogue: .*catalogue.parquet: file not found"),
+    (
+        _delete("start_states.parquet"),
+        r"learned.start_states: .*start_states.parquet: file not found",
+    ),
+    (_delete("responses.json"), r"learned.responses: .*responses.json: file not found"),
+    (_delete("leave_model.json"), r"learned.leave_model: .*leave_model.json: file not found"),
+    (_delete("ranker"), r"predictor.path: .*ranker: not a predictor artefact directory"),
+    (
+        _delete("response_model"),
+        r"learned.response_model: .*response_model: not a predictor artefact directory",
+    ),
+    (_delete("response_model/weights.safetensors"), r"missing predictor artefact file"),
+    (_corrupt("leave_model.json", "{not json"), r"learned.leave_model: .*not valid JSON"),
+    (_corrupt("responses.json", "{}"), r"learned.responses: .*expected format"),
+    (_edit_spec("learned.catalogue", None), r"learned: missing path\(s\) for \['catalogue'\]"),
+    (_edit_spec("world.n_items", 20000), r"world.n_items = 20000 but learned.catalogue"),
+    (_drop_table("learned"), r"world.kind = 'learned' needs a \[learned\] table"),
+]
+
+
+@pytest.mark.parametrize(("mutate", "match"), MISSING)
+def test_spec_with_missing_artefacts_is_a_clear_error(
+    learned: tuple[Path, dict],  # type: ignore[type-arg]
+    tmp_path: Path,
+    mutate,  # type: ignore[no-untyped-def]
+    match: str,
+) -> None:
+    spec = _copy_env(learned[0], tmp_path)
+    mutate(spec)
+    with pytest.raises(ConfigError, match=match):
+        gymnasium.make("batchrl_mtf/Fusion-v0", spec=str(spec))
+
+
+def test_simulated_world_refuses_a_learned_table() -> None:
+    from batchrl_mtf.sim import default_spec_path, parse_spec
+
+    doc = tomllib.loads(default_spec_path().read_text())
+    doc["learned"] = {"catalogue": "x.parquet"}
+    with pytest.raises(ConfigError, match=r"\[learned\] is only allowed with world.kind"):
+        parse_spec(doc, "x.toml")
+
+
+def test_cli_make_env_then_rollout_and_simulate(logs_path: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    runner = CliRunner()
+    out = tmp_path / "envs" / "cli.toml"
+    res = runner.invoke(
+        main,
+        [
+            "make-env",
+            str(logs_path),
+            "--reward",
+            str(REWARD),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--n-candidates",
+            "30",
+            "--replay-sessions",
+            "100",
+            "--candidates",
+            "exposure",
+            "--beta",
+            "0.05,0.05,0.01,0.005,0.005,0.005",
+            "--action-bounds",
+            "0,2",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "replay check (100 logged sessions" in res.output
+    assert "session length (mean)" in res.output
+    assert "leave model (held-out sessions)" in res.output
+    assert (tmp_path / "envs" / "cli" / "validation.json").is_file()
+    spec = load_spec(out)
+    assert spec.learned is not None
+    assert spec.learned.candidates == "exposure"
+    assert spec.fusion.beta == (0.05, 0.05, 0.01, 0.005, 0.005, 0.005)
+    assert (spec.fusion.low, spec.fusion.high) == (0.0, 2.0)
+    roll = runner.invoke(
+        main, ["rollout", "--env", str(out), "--policy", "production", "--sessions", "20"]
+    )
+    assert roll.exit_code == 0, roll.output
+    doc = json.loads(roll.output)
+    assert doc["sessions"] == 20
+    assert doc["return"]["mean"] > 0
+    logs_out = tmp_path / "from_learned.parquet"
+    sim = runner.invoke(
+        main,
+        [
+            "simulate",
+            "--env",
+            str(out),
+            "--sessions",
+            "10",
+            "--policy",
+            "mixed",
+            "--out",
+            str(logs_out),
+        ],
+    )
+    assert sim.exit_code == 0, sim.output
+    assert set(pd.read_parquet(logs_out)["user_id"])
+    assert len(pd.read_parquet(logs_out)) > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--out", "x.json"], r"--out x.json: expected a .toml file name"),
+        (["--beta", "0.1,0.2"], r"--beta: expected 1 or 6 values"),
+        (["--action-bounds", "0"], r"--action-bounds: expected LO,HI"),
+        (["--predictor", "nope"], r"--predictor: nope: not a predictor artefact directory"),
+    ],
+)
+def test_cli_errors_are_one_line(
+    logs_path: Path, tmp_path: Path, args: list[str], match: str
+) -> None:
+    runner = CliRunner()
+    base = ["make-env", str(logs_path), "--reward", str(REWARD)]
+    if "--out" not in args:
+        base += ["--out", str(tmp_path / "e.toml")]
+    res = runner.invoke(main, [*base, *args])
+    assert res.exit_code == 2, res.output
+    import re
+
+    assert re.search(match, res.output), res.output
