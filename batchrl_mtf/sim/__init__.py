@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         rollout_summary,
         run_sessions,
         search_constant,
+        true_value,
     )
     from batchrl_mtf.sim.spec import PlatformSpec, default_spec_path, load_spec, parse_spec
     from batchrl_mtf.sim.world import Users, World
@@ -63,6 +64,7 @@ __all__ = [
     "rollout_summary",
     "run_sessions",
     "search_constant",
+    "true_value",
     "truncnorm_logpdf",
 ]
 
@@ -86,6 +88,7 @@ _LAZY = {
     "rollout_summary": "batchrl_mtf.sim.runner",
     "run_sessions": "batchrl_mtf.sim.runner",
     "search_constant": "batchrl_mtf.sim.runner",
+    "true_value": "batchrl_mtf.sim.runner",
     "PlatformSpec": "batchrl_mtf.sim.spec",
     "default_spec_path": "batchrl_mtf.sim.spec",
     "load_spec": "batchrl_mtf.sim.spec",

@@ -13,7 +13,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from batchrl_mtf.errors import ConfigError
-from batchrl_mtf.policy import ConstantPolicy
+from batchrl_mtf.policy import ConstantPolicy, Policy
 from batchrl_mtf.sim.engine import LogRecorder, SessionBatch, UserPool
 from batchrl_mtf.sim.policies import FixedPolicy, PolicyContext, SimPolicy
 from batchrl_mtf.sim.world import World
@@ -324,3 +324,34 @@ def search_constant(
         evaluations=n_eval,
         history=tuple(history),
     )
+
+
+def true_value(
+    env_spec: str | None,
+    policy: Policy,
+    seed: int = 0,
+    sessions: int = 4000,
+) -> float:
+    """The true value of a deterministic policy: its mean undiscounted session return.
+
+    Args:
+        env_spec: Platform spec (a TOML path or a shipped name; ``None`` = the default world).
+        policy: Any :class:`batchrl_mtf.policy.Policy` (constant, weight table, trained network)
+            whose observations follow the world's feature order.
+        seed: Seed of the simulated users and noise (same seed = same users for every policy).
+        sessions: Sessions to simulate.
+
+    Raises:
+        PolicyError: The policy's tasks differ from the world's.
+    """
+    from batchrl_mtf.errors import PolicyError
+    from batchrl_mtf.sim.spec import load_spec
+
+    world = World(load_spec(env_spec))
+    if tuple(policy.tasks) != tuple(world.tasks):
+        raise PolicyError(
+            f"{policy.name}: policy tasks {list(policy.tasks)} differ from the world's "
+            f"{list(world.tasks)} ({world.spec.source})"
+        )
+    stats, _ = run_sessions(world, FixedPolicy(policy), sessions, seed)
+    return float(stats.returns.mean())
