@@ -9,7 +9,11 @@
 Usage::
 
     python bench/learned_env.py [--sessions 20000] [--sim-sessions 4000] [--env-sessions 2000]
-        [--workdir runs/learned_bench] [--out runs/learned_bench.json]
+        [--ranker-targets auto|pred|labels] [--catalogue-size 20000|0] [--candidates uniform]
+        [--epochs 3] [--linear-leave] [--workdir runs/learned_bench] [--out runs/learned_bench.json]
+
+Quick iteration: ``--sessions 5000 --sim-sessions 2000 --env-sessions 1000``. True values are
+cached in ``WORKDIR/truth_<sim-sessions>_<seed>.json`` (they do not depend on the logs).
 """
 
 from __future__ import annotations
@@ -94,6 +98,16 @@ def main() -> None:
     ap.add_argument("--sim-sessions", type=int, default=4000, help="sessions per policy (truth)")
     ap.add_argument("--env-sessions", type=int, default=2000, help="sessions per policy (learned)")
     ap.add_argument("--seed", type=int, default=12345, help="seed of the evaluation users")
+    ap.add_argument("--ranker-targets", default="auto", choices=["auto", "pred", "labels"])
+    ap.add_argument(
+        "--catalogue-size",
+        type=int,
+        default=-1,
+        help="make-env --catalogue-size; -1 = the true world's n_items, 0 = logged items only",
+    )
+    ap.add_argument("--candidates", default="uniform", choices=["uniform", "exposure"])
+    ap.add_argument("--linear-leave", action="store_true", help="leave model without interactions")
+    ap.add_argument("--epochs", type=int, default=3, help="epochs of each fitted predictor")
     ap.add_argument("--workdir", default="runs/learned_bench")
     ap.add_argument("--out", default="runs/learned_bench.json")
     args = ap.parse_args()
@@ -125,6 +139,13 @@ def main() -> None:
         "envs/reward_default.toml",
         work / "envs" / "learned_short_video.toml",
         LearnedEnvConfig(
+            candidates=args.candidates,
+            ranker_targets=args.ranker_targets,
+            catalogue_size=(
+                sim.spec.world.n_items if args.catalogue_size < 0 else args.catalogue_size or None
+            ),
+            n_epochs=args.epochs,
+            leave_interactions=not args.linear_leave,
             beta=tuple(sim.spec.fusion.beta),
             action_bounds=(sim.spec.fusion.low, sim.spec.fusion.high),
             production=tuple(sim.spec.fusion.production),
@@ -136,8 +157,13 @@ def main() -> None:
     learned = World(load_spec(res.spec_path))
     rows = []
     t2 = time.perf_counter()
+    truth_path = work / f"truth_{args.sim_sessions}_{args.seed}.json"
+    truth = json.loads(truth_path.read_text()) if truth_path.is_file() else {}
     for (name, p_sim), p_env in zip(policies(sim).items(), policies(learned).values(), strict=True):
-        v_sim, h_sim = value(sim, p_sim, args.sim_sessions, args.seed)
+        if name not in truth:
+            truth[name] = value(sim, p_sim, args.sim_sessions, args.seed)
+            truth_path.write_text(json.dumps(truth))
+        v_sim, h_sim = truth[name]
         v_env, h_env = value(learned, p_env, args.env_sessions, args.seed)
         rows.append(
             {

@@ -45,6 +45,21 @@ __all__ = ["COMMANDS", "make_env_command"]
     help="Candidate sampler over the logged catalogue.",
 )
 @click.option(
+    "--catalogue-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Items the platform draws candidates from (default: only the logged items); unlogged "
+    "items are taken as never shown, so fewer logged candidates compete per request.",
+)
+@click.option(
+    "--ranker-targets",
+    type=click.Choice(["auto", "pred", "labels"]),
+    default="auto",
+    show_default=True,
+    help="A fitted ranker copies the logged pred_<task> (pred; auto when every task has one) "
+    "or fits the labels.",
+)
+@click.option(
     "--formula",
     type=click.Choice(["logsum", "sum"]),
     default="logsum",
@@ -82,6 +97,8 @@ def make_env_command(
     predictor_dir: Path | None,
     n_candidates: int,
     candidates: str,
+    catalogue_size: int | None,
+    ranker_targets: str,
     formula: str,
     beta: str,
     production: str | None,
@@ -96,7 +113,8 @@ def make_env_command(
     """Learn a Gymnasium environment (a world model) from LOGS and validate it against them.
 
     Fits the item catalogue, start states (the logs' first requests), a leave model (calibrated
-    logistic regression), the ranker (--predictor, or fitted on the earliest half of the rows) and a
+    logistic regression), the ranker (--predictor, or fitted on the earliest half of the rows, by
+    default copying the logged pred_<task>) and a
     response model (a second predictor fitted on the latest half, so the ranker is not graded by
     itself). Writes OUT (a spec with world.kind = "learned") and the artefacts in OUT's stem
     directory, then replays the logged weights in the learned env and prints the logs' and the
@@ -115,6 +133,8 @@ def make_env_command(
     mapping: dict[str, object] = {
         "n_candidates": n_candidates,
         "candidates": candidates,
+        "catalogue_size": catalogue_size,
+        "ranker_targets": ranker_targets,
         "formula": formula,
         "beta": list(parse_float_list(beta, "--beta")),
         "model": model,

@@ -40,7 +40,12 @@ from batchrl_mtf.io import (
     hash_files,
     package_versions,
 )
-from batchrl_mtf.learned.leave import calibration_table, fit_leave_model, log_loss
+from batchrl_mtf.learned.leave import (
+    calibration_table,
+    fit_leave_model,
+    log_loss,
+    segment_feedback_pairs,
+)
 from batchrl_mtf.learned.runtime import RESPONSES_FORMAT, leave_feature_names
 from batchrl_mtf.learned.validate import LoggedSessions, format_replay, replay_check
 from batchrl_mtf.mdp import (
@@ -80,9 +85,20 @@ class LearnedEnvConfig:
         n_epochs: Training epochs of each fitted predictor.
         train_fraction: Share of rows (by ``ts``) each fitted predictor trains on: the ranker on
             the earliest, the response model on the latest (0.5: disjoint halves).
+        ranker_targets: What a fitted ranker learns: ``"pred"`` distils the platform's own
+            predictor from the logged ``pred_<task>`` columns (regression on
+            ``log(pred + scale)``), ``"labels"`` fits the feedback labels, ``"auto"`` = ``"pred"``
+            when every task has a logged ``pred_<task>`` column, else ``"labels"``.
+        catalogue_size: Items the platform draws candidates from (``None``: only the logged
+            items). Items never shown in the logs are taken as never winning a slate, so a
+            request draws ``round(n_candidates * logged items / catalogue_size)`` candidates
+            from the logged catalogue (at least the slate size).
         min_id_count: Ids seen fewer times map to the predictors' unknown id (less memorisation
             of rarely seen items).
         leave_l2: L2 penalty of the leave model's standardised coefficients.
+        leave_interactions: Add products of the user-revealing inputs (``u_*``,
+            ``hist_<fb>_rate``) with the session's and request's feedback and depth to the
+            leave model (:func:`batchrl_mtf.learned.leave.segment_feedback_pairs`).
         leave_holdout: Share of sessions held out to report the leave model's calibration.
         replay_sessions: Logged sessions replayed by the replay check.
         seed: Seed of the predictors (ranker ``seed``, response model ``seed + 1``) and the check.
@@ -100,8 +116,11 @@ class LearnedEnvConfig:
     model: str = "shared-bottom"
     n_epochs: int = 3
     train_fraction: float = 0.5
+    ranker_targets: Literal["auto", "pred", "labels"] = "auto"
+    catalogue_size: int | None = None
     min_id_count: int = 1
     leave_l2: float = 1.0
+    leave_interactions: bool = True
     leave_holdout: float = 0.2
     replay_sessions: int = 2000
     seed: int = 0
@@ -129,6 +148,16 @@ class LearnedEnvConfig:
             0 < self.train_fraction < 1,
             "train_fraction",
             f"expected a share in (0, 1), found {self.train_fraction}",
+        )
+        require(
+            self.ranker_targets in ("auto", "pred", "labels"),
+            "ranker_targets",
+            f"expected 'auto', 'pred' or 'labels', found {self.ranker_targets!r}",
+        )
+        require(
+            self.catalogue_size is None or self.catalogue_size >= 1,
+            "catalogue_size",
+            f"expected >= 1, found {self.catalogue_size}",
         )
         require(self.min_id_count >= 1, "min_id_count", f"expected >= 1, found {self.min_id_count}")
         require(self.leave_l2 >= 0, "leave_l2", f"expected >= 0, found {self.leave_l2}")
@@ -232,8 +261,13 @@ def _fit_predictors(
     config: LearnedEnvConfig,
     predictor_dir: str | Path | None,
     out: Path,
-) -> dict[str, object]:
-    """Fit (or copy) the ranker and fit the response model into ``out``; return their metrics."""
+    scale: Sequence[float],
+) -> tuple[dict[str, object], dict[str, float]]:
+    """Fit (or copy) the ranker and fit the response model into ``out``.
+
+    Returns the predictors' metrics and, for a ranker distilled from the logged ``pred_<task>``
+    columns, the scale of each task (``pred = scale * expm1(out * log1p(cap))``; empty
+    otherwise)."""
     from batchrl_mtf.config import config_from_mapping
     from batchrl_mtf.errors import PredictorError
     from batchrl_mtf.predictors import (
@@ -250,7 +284,9 @@ def _fit_predictors(
     ]
     names = [str(r["name"]) for r in response]
     frame = rows[[*cols, *names]].reset_index(drop=True)
+    rows = rows.reset_index(drop=True)
     metrics: dict[str, object] = {}
+    ranker_scale: dict[str, float] = {}
     if predictor_dir is not None:
         try:
             ranker = load_predictor(predictor_dir)
@@ -262,18 +298,34 @@ def _fit_predictors(
         shutil.copytree(predictor_dir, out / "ranker")
         metrics["ranker"] = {"source": str(predictor_dir), "content_hash": ranker.content_hash}
     else:
+        pred_cols = [f"pred_{t}" for t in tasks]
+        have_pred = all(c in rows.columns for c in pred_cols)
+        distil = config.ranker_targets == "pred" or (config.ranker_targets == "auto" and have_pred)
+        if distil and not have_pred:
+            raise ConfigError(
+                f"ranker_targets = 'pred' needs logged columns {pred_cols}; missing "
+                f"{[c for c in pred_cols if c not in rows.columns]}"
+            )
         missing = [t for t in tasks if t not in frame.columns]
-        if missing:
+        if missing and not distil:
             raise ConfigError(
                 f"tasks {missing} have no label column in the logs, so no ranker can be fitted; "
                 "give one with --predictor DIR"
             )
+        ranker_frame = frame
+        if distil:
+            # copy the platform's own predictor: regress log(pred + scale) (the scale the
+            # fusion formula reads) through the predictors' log1p regression target pred / scale
+            ranker_frame = frame[cols].copy()
+            for t, sc in zip(tasks, scale, strict=True):
+                ranker_frame[t] = np.clip(rows[f"pred_{t}"].to_numpy(dtype=np.float64), 0, 1) / sc
         cfg = config_from_mapping(
             PredictorConfig,
             {
                 "model": config.model,
                 "tasks": list(tasks),
-                "regression_tasks": [],
+                "regression_tasks": list(tasks) if distil else [],
+                "regression_cap_quantile": 1.0,
                 "n_epochs": config.n_epochs,
                 "seed": config.seed,
                 "valid_fraction": 1.0 - config.train_fraction,
@@ -282,10 +334,13 @@ def _fit_predictors(
             "make-env ranker",
         )
         t0 = time.perf_counter()
-        trained = fit_predictor(frame, cfg)
+        trained = fit_predictor(ranker_frame.reset_index(drop=True), cfg)
         save_predictor(trained, out / "ranker")
+        if distil:
+            ranker_scale = {t: float(sc) for t, sc in zip(tasks, scale, strict=True)}
         metrics["ranker"] = {
             "held_out": [config_to_dict(m) for m in trained.metrics],
+            "targets": "logged pred_<task> (distilled)" if distil else "labels",
             "split": f"trained on the earliest {config.train_fraction:.0%} of rows by ts",
             "seconds": round(time.perf_counter() - t0, 1),
         }
@@ -332,7 +387,7 @@ def _fit_predictors(
         mu = p * math.log1p(grader.regression_caps[name])
         resid = np.log1p(sample[name].to_numpy(dtype=np.float64)) - mu
         r["log_sd"] = float(np.std(resid)) if len(resid) > 1 else 0.0
-    return metrics
+    return metrics, ranker_scale
 
 
 def make_env(
@@ -429,7 +484,10 @@ def make_env(
     test_rows = (~censored) & (split == "test")
     if not train_rows.any():
         train_rows = ~censored
-    leave = fit_leave_model(x[train_rows], y[train_rows], leave_names, l2=config.leave_l2)
+    pairs = segment_feedback_pairs(leave_names, order) if config.leave_interactions else []
+    leave = fit_leave_model(
+        x[train_rows], y[train_rows], leave_names, l2=config.leave_l2, pairs=pairs
+    )
     p_test = leave.probability(x[test_rows])
     y_test = y[test_rows]
     base = float(y[train_rows].mean())
@@ -476,21 +534,30 @@ def make_env(
     n_items = len(catalogue)
     slate = int(np.bincount(n_items_req).argmax())
     n_cand = min(config.n_candidates, n_items)
+    if config.catalogue_size is not None and config.catalogue_size > n_items:
+        # the unlogged items never won a slate: only the logged share of candidates competes
+        n_cand = round(config.n_candidates * n_items / config.catalogue_size)
+        n_cand = max(min(n_cand, n_items), min(int(np.bincount(n_items_req).argmax()), n_items))
     slate = min(slate, n_cand)
     stem = out_path.stem
     art = out_path.parent / stem
     with atomic_dir(art) as tmp:
         catalogue.to_parquet(tmp / "catalogue.parquet", index=False)
         start_df.to_parquet(tmp / "start_states.parquet", index=False)
-        metrics = _fit_predictors(raw, tasks, response, config, predictor_dir, tmp)
-        (tmp / "responses.json").write_text(
-            dumps_json({"format": RESPONSES_FORMAT, "columns": response}), encoding="utf-8"
+        scale = list(beta) if config.formula == "logsum" else [1.0] * k
+        metrics, ranker_scale = _fit_predictors(
+            raw, tasks, response, config, predictor_dir, tmp, scale
         )
+        resp_doc: dict[str, object] = {"format": RESPONSES_FORMAT, "columns": response}
+        if ranker_scale:
+            resp_doc["ranker_scale"] = ranker_scale
+        (tmp / "responses.json").write_text(dumps_json(resp_doc), encoding="utf-8")
         (tmp / "leave_model.json").write_text(
             dumps_json(
                 leave.to_json(
                     {
                         "l2": config.leave_l2,
+                        "interactions": len(pairs),
                         "label": "1 on the last request of a session",
                         "censored": "last requests of sessions at the longest logged length",
                         "calibration": calib,
@@ -548,7 +615,12 @@ def make_env(
         "logs": [str(p) for p in paths],
         "data_hash": hash_files(list(paths)),
         "accounting": accounting.to_dict(),
-        "catalogue": {"items": n_items, "n_candidates": n_cand, "candidates": config.candidates},
+        "catalogue": {
+            "items": n_items,
+            "catalogue_size": config.catalogue_size,
+            "n_candidates": n_cand,
+            "candidates": config.candidates,
+        },
         "start_states": len(start_df),
         "slate_size": slate,
         "max_requests": max_len,

@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from batchrl_mtf.learned.runtime import LeaveModel
 
-__all__ = ["calibration_table", "fit_leave_model", "log_loss"]
+__all__ = ["calibration_table", "fit_leave_model", "log_loss", "segment_feedback_pairs"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -34,6 +34,7 @@ def fit_leave_model(
     l2: float = 1.0,
     max_iter: int = 50,
     tol: float = 1e-8,
+    pairs: Sequence[tuple[int, int]] = (),
 ) -> LeaveModel:
     """Fit the leave model.
 
@@ -44,6 +45,8 @@ def fit_leave_model(
         l2: L2 penalty on the standardised coefficients (the data term is a sum over rows).
         max_iter: Newton iterations at most.
         tol: Stop when the largest coefficient change is below this.
+        pairs: Interactions ``(i, j)``: the products of standardised inputs ``z_i z_j`` are
+            extra inputs (penalised like the others).
 
     Returns:
         The fitted :class:`LeaveModel`.
@@ -53,7 +56,8 @@ def fit_leave_model(
     mean = x.mean(axis=0)
     std = x.std(axis=0)
     std = np.where(std > 1e-9, std, 1.0)
-    z = (x - mean) / std
+    pair_arr = np.asarray(list(pairs), dtype=np.int64).reshape(-1, 2)
+    z = LeaveModel(tuple(names), mean, std, np.zeros(0), 0.0, pair_arr).design(x)
     n, d = z.shape
     a = np.concatenate([np.ones((n, 1)), z], axis=1)
     rate = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
@@ -70,7 +74,20 @@ def fit_leave_model(
         theta -= step
         if float(np.max(np.abs(step))) < tol:
             break
-    return LeaveModel(tuple(names), mean, std, theta[1:].copy(), float(theta[0]))
+    return LeaveModel(tuple(names), mean, std, theta[1:].copy(), float(theta[0]), pair_arr)
+
+
+def segment_feedback_pairs(names: Sequence[str], feedback: Sequence[str]) -> list[tuple[int, int]]:
+    """Interactions of the inputs that reveal who the user is (``u_*``, ``hist_<fb>_rate``) with
+    the session's and the request's feedback (``session_<fb>``, ``req_<fb>``) and depth, so
+    leaving can depend on feedback differently for different users."""
+    col = {n: i for i, n in enumerate(names)}
+    who = [i for n, i in col.items() if n.startswith("u_")]
+    who += [col[f"hist_{c}_rate"] for c in feedback if f"hist_{c}_rate" in col]
+    what = [col[f"{p}_{c}"] for p in ("req", "session") for c in feedback if f"{p}_{c}" in col]
+    if "session_depth" in col:
+        what.append(col["session_depth"])
+    return [(i, j) for i in who for j in what]
 
 
 def log_loss(p: FloatArray, y: FloatArray) -> float:

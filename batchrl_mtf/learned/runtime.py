@@ -14,7 +14,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +41,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-LEAVE_FORMAT = "batchrl-mtf-leave@1"
+LEAVE_FORMAT = "batchrl-mtf-leave@2"
+LEAVE_FORMAT_V1 = "batchrl-mtf-leave@1"
 RESPONSES_FORMAT = "batchrl-mtf-responses@1"
 
 
@@ -57,14 +58,17 @@ def leave_feature_names(state_names: Sequence[str], feedback: Sequence[str]) -> 
 
 @dataclass(frozen=True)
 class LeaveModel:
-    """``P(the session ends after this request) = sigmoid(b + sum_j c_j (x_j - mean_j) / std_j)``.
+    """``P(the session ends after this request) = sigmoid(b + c . [z, z_i z_j for (i, j) in
+    pairs])`` with ``z = (x - mean) / std``.
 
     Attributes:
         features: Input names (:func:`leave_feature_names`).
         mean: Normalisation mean per input, shape (n,).
         std: Normalisation standard deviation per input, shape (n,).
-        coef: Coefficient per normalised input, shape (n,).
+        coef: Coefficient per normalised input, then per pair, shape (n + n_pairs,).
         intercept: The intercept ``b``.
+        pairs: Interactions: products ``z_i z_j`` of normalised inputs, shape (n_pairs, 2);
+            none for a linear model.
     """
 
     features: tuple[str, ...]
@@ -72,11 +76,18 @@ class LeaveModel:
     std: FloatArray
     coef: FloatArray
     intercept: float
+    pairs: IntArray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
+
+    def design(self, x: FloatArray) -> FloatArray:
+        """The model's inputs of ``x`` (n, n_features): ``[z, z_i z_j]``, (n, n + n_pairs)."""
+        z = (np.asarray(x, dtype=np.float64) - self.mean) / self.std
+        if len(self.pairs) == 0:
+            return z
+        return np.concatenate([z, z[:, self.pairs[:, 0]] * z[:, self.pairs[:, 1]]], axis=1)
 
     def probability(self, x: FloatArray) -> FloatArray:
         """Leave probability of inputs ``x`` (n, n_features): shape (n,)."""
-        z = (np.asarray(x, dtype=np.float64) - self.mean) / self.std
-        return _sigmoid(z @ self.coef + self.intercept)
+        return _sigmoid(self.design(x) @ self.coef + self.intercept)
 
     def to_json(self, extra: Mapping[str, object]) -> dict[str, object]:
         """JSON-ready document (``extra``: calibration, training details)."""
@@ -87,17 +98,18 @@ class LeaveModel:
             "std": [float(v) for v in self.std],
             "coef": [float(v) for v in self.coef],
             "intercept": float(self.intercept),
+            "pairs": [[int(i), int(j)] for i, j in self.pairs],
             **extra,
         }
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any], source: str) -> LeaveModel:
-        """Inverse of :meth:`to_json`.
+        """Inverse of :meth:`to_json` (``batchrl-mtf-leave@1`` documents have no pairs).
 
         Raises:
             ConfigError: Wrong format tag, missing keys or inconsistent lengths.
         """
-        if doc.get("format") != LEAVE_FORMAT:
+        if doc.get("format") not in (LEAVE_FORMAT, LEAVE_FORMAT_V1):
             raise ConfigError(
                 f"{source}: expected format {LEAVE_FORMAT!r}, found {doc.get('format')!r}"
             )
@@ -105,17 +117,25 @@ class LeaveModel:
             feats = tuple(str(x) for x in doc["features"])
             arrays = [np.asarray(doc[k], dtype=np.float64) for k in ("mean", "std", "coef")]
             intercept = float(doc["intercept"])
+            pairs = np.asarray(doc.get("pairs", []), dtype=np.int64).reshape(-1, 2)
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{source}: not a valid leave model (missing or bad {exc})") from None
-        if any(a.shape != (len(feats),) for a in arrays) or not all(
-            np.isfinite(a).all() for a in arrays
+        d = len(feats)
+        shapes_ok = arrays[0].shape == (d,) and arrays[1].shape == (d,)
+        if (
+            not shapes_ok
+            or arrays[2].shape != (d + len(pairs),)
+            or not all(np.isfinite(a).all() for a in arrays)
         ):
             raise ConfigError(
-                f"{source}: expected finite mean, std and coef of length {len(feats)}"
+                f"{source}: expected finite mean and std of length {d} and coef of length "
+                f"{d} + {len(pairs)} pairs"
             )
+        if len(pairs) and (pairs.min() < 0 or pairs.max() >= d):
+            raise ConfigError(f"{source}: pairs must index the {d} inputs")
         if (arrays[1] <= 0).any():
             raise ConfigError(f"{source}: expected std > 0")
-        return cls(feats, arrays[0], arrays[1], arrays[2], intercept)
+        return cls(feats, arrays[0], arrays[1], arrays[2], intercept, pairs)
 
 
 @dataclass(frozen=True)
@@ -163,6 +183,26 @@ def read_responses(path: str | Path) -> tuple[ResponseColumn, ...]:
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"learned.responses: {p}: bad column entry ({exc})") from None
     return tuple(out)
+
+
+def read_ranker_scale(path: str | Path) -> dict[str, float]:
+    """The ``ranker_scale`` of ``responses.json``: per task, the scale of a ranker distilled from
+    logged ``pred_<task>`` (its regression output ``o`` means ``pred = scale * expm1(o *
+    log1p(cap))``); empty for a ranker that predicts probabilities.
+
+    Raises:
+        ConfigError: Bad entries (the file itself is checked by :func:`read_responses`).
+    """
+    p = Path(path)
+    doc = json.loads(p.read_text(encoding="utf-8"))
+    raw = doc.get("ranker_scale", {}) if isinstance(doc, dict) else {}
+    try:
+        out = {str(k): float(v) for k, v in dict(raw).items()}
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"learned.responses: {p}: bad ranker_scale ({exc})") from None
+    if not all(math.isfinite(v) and v > 0 for v in out.values()):
+        raise ConfigError(f"learned.responses: {p}: ranker_scale values must be > 0")
+    return out
 
 
 def _read_parquet(path: str, key: str) -> pd.DataFrame:
@@ -296,6 +336,7 @@ class LearnedModel:
         self.hist_sessions = starts["hist_sessions"].to_numpy(dtype=np.float64)
         self.start_ms = starts["ts"].to_numpy(dtype=np.int64)
         self.columns = read_responses(learned.responses)
+        self.ranker_scale = read_ranker_scale(learned.responses)
         names = [c.name for c in self.columns]
         if names != list(world.feedback):
             raise ConfigError(
@@ -363,6 +404,22 @@ class LearnedModel:
         item_ids = self.catalogue["item_id"].astype(str)
         self.ranker = _Encoder(ranker, ids, self.user_values, item_ids, items)
         self._rank_cols = np.asarray([ranker.tasks.index(t) for t in self.world.tasks])
+        self._rank_decode: tuple[FloatArray, FloatArray] | None = None
+        if self.ranker_scale:
+            bad = [
+                t
+                for t in self.world.tasks
+                if t not in self.ranker_scale or t not in ranker.regression_caps
+            ]
+            if bad:
+                raise ConfigError(
+                    f"{spec.source}: the ranker is distilled (ranker_scale in "
+                    f"{spec.learned.responses}) but task(s) {bad} lack a scale or a regression head"
+                )
+            self._rank_decode = (
+                np.asarray([self.ranker_scale[t] for t in self.world.tasks]),
+                np.asarray([math.log1p(ranker.regression_caps[t]) for t in self.world.tasks]),
+            )
         self.grader = _Encoder(grader, ids, self.user_values, item_ids, items)
         self._grade_cols = {c.name: grader.tasks.index(c.name) for c in self.columns}
         self._grader = grader
@@ -399,7 +456,11 @@ class LearnedModel:
         """The ranker's ``pred_<task>`` for ``items`` (n, c) of start states ``start`` (n,):
         shape (n, c, n_tasks). (User features are fixed per start state.)"""
         assert self.ranker is not None
-        return self.ranker.predict(start, items)[:, :, self._rank_cols]
+        out = self.ranker.predict(start, items)[:, :, self._rank_cols]
+        if self._rank_decode is not None:  # distilled: back to the platform's probabilities
+            sc, log_cap = self._rank_decode
+            out = np.clip(sc * np.expm1(out * log_cap), 0.0, 1.0)
+        return out
 
     def sample_feedback(
         self,
