@@ -103,7 +103,6 @@ class TablePolicy:
                 f"{name}: table keys {missing} are not state features of the dataset "
                 f"(features: {', '.join(self.feature_names)})"
             )
-        self._columns = {k: self.feature_names.index(k) for k in keys}
 
     @property
     def name(self) -> str:
@@ -118,8 +117,10 @@ class TablePolicy:
     def act(self, observations: FloatArray) -> FloatArray:
         """Look every state up in the table; shape (n, n_tasks)."""
         obs = np.asarray(observations, dtype=np.float64)
-        feats = {k: obs[:, i] for k, i in self._columns.items()}
-        return np.asarray(self.table.lookup(feats), dtype=np.float64)  # type: ignore[attr-defined]
+        return np.asarray(
+            self.table.lookup(obs, names=self.feature_names),  # type: ignore[attr-defined]
+            dtype=np.float64,
+        )
 
 
 def resolve_policy(arg: str, tasks: Sequence[str], feature_names: Sequence[str]) -> Policy:

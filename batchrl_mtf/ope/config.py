@@ -1,0 +1,134 @@
+"""Configuration of off-policy evaluation (``batchrl-mtf evaluate``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from batchrl_mtf.config import require
+
+__all__ = ["ESTIMATOR_NAMES", "OPEConfig"]
+
+ESTIMATOR_NAMES = ("fqe", "cfqe", "pdis", "wpdis", "dr", "wdr")
+"""Every estimator name, in the order reports list them."""
+
+DEFAULT_RECOMMEND_ORDER = ("wdr", "fqe", "wpdis", "cfqe", "dr", "pdis")
+
+
+@dataclass(frozen=True)
+class OPEConfig:
+    """How policies are evaluated offline.
+
+    Attributes:
+        estimators: Estimator names to run (subset of ``fqe, cfqe, pdis, wpdis, dr, wdr``).
+        gamma: Discount factor; ``None`` = the dataset's; ``1.0`` = undiscounted session return.
+        n_bootstrap: Bootstrap resamples of sessions for the 95% intervals (0 = no interval).
+        ci_level: Coverage of the bootstrap percentile intervals.
+        seed: Seed of the bootstrap, the FQE networks and the FQE mini-batches.
+        bandwidth: Gaussian-kernel bandwidth on the [0, 1]-normalised action space; ``None`` =
+            Scott's rule on the logged actions (see :func:`batchrl_mtf.ope.kernel.scott_bandwidth`).
+        fqe_n_steps: Gradient steps of each FQE fit.
+        fqe_batch_size: FQE mini-batch size (transitions).
+        fqe_learning_rate: Adam learning rate of FQE.
+        fqe_hidden_units: Hidden layer sizes of the FQE Q-network.
+        fqe_target_update_interval: Steps between hard target-network updates.
+        fqe_layer_norm: Layer normalisation in the Q-network (keeps TD from diverging on actions
+            far from the data, where the network extrapolates).
+        fqe_n_critics: Q-networks in the FQE ensemble (their mean is the estimate).
+        fqe_reward_scale: Rewards are divided by this while fitting FQE (Q multiplied back);
+            ``None`` = the mean absolute discounted logged session return.
+        cfqe_alpha: Weight of the conservative penalty of ``cfqe`` (BatchRL-MTF uses 0.5e-3).
+        torch_threads: Torch CPU threads while fitting (restored afterwards); 0 = leave as is.
+        min_ess_fraction: An importance-weighted estimate is eligible as the recommended one only
+            when its effective sample size is at least this fraction of the sessions.
+        min_ess: ... and at least this many sessions.
+        recommend_order: Preference order of the recommended-estimate rule.
+    """
+
+    estimators: tuple[str, ...] = ESTIMATOR_NAMES
+    gamma: float | None = None
+    n_bootstrap: int = 500
+    ci_level: float = 0.95
+    seed: int = 0
+    bandwidth: float | None = None
+    fqe_n_steps: int = 5000
+    fqe_batch_size: int = 256
+    fqe_learning_rate: float = 1e-3
+    fqe_hidden_units: tuple[int, ...] = (64, 64)
+    fqe_target_update_interval: int = 50
+    fqe_layer_norm: bool = True
+    fqe_n_critics: int = 1
+    fqe_reward_scale: float | None = None
+    cfqe_alpha: float = 0.5e-3
+    torch_threads: int = 1
+    min_ess_fraction: float = 0.05
+    min_ess: float = 30.0
+    recommend_order: tuple[str, ...] = DEFAULT_RECOMMEND_ORDER
+
+    def __post_init__(self) -> None:
+        require(len(self.estimators) > 0, "estimators", "expected at least one estimator")
+        for name in (*self.estimators, *self.recommend_order):
+            require(
+                name in ESTIMATOR_NAMES,
+                "estimators",
+                f"expected names among {', '.join(ESTIMATOR_NAMES)}, found {name!r}",
+            )
+        require(
+            len(set(self.estimators)) == len(self.estimators),
+            "estimators",
+            f"expected no duplicates, found {list(self.estimators)}",
+        )
+        if self.gamma is not None:
+            require(
+                0.0 <= self.gamma <= 1.0,
+                "gamma",
+                f"expected a number in [0, 1], found {self.gamma}",
+            )
+        require(self.n_bootstrap >= 0, "n_bootstrap", f"expected >= 0, found {self.n_bootstrap}")
+        require(0.0 < self.ci_level < 1.0, "ci_level", f"expected in (0, 1), found {self.ci_level}")
+        if self.bandwidth is not None:
+            require(
+                math.isfinite(self.bandwidth) and self.bandwidth > 0,
+                "bandwidth",
+                f"expected a number > 0, found {self.bandwidth}",
+            )
+        require(self.fqe_n_steps >= 1, "fqe_n_steps", f"expected >= 1, found {self.fqe_n_steps}")
+        require(
+            self.fqe_batch_size >= 1,
+            "fqe_batch_size",
+            f"expected >= 1, found {self.fqe_batch_size}",
+        )
+        require(
+            self.fqe_learning_rate > 0,
+            "fqe_learning_rate",
+            f"expected > 0, found {self.fqe_learning_rate}",
+        )
+        require(
+            len(self.fqe_hidden_units) > 0 and all(u >= 1 for u in self.fqe_hidden_units),
+            "fqe_hidden_units",
+            f"expected positive layer sizes, found {list(self.fqe_hidden_units)}",
+        )
+        require(
+            self.fqe_target_update_interval >= 1,
+            "fqe_target_update_interval",
+            f"expected >= 1, found {self.fqe_target_update_interval}",
+        )
+        require(
+            self.fqe_n_critics >= 1, "fqe_n_critics", f"expected >= 1, found {self.fqe_n_critics}"
+        )
+        if self.fqe_reward_scale is not None:
+            require(
+                math.isfinite(self.fqe_reward_scale) and self.fqe_reward_scale > 0,
+                "fqe_reward_scale",
+                f"expected a number > 0, found {self.fqe_reward_scale}",
+            )
+        require(self.cfqe_alpha >= 0, "cfqe_alpha", f"expected >= 0, found {self.cfqe_alpha}")
+        require(
+            self.torch_threads >= 0, "torch_threads", f"expected >= 0, found {self.torch_threads}"
+        )
+        require(
+            0.0 <= self.min_ess_fraction <= 1.0,
+            "min_ess_fraction",
+            f"expected in [0, 1], found {self.min_ess_fraction}",
+        )
+        require(self.min_ess >= 0, "min_ess", f"expected >= 0, found {self.min_ess}")

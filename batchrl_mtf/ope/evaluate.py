@@ -1,0 +1,224 @@
+"""Evaluate several policies with several estimators, pick the recommended estimate, rank.
+
+Recommended-estimate rule (``OPEConfig.recommend_order``, default
+``wdr, fqe, wpdis, cfqe, dr, pdis``): walk the order and take the first estimator that was run
+and gave a finite value; an importance-weighted estimator (``pdis, wpdis, dr, wdr``) qualifies
+only when its effective sample size is at least ``max(min_ess, min_ess_fraction * n_sessions)``
+(defaults 30 and 5%). When none qualifies, the first finite estimate in the order is taken and
+the report says so (``"reason"``). Policies are ranked by their recommended value, best first.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from batchrl_mtf.dataset import MDPData
+from batchrl_mtf.errors import OPEInputError
+from batchrl_mtf.ope.base import Estimate, Estimator, prepare
+from batchrl_mtf.ope.config import OPEConfig
+from batchrl_mtf.ope.dr import DR, WDR
+from batchrl_mtf.ope.fqe import CFQE, FQE
+from batchrl_mtf.ope.importance import PDIS, WPDIS, bandwidth_for
+from batchrl_mtf.policy import Policy
+
+__all__ = [
+    "ESTIMATORS",
+    "IMPORTANCE_WEIGHTED",
+    "OPEResult",
+    "PolicyResult",
+    "Recommended",
+    "evaluate_policies",
+    "make_estimator",
+    "recommend",
+]
+
+logger = logging.getLogger(__name__)
+
+ESTIMATORS: dict[str, type[Estimator]] = {
+    "fqe": FQE,
+    "cfqe": CFQE,
+    "pdis": PDIS,
+    "wpdis": WPDIS,
+    "dr": DR,
+    "wdr": WDR,
+}
+"""Estimator classes by name."""
+
+IMPORTANCE_WEIGHTED = frozenset({"pdis", "wpdis", "dr", "wdr"})
+"""Estimators that need ``behavior_logp`` and report an effective sample size."""
+
+
+def make_estimator(name: str, config: OPEConfig | None = None) -> Estimator:
+    """The estimator called ``name`` (``fqe``, ``cfqe``, ``pdis``, ``wpdis``, ``dr``, ``wdr``).
+
+    Raises:
+        OPEInputError: Unknown name.
+    """
+    if name not in ESTIMATORS:
+        raise OPEInputError(f"estimator: expected one of {', '.join(ESTIMATORS)}, found {name!r}")
+    return ESTIMATORS[name](config)
+
+
+@dataclass(frozen=True)
+class Recommended:
+    """The recommended estimate of one policy.
+
+    Attributes:
+        estimator: The chosen estimator.
+        value: Its value.
+        ci: Its interval.
+        reason: Why it was chosen (the rule's outcome, in words).
+    """
+
+    estimator: str
+    value: float
+    ci: tuple[float, float] | None
+    reason: str
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON form ``{"estimator", "value", "ci", "reason"}``."""
+        return {
+            "estimator": self.estimator,
+            "value": float(self.value),
+            "ci": None if self.ci is None else [float(self.ci[0]), float(self.ci[1])],
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class PolicyResult:
+    """Every estimate of one policy.
+
+    Attributes:
+        name: The policy's name (the ``--policy`` argument as given).
+        estimates: Estimates by estimator name.
+        recommended: The recommended estimate (``None`` when no estimate is finite).
+        fqe_loss: Final TD loss of the FQE fits by estimator (diagnostic).
+    """
+
+    name: str
+    estimates: dict[str, Estimate]
+    recommended: Recommended | None
+    fqe_loss: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OPEResult:
+    """An evaluation of several policies on one dataset split.
+
+    Attributes:
+        gamma: Discount factor used.
+        n_sessions: Sessions evaluated on.
+        n_requests: Requests evaluated on.
+        estimators: Estimators run, in order.
+        policies: One result per policy, in the order given.
+        ranking: Policy names by recommended value, best first.
+        bandwidth: Kernel bandwidth used by the importance-weighted estimators (or ``None``).
+        config: The evaluation config.
+    """
+
+    gamma: float
+    n_sessions: int
+    n_requests: int
+    estimators: tuple[str, ...]
+    policies: tuple[PolicyResult, ...]
+    ranking: tuple[str, ...]
+    bandwidth: float | None
+    config: OPEConfig
+
+
+def recommend(
+    estimates: dict[str, Estimate], n_sessions: int, config: OPEConfig
+) -> Recommended | None:
+    """Apply the recommended-estimate rule (module docstring) to one policy's estimates."""
+    min_ess = max(config.min_ess, config.min_ess_fraction * n_sessions)
+    fallback: Estimate | None = None
+    for name in config.recommend_order:
+        est = estimates.get(name)
+        if est is None or not math.isfinite(est.value):
+            continue
+        if fallback is None:
+            fallback = est
+        if name in IMPORTANCE_WEIGHTED and (est.ess is None or est.ess < min_ess):
+            continue
+        reason = f"first in order {','.join(config.recommend_order)}"
+        if name in IMPORTANCE_WEIGHTED:
+            reason += f" with ESS {est.ess:.1f} >= {min_ess:.1f}"
+        return Recommended(name, est.value, est.ci, reason)
+    if fallback is None:
+        return None
+    return Recommended(
+        fallback.estimator,
+        fallback.value,
+        fallback.ci,
+        f"no estimate passed the ESS guard (>= {min_ess:.1f}); first finite in order",
+    )
+
+
+def evaluate_policies(
+    data: MDPData, policies: Sequence[Policy], config: OPEConfig | None = None
+) -> OPEResult:
+    """Estimate the value of each policy with each of ``config.estimators``.
+
+    The FQE fit of a policy is shared by ``fqe``, ``dr`` and ``wdr``; every estimator uses the
+    same bootstrap resamples (same seed), so intervals of different policies are paired.
+
+    Args:
+        data: The sessions to evaluate on (typically the held-out ``test`` split).
+        policies: Policies (``BehaviorPolicy`` for the logging policy itself).
+        config: Estimators and their settings.
+
+    Raises:
+        OPEInputError: No policy, duplicate names, or invalid inputs (see the estimators).
+    """
+    config = config or OPEConfig()
+    if not policies:
+        raise OPEInputError("policies: expected at least one policy to evaluate, found none")
+    names = [p.name for p in policies]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise OPEInputError(f"policies: expected distinct names, found {dupes} more than once")
+    estimators = [make_estimator(n, config) for n in config.estimators]
+    results = []
+    gamma = data.spec.gamma if config.gamma is None else config.gamma
+    bandwidth: float | None = None
+    for policy in policies:
+        pdata = prepare(data, policy, gamma)
+        estimates: dict[str, Estimate] = {}
+        for est in estimators:
+            logger.info("evaluating %s with %s", policy.name, est.name)
+            estimates[est.name] = est.estimate(pdata)
+        if bandwidth is None and any(n in IMPORTANCE_WEIGHTED for n in config.estimators):
+            bandwidth = bandwidth_for(pdata, config)
+        losses = {
+            ("fqe" if float(key.split(":")[1]) == 0 else "cfqe"): float(
+                getattr(v, "final_loss", float("nan"))
+            )
+            for key, v in pdata.cache.items()
+            if key.startswith("q:")
+        }
+        results.append(
+            PolicyResult(
+                name=policy.name,
+                estimates=estimates,
+                recommended=recommend(estimates, pdata.n_sessions, config),
+                fqe_loss=losses,
+            )
+        )
+    ranked = sorted(
+        results,
+        key=lambda r: -(r.recommended.value if r.recommended is not None else -math.inf),
+    )
+    return OPEResult(
+        gamma=gamma,
+        n_sessions=data.n_sessions,
+        n_requests=len(data),
+        estimators=tuple(config.estimators),
+        policies=tuple(results),
+        ranking=tuple(r.name for r in ranked),
+        bandwidth=bandwidth,
+        config=config,
+    )

@@ -1,0 +1,294 @@
+"""Fitted Q Evaluation (``fqe``) and the BatchRL-MTF Conservative-OPEstimator (``cfqe``).
+
+FQE (Le, Voloshin & Yue 2019, "Batch Policy Learning under Constraints") fits
+``Q(s, a) ~ r + gamma Q'(s', pi(s'))`` on the logged transitions (``Q'`` a periodically synced
+target network) and estimates ``V(pi) = 1/n sum_i Q(s_{i,0}, pi(s_{i,0}))`` over the sessions'
+initial states. We use d3rlpy's FQE (``d3rlpy.ope.FQE`` and its torch implementation) with
+d3rlpy's observation and action scalers built from the dataset spec
+(``StandardObservationScaler(mean, std)``, ``MinMaxActionScaler(action_low, action_high)``).
+Because the evaluated policy is deterministic, ``pi(s')`` is computed once for every logged state
+and fed through the mini-batch's ``next_actions`` (no policy call per gradient step); the
+mini-batches are sampled vectorised from the transition arrays.
+
+Terminal handling: the last request of a session that ended (``terminal``) bootstraps from 0;
+the last request of a session cut by the log window (``timeout``) has no next state and is not a
+training transition (d3rlpy's convention). So ``gamma = 1`` converges on finite sessions.
+
+The logging policy (``behavior``) is evaluated SARSA-style: ``pi(s')`` is the next logged action
+and ``V = 1/n sum_i Q(s_{i,0}, a_{i,0})``, which converges to the on-policy average.
+
+CFQE (Zhang et al. 2022, "Multi-Task Fusion via Reinforcement Learning for Long-Term User
+Satisfaction in Recommender Systems", KDD; the Conservative-OPEstimator) adds a CQL-style
+(Kumar et al. 2020) penalty that pushes Q down at the evaluated policy's actions relative to the
+logged ones:
+
+.. math::
+
+    L(\\theta) = E_D[(Q_\\theta(s,a) - r - \\gamma Q_{\\theta'}(s', \\pi(s')))^2]
+                 + \\alpha E_D[Q_\\theta(s, \\pi(s)) - Q_\\theta(s, a)]
+
+so actions far from the data, where plain FQE extrapolates freely, are valued low: the estimate
+is a lower bound in practice. ``alpha`` defaults to 0.5e-3 (``OPEConfig.cfqe_alpha``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from typing import Any, ClassVar, cast
+
+import numpy as np
+import numpy.typing as npt
+
+from batchrl_mtf.ope.base import Estimator, PolicyData, Term
+from batchrl_mtf.ope.config import OPEConfig
+
+__all__ = ["CFQE", "FQE", "QValues", "fit_q", "q_cache_key"]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclasses.dataclass(frozen=True)
+class QValues:
+    """A fitted Q-function evaluated at every logged request.
+
+    Attributes:
+        q_logged: ``Q(s_t, a_t)`` at the logged action, shape (n,).
+        v_policy: ``V(s_t) = Q(s_t, pi(s_t))`` (the logged action for the behaviour policy),
+            shape (n,).
+        final_loss: Mean TD loss over the last 10% of the gradient steps.
+    """
+
+    q_logged: FloatArray
+    v_policy: FloatArray
+    final_loss: float
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    import torch
+
+    prev = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _build_fqe(
+    config: OPEConfig, alpha: float, gamma: float, obs_mean: FloatArray, obs_std: FloatArray,
+    low: FloatArray, high: FloatArray,
+) -> Any:  # fmt: skip
+    """A d3rlpy FQE whose implementation adds the conservative penalty (0 = plain FQE)."""
+    from batchrl_mtf._d3rlpy import d3rlpy
+
+    fqe_impl_mod = d3rlpy.ope.torch.fqe_impl
+    builders = d3rlpy.models.builders
+
+    class ConservativeFQEImpl(fqe_impl_mod.FQEImpl):  # type: ignore[name-defined]
+        """d3rlpy's FQE update with precomputed next actions and an optional CQL-style penalty."""
+
+        policy_actions: Any = None
+        alpha: float = 0.0
+
+        def inner_update(self, batch: Any, grad_step: int) -> dict[str, float]:
+            q_tpn = self.compute_target(batch, batch.next_actions)
+            loss = self.compute_loss(batch, q_tpn)
+            td = float(loss.detach().cpu().numpy())
+            if self.alpha > 0:
+                fwd = self._q_func_forwarder
+                q_pi = fwd.compute_expected_q(batch.observations, self.policy_actions, "mean")
+                q_b = fwd.compute_expected_q(batch.observations, batch.actions, "mean")
+                loss = loss + self.alpha * (q_pi - q_b).mean()
+            self._modules.optim.zero_grad()
+            loss.backward()
+            self._modules.optim.step()
+            if grad_step % self._target_update_interval == 0:
+                self.update_target()
+            return {"loss": td}
+
+    class _PolicyAdapter:
+        """The ``algo`` d3rlpy's FQE expects; actions come precomputed, so it only marks 'built'."""
+
+        impl = True
+
+    class ConservativeFQE(d3rlpy.ope.FQE):
+        def inner_create_impl(self, observation_shape: Any, action_size: int) -> None:
+            cfg = self._config
+            q_funcs, fwd = builders.create_continuous_q_function(
+                observation_shape, action_size, cfg.encoder_factory, cfg.q_func_factory,
+                n_ensembles=cfg.n_critics, device=self._device, enable_ddp=False,
+            )  # fmt: skip
+            targ_q_funcs, targ_fwd = builders.create_continuous_q_function(
+                observation_shape, action_size, cfg.encoder_factory, cfg.q_func_factory,
+                n_ensembles=cfg.n_critics, device=self._device, enable_ddp=False,
+            )  # fmt: skip
+            optim = cfg.optim_factory.create(
+                q_funcs.named_modules(), lr=cfg.learning_rate, compiled=False
+            )
+            modules = fqe_impl_mod.FQEBaseModules(
+                q_funcs=q_funcs, targ_q_funcs=targ_q_funcs, optim=optim
+            )
+            impl = ConservativeFQEImpl(
+                observation_shape=observation_shape, action_size=action_size, algo=None,
+                modules=modules, q_func_forwarder=fwd, targ_q_func_forwarder=targ_fwd,
+                gamma=cfg.gamma, target_update_interval=cfg.target_update_interval,
+                device=self._device,
+            )  # fmt: skip
+            impl.alpha = alpha
+            self._impl = impl
+
+    fqe_config = d3rlpy.ope.FQEConfig(
+        learning_rate=config.fqe_learning_rate,
+        optim_factory=d3rlpy.optimizers.AdamFactory(),
+        encoder_factory=d3rlpy.models.VectorEncoderFactory(
+            hidden_units=list(config.fqe_hidden_units), use_layer_norm=config.fqe_layer_norm
+        ),
+        batch_size=config.fqe_batch_size,
+        gamma=gamma,
+        n_critics=config.fqe_n_critics,
+        target_update_interval=config.fqe_target_update_interval,
+        observation_scaler=d3rlpy.preprocessing.StandardObservationScaler(
+            mean=obs_mean.astype(np.float32), std=obs_std.astype(np.float32)
+        ),
+        action_scaler=d3rlpy.preprocessing.MinMaxActionScaler(
+            minimum=low.astype(np.float32), maximum=high.astype(np.float32)
+        ),
+    )
+    fqe = ConservativeFQE(algo=_PolicyAdapter(), config=fqe_config, device=False)
+    return fqe
+
+
+def reward_scale(pdata: PolicyData, config: OPEConfig) -> float:
+    """The factor rewards are divided by while fitting (Q is multiplied back).
+
+    ``config.fqe_reward_scale``, or else the mean absolute discounted logged session return, so
+    that the network fits values of order 1 (Adam moves each weight by about the learning rate
+    per step, so unscaled returns of order 100 would take tens of thousands of steps to reach).
+    """
+    if config.fqe_reward_scale is not None:
+        return float(config.fqe_reward_scale)
+    r = pdata.pad(pdata.data.rewards) * pdata.discounts()
+    scale = float(np.mean(np.abs(r.sum(axis=1))))
+    return scale if scale > 1e-8 else 1.0
+
+
+def q_cache_key(config: OPEConfig, alpha: float) -> str:
+    """Key of a (C)FQE fit in :attr:`PolicyData.cache` (``"q:<alpha>:..."``)."""
+    return f"q:{alpha}:{config.fqe_n_steps}:{config.seed}"
+
+
+def fit_q(pdata: PolicyData, config: OPEConfig, alpha: float = 0.0) -> QValues:
+    """Fit (C)FQE for ``pdata.policy`` on ``pdata.data`` and evaluate it at every request (cached).
+
+    Args:
+        pdata: Prepared data and policy.
+        config: Network sizes, steps, learning rate, seed, torch threads.
+        alpha: Conservative penalty weight (0 = plain FQE).
+    """
+    key = q_cache_key(config, alpha)
+    if key in pdata.cache:
+        return cast(QValues, pdata.cache[key])
+    import torch
+
+    from batchrl_mtf._d3rlpy import d3rlpy
+
+    data = pdata.data
+    spec = data.spec
+    n, d = data.observations.shape
+    k = data.actions.shape[1]
+    obs = data.observations.astype(np.float32)
+    act = data.actions.astype(np.float32)
+    pi = pdata.policy_actions.astype(np.float32)
+    last = np.zeros(n, dtype=bool)
+    last[pdata.starts + pdata.lengths - 1] = True
+    # a session's last row: terminal unless the log window cut it (timeout -> not a transition)
+    terminal = last & ~np.asarray(data.timeouts, dtype=bool)
+    rows = np.flatnonzero(~last | terminal)
+    nxt = np.minimum(rows + 1, n - 1)
+    term_rows = terminal[rows]
+    next_obs = np.where(term_rows[:, None], 0.0, obs[nxt]).astype(np.float32)
+    next_act = np.where(term_rows[:, None], act[rows], pi[nxt]).astype(np.float32)
+    if pdata.is_behavior:
+        next_act = np.where(term_rows[:, None], act[rows], act[nxt]).astype(np.float32)
+    low = np.asarray(spec.action_low, dtype=np.float64)
+    high = np.asarray(spec.action_high, dtype=np.float64)
+    mean = np.asarray(spec.features.mean, dtype=np.float64)
+    std = np.asarray(spec.features.std, dtype=np.float64)
+    if mean.shape != (d,) or std.shape != (d,):
+        mean, std = obs.mean(axis=0).astype(np.float64), obs.std(axis=0).astype(np.float64)
+    std = np.where(std > 1e-8, std, 1.0)
+    scale = reward_scale(pdata, config)
+    m = len(rows)
+    losses: list[float] = []
+    mini = d3rlpy.dataset.TransitionMiniBatch
+    with _torch_threads(config.torch_threads), torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        fqe = _build_fqe(config, alpha, pdata.gamma, mean, std, low, high)
+        fqe.create_impl((d,), k)
+        impl = fqe.impl
+        rng = np.random.default_rng(config.seed)
+        bs = config.fqe_batch_size
+        ones = np.ones((bs, 1), dtype=np.float32)
+        rewards = (data.rewards[rows] / scale).astype(np.float32).reshape(-1, 1)
+        terms = term_rows.astype(np.float32).reshape(-1, 1)
+        for _step in range(config.fqe_n_steps):
+            if m == 0:
+                break
+            idx = rng.integers(0, m, size=bs)
+            src = rows[idx]
+            batch = mini(
+                observations=obs[src], actions=act[src], rewards=rewards[idx],
+                next_observations=next_obs[idx], next_actions=next_act[idx],
+                terminals=terms[idx], intervals=ones, transitions=[],
+            )  # fmt: skip
+            if alpha > 0:
+                scaled = fqe._config.action_scaler.transform_numpy(pi[src])
+                impl.policy_actions = torch.from_numpy(np.asarray(scaled, dtype=np.float32))
+            losses.append(fqe.update(batch)["loss"])
+        q_logged = scale * np.asarray(fqe.predict_value(obs, act), dtype=np.float64).reshape(-1)
+        v_policy = (
+            q_logged
+            if pdata.is_behavior
+            else scale * np.asarray(fqe.predict_value(obs, pi), dtype=np.float64).reshape(-1)
+        )
+    tail = losses[-max(1, len(losses) // 10) :]
+    result = QValues(q_logged, v_policy, float(np.mean(tail)) if tail else float("nan"))
+    pdata.cache[key] = result
+    return result
+
+
+class FQE(Estimator):
+    """Fitted Q Evaluation (Le, Voloshin & Yue 2019) with d3rlpy's FQE.
+
+    ``V = 1/n sum_i Q(s_{i,0}, pi(s_{i,0}))``; the interval bootstraps these initial-state values
+    over sessions (it does not include the Q-function's fitting error).
+    """
+
+    name: ClassVar[str] = "fqe"
+    alpha_field: ClassVar[str] = ""
+
+    def alpha(self) -> float:
+        """The conservative penalty weight (0 for plain FQE)."""
+        return 0.0
+
+    def terms(self, pdata: PolicyData) -> list[Term]:
+        """One plain-mean term over the initial states."""
+        q = fit_q(pdata, self.config, self.alpha())
+        return [Term(numer=q.v_policy[pdata.starts].reshape(-1, 1))]
+
+
+class CFQE(FQE):
+    """The BatchRL-MTF Conservative-OPEstimator: FQE plus ``alpha E[Q(s, pi(s)) - Q(s, a)]``.
+
+    See the module docstring; ``alpha = OPEConfig.cfqe_alpha``.
+    """
+
+    name: ClassVar[str] = "cfqe"
+
+    def alpha(self) -> float:
+        """``config.cfqe_alpha``."""
+        return self.config.cfqe_alpha

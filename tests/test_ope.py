@@ -1,0 +1,352 @@
+"""Off-policy estimators on hand-computable tiny cases, on-policy equality and input errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from batchrl_mtf.dataset import DatasetSpec, MDPData
+from batchrl_mtf.errors import ConfigError, OPEInputError
+from batchrl_mtf.features import FeatureConfig, FeatureSpec
+from batchrl_mtf.ope import (
+    CFQE,
+    DR,
+    FQE,
+    PDIS,
+    WDR,
+    WPDIS,
+    BehaviorPolicy,
+    Estimate,
+    OPEConfig,
+    best_constant,
+    best_constant_table,
+    constant_candidates,
+    evaluate_policies,
+    make_estimator,
+    prepare,
+    recommend,
+    scott_bandwidth,
+)
+from batchrl_mtf.ope.fqe import QValues, q_cache_key
+from batchrl_mtf.ope.kernel import log_kernel_ratio
+from batchrl_mtf.policy import ConstantPolicy
+
+# h = 1/sqrt(2 pi): a 1-task Gaussian kernel is exactly 1 at distance 0
+H_UNIT = 1.0 / math.sqrt(2.0 * math.pi)
+NO_BOOT = OPEConfig(n_bootstrap=0, bandwidth=H_UNIT)
+
+
+def make_data(
+    sessions: Sequence[Sequence[tuple[float, float, float, float]]],
+    gamma: float = 0.5,
+    tasks: tuple[str, ...] = ("a",),
+    low: float = 0.0,
+    high: float = 1.0,
+    timeout_last: bool = False,
+    has_logp: bool = True,
+) -> MDPData:
+    """MDPData from sessions of (obs, action, reward, behavior_logp) steps (1 feature)."""
+    rows = [(i, t, *step) for i, s in enumerate(sessions) for t, step in enumerate(s)]
+    n = len(rows)
+    k = len(tasks)
+    step = np.array([r[1] for r in rows], dtype=np.int64)
+    last = np.zeros(n, dtype=bool)
+    if n:
+        last[np.append(np.flatnonzero(step[1:] == 0), n - 1)] = True
+    obs = np.array([[r[2]] for r in rows], dtype=np.float64).reshape(n, 1)
+    spec = DatasetSpec(
+        features=FeatureSpec(
+            names=("x",),
+            user_features=(),
+            feedback=(),
+            config=FeatureConfig(),
+            mean=(float(obs.mean()) if n else 0.0,),
+            std=(float(obs.std()) if n and obs.std() > 0 else 1.0,),
+        ),
+        tasks=tasks,
+        action_low=(low,) * k,
+        action_high=(high,) * k,
+        gamma=gamma,
+        has_behavior_logp=has_logp,
+        dataset_hash="sha256:test",
+        data_hash="sha256:test",
+    )
+    return MDPData(
+        spec=spec,
+        session_id=np.array([f"s{r[0]}" for r in rows], dtype=object),
+        request_id=np.arange(n, dtype=np.int64),
+        step=step,
+        observations=obs,
+        actions=np.array([[r[3]] * k for r in rows], dtype=np.float64).reshape(n, k),
+        rewards=np.array([r[4] for r in rows], dtype=np.float64),
+        stickiness=np.zeros(n),
+        activeness=np.zeros(n),
+        terminals=last & (not timeout_last),
+        timeouts=last & timeout_last,
+        behavior_logp=np.array([r[5] for r in rows], dtype=np.float64),
+        split=np.full(n, "test", dtype="<U5"),
+    )
+
+
+# Session A: rewards (1, 2), ratios (2, 0.5) -> w = (2, 1); session B: reward 3, ratio 0.5.
+# The policy plays 0.5 = every logged action, so the kernel is 1 and rho = exp(-behavior_logp).
+LN2 = math.log(2.0)
+TINY = [
+    [(0.0, 0.5, 1.0, -LN2), (1.0, 0.5, 2.0, LN2)],
+    [(2.0, 0.5, 3.0, LN2)],
+]
+POLICY = ConstantPolicy((0.5,), ("a",), name="constant:0.5")
+# hand-set model: Q(s_t, a_t) and V(s_t) per row (A0, A1, B0)
+Q_LOGGED = np.array([1.5, 1.0, 2.0])
+V_POLICY = np.array([2.5, 1.5, 2.5])
+
+
+def with_model(data: MDPData, config: OPEConfig = NO_BOOT) -> object:
+    pdata = prepare(data, POLICY, config.gamma)
+    pdata.cache[q_cache_key(config, 0.0)] = QValues(Q_LOGGED, V_POLICY, 0.0)
+    return pdata
+
+
+@pytest.mark.parametrize(
+    ("estimator", "expected"),
+    [
+        # A: 2*1 + 0.5*1*2 = 3; B: 0.5*3 = 1.5
+        (PDIS, (3.0 + 1.5) / 2),
+        # t0: (2*1 + 0.5*3)/2.5 = 1.4; t1: (1*2 + 0.5*0)/1.5 (B absorbing, weight 0.5)
+        (WPDIS, 1.4 + 0.5 * 2.0 / 1.5),
+        # A: 2*(1-1.5) + 2.5 + 0.5*(1*(2-1) + 2*1.5) = 3.5; B: 0.5*(3-2) + 2.5 = 3
+        (DR, (3.5 + 3.0) / 2),
+        # t0: (2*-0.5 + 0.5*1)/2.5 + (2.5+2.5)/2 ; t1: 0.5*[(1*1 + 0)/1.5 + (2*1.5 + 0)/2.5]
+        (WDR, -0.2 + 2.5 + 0.5 * (1.0 / 1.5 + 3.0 / 2.5)),
+    ],
+)
+def test_weighted_estimators_match_hand_computation(estimator: type, expected: float) -> None:
+    est = estimator(NO_BOOT).estimate(with_model(make_data(TINY)))
+    assert est.value == pytest.approx(expected, abs=1e-12)
+    assert np.mean(est.per_session) == pytest.approx(expected, abs=1e-12)
+    # trajectory weights (1, 0.5): Kish ESS = 1.5^2 / 1.25
+    assert est.ess == pytest.approx(1.8)
+
+
+def test_pdis_per_session_values_are_the_weighted_returns() -> None:
+    est = PDIS(NO_BOOT).estimate(make_data(TINY), POLICY)
+    np.testing.assert_allclose(est.per_session, [3.0, 1.5])
+
+
+def test_kernel_ratio_matches_gaussian_formula() -> None:
+    # 2 tasks, bounds [0, 2]: normalised distance (0.25, -0.5); density over raw weights / 2^2
+    h = 0.3
+    got = log_kernel_ratio(
+        np.array([[1.0, 0.0]]), np.array([[0.5, 1.0]]), np.array([-1.2]),
+        np.array([0.0, 0.0]), np.array([2.0, 2.0]), h,
+    )  # fmt: skip
+    d2 = 0.25**2 + 0.5**2
+    kernel = math.exp(-d2 / (2 * h * h)) / (2 * math.pi * h * h)
+    assert math.exp(got[0]) == pytest.approx(kernel / 4.0 / math.exp(-1.2), rel=1e-12)
+
+
+def test_far_policy_gets_small_weights() -> None:
+    data = make_data(TINY)
+    far = ConstantPolicy((0.9,), ("a",), name="far")
+    cfg = OPEConfig(n_bootstrap=0, bandwidth=0.1)  # distance 0.4 = 4 bandwidths
+    near = PDIS(cfg).estimate(data, POLICY).value
+    assert PDIS(cfg).estimate(data, far).value < 1e-3 * near
+
+
+def test_scott_bandwidth_rule() -> None:
+    rng = np.random.default_rng(0)
+    acts = rng.uniform(0, 2, size=(1000, 3))
+    u = acts / 2.0
+    expected = math.sqrt(np.mean(u.var(axis=0))) * 1000 ** (-1 / 7)
+    assert scott_bandwidth(acts, np.zeros(3), np.full(3, 2.0)) == pytest.approx(expected)
+
+
+ONPOLICY = [
+    [(0.1, 0.2, 1.0, -0.3), (0.4, 0.7, 2.0, 0.1), (0.2, 0.9, 0.5, -2.0)],
+    [(1.0, 0.4, 3.0, 0.4)],
+    [(0.3, 0.1, -1.0, 1.1), (0.6, 0.3, 4.0, -0.7)],
+]
+
+
+@pytest.mark.parametrize("estimator", [PDIS, WPDIS, DR, WDR])
+def test_behavior_policy_gives_on_policy_average(estimator: type) -> None:
+    gamma = 0.9
+    data = make_data(ONPOLICY, gamma=gamma)
+    expected = np.mean([sum(gamma**t * s[t][2] for t in range(len(s))) for s in ONPOLICY])
+    cfg = OPEConfig(n_bootstrap=0, fqe_n_steps=5)
+    est = estimator(cfg).estimate(data, BehaviorPolicy(("a",)))
+    assert est.value == pytest.approx(expected, abs=1e-9)
+    assert est.ess == pytest.approx(3.0)
+
+
+def _one_step_data(n: int, seed: int) -> MDPData:
+    """1-step sessions: reward = 2 * action + obs, actions uniform on [0, 2]."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    a = rng.uniform(0, 2, size=n)
+    return make_data([[(x[i], a[i], 2 * a[i] + x[i], 0.0)] for i in range(n)], high=2.0)
+
+
+FAST_FQE = OPEConfig(n_bootstrap=0, fqe_n_steps=1500, fqe_learning_rate=1e-3, seed=0)
+
+
+def test_fqe_one_step_converges_to_known_value() -> None:
+    data = _one_step_data(1000, 0)
+    est = FQE(FAST_FQE).estimate(data, ConstantPolicy((1.5,), ("a",), name="c"))
+    truth = 3.0 + float(data.observations.mean())
+    assert est.value == pytest.approx(truth, abs=0.15)
+
+
+def test_fqe_two_step_undiscounted_uses_terminals() -> None:
+    # step 0: reward = action; step 1: reward 1, then terminal -> V(pi) = c + 1 with gamma = 1
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0, 2, size=(400, 2))
+    sessions = [[(0.0, a[i, 0], a[i, 0], 0.0), (1.0, a[i, 1], 1.0, 0.0)] for i in range(400)]
+    data = make_data(sessions, gamma=1.0, high=2.0)
+    cfg = dataclasses.replace(FAST_FQE, fqe_n_steps=2000, gamma=1.0)
+    est = FQE(cfg).estimate(data, ConstantPolicy((0.5,), ("a",), name="c"))
+    assert est.value == pytest.approx(1.5, abs=0.15)
+
+
+def test_cfqe_is_below_fqe_far_from_data() -> None:
+    data = _one_step_data(600, 2)
+    far = ConstantPolicy((2.0,), ("a",), name="edge")  # the edge of the bounds, few data
+    cfg = dataclasses.replace(FAST_FQE, fqe_n_steps=800, cfqe_alpha=0.5)
+    fqe = FQE(cfg).estimate(data, far).value
+    cfqe = CFQE(cfg).estimate(data, far).value
+    assert cfqe < fqe - 0.2
+
+
+def test_behavior_fqe_is_close_to_on_policy_average() -> None:
+    data = _one_step_data(800, 3)
+    est = FQE(FAST_FQE).estimate(data, BehaviorPolicy(("a",)))
+    assert est.value == pytest.approx(float(data.rewards.mean()), abs=0.15)
+
+
+def test_bootstrap_interval_resamples_sessions_and_ratio() -> None:
+    cfg = OPEConfig(n_bootstrap=50, bandwidth=H_UNIT, seed=3)
+    data = make_data(TINY * 3)
+    est = WPDIS(cfg).estimate(data, POLICY)
+    # the same resamples by hand: counts of sessions, ratio of weighted sums per step
+    rng = np.random.default_rng(3)
+    counts = rng.multinomial(6, np.full(6, 1 / 6), size=50)
+    w = np.array([[2.0, 1.0], [0.5, 0.5]] * 3)
+    r = np.array([[1.0, 2.0], [3.0, 0.0]] * 3)
+    disc = np.array([1.0, 0.5])
+    vals = ((counts @ (w * r)) / (counts @ w) * disc).sum(axis=1)
+    lo, hi = np.percentile(vals, [2.5, 97.5])
+    assert est.ci == pytest.approx((lo, hi))
+    assert est.ci[0] <= est.value <= est.ci[1]
+
+
+def test_constant_per_session_values_give_a_point_interval() -> None:
+    data = make_data([[(0.0, 0.5, 2.0, 0.0)]] * 5)
+    est = PDIS(OPEConfig(n_bootstrap=20, bandwidth=H_UNIT)).estimate(data, POLICY)
+    assert est.ci == pytest.approx((2.0, 2.0))
+
+
+class WrongShapePolicy:
+    name = "wrong"
+    tasks = ("a",)
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        return np.zeros((len(observations), 2))
+
+
+class NaNPolicy(WrongShapePolicy):
+    name = "nan"
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        return np.full((len(observations), 1), np.nan)
+
+
+def _nan_logp() -> MDPData:
+    d = make_data(TINY)
+    logp = d.behavior_logp.copy()
+    logp[1] = np.nan
+    return dataclasses.replace(d, behavior_logp=logp)
+
+
+@pytest.mark.parametrize(
+    ("make", "policy", "estimator", "match"),
+    [
+        (_nan_logp, POLICY, "wpdis", r"expected a finite behavior_logp.*1 NaN/inf.*request_id 1"),
+        (_nan_logp, POLICY, "dr", r"behavior_logp"),
+        (lambda: make_data(TINY, has_logp=False), POLICY, "pdis", r"has no behavior_logp"),
+        (lambda: make_data(TINY), WrongShapePolicy(), "pdis", r"expected actions of shape \(3, 1\).*found \(3, 2\)"),
+        (lambda: make_data(TINY), NaNPolicy(), "fqe", r"expected finite actions"),
+        (lambda: make_data([]), POLICY, "wpdis", r"expected at least one session"),
+        (lambda: make_data(TINY), ConstantPolicy((0.5, 0.5), ("a", "b")), "pdis", r"tasks \['a', 'b'\] differ"),
+    ],
+)  # fmt: skip
+def test_invalid_inputs_raise_clear_errors(
+    make: object, policy: object, estimator: str, match: str
+) -> None:
+    with pytest.raises(OPEInputError, match=match):
+        make_estimator(estimator, NO_BOOT).estimate(make(), policy)  # type: ignore[operator,arg-type]
+
+
+def test_unknown_estimator_and_bad_config() -> None:
+    with pytest.raises(OPEInputError, match=r"expected one of fqe, cfqe.*found 'ips'"):
+        make_estimator("ips")
+    with pytest.raises(ConfigError, match=r"estimators: expected names among"):
+        OPEConfig(estimators=("fqe", "ips"))
+    with pytest.raises(ConfigError, match=r"bandwidth: expected a number > 0"):
+        OPEConfig(bandwidth=0.0)
+
+
+def _est(name: str, value: float, ess: float | None = None) -> Estimate:
+    return Estimate(name, value, (value - 1, value + 1), ess, np.zeros(1), 100)
+
+
+def test_recommend_rule_prefers_wdr_unless_ess_is_low() -> None:
+    cfg = OPEConfig()
+    ests = {"fqe": _est("fqe", 1.0), "wdr": _est("wdr", 2.0, ess=50.0)}
+    rec = recommend(ests, 100, cfg)
+    assert rec is not None
+    assert rec.estimator == "wdr"
+    assert rec.value == 2.0
+    ests["wdr"] = _est("wdr", 2.0, ess=10.0)  # below max(30, 5%)
+    rec = recommend(ests, 100, cfg)
+    assert rec is not None
+    assert rec.estimator == "fqe"
+    rec = recommend({"wdr": _est("wdr", 2.0, ess=1.0)}, 100, cfg)
+    assert rec is not None
+    assert rec.estimator == "wdr"
+    assert "ESS guard" in rec.reason
+
+
+def test_evaluate_policies_ranks_by_recommended_value() -> None:
+    data = make_data(TINY)
+    cfg = OPEConfig(estimators=("pdis", "wpdis"), n_bootstrap=10, bandwidth=H_UNIT)
+    far = ConstantPolicy((0.9,), ("a",), name="far")
+    res = evaluate_policies(data, [far, POLICY, BehaviorPolicy(("a",))], cfg)
+    assert res.ranking == ("behavior", "constant:0.5", "far")
+    assert [p.name for p in res.policies] == ["far", "constant:0.5", "behavior"]
+    with pytest.raises(OPEInputError, match="distinct names"):
+        evaluate_policies(data, [POLICY, POLICY], cfg)
+
+
+def test_best_constant_picks_the_best_candidate() -> None:
+    # reward = action: the best candidate is the largest logged action
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0.2, 1.8, size=200)
+    data = make_data([[(0.0, a[i], a[i], -math.log(0.5))] for i in range(200)], high=2.0)
+    cands = constant_candidates(data, 8, seed=1)
+    assert cands.shape == (8, 1)
+    assert cands[0, 0] == pytest.approx(a.mean())
+    assert cands[1, 0] == pytest.approx(np.median(a))
+    assert set(cands[2:, 0]) <= set(a)
+    cfg = OPEConfig(estimators=("wpdis",), n_bootstrap=0, bandwidth=0.02)
+    res = best_constant(data, "wpdis", n_candidates=8, seed=1, config=cfg)
+    assert res.weights[0] == pytest.approx(cands[:, 0].max(), abs=1e-9)
+    table = best_constant_table(res, data)
+    doc = table.to_dict()  # type: ignore[attr-defined]
+    assert doc["keys"] == []
+    assert doc["rows"] == []
+    assert doc["default"] == {"w_a": pytest.approx(res.weights[0])}
+    assert doc["meta"]["ope"]["estimator"] == "wpdis"
