@@ -32,19 +32,20 @@ import pyarrow.parquet as pq
 
 from batchrl_mtf._version import __version__
 from batchrl_mtf.config import config_to_dict
-from batchrl_mtf.errors import DatasetError
+from batchrl_mtf.engines.core import PartSummary
+from batchrl_mtf.errors import DatasetError, Problem
 from batchrl_mtf.features import FeatureSpec
 from batchrl_mtf.io import atomic_dir, dumps_json, hash_bytes, hash_files, package_versions
 from batchrl_mtf.mdp import (
     DatasetConfig,
     Prepared,
     Transitions,
-    action_bounds,
+    bounds_from_range,
     compute_transitions,
     prepare_logs,
 )
 from batchrl_mtf.reward import RewardConfig, load_reward
-from batchrl_mtf.schema import LogFrame, read_logs
+from batchrl_mtf.schema import LogColumns, LogFrame, read_logs
 
 __all__ = [
     "DATASET_FORMAT",
@@ -52,10 +53,14 @@ __all__ = [
     "MDPData",
     "build_dataset",
     "build_dataset_from_frame",
+    "dataset_spec",
     "load_d3rlpy_file",
     "load_dataset",
+    "report_document",
     "session_split",
+    "transitions_table",
     "write_d3rlpy_file",
+    "write_d3rlpy_file_from_transitions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -253,8 +258,9 @@ def _fixed_list(matrix: FloatArray) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(flat, d)
 
 
-def _parquet_bytes(t: Transitions, split: npt.NDArray[np.str_]) -> bytes:
-    table = pa.table(
+def transitions_table(t: Transitions, split: npt.NDArray[np.str_]) -> pa.Table:
+    """The transitions as the Arrow table of ``transitions.parquet`` (without file metadata)."""
+    return pa.table(
         {
             "user_id": _id_array(t.user_id),
             "session_id": _id_array(t.session_id),
@@ -272,6 +278,10 @@ def _parquet_bytes(t: Transitions, split: npt.NDArray[np.str_]) -> bytes:
             "split": pa.array(split, type=pa.string()),
         }
     )
+
+
+def _parquet_bytes(t: Transitions, split: npt.NDArray[np.str_]) -> bytes:
+    table = transitions_table(t, split)
     table = table.replace_schema_metadata(
         {
             "batchrl_mtf.format": DATASET_FORMAT,
@@ -289,17 +299,6 @@ def _parquet_bytes(t: Transitions, split: npt.NDArray[np.str_]) -> bytes:
     return buf.getvalue()
 
 
-def _stats(values: FloatArray) -> dict[str, float]:
-    if len(values) == 0:
-        return {"mean": 0.0, "std": 0.0, "min": 0.0, "max": 0.0}
-    return {
-        "mean": float(values.mean()),
-        "std": float(values.std()),
-        "min": float(values.min()),
-        "max": float(values.max()),
-    }
-
-
 def _report(
     prepared: Prepared,
     t: Transitions,
@@ -311,16 +310,46 @@ def _report(
     low: FloatArray,
     high: FloatArray,
 ) -> dict[str, object]:
-    starts = t.episode_starts()
-    session_return = np.add.reduceat(t.reward, starts) if len(starts) else np.zeros(0)
-    lengths = np.diff(np.append(starts, len(t.reward)))
+    summary = PartSummary.of(
+        prepared.accounting, (), t, t.observations.shape[1], t.actions.shape[1]
+    )
+    return report_document(
+        summary,
+        prepared.problems,
+        prepared.columns,
+        t.spec.names,
+        reward,
+        config,
+        inputs,
+        data_hash,
+        dataset_hash,
+        low,
+        high,
+    )
+
+
+def report_document(
+    summary: PartSummary,
+    problems: Sequence[Problem],
+    columns: LogColumns,
+    feature_names: Sequence[str],
+    reward: RewardConfig,
+    config: DatasetConfig,
+    inputs: Sequence[str],
+    data_hash: str,
+    dataset_hash: str,
+    low: FloatArray,
+    high: FloatArray,
+) -> dict[str, object]:
+    """The ``report.json`` document, from the (merged) summary of the logs' parts."""
+    sessions = summary.sessions
     return {
         "format": "batchrl-mtf/dataset-report@1",
         "version": __version__,
         "inputs": list(inputs),
         "data_hash": data_hash,
         "dataset_hash": dataset_hash,
-        "accounting": prepared.accounting.to_dict(),
+        "accounting": summary.accounting.to_dict(),
         "problems": [
             {
                 "rule": p.rule,
@@ -331,38 +360,74 @@ def _report(
                 "examples": list(p.examples),
                 "n_rows": p.n_rows,
             }
-            for p in prepared.problems
+            for p in problems
         ],
         "columns": {
-            "tasks": list(prepared.columns.tasks),
-            "user_features": list(prepared.columns.user_features),
-            "feedback": list(prepared.columns.feedback),
-            "unknown": list(prepared.columns.unknown),
+            "tasks": list(columns.tasks),
+            "user_features": list(columns.user_features),
+            "feedback": list(columns.feedback),
+            "unknown": list(columns.unknown),
         },
-        "features": list(t.spec.names),
+        "features": list(feature_names),
         "episodes": {
-            "sessions": len(starts),
-            "requests": len(t.reward),
-            "terminal": int(t.terminal.sum()),
-            "timeout": int(t.timeout.sum()),
-            "mean_length": float(lengths.mean()) if len(lengths) else 0.0,
-            "max_length": int(lengths.max()) if len(lengths) else 0,
+            "sessions": sessions,
+            "requests": summary.requests,
+            "terminal": summary.terminal,
+            "timeout": summary.timeout,
+            "mean_length": summary.requests / sessions if sessions else 0.0,
+            "max_length": summary.max_length,
         },
         "reward": {
             "per_request": {
-                "reward": _stats(t.reward),
-                "stickiness": _stats(t.stickiness),
-                "activeness": _stats(t.activeness),
+                "reward": summary.reward.stats(),
+                "stickiness": summary.stickiness.stats(),
+                "activeness": summary.activeness.stats(),
             },
-            "session_return": _stats(session_return),
+            "session_return": summary.session_return.stats(),
         },
         "actions": {
-            f"w_{task}": {**_stats(t.actions[:, i]), "low": float(low[i]), "high": float(high[i])}
-            for i, task in enumerate(t.tasks)
+            f"w_{task}": {**summary.actions.stats(i), "low": float(low[i]), "high": float(high[i])}
+            for i, task in enumerate(columns.tasks)
         },
         "config": {"dataset": config_to_dict(config), "reward": reward.to_toml()},
         "versions": package_versions(),
     }
+
+
+def dataset_spec(
+    summary: PartSummary,
+    spec: FeatureSpec,
+    tasks: Sequence[str],
+    low: FloatArray,
+    high: FloatArray,
+    config: DatasetConfig,
+    has_behavior_logp: bool,
+    dataset_hash: str,
+    data_hash: str,
+) -> DatasetSpec:
+    """The ``features.json`` document's spec, with normalisation statistics from ``summary``."""
+    d = len(spec.names)
+    mean = summary.obs.mean if summary.obs.n else np.zeros(d)
+    std = summary.obs.std if summary.obs.n else np.ones(d)
+    std = np.where(std > 1e-8, std, 1.0)
+    features = FeatureSpec(
+        names=spec.names,
+        user_features=spec.user_features,
+        feedback=spec.feedback,
+        config=spec.config,
+        mean=tuple(float(x) for x in mean),
+        std=tuple(float(x) for x in std),
+    )
+    return DatasetSpec(
+        features=features,
+        tasks=tuple(tasks),
+        action_low=tuple(float(x) for x in low),
+        action_high=tuple(float(x) for x in high),
+        gamma=config.gamma,
+        has_behavior_logp=has_behavior_logp,
+        dataset_hash=dataset_hash,
+        data_hash=data_hash,
+    )
 
 
 def _finish(
@@ -373,32 +438,37 @@ def _finish(
     data_hash: str,
 ) -> tuple[Transitions, DatasetSpec, bytes, dict[str, object], npt.NDArray[np.str_]]:
     t = compute_transitions(prepared, reward, config)
-    low, high = action_bounds(t.actions, t.tasks, config)
+    summary = PartSummary.of(
+        prepared.accounting, (), t, t.observations.shape[1], t.actions.shape[1]
+    )
+    low, high = bounds_from_range(summary.actions.min, summary.actions.max, t.tasks, config)
     split = session_split(t.session_id)
     parquet = _parquet_bytes(t, split)
     dataset_hash = hash_bytes(parquet)
-    mean = t.observations.mean(axis=0) if len(t.observations) else np.zeros(t.observations.shape[1])
-    std = t.observations.std(axis=0) if len(t.observations) else np.ones(t.observations.shape[1])
-    std = np.where(std > 1e-8, std, 1.0)
-    features = FeatureSpec(
-        names=t.spec.names,
-        user_features=t.spec.user_features,
-        feedback=t.spec.feedback,
-        config=t.spec.config,
-        mean=tuple(float(x) for x in mean),
-        std=tuple(float(x) for x in std),
+    spec = dataset_spec(
+        summary,
+        t.spec,
+        t.tasks,
+        low,
+        high,
+        config,
+        prepared.columns.has_behavior_logp,
+        dataset_hash,
+        data_hash,
     )
-    spec = DatasetSpec(
-        features=features,
-        tasks=t.tasks,
-        action_low=tuple(float(x) for x in low),
-        action_high=tuple(float(x) for x in high),
-        gamma=config.gamma,
-        has_behavior_logp=prepared.columns.has_behavior_logp,
-        dataset_hash=dataset_hash,
-        data_hash=data_hash,
+    report = report_document(
+        summary,
+        prepared.problems,
+        prepared.columns,
+        t.spec.names,
+        reward,
+        config,
+        inputs,
+        data_hash,
+        dataset_hash,
+        low,
+        high,
     )
-    report = _report(prepared, t, reward, config, inputs, data_hash, dataset_hash, low, high)
     return t, spec, parquet, report, split
 
 
@@ -535,46 +605,162 @@ def load_d3rlpy_file(path: str | Path) -> object:
     )
 
 
+def transition_parts(root: str | Path) -> list[Path]:
+    """The Parquet file(s) holding a dataset directory's transitions, in canonical order.
+
+    The local engine writes one ``transitions.parquet``; the Spark engine writes a
+    ``transitions/`` directory of part files, globally sorted, so that reading the parts in name
+    order gives the canonical order.
+
+    Raises:
+        DatasetError: Neither exists, or the directory holds no part file.
+    """
+    root = Path(root)
+    single = root / "transitions.parquet"
+    if single.is_file():
+        return [single]
+    parts_dir = root / "transitions"
+    if parts_dir.is_dir():
+        parts = sorted(
+            f
+            for f in parts_dir.iterdir()
+            if f.is_file() and f.suffix == ".parquet" and not f.name.startswith((".", "_"))
+        )
+        if not parts:
+            raise DatasetError(f"{parts_dir}: holds no *.parquet part files")
+        return parts
+    raise DatasetError(f"{root}: not a dataset directory (missing transitions.parquet)")
+
+
+def _matrix(col: pa.ChunkedArray | pa.Array, width: int, n: int) -> FloatArray:
+    """A (fixed-size) list column as a float64 matrix, shape (n, width)."""
+    if width == 0:
+        return np.zeros((n, 0))
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    flat = arr.flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(flat, dtype=np.float64).reshape(-1, width)
+
+
+def write_d3rlpy_file_from_transitions(
+    dataset_dir: str | Path, path: str | Path | None = None, batch_rows: int = 1 << 16
+) -> Path:
+    """Write ``dataset.h5`` from a dataset directory's transitions, in bounded memory.
+
+    Reads the Parquet part(s) in batches of ``batch_rows`` transitions and appends them to
+    resizable HDF5 datasets, so memory does not grow with the dataset. The file holds the same
+    arrays as :func:`write_d3rlpy_file` writes (``batchrl-mtf build-dataset --from-transitions``).
+
+    Args:
+        dataset_dir: A directory with ``features.json`` and ``transitions.parquet`` or
+            ``transitions/``.
+        path: Where to write (default ``dataset_dir/dataset.h5``); written atomically.
+        batch_rows: Transitions per batch.
+
+    Returns:
+        The path written.
+
+    Raises:
+        DatasetError: The directory is not a dataset.
+    """
+    import os
+    import tempfile
+
+    import h5py
+
+    root = Path(dataset_dir)
+    spec = _read_spec(root)
+    parts = transition_parts(root)
+    d, k = len(spec.features.names), len(spec.tasks)
+    target = Path(path) if path is not None else root / "dataset.h5"
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = DATASET_FORMAT
+            f.attrs["action_space"] = "continuous"
+            chunk = max(1, min(batch_rows, 1 << 14))
+            out = {
+                "observations": f.create_dataset(
+                    "observations",
+                    (0, d),
+                    maxshape=(None, d),
+                    dtype=np.float32,
+                    chunks=(chunk, d) if d else True,
+                ),
+                "actions": f.create_dataset(
+                    "actions", (0, k), maxshape=(None, k), dtype=np.float32, chunks=(chunk, k)
+                ),
+            }
+            for name in ("rewards", "terminals", "timeouts"):
+                out[name] = f.create_dataset(
+                    name, (0,), maxshape=(None,), dtype=np.float32, chunks=(chunk,)
+                )
+            n = 0
+            cols = ["obs", "action", "reward", "terminal", "timeout"]
+            for part in parts:
+                for batch in pq.ParquetFile(part).iter_batches(batch_size=batch_rows, columns=cols):
+                    m = batch.num_rows
+                    arrays = {
+                        "observations": _matrix(batch.column("obs"), d, m),
+                        "actions": _matrix(batch.column("action"), k, m),
+                        "rewards": batch.column("reward").to_numpy(zero_copy_only=False),
+                        "terminals": batch.column("terminal").to_numpy(zero_copy_only=False),
+                        "timeouts": batch.column("timeout").to_numpy(zero_copy_only=False),
+                    }
+                    for name, values in arrays.items():
+                        ds = out[name]
+                        ds.resize(n + m, axis=0)
+                        ds[n : n + m] = np.asarray(values).astype(np.float32)
+                    n += m
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def _read_spec(root: Path) -> DatasetSpec:
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such dataset directory")
+    fpath = root / "features.json"
+    if not fpath.is_file():
+        raise DatasetError(f"{root}: not a dataset directory (missing {fpath.name})")
+    try:
+        doc = json.loads(fpath.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{fpath}: not valid JSON ({exc})") from None
+    return DatasetSpec.from_dict(doc, str(fpath))
+
+
 def load_dataset(path: str | Path) -> MDPData:
-    """Load a dataset directory written by :func:`build_dataset`.
+    """Load a dataset directory written by :func:`build_dataset` or the Spark engine.
+
+    The transitions are read from ``transitions.parquet`` (local engine) or from the part files of
+    ``transitions/`` (Spark engine), in canonical order either way.
 
     Raises:
         DatasetError: The directory or one of its files is missing or not a dataset.
     """
     root = Path(path)
-    if not root.is_dir():
-        raise DatasetError(f"{root}: no such dataset directory")
-    fpath = root / "features.json"
-    tpath = root / "transitions.parquet"
-    for f in (fpath, tpath):
-        if not f.is_file():
-            raise DatasetError(f"{root}: not a dataset directory (missing {f.name})")
-    try:
-        doc = json.loads(fpath.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{fpath}: not valid JSON ({exc})") from None
-    spec = DatasetSpec.from_dict(doc, str(fpath))
-    table = pq.read_table(tpath)
+    spec = _read_spec(root)
+    parts = transition_parts(root)
+    tables = [pq.read_table(p) for p in parts]
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
     d = len(spec.features.names)
     k = len(spec.tasks)
-
-    def matrix(name: str, width: int) -> FloatArray:
-        col = table.column(name).combine_chunks()
-        flat = col.flatten().to_numpy(zero_copy_only=False)
-        return np.asarray(flat, dtype=np.float64).reshape(-1, width)
+    n = table.num_rows
 
     def ids(name: str) -> npt.NDArray[np.generic]:
         arr = table.column(name).to_numpy(zero_copy_only=False)
         return np.asarray(arr)
 
-    obs = matrix("obs", d) if d else np.zeros((table.num_rows, 0))
     return MDPData(
         spec=spec,
         session_id=ids("session_id"),
         request_id=ids("request_id"),
         step=table.column("step").to_numpy().astype(np.int64),
-        observations=obs,
-        actions=matrix("action", k),
+        observations=_matrix(table.column("obs"), d, n),
+        actions=_matrix(table.column("action"), k, n),
         rewards=table.column("reward").to_numpy(),
         stickiness=table.column("stickiness").to_numpy(),
         activeness=table.column("activeness").to_numpy(),

@@ -32,8 +32,12 @@ __all__ = [
     "Transitions",
     "account",
     "action_bounds",
+    "bounds_from_range",
+    "check_columns",
     "check_logs",
+    "check_rows",
     "compute_transitions",
+    "kept_rows",
     "prepare_logs",
 ]
 
@@ -199,16 +203,18 @@ class Checked:
     flags: RowFlags
 
 
-def check_logs(logs: LogFrame, reward: RewardConfig | None, config: DatasetConfig) -> Checked:
-    """Classify the columns and apply every validation rule, without dropping anything.
+def check_columns(
+    frame: pd.DataFrame, source: str, reward: RewardConfig | None, config: DatasetConfig
+) -> LogColumns:
+    """Column-level checks: required columns, task pairs, numeric types, reward/feedback columns.
+
+    Only the column names and dtypes of ``frame`` matter (a sample of the logs is enough).
 
     Raises:
         SchemaError: A required column is missing, ``pred_*``/``w_*`` do not pair up, or a numeric
             column is not numeric (problems no row-level dropping can fix).
         ConfigError: The reward or ``features.feedback`` names a column absent from the logs.
     """
-    frame = logs.frame
-    source = logs.files[0] if len(logs.files) == 1 else f"{len(logs.files)} log files"
     gap = config.session_gap_s is not None
     missing = missing_required(frame, gap, source)
     if missing:
@@ -220,6 +226,16 @@ def check_logs(logs: LogFrame, reward: RewardConfig | None, config: DatasetConfi
     unknown_fb = [c for c in config.features.feedback if c not in columns.feedback]
     if unknown_fb:
         raise ConfigError(f"features.feedback names column(s) {unknown_fb} absent from {source}")
+    return columns
+
+
+def check_rows(logs: LogFrame, columns: LogColumns, config: DatasetConfig) -> Checked:
+    """Make the sessions (logged or from ``session_gap_s``) and apply every row-level rule.
+
+    Works on any set of complete users (every row of each user, and every row sharing a request
+    or a session with them): the flags of a user's rows do not depend on the other users.
+    """
+    frame = logs.frame
     session = (
         _sessionize(frame, config.session_gap_s)
         if config.session_gap_s is not None
@@ -228,6 +244,23 @@ def check_logs(logs: LogFrame, reward: RewardConfig | None, config: DatasetConfi
     codes = encode(frame, session)
     flags = validate_rows(frame, columns, logs.files, session, codes)
     return Checked(columns, session, codes, flags)
+
+
+def log_source(files: Sequence[str]) -> str:
+    """How error messages name the input: the file, or ``"<n> log files"``."""
+    return files[0] if len(files) == 1 else f"{len(files)} log files"
+
+
+def check_logs(logs: LogFrame, reward: RewardConfig | None, config: DatasetConfig) -> Checked:
+    """Classify the columns and apply every validation rule, without dropping anything.
+
+    Raises:
+        SchemaError: A required column is missing, ``pred_*``/``w_*`` do not pair up, or a numeric
+            column is not numeric (problems no row-level dropping can fix).
+        ConfigError: The reward or ``features.feedback`` names a column absent from the logs.
+    """
+    columns = check_columns(logs.frame, log_source(logs.files), reward, config)
+    return check_rows(logs, columns, config)
 
 
 def prepare_logs(logs: LogFrame, reward: RewardConfig, config: DatasetConfig) -> Prepared:
@@ -239,20 +272,38 @@ def prepare_logs(logs: LogFrame, reward: RewardConfig, config: DatasetConfig) ->
         ConfigError: The reward names a column absent from the logs.
     """
     checked = check_logs(logs, reward, config)
-    flags, codes = checked.flags, checked.codes
-    source = logs.files[0] if len(logs.files) == 1 else f"{len(logs.files)} log files"
+    flags = checked.flags
+    source = log_source(logs.files)
     if flags.problems and config.on_error == "fail":
-        raise SchemaError(
-            f"{len(flags.problems)} problem(s) in the logs; nothing was written "
-            "(use --on-error drop-session to drop the affected sessions)",
-            flags.problems,
-        )
-    keep, accounting = account(codes, flags.reason)
+        raise_problems(flags.problems)
+    keep, accounting = account(checked.codes, flags.reason)
     if not keep.any():
-        raise SchemaError(
-            f"{source}: every session was dropped; nothing left to build a dataset from",
-            flags.problems,
-        )
+        raise_all_dropped(source, flags.problems)
+    return kept_rows(logs, checked, keep, accounting)
+
+
+def raise_problems(problems: Sequence[Problem]) -> None:
+    """The error of ``on_error="fail"`` when the logs have problems."""
+    raise SchemaError(
+        f"{len(problems)} problem(s) in the logs; nothing was written "
+        "(use --on-error drop-session to drop the affected sessions)",
+        tuple(problems),
+    )
+
+
+def raise_all_dropped(source: str, problems: Sequence[Problem]) -> None:
+    """The error when no session is left."""
+    raise SchemaError(
+        f"{source}: every session was dropped; nothing left to build a dataset from",
+        tuple(problems),
+    )
+
+
+def kept_rows(
+    logs: LogFrame, checked: Checked, keep: BoolArrayT, accounting: Accounting
+) -> Prepared:
+    """The kept rows with the columns the dataset needs, in canonical order."""
+    codes = checked.codes
     cols = checked.columns
     needed = [
         "user_id",
@@ -271,7 +322,7 @@ def prepare_logs(logs: LogFrame, reward: RewardConfig, config: DatasetConfig) ->
         session=checked.session.take(order).reset_index(drop=True),
         columns=cols,
         accounting=accounting,
-        problems=flags.problems,
+        problems=checked.flags.problems,
         codes=Codes(
             codes.user[order],
             codes.session[order],
@@ -578,8 +629,17 @@ def action_bounds(
     Raises:
         ConfigError: Explicit bounds exclude logged weights.
     """
-    mn = actions.min(axis=0)
-    mx = actions.max(axis=0)
+    return bounds_from_range(actions.min(axis=0), actions.max(axis=0), tasks, config)
+
+
+def bounds_from_range(
+    mn: FloatArray, mx: FloatArray, tasks: Sequence[str], config: DatasetConfig
+) -> tuple[FloatArray, FloatArray]:
+    """:func:`action_bounds` from the per-task minimum and maximum logged weight, shape (n_tasks,).
+
+    Raises:
+        ConfigError: Explicit bounds exclude logged weights.
+    """
     if config.action_bounds is not None:
         lo, hi = config.action_bounds
         outside = [t for t, a, b in zip(tasks, mn, mx, strict=True) if a < lo or b > hi]

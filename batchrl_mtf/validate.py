@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -34,7 +35,7 @@ import pandas as pd
 from batchrl_mtf.errors import Problem
 from batchrl_mtf.schema import FILE_COLUMN, LogColumns
 
-__all__ = ["RULES", "Codes", "RowFlags", "encode", "validate_rows"]
+__all__ = ["RULES", "Codes", "RawProblem", "RowFlags", "encode", "merge_problems", "validate_rows"]
 
 RULES: tuple[str, ...] = (
     "null_id",
@@ -63,6 +64,7 @@ class Codes:
         n_users: Number of distinct users.
         n_sessions: Number of distinct sessions.
         n_requests: Number of distinct requests.
+        request_values: The distinct ``request_id`` values in code order (``None`` when unknown).
     """
 
     user: IntArray
@@ -71,19 +73,107 @@ class Codes:
     n_users: int
     n_sessions: int
     n_requests: int
+    request_values: object = None
 
 
-def _factorize(values: pd.Series) -> tuple[IntArray, int]:
+def _factorize(values: pd.Series) -> tuple[IntArray, int, object]:
     codes, uniques = pd.factorize(values, sort=True, use_na_sentinel=True)
-    return codes.astype(np.int64), len(uniques)
+    return codes.astype(np.int64), len(uniques), uniques
 
 
 def encode(frame: pd.DataFrame, session: pd.Series) -> Codes:
     """Factorise ``user_id``, the session ids and ``request_id`` into sorted integer codes."""
-    user, n_u = _factorize(frame["user_id"])
-    sess, n_s = _factorize(session)
-    req, n_r = _factorize(frame["request_id"])
-    return Codes(user, sess, req, n_u, n_s, n_r)
+    user, n_u, _ = _factorize(frame["user_id"])
+    sess, n_s, _ = _factorize(session)
+    req, n_r, req_values = _factorize(frame["request_id"])
+    return Codes(user, sess, req, n_u, n_s, n_r, req_values)
+
+
+@dataclass(frozen=True)
+class RawProblem:
+    """One rule's finding on one input file of one part of the logs, before merging.
+
+    Problems found on separate parts of the logs (partitions of a cluster job) merge into the
+    :class:`~batchrl_mtf.errors.Problem` list by :func:`merge_problems`; the local engine merges
+    its single part the same way.
+
+    Attributes:
+        seq: Index of the rule check within :func:`validate_rows` (orders the problems).
+        rule: Rule name (one of :data:`RULES`).
+        column: The offending column.
+        file: Index of the input file.
+        expected: What the rule expects, in words.
+        found: What was found, in words, without the row count.
+        n_rows: Rows flagged.
+        examples: The (up to 5) smallest flagged ``request_id`` values (int or str), sorted.
+    """
+
+    seq: int
+    rule: str
+    column: str
+    file: int
+    expected: str
+    found: str
+    n_rows: int
+    examples: tuple[object, ...]
+
+    def to_json(self) -> list[object]:
+        """A JSON-ready list (for shipping partition results to a driver)."""
+        return [
+            self.seq,
+            self.rule,
+            self.column,
+            self.file,
+            self.expected,
+            self.found,
+            self.n_rows,
+            list(self.examples),
+        ]
+
+    @classmethod
+    def from_json(cls, doc: list[Any]) -> RawProblem:
+        """Inverse of :meth:`to_json`."""
+        seq, rule, column, file, expected, found, n_rows, examples = doc
+        return cls(
+            int(seq),
+            str(rule),
+            str(column),
+            int(file),
+            str(expected),
+            str(found),
+            int(n_rows),
+            tuple(examples),
+        )
+
+
+def merge_problems(raw: Sequence[RawProblem], files: Sequence[str]) -> tuple[Problem, ...]:
+    """Merge raw findings into one problem per (rule check, file), in check order then file order.
+
+    Row counts add up; the examples are the 5 smallest ``request_id`` values over all parts
+    (numeric order for integer ids, code-point order for text ids), so the result does not depend
+    on how the rows were split or ordered.
+    """
+    merged: dict[tuple[int, int], list[RawProblem]] = {}
+    for r in raw:
+        merged.setdefault((r.seq, r.file), []).append(r)
+    out: list[Problem] = []
+    for key in sorted(merged):
+        parts = merged[key]
+        first = parts[0]
+        n_rows = sum(p.n_rows for p in parts)
+        examples = sorted({e for p in parts for e in p.examples})[:MAX_EXAMPLES]  # type: ignore[type-var]
+        out.append(
+            Problem(
+                rule=first.rule,
+                file=files[first.file],
+                column=first.column,
+                expected=first.expected,
+                found=f"{n_rows} row(s) with {first.found}",
+                examples=tuple(str(x) for x in examples),
+                n_rows=n_rows,
+            )
+        )
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -94,10 +184,12 @@ class RowFlags:
         problems: Every problem found, in rule order, one per (rule, column, file).
         reason: Shape (n_rows,), the index into :data:`RULES` of the first rule that flagged each
             row, or -1.
+        raw: The findings before formatting (see :func:`merge_problems`).
     """
 
     problems: tuple[Problem, ...]
     reason: npt.NDArray[np.int8]
+    raw: tuple[RawProblem, ...] = ()
 
 
 class _Groups:
@@ -156,14 +248,26 @@ def _numeric(frame: pd.DataFrame, col: str) -> npt.NDArray[np.float64]:
 
 
 class _Collector:
-    def __init__(self, frame: pd.DataFrame, files: Sequence[str]) -> None:
+    def __init__(self, frame: pd.DataFrame, codes: Codes) -> None:
         self.frame = frame
-        self.files = files
+        self.codes = codes
         self.file_idx = frame[FILE_COLUMN].to_numpy()
         self.reason = np.full(len(frame), -1, dtype=np.int8)
-        self.problems: list[Problem] = []
+        self.raw: list[RawProblem] = []
+        self.seq = 0
+
+    def _examples(self, rows: IntArray) -> tuple[object, ...]:
+        req = self.codes.request[rows]
+        smallest = np.unique(req[req >= 0])[:MAX_EXAMPLES]  # codes are in sorted value order
+        if self.codes.request_values is not None:
+            values = self.codes.request_values[smallest]  # type: ignore[index]
+        else:  # pragma: no cover - codes built without values
+            values = pd.unique(self.frame["request_id"].iloc[rows].dropna())
+        return tuple(v.item() if isinstance(v, np.generic) else v for v in list(values))
 
     def flag(self, rule: str, column: str, mask: BoolArray, expected: str, found: str) -> None:
+        seq = self.seq
+        self.seq += 1
         if not mask.any():
             return
         rule_idx = RULES.index(rule)
@@ -171,17 +275,9 @@ class _Collector:
         rows = np.flatnonzero(mask)
         for fi in np.unique(self.file_idx[rows]):
             frows = rows[self.file_idx[rows] == fi]
-            req = self.frame["request_id"].iloc[frows]
-            examples = tuple(str(x) for x in pd.unique(req.dropna())[:MAX_EXAMPLES])
-            self.problems.append(
-                Problem(
-                    rule=rule,
-                    file=self.files[int(fi)],
-                    column=column,
-                    expected=expected,
-                    found=f"{len(frows)} row(s) with {found}",
-                    examples=examples,
-                    n_rows=len(frows),
+            self.raw.append(
+                RawProblem(
+                    seq, rule, column, int(fi), expected, found, len(frows), self._examples(frows)
                 )
             )
 
@@ -203,7 +299,7 @@ def validate_rows(
             ``--session-gap``), shape (n_rows,).
         codes: Integer codes of the ids.
     """
-    col = _Collector(frame, files)
+    col = _Collector(frame, codes)
     ts = frame["ts"].to_numpy(dtype=np.int64)
     ts_missing = ts == np.iinfo(np.int64).min
 
@@ -329,7 +425,8 @@ def validate_rows(
             "sessions of one user that do not overlap in time",
             "a session starting before an earlier session of the same user ended",
         )
-    return RowFlags(tuple(col.problems), col.reason)
+    raw = tuple(col.raw)
+    return RowFlags(merge_problems(raw, files), col.reason, raw)
 
 
 def _starts_before_previous_end(user: IntArray, start: IntArray, end: IntArray) -> BoolArray:

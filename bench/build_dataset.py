@@ -4,9 +4,13 @@ Generates schema-v1 logs (default 2,000,000 impressions: 6 tasks, 10 items per r
 them as Parquet, then builds the dataset in a fresh process and prints impressions/s and the
 peak resident memory of that process next to the input's in-memory size.
 
-    python bench/build_dataset.py [--rows 2000000] [--engine local]
+    python bench/build_dataset.py [--rows 2000000] [--engine local|spark] [--spark-master local[2]]
 
 Targets (issue 2): >= 1M impressions/s on 2 cores; peak memory under 3x the input's in-memory size.
+With ``--engine spark`` the Spark session is started before the clock starts; the figures are the
+build itself, the peak RSS of the Python driver (which only merges small per-chunk summaries),
+and the peak RSS of the JVM (in ``local[N]`` mode it holds the driver and the executors) and of
+the largest Python worker.
 """
 
 from __future__ import annotations
@@ -69,7 +73,52 @@ def generate(n_rows: int, seed: int = 0, items_per_request: int = 10) -> pd.Data
     return pd.DataFrame(cols)
 
 
-def child(path: str, out: str, engine: str) -> None:
+def _process_tree(root_pid: int) -> dict[int, str]:
+    """Command lines of ``root_pid``'s descendants."""
+    import os
+
+    children: dict[int, list[int]] = {}
+    names: dict[int, str] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as fh:
+                stat = fh.read()
+            with open(f"/proc/{d}/cmdline", "rb") as fh:
+                names[int(d)] = fh.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(d))
+    out: dict[int, str] = {}
+    stack = list(children.get(root_pid, []))
+    while stack:
+        pid = stack.pop()
+        stack.extend(children.get(pid, []))
+        out[pid] = names.get(pid, "")
+    return out
+
+
+def _reset_peak(pid: int) -> None:
+    """Reset the kernel's peak-RSS counter (VmHWM) of ``pid`` (Linux >= 4.0)."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
+def _peak(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return next(int(ln.split()[1]) * 1024 for ln in fh if ln.startswith("VmHWM"))
+    except (OSError, StopIteration):
+        return 0
+
+
+def child(path: str, out: str, engine: str, master: str) -> None:
+    import os
+
     from batchrl_mtf.dataset import build_dataset
     from batchrl_mtf.reward import RewardConfig
 
@@ -80,12 +129,28 @@ def child(path: str, out: str, engine: str) -> None:
     )
     import batchrl_mtf._d3rlpy  # noqa: F401  (import cost is not part of the build)
 
+    extra: dict[str, int] = {}
+    if engine == "spark":
+        from batchrl_mtf.engines.spark import SparkOptions, build_dataset_spark, spark_session
+
+        spark = spark_session(master)
+        spark.range(1).count()  # JVM and Python workers up before the clock starts
+        for pid in _process_tree(os.getpid()):
+            _reset_peak(pid)
+    _reset_peak(os.getpid())
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     start = time.perf_counter()
-    build_dataset([path], reward, out)
+    if engine == "spark":
+        build_dataset_spark([path], reward, out, options=SparkOptions(master=master))
+        tree = _process_tree(os.getpid())
+        extra["jvm"] = max([_peak(p) for p, n in tree.items() if "java" in n] or [0])
+        extra["python_worker"] = max([_peak(p) for p, n in tree.items() if "java" not in n] or [0])
+        extra["driver_build_peak"] = _peak(os.getpid())
+    else:
+        build_dataset([path], reward, out)
     elapsed = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"seconds": elapsed, "peak_rss": peak, "rss_after_imports": base}))
+    print(json.dumps({"seconds": elapsed, "peak_rss": peak, "rss_after_imports": base, **extra}))
 
 
 def main() -> None:
@@ -93,11 +158,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--rows", type=int, default=2_000_000)
-    ap.add_argument("--engine", choices=["local"], default="local")
+    ap.add_argument("--engine", choices=["local", "spark"], default="local")
+    ap.add_argument("--spark-master", default="local[2]")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child[0], args.child[1], args.engine)
+        child(args.child[0], args.child[1], args.engine, args.spark_master)
         return
     with tempfile.TemporaryDirectory() as tmp:
         df = generate(args.rows)
@@ -111,6 +177,8 @@ def main() -> None:
                 __file__,
                 "--engine",
                 args.engine,
+                "--spark-master",
+                args.spark_master,
                 "--child",
                 path,
                 str(Path(tmp) / "ds"),
@@ -133,6 +201,14 @@ def main() -> None:
     print(
         f"peak RSS above imports: {build_peak / 2**20:,.0f} MiB ({build_peak / in_mem:.2f}x input; target < 3x)"
     )
+    if args.engine == "spark":
+        print(f"peak RSS Python driver during the build: {m['driver_build_peak'] / 2**20:,.0f} MiB")
+        print(
+            f"peak RSS JVM during the build (driver+executors, local mode): {m.get('jvm', 0) / 2**20:,.0f} MiB"
+        )
+        print(
+            f"peak RSS largest Python worker during the build: {m.get('python_worker', 0) / 2**20:,.0f} MiB"
+        )
 
 
 if __name__ == "__main__":

@@ -217,7 +217,7 @@ def test_load_errors(tmp_path: Path) -> None:
 def test_window_end_makes_timeouts(logs: pd.DataFrame, reward: RewardConfig) -> None:
     end = int(logs["ts"].max()) + 1
     cfg = DatasetConfig(window_end_ms=end, window_margin_s=60.0)
-    data, report = build_dataset_from_frame(
+    data, _ = build_dataset_from_frame(
         LogFrame(logs.assign(__file=np.int16(0)), ("x",)), reward, cfg
     )
     last_ts = logs.groupby("session_id")["ts"].max()
@@ -333,7 +333,9 @@ def test_property_schema_error_or_accounted_dataset(df: pd.DataFrame) -> None:
             frame, reward, DatasetConfig(on_error="drop-session")
         )
     except SchemaError as exc:
-        assert "every session was dropped" in str(exc)
+        # the only acceptable failure on row-level problems: nothing was left after dropping
+        if "every session was dropped" not in str(exc):
+            raise
         return
     acc = report["accounting"]
     assert isinstance(acc, dict)

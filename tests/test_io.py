@@ -12,9 +12,14 @@ def test_atomic_dir_keeps_old_on_failure(tmp_path: Path) -> None:
     target = tmp_path / "out"
     target.mkdir()
     (target / "old.txt").write_text("old")
-    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
-        (tmp / "new.txt").write_text("new")
-        raise RuntimeError("boom")
+
+    def build() -> None:
+        with atomic_dir(target) as tmp:
+            (tmp / "new.txt").write_text("new")
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        build()
     assert sorted(p.name for p in target.iterdir()) == ["old.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary left behind
 

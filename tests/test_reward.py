@@ -75,7 +75,7 @@ def test_missing_file_names_path(tmp_path: Path) -> None:
 
 def test_reward_names_absent_column() -> None:
     r = default_reward()
-    with pytest.raises(ConfigError, match="'follow'.*absent from logs.parquet"):
+    with pytest.raises(ConfigError, match=r"'follow'.*absent from logs\.parquet"):
         r.check_columns(["watch_time", "like", "comment", "share"], "logs.parquet")
 
 

@@ -24,5 +24,7 @@ def test_true_value_is_the_mean_session_return_and_reproducible() -> None:
 
 
 def test_true_value_rejects_other_tasks() -> None:
-    with pytest.raises(PolicyError, match=r"policy tasks \['click', 'buy'\] differ from the world's"):
+    with pytest.raises(
+        PolicyError, match=r"policy tasks \['click', 'buy'\] differ from the world's"
+    ):
         true_value(None, ConstantPolicy((1.0, 1.0), ("click", "buy")), sessions=10)

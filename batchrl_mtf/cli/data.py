@@ -131,9 +131,36 @@ def validate_command(
 
 
 @click.command("build-dataset")
-@click.argument("logs", nargs=-1, required=True, type=click.Path())
-@click.option("--reward", required=True, type=click.Path(), help="Reward TOML ([reward] table).")
-@click.option("--out", required=True, type=click.Path(), help="Dataset directory to write.")
+@click.argument("logs", nargs=-1, type=click.Path())
+@click.option(
+    "--reward", type=click.Path(), help="Reward TOML ([reward] table); required with LOGS."
+)
+@click.option(
+    "--out",
+    type=click.Path(),
+    help="Dataset directory to write (local path or, with Spark, a URI).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "spark"]),
+    default="local",
+    show_default=True,
+    help="local: in this process; spark: on a Spark cluster (pip install 'batchrl-mtf[spark]').",
+)
+@click.option(
+    "--spark-master", help="Spark master for --engine spark (local[2], spark://HOST:7077, yarn)."
+)
+@click.option(
+    "--spark-partitions",
+    default=0,
+    type=int,
+    help="Partitions of the Spark job and of transitions/ (default: spark.sql.shuffle.partitions).",
+)
+@click.option(
+    "--from-transitions",
+    type=click.Path(),
+    help="Write DIR/dataset.h5 from DIR's transitions (streaming; after a Spark build).",
+)
 @click.option("--gamma", default=0.95, show_default=True, type=float, help="Discount factor.")
 @click.option("--action-bounds", help="LO,HI bounds of every weight (default: logged range + 10%).")
 @click.option("--session-gap", type=float, help="Make sessions from gaps > SECONDS per user.")
@@ -170,6 +197,10 @@ def build_dataset_command(
     on_error: str,
     hist_n: int,
     feedback: str | None,
+    engine: str,
+    spark_master: str | None,
+    spark_partitions: int,
+    from_transitions: str | None,
 ) -> None:
     """Turn impression LOGS into a d3rlpy-ready MDP dataset directory.
 
@@ -184,14 +215,40 @@ def build_dataset_command(
           --reward envs/reward_default.toml --out runs/ds
       batchrl-mtf build-dataset day*.parquet --reward reward.toml --out ds \\
           --on-error drop-session --window-end 2026-11-01T00:00:00 --gamma 0.9
+      batchrl-mtf build-dataset hdfs:///logs/day=2026-11-01/ --reward reward.toml \\
+          --out hdfs:///datasets/d1 --engine spark --spark-master yarn
+      batchrl-mtf build-dataset --from-transitions ds    # dataset.h5 after a Spark build
+
+    With --engine spark the transitions are a transitions/ directory of Parquet parts and
+    dataset.h5 is made afterwards, on the training machine, with --from-transitions.
     """
-    from batchrl_mtf.dataset import build_dataset
     from batchrl_mtf.mdp import DatasetConfig
 
+    if from_transitions is not None:
+        if logs:
+            raise ConfigError("--from-transitions: expected no LOGS (it reads DIR's transitions)")
+        from batchrl_mtf.dataset import write_d3rlpy_file_from_transitions
+
+        path = write_d3rlpy_file_from_transitions(from_transitions)
+        click.echo(f"wrote {path}")
+        return
+    if not logs:
+        raise ConfigError("build-dataset: expected LOGS (or --from-transitions DIR)")
+    if reward is None or out is None:
+        missing = "--reward" if reward is None else "--out"
+        raise ConfigError(f"{missing}: required when building from LOGS")
     cfg = _dataset_config(
         gamma, action_bounds, session_gap, window_end, window_margin, on_error, hist_n, feedback
     )
-    report = build_dataset(list(logs), reward, out, cast(DatasetConfig, cfg))
+    if engine == "spark":
+        from batchrl_mtf.engines.spark import SparkOptions, build_dataset_spark
+
+        opts = SparkOptions(master=spark_master, partitions=spark_partitions)
+        report = build_dataset_spark(list(logs), reward, out, cast(DatasetConfig, cfg), opts)
+    else:
+        from batchrl_mtf.dataset import build_dataset
+
+        report = build_dataset(list(logs), reward, out, cast(DatasetConfig, cfg))
     acc = cast(dict[str, dict[str, Any]], report["accounting"])
     rows, req, ses = acc["rows"], acc["requests"], acc["sessions"]
     click.echo(

@@ -15,6 +15,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from batchrl_mtf.dataset import MDPData
 from batchrl_mtf.errors import OPEInputError
 from batchrl_mtf.ope.base import Estimate, Estimator, prepare
@@ -30,6 +32,7 @@ __all__ = [
     "OPEResult",
     "PolicyResult",
     "Recommended",
+    "estimate_policy_value",
     "evaluate_policies",
     "make_estimator",
     "recommend",
@@ -222,3 +225,23 @@ def evaluate_policies(
         bandwidth=bandwidth,
         config=config,
     )
+
+
+def estimate_policy_value(
+    policy: Policy, data: MDPData, config: OPEConfig | None = None
+) -> Recommended:
+    """The recommended offline estimate of one policy on a dataset's held-out sessions.
+
+    Uses the ``test`` split when the dataset has one (else every session) and the documented
+    recommended-estimate rule over ``config.estimators``.
+
+    Raises:
+        OPEInputError: No finite estimate, or invalid inputs (see the estimators).
+    """
+    has_test = bool(np.any(data.split == "test"))
+    split = data.select("test") if has_test else data
+    result = evaluate_policies(split, [policy], config)
+    rec = result.policies[0].recommended
+    if rec is None:
+        raise OPEInputError(f"policy {policy.name!r}: no estimator gave a finite value")
+    return rec

@@ -1,0 +1,641 @@
+"""Build a dataset on Apache Spark (``batchrl-mtf build-dataset --engine spark``).
+
+The executors run the same Python functions as the local engine (:func:`process_part`: the
+validation rules, the accounting, the sessions, the state features and the reward) on parts of the
+logs that hold complete users; the driver merges the parts' small summaries with the same code
+(:class:`~batchrl_mtf.engines.core.PartSummary`, :func:`~batchrl_mtf.validate.merge_problems`,
+:func:`~batchrl_mtf.dataset.report_document`). See ``docs/scale.md``.
+
+Plan of the job:
+
+1. Column checks on a sample (driver), id and ``ts`` type decisions from a small aggregate.
+2. Routing: a request or a session whose rows carry more than one ``user_id`` (or a missing one
+   and a present one) links users; every row of the linked users goes to one shared group, so
+   that each group is closed under "shares a request or a session". Other rows are grouped by
+   user.
+3. ``repartition`` by group, sorted by group within partitions, ``mapInArrow``: each task cuts its
+   stream into chunks of complete groups (``chunk_rows``) and runs :func:`process_part` on each,
+   yielding transitions and one JSON summary per chunk.
+4. The driver merges the summaries (in partition, chunk order), fails when ``on_error="fail"``
+   and there are problems, writes the transitions globally sorted in canonical order as
+   ``transitions/part-*.parquet``, and ``features.json``, ``reward.toml``, ``report.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import urllib.parse
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from batchrl_mtf.config import require
+from batchrl_mtf.dataset import dataset_spec, report_document, transitions_table
+from batchrl_mtf.engines.core import PartSummary, process_part
+from batchrl_mtf.errors import ConfigError, SchemaError
+from batchrl_mtf.features import FeatureSpec, feature_names
+from batchrl_mtf.io import atomic_dir, dumps_json, hash_files
+from batchrl_mtf.mdp import (
+    DatasetConfig,
+    bounds_from_range,
+    check_columns,
+    log_source,
+    raise_all_dropped,
+    raise_problems,
+)
+from batchrl_mtf.reward import RewardConfig, load_reward
+from batchrl_mtf.schema import FILE_COLUMN, ID_COLUMNS, LogColumns, LogFrame, _normalise_ts
+from batchrl_mtf.validate import merge_problems
+
+__all__ = ["INSTALL_HINT", "SparkOptions", "build_dataset_spark", "spark_session"]
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = (
+    "--engine spark needs PySpark and Java 17: pip install 'batchrl-mtf[spark]' "
+    "(or pip install 'pyspark>=3.5')"
+)
+MIXED_GROUP = -1
+"""Group key of the rows of users linked by a shared request or session."""
+MAX_LISTED_LINKED_USERS = 10_000
+_HELPER = ("_grp", "_file_uri")
+_OUT_HELPER = ("_sess_start", "_stats", "_part", "_seq")
+
+
+@dataclass(frozen=True)
+class SparkOptions:
+    """How the Spark job runs.
+
+    Attributes:
+        master: Spark master (``local[2]``, ``spark://host:7077``, ``yarn``); ``None`` = the active
+            session's or spark-submit's.
+        partitions: Partitions of the grouped logs and of the written transitions; 0 = the
+            session's ``spark.sql.shuffle.partitions``.
+        chunk_rows: Log rows per call of the shared part function on an executor (bounds executor
+            memory; a group larger than this is processed whole).
+    """
+
+    master: str | None = None
+    partitions: int = 0
+    chunk_rows: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        require(self.partitions >= 0, "partitions", f"expected >= 0, found {self.partitions}")
+        require(self.chunk_rows >= 1, "chunk_rows", f"expected >= 1, found {self.chunk_rows}")
+
+
+def spark_session(master: str | None = None) -> Any:
+    """The active Spark session, or a new one on ``master``, set up for the job (UTC, Arrow).
+
+    Raises:
+        ConfigError: PySpark is not installed.
+    """
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise ConfigError(INSTALL_HINT) from None
+    builder = SparkSession.builder.appName("batchrl-mtf build-dataset")
+    if master:
+        builder = builder.master(master)
+        m = re.fullmatch(r"local\[(\d+|\*)\]", master)
+        if m:  # Spark's default of 200 shuffle partitions is for clusters, not for N local cores
+            cores = (os.cpu_count() or 2) if m.group(1) == "*" else int(m.group(1))
+            builder = builder.config("spark.sql.shuffle.partitions", str(4 * cores))
+    builder = (
+        builder.config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.execution.arrow.useLargeVarTypes", "false")
+        .config("spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs", "false")
+    )
+    spark = builder.getOrCreate()
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    spark.conf.set("spark.sql.execution.arrow.useLargeVarTypes", "false")
+    return spark
+
+
+# --- inputs and outputs -----------------------------------------------------------------------
+
+
+def _is_uri(path: str) -> bool:
+    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path)) and not path.startswith("file:")
+
+
+def _norm_uri(uri: str) -> str:
+    """One spelling per file: a local path for ``file:`` URIs and plain paths, else the URI."""
+    if uri.startswith("file:"):
+        return os.path.normpath(urllib.parse.unquote(urllib.parse.urlparse(uri).path))
+    if _is_uri(uri):
+        return uri
+    return os.path.normpath(os.path.abspath(uri))
+
+
+def _hadoop_fs(spark: Any, uri: str) -> tuple[Any, Any]:
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    return fs, path
+
+
+def _input_files(spark: Any, paths: Sequence[str | Path]) -> list[str]:
+    """Expand inputs like :func:`batchrl_mtf.schema.read_logs` (directories recursively, in name
+    order); local paths keep their spelling, other URIs are listed through Hadoop."""
+    if not paths:
+        raise SchemaError("no log files given; expected one or more Parquet files or directories")
+    out: list[str] = []
+    for raw in paths:
+        text = str(raw)
+        if _is_uri(text):
+            fs, path = _hadoop_fs(spark, text)
+            if not fs.exists(path):
+                raise SchemaError(f"{text}: no such file or directory")
+            if fs.getFileStatus(path).isDirectory():
+                it = fs.listFiles(path, True)
+                found = []
+                while it.hasNext():
+                    name = str(it.next().getPath().toString())
+                    if name.endswith(".parquet"):
+                        found.append(name)
+                if not found:
+                    raise SchemaError(f"{text}: directory holds no *.parquet files")
+                out.extend(sorted(found))
+            else:
+                out.append(text)
+            continue
+        p = Path(text)
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*.parquet") if f.is_file())
+            if not files:
+                raise SchemaError(f"{p}: directory holds no *.parquet files")
+            out.extend(str(f) for f in files)
+        elif p.is_file():
+            out.append(str(p))
+        else:
+            raise SchemaError(f"{p}: no such file or directory")
+    for f in out:
+        if not f.lower().endswith((".parquet", ".pq")):
+            raise SchemaError(
+                f"{f}: the Spark engine reads Parquet logs; expected .parquet, found "
+                f"{Path(f).suffix!r} (convert it, or use --engine local)"
+            )
+    return out
+
+
+def _spark_uri(f: str) -> str:
+    return f if _is_uri(f) else Path(f).resolve().as_uri()
+
+
+# --- the executor side ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Task:
+    """Everything an executor needs (pickled once with the job)."""
+
+    columns: LogColumns
+    reward: RewardConfig
+    config: DatasetConfig
+    files: tuple[str, ...]
+    file_index: dict[str, int]
+    id_dtypes: dict[str, str]
+    n_features: int
+    chunk_rows: int
+    out_schema: pa.Schema
+
+
+def _frame(task: _Task, table: pa.Table) -> pd.DataFrame:
+    """A chunk as the frame :func:`batchrl_mtf.schema.read_logs` would give for its rows."""
+    enc = table.column("_file_uri").combine_chunks().dictionary_encode()
+    lookup = np.array(
+        [task.file_index[_norm_uri(u)] for u in enc.dictionary.to_pylist()], dtype=np.int16
+    )
+    file_idx = lookup[enc.indices.to_numpy(zero_copy_only=False)]
+    frame = table.drop_columns(list(_HELPER)).to_pandas(split_blocks=True)
+    if "ts" in frame.columns:
+        source = task.files[int(file_idx[0])] if len(file_idx) else "logs"
+        frame["ts"] = _normalise_ts(frame["ts"], source)
+    for col, dtype in task.id_dtypes.items():
+        frame[col] = frame[col].astype(dtype)
+    frame[FILE_COLUMN] = file_idx
+    return frame
+
+
+def _spark_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Fixed-size lists as lists, and the id columns in the job's types."""
+    cols = []
+    for field in schema:
+        if field.name in _OUT_HELPER:
+            continue
+        col = table.column(field.name)
+        cols.append(col.cast(field.type))
+    return pa.Table.from_arrays(cols, names=[f.name for f in schema if f.name not in _OUT_HELPER])
+
+
+def _run_chunk(task: _Task, table: pa.Table, part: int, seq: int) -> Iterator[pa.RecordBatch]:
+    logs = LogFrame(_frame(task, table), task.files)
+    res = process_part(logs, task.columns, task.reward, task.config, task.n_features)
+    schema = task.out_schema
+    if res.transitions is not None:
+        t = res.transitions
+        out = _spark_table(transitions_table(t, res.split), schema)
+        starts = t.episode_starts()
+        sess_start = np.repeat(t.ts_ms[starts], np.diff(np.append(starts, len(t.step))))
+        n = out.num_rows
+        out = (
+            out.append_column("_sess_start", pa.array(sess_start, pa.int64()))
+            .append_column("_stats", pa.nulls(n, pa.string()))
+            .append_column("_part", pa.array(np.full(n, part), pa.int64()))
+            .append_column("_seq", pa.array(np.full(n, seq), pa.int64()))
+        )
+        yield from out.cast(schema).to_batches(max_chunksize=1 << 16)
+    stats = {f.name: pa.nulls(1, f.type) for f in schema}
+    stats["_stats"] = pa.array([json.dumps(res.summary.to_json())], pa.string())
+    stats["_part"] = pa.array([part], pa.int64())
+    stats["_seq"] = pa.array([seq], pa.int64())
+    yield from pa.table(stats, schema=schema).to_batches()
+
+
+def _map_partition(task: _Task, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Cut a partition's stream (sorted by group) into chunks of complete groups and run them."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    part = ctx.partitionId() if ctx is not None else 0
+    seq = 0
+    buf: list[pa.RecordBatch] = []
+    n_buf = 0
+    threshold = task.chunk_rows
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        buf.append(batch)
+        n_buf += batch.num_rows
+        if n_buf < threshold:
+            continue
+        table = pa.Table.from_batches(buf)
+        grp = table.column("_grp").to_numpy()
+        changes = np.flatnonzero(grp[1:] != grp[:-1])
+        if len(changes) == 0:
+            threshold = 2 * n_buf  # one group so far: read on until it ends (look again later)
+            continue
+        cut = int(changes[-1]) + 1  # the last group may continue in the next batch
+        yield from _run_chunk(task, table.slice(0, cut), part, seq)
+        seq += 1
+        rest = table.slice(cut)
+        buf = rest.to_batches()
+        n_buf = rest.num_rows
+        threshold = task.chunk_rows
+    if n_buf:
+        yield from _run_chunk(task, pa.Table.from_batches(buf), part, seq)
+
+
+# --- the driver side --------------------------------------------------------------------------
+
+
+def _ddl(kind: str) -> str:
+    """Spark type of an id column in the transitions (kept rows never have a missing id)."""
+    return "string" if kind == "string" else "bigint"
+
+
+def _rethrow(exc: BaseException) -> None:
+    """Turn our errors raised on an executor back into themselves."""
+    text = str(exc)
+    for cls in (SchemaError, ConfigError):
+        m = re.search(rf"{cls.__name__}: (.*)", text)
+        if m:
+            raise cls(m.group(1).strip()) from None
+
+
+def _id_dtypes(
+    spark: Any, raw: Any, files: Sequence[str], uris: dict[str, int], id_cols: Sequence[str]
+) -> dict[str, str]:
+    """The dtype :func:`~batchrl_mtf.schema.read_logs` gives each id column, from one aggregate."""
+    from pyspark.sql import functions as F  # noqa: N812
+    from pyspark.sql import types as T  # noqa: N812
+
+    types = {f.name: f.dataType for f in raw.schema.fields}
+    aggs = [F.sum(F.col(c).isNull().cast("long")).alias(f"null_{c}") for c in id_cols]
+    floats = [c for c in id_cols if isinstance(types[c], (T.DoubleType, T.FloatType))]
+    ts_float = "ts" in types and isinstance(types["ts"], (T.DoubleType, T.FloatType))
+    per_file = [
+        F.max((F.col(c) != F.floor(F.col(c))).cast("int")).alias(f"frac_{c}")
+        for c in [*floats, *(["ts"] if ts_float else [])]
+    ]
+    nulls = raw.agg(*aggs).collect()[0].asDict() if aggs else {}
+    frac: dict[str, set[int]] = {}
+    if per_file:
+        for row in raw.groupBy("_file_uri").agg(*per_file).collect():
+            d = row.asDict()
+            for c in [*floats, *(["ts"] if ts_float else [])]:
+                if d[f"frac_{c}"]:
+                    frac.setdefault(c, set()).add(uris[_norm_uri(d["_file_uri"])])
+    if "ts" in frac:
+        first = files[min(frac["ts"])]
+        raise SchemaError(
+            f"{first}: column 'ts': expected int64 epoch milliseconds or timestamps; "
+            "found fractional numbers",
+            (),
+        )
+    out: dict[str, str] = {}
+    for c in id_cols:
+        t = types[c]
+        if isinstance(t, T.IntegralType) or (c in floats and c not in frac):
+            out[c] = "int64" if not nulls.get(f"null_{c}") else "Int64"
+        else:
+            out[c] = "string"
+    return out
+
+
+def _group_key(spark: Any, raw: Any, has_session: bool) -> Any:
+    """``_grp``: the user's hash, or :data:`MIXED_GROUP` for users linked by a request/session."""
+    from pyspark.sql import functions as F  # noqa: N812
+
+    user = F.col("user_id")
+    linked_keys = ["request_id", *(["session_id"] if has_session else [])]
+    marked: Any = None
+    for key in linked_keys:
+        n_users = F.countDistinct(user) + F.max(user.isNull().cast("int"))
+        bad = (
+            raw.where(F.col(key).isNotNull())
+            .groupBy(key)
+            .agg(n_users.alias("_n"))
+            .where(F.col("_n") > 1)
+            .select(key)
+        )
+        users = raw.join(bad, key, "left_semi").select(user.alias("_mu"))
+        marked = users if marked is None else marked.union(users)
+    listed = marked.distinct().limit(MAX_LISTED_LINKED_USERS + 1).collect()
+    if not listed:
+        return raw.withColumn("_grp", F.xxhash64(user))
+    logger.info("%d+ users linked by shared requests/sessions go to one group", len(listed))
+    if len(listed) <= MAX_LISTED_LINKED_USERS:
+        values = [r["_mu"] for r in listed if r["_mu"] is not None]
+        has_null = any(r["_mu"] is None for r in listed)
+        is_marked = user.isin(values) if values else F.lit(False)
+        if has_null:
+            is_marked = is_marked | user.isNull()
+        is_marked = F.coalesce(is_marked, F.lit(False))
+        return raw.withColumn(
+            "_grp", F.when(is_marked, F.lit(MIXED_GROUP)).otherwise(F.xxhash64(user))
+        )
+    flags = marked.distinct().withColumn("_m", F.lit(True))
+    joined = raw.join(F.broadcast(flags), raw["user_id"].eqNullSafe(flags["_mu"]), "left")
+    return joined.withColumn(
+        "_grp", F.when(F.col("_m"), F.lit(MIXED_GROUP)).otherwise(F.xxhash64(user))
+    ).drop("_mu", "_m")
+
+
+def _sha_parts_local(directory: Path) -> tuple[list[Path], str]:
+    parts = sorted(
+        f
+        for f in directory.iterdir()
+        if f.suffix == ".parquet" and not f.name.startswith((".", "_"))
+    )
+    h = hashlib.sha256()
+    for f in parts:
+        fh = hashlib.sha256()
+        with open(f, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                fh.update(block)
+        h.update(fh.digest())
+    return parts, "sha256:" + h.hexdigest()
+
+
+def hash_parts(directory: str | Path) -> str:
+    """``dataset_hash`` of a ``transitions/`` directory: sha256 over its parts' sha256 digests,
+    in part-name order."""
+    return _sha_parts_local(Path(directory))[1]
+
+
+def _sha_parts_remote(spark: Any, uris: Sequence[str]) -> str:
+    digests = (
+        spark.sparkContext.binaryFiles(",".join(uris))
+        .mapValues(lambda b: hashlib.sha256(b).digest())
+        .collect()
+    )
+    by_name = dict(digests)
+    h = hashlib.sha256()
+    for name in sorted(by_name, key=lambda u: u.rsplit("/", 1)[-1]):
+        h.update(by_name[name])
+    return "sha256:" + h.hexdigest()
+
+
+def build_dataset_spark(
+    paths: Sequence[str | Path],
+    reward: RewardConfig | str | Path,
+    out_dir: str | Path,
+    config: DatasetConfig | None = None,
+    options: SparkOptions | None = None,
+) -> dict[str, object]:
+    """Build a dataset directory with Spark; the same content as
+    :func:`batchrl_mtf.dataset.build_dataset`, with the transitions as ``transitions/`` parts.
+
+    Args:
+        paths: Parquet log files or directories: local paths or Hadoop-compatible URIs.
+        reward: A reward config or the path of a reward TOML file (read on the driver).
+        out_dir: The dataset directory: a local path (written atomically) or a URI (written to a
+            temporary sibling, then renamed).
+        config: Dataset options.
+        options: Spark options.
+
+    Returns:
+        The report written to ``report.json``.
+
+    Raises:
+        ConfigError: PySpark is missing, or options do not fit the logs.
+        SchemaError: The logs break schema v1 (and ``on_error`` is ``"fail"``).
+    """
+    config = config or DatasetConfig()
+    options = options or SparkOptions()
+    reward_cfg = reward if isinstance(reward, RewardConfig) else load_reward(reward)
+    spark = spark_session(options.master)
+    try:
+        return _build(spark, paths, reward_cfg, out_dir, config, options)
+    except (SchemaError, ConfigError):
+        raise
+    except Exception as exc:
+        _rethrow(exc)
+        raise
+
+
+def _build(
+    spark: Any,
+    paths: Sequence[str | Path],
+    reward: RewardConfig,
+    out_dir: str | Path,
+    config: DatasetConfig,
+    options: SparkOptions,
+) -> dict[str, object]:
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F  # noqa: N812
+
+    files = _input_files(spark, paths)
+    uris = [_spark_uri(f) for f in files]
+    file_index = {_norm_uri(u): i for i, u in enumerate(uris)}
+    first = spark.read.parquet(uris[0]).columns
+    for f, u in zip(files[1:], uris[1:], strict=True):
+        cols = spark.read.parquet(u).columns
+        if set(cols) != set(first):
+            extra = sorted(set(cols) - set(first))
+            missing = sorted(set(first) - set(cols))
+            raise SchemaError(
+                f"{f}: columns differ from {files[0]}: expected the same column set; found "
+                f"extra {extra} and missing {missing}"
+            )
+    raw = spark.read.parquet(*uris).select(*first)
+    source = log_source(files)
+    sample = raw.limit(1000).toArrow().to_pandas()
+    columns = check_columns(sample, source, reward, config)
+    keep_cols = [c for c in first if c not in columns.unknown]
+    raw = raw.select(*keep_cols, F.col("_metadata.file_path").alias("_file_uri"))
+    for c in ID_COLUMNS:  # NaN ids are missing ids, as in pandas
+        if c in keep_cols and dict(raw.dtypes)[c] in ("double", "float"):
+            raw = raw.withColumn(c, F.when(F.isnan(c), None).otherwise(F.col(c)))
+    id_cols = [c for c in ID_COLUMNS if c in keep_cols]
+    id_dtypes = _id_dtypes(spark, raw, files, file_index, id_cols)
+    has_session = config.session_gap_s is None
+    keyed = _group_key(spark, raw, has_session)
+
+    feedback = config.features.feedback or columns.feedback
+    spec = FeatureSpec(
+        names=feature_names(columns.user_features, feedback, config.features),
+        user_features=columns.user_features,
+        feedback=tuple(feedback),
+        config=config.features,
+    )
+    sess_kind = "string" if not has_session else id_dtypes["session_id"]
+    out_ddl = (
+        f"user_id {_ddl(id_dtypes['user_id'])}, session_id {_ddl(sess_kind)}, "
+        f"request_id {_ddl(id_dtypes['request_id'])}, step int, ts bigint, obs array<double>, "
+        "action array<double>, reward double, stickiness double, activeness double, "
+        "terminal boolean, timeout boolean, behavior_logp double, split string, "
+        "_sess_start bigint, _stats string, _part bigint, _seq bigint"
+    )
+    from pyspark.sql.pandas.types import to_arrow_schema
+    from pyspark.sql.types import _parse_datatype_string
+
+    out_schema = to_arrow_schema(_parse_datatype_string(out_ddl))  # type: ignore[arg-type]
+    task = _Task(
+        columns=columns,
+        reward=reward,
+        config=config,
+        files=tuple(files),
+        file_index=file_index,
+        id_dtypes=id_dtypes,
+        n_features=len(spec.names),
+        chunk_rows=options.chunk_rows,
+        out_schema=out_schema,
+    )
+    n_parts = options.partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
+    grouped = keyed.repartition(n_parts, "_grp").sortWithinPartitions("_grp")
+    mapped = grouped.mapInArrow(lambda it: _map_partition(task, it), out_ddl)
+    mapped = mapped.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        rows = mapped.where(F.col("_stats").isNotNull()).select("_part", "_seq", "_stats")
+        docs = sorted((r["_part"], r["_seq"], r["_stats"]) for r in rows.collect())
+        summary = PartSummary.merge([PartSummary.from_json(json.loads(d)) for _, _, d in docs])
+        problems = merge_problems(summary.raw_problems, files)
+        if problems and config.on_error == "fail":
+            raise_problems(problems)
+        if summary.accounting.rows_kept == 0:
+            raise_all_dropped(source, problems)
+        low, high = bounds_from_range(
+            summary.actions.min, summary.actions.max, columns.tasks, config
+        )
+        order = ("user_id", "_sess_start", "session_id", "step")
+        kept = mapped.where(F.col("_stats").isNull())
+        if options.partitions:  # exactly that many range partitions (adaptive execution keeps it)
+            kept = kept.repartitionByRange(options.partitions, *order).sortWithinPartitions(*order)
+        else:  # adaptive execution sizes the range partitions
+            kept = kept.orderBy(*order)
+        transitions = kept.drop(*_OUT_HELPER)
+        any_uri = any(_is_uri(str(p)) for p in paths)
+        data_hash = (
+            _sha_parts_remote(spark, uris) if any_uri else hash_files([str(p) for p in paths])
+        )
+
+        def documents(dataset_hash: str) -> tuple[str, str]:
+            ds = dataset_spec(
+                summary,
+                spec,
+                columns.tasks,
+                low,
+                high,
+                config,
+                columns.has_behavior_logp,
+                dataset_hash,
+                data_hash,
+            )
+            report = report_document(
+                summary,
+                problems,
+                columns,
+                spec.names,
+                reward,
+                config,
+                files,
+                data_hash,
+                dataset_hash,
+                low,
+                high,
+            )
+            return dumps_json(ds.to_dict()), dumps_json(report)
+
+        writer = transitions.write.option("compression", "zstd")
+        if _is_uri(str(out_dir)):
+            report_text = _write_remote(spark, str(out_dir), writer, reward, documents)
+        else:
+            with atomic_dir(out_dir) as tmp:
+                writer.parquet((tmp / "transitions").resolve().as_uri())
+                for crc in (tmp / "transitions").glob(".*.crc"):
+                    crc.unlink()
+                _parts, dataset_hash = _sha_parts_local(tmp / "transitions")
+                features_text, report_text = documents(dataset_hash)
+                (tmp / "features.json").write_text(features_text, encoding="utf-8")
+                (tmp / "reward.toml").write_text(reward.to_toml(), encoding="utf-8")
+                (tmp / "report.json").write_text(report_text, encoding="utf-8")
+    finally:
+        mapped.unpersist()
+    doc: dict[str, object] = json.loads(report_text)
+    return doc
+
+
+def _write_remote(spark: Any, out: str, writer: Any, reward: RewardConfig, documents: Any) -> str:
+    """Write to a Hadoop-compatible URI: a temporary sibling directory, renamed at the end."""
+    out = out.rstrip("/")
+    tmp = f"{out}.tmp-{uuid.uuid4().hex[:8]}"
+    fs, tmp_path = _hadoop_fs(spark, tmp)
+    jvm = spark.sparkContext._jvm
+    try:
+        writer.parquet(f"{tmp}/transitions")
+        it = fs.listStatus(jvm.org.apache.hadoop.fs.Path(f"{tmp}/transitions"))
+        parts = [str(s.getPath().toString()) for s in it]
+        parts = [p for p in parts if p.rsplit("/", 1)[-1].startswith("part-")]
+        dataset_hash = _sha_parts_remote(spark, parts)
+        features_text, report_text = documents(dataset_hash)
+        for name, text in (
+            ("features.json", features_text),
+            ("reward.toml", reward.to_toml()),
+            ("report.json", report_text),
+        ):
+            stream = fs.create(jvm.org.apache.hadoop.fs.Path(f"{tmp}/{name}"), True)
+            stream.write(bytearray(text.encode("utf-8")))
+            stream.close()
+        target = jvm.org.apache.hadoop.fs.Path(out)
+        if fs.exists(target):
+            fs.delete(target, True)
+        if not fs.rename(tmp_path, target):
+            raise SchemaError(f"{out}: could not move the finished dataset into place")
+        return str(report_text)
+    except BaseException:
+        fs.delete(tmp_path, True)
+        raise
