@@ -10,9 +10,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from logs_factory import make_logs  # noqa: E402
+from logs_factory import make_logs
 
-from batchrl_mtf.reward import RewardConfig  # noqa: E402
+from batchrl_mtf.reward import RewardConfig
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

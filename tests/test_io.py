@@ -46,3 +46,18 @@ def test_hash_files_content_only(tmp_path: Path) -> None:
     (tmp_path / "z").write_text("diff")
     assert hash_files([tmp_path / "x"]) == hash_files([tmp_path / "y"])
     assert hash_files([tmp_path / "x"]) != hash_files([tmp_path / "z"])
+
+
+def test_outputs_get_the_usual_permissions(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "f.txt", "x")
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "a").write_text("a")
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "f.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755

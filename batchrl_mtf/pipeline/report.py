@@ -1,0 +1,612 @@
+"""The run report: ``report.md``, ``report.html`` (self-contained) and ``figures/*.png``.
+
+Sections: verdict, data, training, offline evaluation (with true values when a simulator is
+known), learned weights per task and per user segment, the exported table, timing, the resolved
+configuration. ``headline.md`` holds the summary table and verdict the command line prints.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from batchrl_mtf._version import __version__
+from batchrl_mtf.io import atomic_write_text, dumps_json
+from batchrl_mtf.pipeline import figures
+from batchrl_mtf.pipeline.document import Document
+
+if TYPE_CHECKING:
+    from batchrl_mtf.pipeline.stages import Context
+
+__all__ = ["verdict_lines", "write_report"]
+
+logger = logging.getLogger("batchrl_mtf.pipeline")
+
+MAX_STATES = 5000
+"""Test states (a seeded sample) the weight distributions are computed on."""
+
+
+def _load(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _num(x: Any, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{float(x):.{digits}g}"
+
+
+def _ci(v: Any, lo: Any, hi: Any, digits: int = 4) -> str:
+    if lo is None or hi is None:
+        return _num(v, digits)
+    return f"{_num(v, digits)} [{_num(lo, digits)}, {_num(hi, digits)}]"
+
+
+def _signed(d: float, lo: float, hi: float) -> str:
+    half = (hi - lo) / 2
+    return f"{d:+.3g} ± {half:.2g} [{lo:+.3g}, {hi:+.3g}]"
+
+
+def _metrics(path: Path) -> dict[str, list[float]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    cols: dict[str, list[float]] = {}
+    for row in rows:
+        for k, v in row.items():
+            try:
+                cols.setdefault(k, []).append(float(v))
+            except (TypeError, ValueError):
+                cols.setdefault(k, []).append(math.nan)
+    return cols
+
+
+def verdict_lines(ctx: Context) -> list[str]:
+    """The verdict: the learned policy against production, offline and (when known) true."""
+    cfg = ctx.config
+    learned = cfg.learned
+    ope = _load(ctx.folder("evaluate") / "ope.json") or {}
+    summary = _load(ctx.folder("evaluate") / "summary.json") or {}
+    pol = next((p for p in ope.get("policies", []) if p["name"] == learned), None)
+    lines = []
+    vs = summary.get("vs_production", {}).get(learned, {})
+    if pol is not None and vs.get("estimator"):
+        est = vs["estimator"]
+        d = vs["by_estimator"].get(est)
+        if d is not None:
+            diff, (lo, hi) = d["diff"], d["ci"]
+            n = ope.get("n_sessions")
+            tail = f"by estimator {est} (paired 95% interval over {n} {ope.get('split')} sessions)"
+            if lo > 0:
+                lines.append(f"**{learned} beats production** by {_signed(diff, lo, hi)} {tail}.")
+            elif hi < 0:
+                lines.append(
+                    f"**{learned} does worse than production** by {_signed(diff, lo, hi)} {tail}."
+                )
+            else:
+                lines.append(
+                    f"**{learned} does not beat production**: {_signed(diff, lo, hi)} {tail}; "
+                    "the interval includes 0."
+                )
+    truth = _load(ctx.folder("truth") / "values.json") if cfg.truth is not None else None
+    if truth is not None:
+        from batchrl_mtf.pipeline.glue import paired_difference
+
+        with np.load(ctx.folder("truth") / "rollouts.npz") as z:
+            a, b = z.get(f"returns|{learned}"), z.get("returns|production")
+            if a is not None and b is not None:
+                d, lo, hi = paired_difference(a, b)
+                word = "beats" if lo > 0 else ("does worse than" if hi < 0 else "does not beat")
+                lines.append(
+                    f"In the simulator ({truth['env']}, {truth['sessions']} fresh sessions, the "
+                    f"same users for every policy) {learned} **{word} production**: true "
+                    f"difference {_signed(d, lo, hi)} in mean session return."
+                )
+        fid = _load(ctx.folder("export") / "fidelity.json") or {}
+        tt = fid.get("truth_table_vs_production")
+        if tt is not None:
+            lo, hi = tt["ci"]
+            word = "beats" if lo > 0 else ("does worse than" if hi < 0 else "does not beat")
+            lines.append(
+                f"The exported table `{fid.get('table')}` {word} production in the simulator: "
+                f"{_signed(tt['diff'], lo, hi)}."
+            )
+    if not lines:
+        lines.append(f"No verdict: production or {learned} was not evaluated.")
+    return lines
+
+
+def _ope_rows(ctx: Context) -> tuple[list[str], list[list[str]], dict[str, Any]]:
+    """Header and rows of the OPE table (+ the values the figure needs)."""
+    cfg = ctx.config
+    ope = _load(ctx.folder("evaluate") / "ope.json")
+    summary = _load(ctx.folder("evaluate") / "summary.json") or {}
+    truth = _load(ctx.folder("truth") / "values.json") if cfg.truth is not None else None
+    fid = _load(ctx.folder("export") / "fidelity.json") or {}
+    ests = list(ope["estimators"])
+    header = ["policy", *[f"{e} [95% CI]" for e in ests], "Δ vs production (offline)"]
+    if truth is not None:
+        header += ["true value [95% CI]", "true Δ vs production"]
+    rows: list[list[str]] = []
+    fig_est: dict[str, dict[str, tuple[float, Any, Any]]] = {}
+    fig_truth: dict[str, tuple[float, float, float]] = {}
+    names = [p["name"] for p in ope["policies"]]
+    tp = fid.get("table")
+    prod_returns = None
+    if truth is not None:
+        with np.load(ctx.folder("truth") / "rollouts.npz") as z:
+            arrays = {k: z[k] for k in z.files if k.startswith("returns|")}
+        export_npz = ctx.folder("export") / "rollouts.npz"
+        if export_npz.is_file():
+            with np.load(export_npz) as z:
+                arrays.update({k: z[k] for k in z.files if k.startswith("returns|")})
+        prod_returns = arrays.get("returns|production")
+    from batchrl_mtf.pipeline.glue import paired_difference
+
+    def truth_cells(name: str, value: Any) -> list[str]:
+        if truth is None:
+            return []
+        if value is None:
+            return ["–", "–"]
+        r = value["return"]
+        fig_truth[name] = (r["mean"], r["ci95"][0], r["ci95"][1])
+        cells = [_ci(r["mean"], *r["ci95"])]
+        a = arrays.get(f"returns|{name}")
+        if name == "production" or a is None or prod_returns is None:
+            cells.append("–")
+        else:
+            d, lo, hi = paired_difference(a, prod_returns)
+            cells.append(_signed(d, lo, hi))
+        return cells
+
+    vs = summary.get("vs_production", {})
+    for p in ope["policies"]:
+        name = p["name"]
+        rec = (p.get("recommended") or {}).get("estimator")
+        cells = [f"**{name}**" if name == cfg.learned else name]
+        fig_est[name] = {}
+        for e in ests:
+            est = p["estimates"].get(e)
+            if est is None:
+                cells.append("–")
+                continue
+            ci = est.get("ci") or [None, None]
+            fig_est[name][e] = (est["value"], ci[0], ci[1])
+            mark = " ★" if e == rec else ""
+            cells.append(_ci(est["value"], ci[0], ci[1]) + mark)
+        common = vs.get(name, {}).get("estimator")
+        d = vs.get(name, {}).get("by_estimator", {}).get(common) if common else None
+        cells.append("–" if d is None else f"{_signed(d['diff'], *d['ci'])} ({common})")
+        cells += truth_cells(name, (truth or {}).get("policies", {}).get(name))
+        rows.append(cells)
+    if tp and fid.get("ope_table") is not None:
+        t = fid["ope_table"]
+        e = t["estimator"]
+        ci = t.get("ci") or [None, None]
+        fig_est[tp] = {e: (t["value"], ci[0], ci[1])}
+        cells = [tp] + [(_ci(t["value"], ci[0], ci[1]) if x == e else "–") for x in ests]
+        d = fid.get("ope_table_vs_production")
+        cells.append("–" if d is None else f"{_signed(d['diff'], *d['ci'])} ({e}, normal approx.)")
+        cells += truth_cells(tp, fid.get("truth_table"))
+        rows.append(cells)
+        names.append(tp)
+    elif tp and truth is not None and fid.get("truth_table") is not None:
+        rows.append([tp] + ["–"] * (len(ests) + 1) + truth_cells(tp, fid["truth_table"]))
+        names.append(tp)
+    return (
+        header,
+        rows,
+        {"names": names, "est": fig_est, "truth": fig_truth, "ests": ests, "gamma": ope["gamma"]},
+    )
+
+
+def _headline(ctx: Context, header: list[str], rows: list[list[str]], verdict: list[str]) -> str:
+    """The short table printed at the end of a run (Markdown)."""
+    keep = [i for i, h in enumerate(header) if h.startswith(("true value", "Δ", "true Δ"))]
+    head = ["policy", "offline estimate ★ [95% CI]"] + [header[i] for i in keep]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        rec = "–"
+        for i, cell in enumerate(r[1:], 1):
+            if cell.endswith("★") or (
+                rec == "–" and cell != "–" and header[i].endswith("[95% CI]")
+            ):
+                rec = f"{cell.rstrip(' ★')} ({header[i].split(' ')[0]})"
+                if cell.endswith("★"):
+                    break
+        lines.append("| " + " | ".join([r[0], rec] + [r[i] for i in keep]) + " |")
+    return "\n".join(lines) + "\n\n" + "\n".join(verdict) + "\n"
+
+
+def _data_section(doc: Document, ctx: Context) -> None:
+    rep = _load(ctx.folder("dataset") / "report.json")
+    acc = rep["accounting"]
+    doc.heading("Data")
+    sim = ctx.records.get("simulate")
+    if sim is not None:
+        s = sim.summary
+        doc.para(
+            f"Logs simulated with `{s.get('env')}`: {s.get('sessions')} sessions under the "
+            f"`{s.get('policy')}` logging policy (seed {s.get('seed')}), mean session return "
+            f"{_num(s.get('mean_return'))}."
+        )
+    else:
+        doc.para("Logs: " + ", ".join(f"`{p}`" for p in ctx.config.data.logs))
+    rows = []
+    for what in ("sessions", "requests", "rows"):
+        a = acc[what]
+        dropped = ", ".join(f"{k}: {v}" for k, v in a["dropped"].items()) or "none"
+        rows.append([what, str(a["read"]), str(a["kept"]), dropped])
+    doc.table(["", "read", "kept", "dropped (by reason)"], rows)
+    ep = rep["episodes"]
+    rw = rep["reward"]
+    pr, ps = rw["per_request"], rw["session_return"]
+    doc.table(
+        ["reward part", "mean per request", "sd per request", "max per request"],
+        [
+            [k, _num(pr[k]["mean"]), _num(pr[k]["std"]), _num(pr[k]["max"])]
+            for k in ("stickiness", "activeness", "reward")
+        ],
+    )
+    spec = json.loads((ctx.folder("dataset") / "features.json").read_text(encoding="utf-8"))
+    doc.bullets(
+        [
+            f"Session return: mean {_num(ps['mean'])}, sd {_num(ps['std'])}, max {_num(ps['max'])}; "
+            f"session length mean {_num(ep['mean_length'])} requests (max {ep['max_length']}); "
+            f"{ep['terminal']} sessions end with the user leaving, {ep['timeout']} cut by the log "
+            "window.",
+            f"Reward: {ctx.config.reward_source}: stickiness "
+            + ", ".join(f"{k} × {v:g}" for k, v in ctx.config.reward.stickiness.items())
+            + "; activeness "
+            + ", ".join(f"{k} × {v:g}" for k, v in ctx.config.reward.activeness.items())
+            + ".",
+            f"Tasks ({len(spec['tasks'])}): {', '.join(spec['tasks'])}; weight bounds "
+            f"[{_num(min(spec['action_low']))}, {_num(max(spec['action_high']))}]; "
+            f"{len(spec['features']['names'])} state features; behavior_logp "
+            f"{'logged' if spec['has_behavior_logp'] else 'not logged'}.",
+            f"Problems found in the logs: {len(rep.get('problems', []))}.",
+        ]
+    )
+
+
+def _training_section(doc: Document, ctx: Context, figdir: Path, tasks: list[str]) -> None:
+    doc.heading("Training")
+    metrics = {}
+    rows = []
+    for algo in ctx.config.train.algos:
+        folder = ctx.folder(f"train:{algo}")
+        m = _metrics(folder / "metrics.csv")
+        metrics[algo] = m
+        man = _load(folder / "policy.json") or {}
+        last = {k: v[-1] for k, v in m.items() if v}
+        rows.append(
+            [
+                algo,
+                str(man.get("preset", "")),
+                str(man.get("n_steps_done", "")),
+                _num(man.get("training_seconds"), 3),
+                _num(last.get("td_error")),
+                _num(last.get("initial_state_value")),
+                _num(last.get("true_return")),
+            ]
+        )
+    doc.table(
+        [
+            "algorithm",
+            "preset",
+            "gradient steps",
+            "train seconds",
+            "final TD error",
+            "final initial-state value",
+            "final true return",
+        ],
+        rows,
+    )
+    path = figures.training_figure(metrics, tasks, figdir / "training.png")
+    doc.figure(
+        path,
+        "Training curves per epoch (`metrics.csv`): losses on training batches, TD error and "
+        "Q-value at the first request on the held-out test sessions (Q-learning algorithms only), "
+        "the true return in the simulator when `[train] env` is set, and the mean weight the "
+        "policy gives each task on test states.",
+    )
+
+
+def _weights_section(
+    doc: Document, ctx: Context, figdir: Path, test: Any, refs: dict[str, list[float]]
+) -> None:
+    from batchrl_mtf.pipeline.stages import load_trained
+
+    cfg = ctx.config
+    spec = test.spec
+    tasks = list(spec.tasks)
+    rng = np.random.default_rng(0)
+    idx = np.arange(len(test))
+    if len(idx) > MAX_STATES:
+        idx = np.sort(rng.choice(len(idx), MAX_STATES, replace=False))
+    states = test.observations[idx]
+    samples = {a: load_trained(ctx, a).act(states) for a in cfg.train.algos}
+    table_path = ctx.folder("export") / "weight_table.json"
+    fid = _load(ctx.folder("export") / "fidelity.json") or {}
+    if table_path.is_file():
+        from batchrl_mtf.policy import TablePolicy
+        from batchrl_mtf.serving import WeightTable
+
+        tab = TablePolicy(WeightTable.load(table_path), spec.feature_names, "table")
+        samples[fid.get("table", "table")] = np.broadcast_to(
+            tab.act(states), (len(states), len(tasks))
+        )
+    doc.heading("Learned weights")
+    path = figures.weights_figure(
+        samples,
+        tasks,
+        spec.action_low,
+        spec.action_high,
+        refs,
+        figdir / "weights_by_task.png",
+        f"{len(states)} test states",
+    )
+    doc.figure(
+        path,
+        f"Distribution of each policy's fusion weights per task over {len(states)} test states "
+        "(violins with medians); lines: the constant baselines.",
+    )
+    truth = _load(ctx.folder("truth") / "values.json") if cfg.truth is not None else None
+    means: dict[str, dict[str, list[float]]] = {}
+    if truth is not None:
+        label = "hidden segment"
+        caption = (
+            "Mean fusion weight per task by **hidden user segment**, from the simulator rollouts "
+            f"of `[truth]` ({truth['sessions']} sessions): the simulator knows each user's "
+            "segment; the dataset does not."
+        )
+        pols = [*cfg.train.algos]
+        sources = dict(truth["policies"])
+        if fid.get("truth_table"):
+            pols.append(fid["table"])
+            sources[fid["table"]] = fid["truth_table"]
+        for p in pols:
+            wbs = sources.get(p, {}).get("weights_by_segment", {})
+            means[p] = {s: [wbs[s][f"w_{t}"] for t in tasks] for s in truth["segments"] if s in wbs}
+    else:
+        feat, edges = _segment_feature(spec, states, samples[cfg.learned], fid)
+        label = f"{feat} bucket"
+        caption = (
+            f"Mean fusion weight per task by **tertile of `{feat}`** on test states (the dataset "
+            "has no user segments; this is the user feature the learned policy's weights depend "
+            "on most, by R² of a 3-bucket split)."
+        )
+        col = states[:, list(spec.feature_names).index(feat)]
+        cell = np.searchsorted(np.asarray(edges), col, side="right")
+        names = _bucket_names(feat, edges)
+        for p, w in samples.items():
+            means[p] = {
+                names[c]: list(w[cell == c].mean(axis=0))
+                for c in range(len(names))
+                if (cell == c).any()
+            }
+    path = figures.segment_weights_figure(
+        means, tasks, refs, label, figdir / "weights_by_segment.png"
+    )
+    doc.figure(path, caption)
+    rows = [[p, s, *[_num(x, 3) for x in w]] for p, segs in means.items() for s, w in segs.items()]
+    doc.table(["policy", label, *[f"w_{t}" for t in tasks]], rows)
+    if truth is not None:
+        ret: dict[str, dict[str, tuple[float, float, float]]] = {}
+        sources = dict(truth["policies"])
+        if fid.get("truth_table"):
+            sources[fid["table"]] = fid["truth_table"]
+        order = [p for p in _ope_order(ctx) if p in sources]
+        for p in order + [p for p in sources if p not in order]:
+            by = sources[p].get("by_segment", {})
+            ret[p] = {
+                s: (by[s]["return"]["mean"], *by[s]["return"]["ci95"])
+                for s in truth["segments"]
+                if s in by
+            }
+        path = figures.segment_returns_figure(ret, figdir / "truth_by_segment.png")
+        doc.figure(path, "True mean session return per hidden user segment (simulator).")
+
+
+def _ope_order(ctx: Context) -> list[str]:
+    ope = _load(ctx.folder("evaluate") / "ope.json") or {}
+    fid = _load(ctx.folder("export") / "fidelity.json") or {}
+    return [p["name"] for p in ope.get("policies", [])] + ([fid["table"]] if "table" in fid else [])
+
+
+def _segment_feature(
+    spec: Any, states: np.ndarray, actions: np.ndarray, fid: dict[str, Any]
+) -> tuple[str, tuple[float, ...]]:
+    from batchrl_mtf.export import ExportConfig, quantile_edges, select_keys
+
+    names = list(spec.feature_names)
+    users = [i for i, n in enumerate(names) if n.startswith("u_")]
+    feat = ""
+    if users:
+        picked = select_keys(
+            states[:, users],
+            actions,
+            [names[i] for i in users],
+            spec.action_low,
+            spec.action_high,
+            ExportConfig(n_auto_keys=1, buckets=3),
+        )
+        feat = picked[0][0] if picked else ""
+    if not feat:
+        keys = [k for k in fid.get("keys", []) if k in names]
+        feat = keys[0] if keys else names[0]
+    return feat, quantile_edges(states[:, names.index(feat)], 3)
+
+
+def _bucket_names(feat: str, edges: tuple[float, ...]) -> list[str]:
+    b = [f"{e:.3g}" for e in edges]
+    if not b:
+        return [f"all {feat}"]
+    return (
+        [f"{feat} < {b[0]}"]
+        + [f"{b[i]} ≤ {feat} < {b[i + 1]}" for i in range(len(b) - 1)]
+        + [f"{feat} ≥ {b[-1]}"]
+    )
+
+
+def _export_section(doc: Document, ctx: Context, figdir: Path) -> None:
+    from batchrl_mtf.serving import WeightTable
+
+    folder = ctx.folder("export")
+    table = WeightTable.load(folder / "weight_table.json")
+    fid = _load(folder / "fidelity.json") or {}
+    f = fid.get("fidelity", {})
+    doc.heading("Exported weight table")
+    export_meta = table.meta.get("export", {}) if isinstance(table.meta, dict) else {}
+    r2 = (export_meta.get("keys_auto") or {}).get("r2", {})
+    keys = ", ".join(
+        f"`{k.name}` (edges {', '.join(_num(e, 3) for e in k.edges)}"
+        + (f"; R² {r2[k.name]:.3f}" if k.name in r2 else "")
+        + ")"
+        for k in table.keys
+    )
+    gap = f.get("action_gap", {})
+    items = [
+        f"Policy `{fid.get('policy')}` tabulated on {keys or 'no key'}: {len(table.rows)} rows; "
+        f"default (no row) = " + ", ".join(f"{x:.3g}" for x in table.default) + ".",
+        f"Files: `{folder / 'weight_table.json'}` (format `batchrl-mtf/weight-table@1`) and its "
+        f"CSV twin `{folder / 'weight_table.csv'}`.",
+        f"Action gap (table vs network on every dataset state): mean |Δw| / range = "
+        f"{_num(gap.get('mean_abs_scaled'), 3)}.",
+    ]
+    for label, cmp in (("Offline", f.get("ope")), ("True", f.get("true"))):
+        if cmp:
+            items.append(
+                f"{label} value ({cmp['source']}): network {_num(cmp['network'])}, table "
+                f"{_num(cmp['table'])}, value lost {_num(cmp['value_lost'], 3)}."
+            )
+    doc.bullets(items)
+    tasks = list(table.tasks)
+    header = [*[f"{k.name}" for k in table.keys], *[f"w_{t}" for t in tasks], "support"]
+    rows = []
+    for row in table.rows:
+        bounds = [_interval(lo, hi) for lo, hi in row.bounds]
+        rows.append(bounds + [f"{w:.3f}" for w in row.weights] + [str(row.support)])
+    doc.table(header, rows)
+    if 1 <= len(table.keys) <= 2:
+        shape = [len(k.edges) + 1 for k in table.keys]
+        grid = np.full((*shape, len(tasks)), np.nan)
+        for row in table.rows:
+            idx = tuple(
+                0 if lo is None else list(k.edges).index(lo) + 1
+                for k, (lo, _hi) in zip(table.keys, row.bounds, strict=True)
+            )
+            grid[idx] = row.weights
+        path = figures.table_figure(
+            [k.name for k in table.keys],
+            [k.edges for k in table.keys],
+            grid,
+            tasks,
+            table.default,
+            figdir / "table.png",
+        )
+        doc.figure(path, "The exported table: weight per task in each bucket of the keys.")
+
+
+def _interval(lo: float | None, hi: float | None) -> str:
+    a = "(−∞" if lo is None else f"[{lo:.3g}"
+    b = "+∞" if hi is None else f"{hi:.3g}"
+    return f"{a}, {b})"
+
+
+def write_report(ctx: Context, folder: Path) -> None:
+    """Write ``report.md``, ``report.html``, ``headline.md`` and ``figures/`` into ``folder``."""
+    cfg = ctx.config
+    figdir = folder / "figures"
+    figdir.mkdir(parents=True, exist_ok=True)
+    data = ctx.dataset()
+    test = data.select(cfg.evaluate.split)
+    tasks = list(data.spec.tasks)
+    summary = _load(ctx.folder("evaluate") / "summary.json") or {}
+    refs = {"production": summary["production"]["weights"]} if "production" in summary else {}
+    if "best_constant" in summary:
+        refs["best-constant"] = summary["best_constant"]["weights"]
+
+    doc = Document(f"batchrl-mtf run: {Path(cfg.source).name if cfg.source else 'pipeline'}")
+    verdict = verdict_lines(ctx)
+    doc.heading("Verdict")
+    for line in verdict:
+        doc.para(line, "verdict")
+    header, rows, fig = _ope_rows(ctx)
+    total = sum(r.seconds for r in ctx.records.values())
+    doc.para(
+        f"Run by `{ctx.label or 'batchrl-mtf run'}` with batchrl-mtf {__version__}; stages took "
+        f"{total:.0f} s in all when they ran (see *Timing*). Folder: `{ctx.out}`."
+    )
+    _data_section(doc, ctx)
+    _training_section(doc, ctx, figdir, tasks)
+
+    doc.heading("Offline evaluation")
+    ope = _load(ctx.folder("evaluate") / "ope.json")
+    gamma = float(ope["gamma"])
+    unit = "mean session return" if gamma == 1.0 else f"discounted session return (γ = {gamma:g})"
+    prod_src = summary.get("production", {}).get("source", "")
+    bc = summary.get("best_constant")
+    doc.para(
+        f"Estimated on {ope['n_sessions']} `{ope['split']}` sessions ({ope['n_requests']} "
+        f"requests); unit: {unit}. ★ = the recommended estimate (first of "
+        f"{', '.join(ope['config']['recommend_order'])} that is finite and, for importance "
+        "weighting, has enough effective sample size). Δ = difference to production on the same "
+        "sessions by the first estimator in that order that is valid for both policies, with a "
+        "paired 95% bootstrap interval. `production` = "
+        f"{', '.join(f'{w:.3g}' for w in summary.get('production', {}).get('weights', []))} "
+        f"({prod_src})"
+        + (
+            f"; `best-constant` = {', '.join(f'{w:.3g}' for w in bc['weights'])} (best of "
+            f"{bc['candidates']} logged-action candidates by {bc['estimator']} on the "
+            f"`{bc['split']}` sessions)"
+            if bc
+            else ""
+        )
+        + "."
+    )
+    doc.table(header, rows)
+    path = figures.ope_figure(
+        fig["names"], fig["est"], fig["ests"], fig["truth"], unit, figdir / "ope.png"
+    )
+    doc.figure(
+        path,
+        "Each policy's offline estimates (coloured, 95% bootstrap intervals over sessions)"
+        + (
+            " and its true value in the simulator (black diamonds, 95% interval)"
+            if fig["truth"]
+            else ""
+        )
+        + ".",
+    )
+    _weights_section(doc, ctx, figdir, test, refs)
+    _export_section(doc, ctx, figdir)
+
+    doc.heading("Timing")
+    rows_t = [
+        [r.name, "ran" if r.status == "ran" else "skipped (unchanged)", f"{r.seconds:.1f}"]
+        for r in ctx.records.values()
+    ]
+    doc.table(["stage", "this run", "seconds (when it ran)"], rows_t)
+    doc.heading("Resolved configuration")
+    doc.code(dumps_json(cfg.to_dict()), "json")
+    doc.heading("Files")
+    doc.bullets(
+        [
+            f"`{ctx.folder('dataset')}`: the MDP dataset (`batchrl-mtf train` takes it)",
+            *[f"`{ctx.folder(f'train:{a}')}`: the {a} policy" for a in cfg.train.algos],
+            f"`{ctx.folder('evaluate') / 'ope.json'}`: the OPE report (`batchrl-mtf/ope-report@1`)",
+            f"`{ctx.folder('export') / 'weight_table.json'}`: the weight table",
+            "each stage folder's `stage.json`: its input hash, output hash and timing",
+        ]
+    )
+
+    atomic_write_text(folder / "report.md", doc.markdown(folder))
+    atomic_write_text(folder / "report.html", doc.html())
+    atomic_write_text(folder / "headline.md", _headline(ctx, header, rows, verdict))
+    logger.info("report: %s", folder / "report.html")

@@ -1,0 +1,560 @@
+"""The pipeline's stages: simulate → dataset → train → evaluate → truth → export → report.
+
+Each function here builds one :class:`~batchrl_mtf.pipeline.runner.Stage`: what it hashes and what
+it does. Folders under ``OUT``: ``simulate/``, ``dataset/``, ``train/<algo>/``, ``evaluate/``,
+``truth/``, ``export/``, ``report/``; each holds its ``stage.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from batchrl_mtf.errors import ConfigError, PolicyError
+from batchrl_mtf.io import atomic_write_bytes, atomic_write_text, dumps_json, hash_bytes, hash_files
+from batchrl_mtf.pipeline.config import IMPORTANCE_WEIGHTED, PipelineConfig
+from batchrl_mtf.pipeline.runner import Stage, StageRecord
+
+__all__ = ["Context", "plan"]
+
+logger = logging.getLogger("batchrl_mtf.pipeline")
+
+
+@dataclass
+class Context:
+    """Shared state of one pipeline run.
+
+    Attributes:
+        config: The parsed pipeline.
+        out: The run folder.
+        progress: Show progress bars.
+        label: How the run was started.
+        records: Records of the stages run so far, by name.
+    """
+
+    config: PipelineConfig
+    out: Path
+    progress: bool = True
+    label: str = ""
+    records: dict[str, StageRecord] = field(default_factory=dict)
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    def folder(self, name: str) -> Path:
+        """Output folder of stage ``name`` (``train:bcq`` → ``train/bcq``)."""
+        return self.out.joinpath(*name.split(":"))
+
+    def upstream(self, *names: str) -> dict[str, str]:
+        """Output hashes of earlier stages (what a stage's input hash includes)."""
+        return {n: self.records[n].output_hash for n in names if n in self.records}
+
+    def dataset(self) -> Any:
+        """The dataset of this run (loaded once)."""
+        if "dataset" not in self._cache:
+            from batchrl_mtf.dataset import load_dataset
+
+            self._cache["dataset"] = load_dataset(self.folder("dataset"))
+        return self._cache["dataset"]
+
+    def world(self, env: str) -> Any:
+        """A simulated world (built once per spec)."""
+        key = f"world:{env}"
+        if key not in self._cache:
+            from batchrl_mtf.sim import World, load_spec
+
+            self._cache[key] = World(load_spec(env))
+        return self._cache[key]
+
+
+def _spec_hash(env: str) -> str:
+    from batchrl_mtf.sim import load_spec
+
+    return hash_files([load_spec(env).source])
+
+
+def _json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def plan(ctx: Context) -> list[Stage]:
+    """The stages of ``ctx.config``, in run order."""
+    cfg = ctx.config
+    stages: list[Stage] = []
+    if cfg.data.simulate is not None:
+        stages.append(_simulate_stage(ctx))
+    stages.append(_dataset_stage(ctx))
+    stages.extend(_train_stage(ctx, algo) for algo in cfg.train.algos)
+    stages.append(_evaluate_stage(ctx))
+    if cfg.truth is not None:
+        stages.append(_truth_stage(ctx))
+    stages.append(_export_stage(ctx))
+    stages.append(_report_stage(ctx))
+    return stages
+
+
+# --------------------------------------------------------------------------------- simulate
+
+
+def _simulate_stage(ctx: Context) -> Stage:
+    sim = ctx.config.data.simulate
+    assert sim is not None
+    folder = ctx.folder("simulate")
+
+    def inputs() -> dict[str, Any]:
+        return {"simulate": dataclasses.asdict(sim), "env_hash": _spec_hash(sim.env)}
+
+    def run() -> tuple[str, dict[str, Any]]:
+        from batchrl_mtf.pipeline.glue import sim_policy
+        from batchrl_mtf.sim import run_sessions
+
+        world = ctx.world(sim.env)
+        pol = sim_policy(world, sim.policy, sim.sigma, sim.random_sigma)
+        stats, logs = run_sessions(world, pol, sim.sessions, sim.seed, record=True)
+        assert logs is not None
+        buf = io.BytesIO()
+        logs.to_parquet(buf, index=False, compression="zstd")
+        data = buf.getvalue()
+        atomic_write_bytes(folder / "logs.parquet", data)
+        summary = {
+            "env": sim.env,
+            "policy": pol.name,
+            "sessions": sim.sessions,
+            "requests": int(stats.length.sum()),
+            "rows": len(logs),
+            "mean_return": float(stats.returns.mean()),
+            "seed": sim.seed,
+        }
+        logger.info(
+            "simulated %d sessions, %d requests, %d rows (policy %s)",
+            sim.sessions,
+            summary["requests"],
+            len(logs),
+            pol.name,
+        )
+        return hash_bytes(data), summary
+
+    return Stage("simulate", folder, 1, inputs, run, ("logs.parquet",))
+
+
+# --------------------------------------------------------------------------------- dataset
+
+
+def _log_paths(ctx: Context) -> list[str]:
+    if ctx.config.data.simulate is not None:
+        return [str(ctx.folder("simulate") / "logs.parquet")]
+    return list(ctx.config.data.logs)
+
+
+def _dataset_stage(ctx: Context) -> Stage:
+    cfg = ctx.config
+    folder = ctx.folder("dataset")
+
+    def inputs() -> dict[str, Any]:
+        up = ctx.upstream("simulate")
+        logs = up["simulate"] if up else hash_files(cfg.data.logs)
+        return {
+            "data": cfg.section("data"),
+            "features": _features(cfg),
+            "reward": cfg.section("reward"),
+            "logs_hash": logs,
+        }
+
+    def run() -> tuple[str, dict[str, Any]]:
+        from batchrl_mtf.dataset import build_dataset
+
+        ctx._cache.pop("dataset", None)
+        report = build_dataset(_log_paths(ctx), cfg.reward, folder, cfg.data.dataset)
+        acc = report["accounting"]
+        summary = {"accounting": acc, "episodes": report["episodes"], "reward": report["reward"]}
+        return str(report["dataset_hash"]), summary
+
+    return Stage(
+        "dataset", folder, 1, inputs, run, ("transitions.parquet", "features.json", "report.json")
+    )
+
+
+def _features(cfg: PipelineConfig) -> dict[str, object]:
+    from batchrl_mtf.config import config_to_dict
+
+    return config_to_dict(cfg.data.dataset.features)
+
+
+# --------------------------------------------------------------------------------- train
+
+
+def _train_stage(ctx: Context, algo: str) -> Stage:
+    name = f"train:{algo}"
+    folder = ctx.folder(name)
+    tc = ctx.config.train.resolved(algo, f"{ctx.config.source} [train]")
+
+    def inputs() -> dict[str, Any]:
+        return {"train": tc.to_dict(), **ctx.upstream("dataset")}
+
+    def run() -> tuple[str, dict[str, Any]]:
+        from batchrl_mtf.training import train
+
+        result = train(ctx.dataset(), folder, tc, show_progress=ctx.progress)
+        last = dict(result.metrics[-1]) if result.metrics else {}
+        summary = {
+            "algo": algo,
+            "n_steps": result.n_steps_done,
+            "train_seconds": result.seconds,
+            "last": last,
+        }
+        return hash_files([folder / "model.d3"]), summary
+
+    return Stage(name, folder, 1, inputs, run, ("model.d3", "policy.json", "metrics.csv"))
+
+
+def load_trained(ctx: Context, algo: str) -> Any:
+    """The trained policy ``algo`` of this run, named ``algo``."""
+    from batchrl_mtf.pipeline.glue import NamedPolicy
+    from batchrl_mtf.training import load_policy
+
+    data = ctx.dataset()
+    return NamedPolicy(load_policy(ctx.folder(f"train:{algo}"), spec=data.spec), algo)
+
+
+# --------------------------------------------------------------------------------- evaluate
+
+
+def production_weights(ctx: Context) -> tuple[tuple[float, ...], str]:
+    """The production weights and where they come from."""
+    cfg = ctx.config
+    data = ctx.dataset()
+    tasks = tuple(data.spec.tasks)
+    env = cfg.data.simulate.env if cfg.data.simulate is not None else cfg.truth_env
+    if env:
+        world = ctx.world(env)
+        if tuple(world.tasks) == tasks:
+            return tuple(float(w) for w in world.production), f"fusion.production of {env}"
+    from batchrl_mtf.export import logged_centre
+
+    return logged_centre(data.actions), "the logged actions' most common centre"
+
+
+def ope_config(ctx: Context) -> Any:
+    """The OPE settings, without importance-weighted estimators when the logs lack behavior_logp."""
+    ope = ctx.config.evaluate.ope
+    if ctx.dataset().spec.has_behavior_logp:
+        return ope
+    kept = tuple(e for e in ope.estimators if e not in IMPORTANCE_WEIGHTED) or ("fqe",)
+    if kept != ope.estimators:
+        logger.warning(
+            "the logs carry no behavior_logp: running %s only (not %s)",
+            ", ".join(kept),
+            ", ".join(e for e in ope.estimators if e in IMPORTANCE_WEIGHTED),
+        )
+    return dataclasses.replace(ope, estimators=kept)
+
+
+def fusion(ctx: Context) -> Any:
+    """The fusion (formula, beta) the learned weights are for."""
+    from batchrl_mtf.serving import Fusion
+
+    cfg = ctx.config
+    tasks = tuple(ctx.dataset().spec.tasks)
+    ex = cfg.export
+    if not ex.formula:
+        env = cfg.data.simulate.env if cfg.data.simulate is not None else cfg.truth_env
+        f = ctx.world(env).spec.fusion
+        return Fusion(f.formula, tuple(f.beta) if f.formula == "logsum" else None)
+    if ex.formula == "sum":
+        return Fusion("sum", None)
+    beta = ex.beta or (0.1,)
+    if len(beta) == 1:
+        beta = beta * len(tasks)
+    if len(beta) != len(tasks):
+        raise ConfigError(
+            f"{cfg.source} [export]: 'beta': expected 1 or {len(tasks)} offsets, found {len(beta)}"
+        )
+    return Fusion("logsum", tuple(beta))
+
+
+def _evaluate_stage(ctx: Context) -> Stage:
+    cfg = ctx.config
+    folder = ctx.folder("evaluate")
+    algos = cfg.train.algos
+
+    def inputs() -> dict[str, Any]:
+        env = cfg.data.simulate.env if cfg.data.simulate is not None else cfg.truth_env
+        return {
+            "evaluate": cfg.section("evaluate"),
+            "export_fusion": {"formula": cfg.export.formula, "beta": list(cfg.export.beta)},
+            "env_hash": _spec_hash(env) if env else "",
+            **ctx.upstream("dataset", *(f"train:{a}" for a in algos)),
+        }
+
+    def run() -> tuple[str, dict[str, Any]]:
+        from batchrl_mtf.ope import (
+            BehaviorPolicy,
+            best_constant,
+            best_constant_table,
+            report_to_dict,
+        )
+        from batchrl_mtf.pipeline.evaluation import evaluate_each, paired_vs
+        from batchrl_mtf.policy import ConstantPolicy, resolve_policy
+
+        ev = cfg.evaluate
+        full = ctx.dataset()
+        spec = full.spec
+        tasks = tuple(spec.tasks)
+        ope = ope_config(ctx)
+        data = full.select(ev.split)
+        prod, prod_source = production_weights(ctx)
+        summary: dict[str, Any] = {
+            "production": {"weights": list(prod), "source": prod_source},
+            "estimators": list(ope.estimators),
+        }
+        policies: list[Any] = []
+        for p in ev.policies:
+            if p == "behavior":
+                policies.append(BehaviorPolicy(tasks, name="behavior"))
+            elif p == "production":
+                policies.append(ConstantPolicy(prod, tasks, name="production"))
+            elif p == "best-constant":
+                est = ev.best_constant_estimator
+                if est in IMPORTANCE_WEIGHTED and not spec.has_behavior_logp:
+                    est = "fqe"
+                bc_cfg = dataclasses.replace(ope, estimators=(est,))
+                logger.info(
+                    "best constant: %d candidates rated by %s", ev.best_constant_candidates, est
+                )
+                best = best_constant(
+                    full.select(ev.best_constant_split),
+                    est,
+                    ev.best_constant_candidates,
+                    ope.seed,
+                    bc_cfg,
+                )
+                fu = fusion(ctx)
+                beta = dict(zip(tasks, fu.beta, strict=True)) if fu.beta else 0.01
+                table = best_constant_table(best, full, fu.formula, beta)
+                table.save(folder / "best_constant.json")  # type: ignore[attr-defined]
+                summary["best_constant"] = {
+                    "weights": list(best.weights),
+                    "estimator": est,
+                    "value": float(best.estimate.value),
+                    "split": ev.best_constant_split,
+                    "candidates": len(best.candidates),
+                }
+                policies.append(ConstantPolicy(best.weights, tasks, name="best-constant"))
+            else:
+                policies.append(resolve_policy(p, tasks, spec.feature_names))
+        policies.extend(load_trained(ctx, a) for a in algos)
+        result, per_session = evaluate_each(data, policies, ope, ctx.progress)
+        doc = report_to_dict(result, ev.split, str(ctx.folder("dataset")), spec.dataset_hash)
+        atomic_write_text(folder / "ope.json", dumps_json(doc))
+        from batchrl_mtf.pipeline.glue import npz_bytes
+
+        atomic_write_bytes(folder / "per_session.npz", npz_bytes(per_session))
+        if "production" in [p.name for p in policies]:
+            summary["vs_production"] = paired_vs(per_session, "production", result, ope)
+        summary["ranking"] = list(result.ranking)
+        atomic_write_text(folder / "summary.json", dumps_json(summary))
+        files = [folder / "ope.json", folder / "summary.json"]
+        return hash_files(files), {"ranking": list(result.ranking)}
+
+    return Stage(
+        "evaluate", folder, 1, inputs, run, ("ope.json", "per_session.npz", "summary.json")
+    )
+
+
+# --------------------------------------------------------------------------------- truth
+
+
+def _truth_policies(ctx: Context) -> list[tuple[str, dict[str, Any]]]:
+    """``(name, identity)`` of every policy rolled out; the identity keys the per-policy cache."""
+    cfg = ctx.config
+    ev_summary = _json(ctx.folder("evaluate") / "summary.json")
+    out: list[tuple[str, dict[str, Any]]] = []
+    for p in cfg.evaluate.policies:
+        if p == "behavior":
+            if cfg.data.simulate is None:
+                continue  # the logging policy of real logs cannot be rolled out
+            sim = cfg.data.simulate
+            out.append((p, {"logging": dataclasses.asdict(sim)}))
+        elif p == "production":
+            out.append((p, {"weights": ev_summary["production"]["weights"]}))
+        elif p == "best-constant":
+            out.append((p, {"weights": ev_summary["best_constant"]["weights"]}))
+        else:
+            out.append((p, {"policy": p}))
+    for a in cfg.train.algos:
+        out.append((a, ctx.upstream(f"train:{a}")))
+    return out
+
+
+def _make_sim_policy(ctx: Context, world: Any, name: str, identity: dict[str, Any]) -> Any:
+    from batchrl_mtf.pipeline.glue import sim_policy
+    from batchrl_mtf.policy import ConstantPolicy
+
+    tasks = tuple(world.tasks)
+    if "logging" in identity:
+        sim = ctx.config.data.simulate
+        assert sim is not None
+        return sim_policy(world, sim.policy, sim.sigma, sim.random_sigma)
+    if "weights" in identity:
+        return sim_policy(world, ConstantPolicy(tuple(identity["weights"]), tasks, name=name))
+    if "policy" in identity:
+        return sim_policy(world, str(identity["policy"]))
+    return sim_policy(world, load_trained(ctx, name))
+
+
+def check_env_fits(ctx: Context, world: Any, env: str) -> None:
+    """Raise :class:`PolicyError` unless the env's state and tasks are the dataset's."""
+    from batchrl_mtf.sim import feature_names_of
+
+    spec = ctx.dataset().spec
+    if tuple(world.tasks) != tuple(spec.tasks):
+        raise PolicyError(
+            f"[truth] env {env}: tasks {list(world.tasks)} differ from the dataset's "
+            f"{list(spec.tasks)}; the policies cannot be rolled out there"
+        )
+    names = feature_names_of(world)
+    if tuple(names) != tuple(spec.feature_names):
+        raise PolicyError(
+            f"[truth] env {env}: its state features {list(names)} differ from the dataset's "
+            f"{list(spec.feature_names)}; build the dataset with the env's [features]"
+        )
+
+
+def _truth_stage(ctx: Context) -> Stage:
+    cfg = ctx.config
+    truth = cfg.truth
+    assert truth is not None
+    env = cfg.truth_env
+    folder = ctx.folder("truth")
+
+    def inputs() -> dict[str, Any]:
+        return {
+            "truth": cfg.section("truth"),
+            "env": env,
+            "env_hash": _spec_hash(env),
+            "policies": dict(_truth_policies(ctx)),
+        }
+
+    def run() -> tuple[str, dict[str, Any]]:
+        from batchrl_mtf.pipeline.evaluation import save_rollouts
+        from batchrl_mtf.pipeline.glue import rollout
+        from batchrl_mtf.pipeline.runner import input_hash
+
+        world = ctx.world(env)
+        check_env_fits(ctx, world, env)
+        old = _json(folder / "values.json") if (folder / "values.json").is_file() else {}
+        old_arrays = _load_npz(folder / "rollouts.npz")
+        values: dict[str, Any] = {}
+        arrays: dict[str, np.ndarray] = {}
+        todo = _truth_policies(ctx)
+        base = {"truth": cfg.section("truth"), "env_hash": _spec_hash(env)}
+        reused = 0
+        for name, identity in _progress(todo, ctx.progress, "truth"):
+            key = input_hash("truth-policy", 1, {**base, "identity": identity})
+            prev = old.get("policies", {}).get(name)
+            if prev is not None and prev.get("key") == key and f"returns|{name}" in old_arrays:
+                values[name] = prev
+                arrays.update({k: v for k, v in old_arrays.items() if k.endswith(f"|{name}")})
+                reused += 1
+                continue
+            res = rollout(
+                world, _make_sim_policy(ctx, world, name, identity), truth.sessions, truth.seed
+            )
+            values[name] = {"key": key, **res.summary}
+            arrays.update(_rollout_arrays(name, res))
+            r = res.summary["return"]
+            logger.info("true value of %s: %.3f", name, r["mean"])  # type: ignore[index]
+        doc = {
+            "env": env,
+            "sessions": truth.sessions,
+            "seed": truth.seed,
+            "segments": list(world.segment_names),
+            "tasks": list(world.tasks),
+            "policies": values,
+        }
+        save_rollouts(folder, doc, arrays)
+        return hash_files([folder / "values.json"]), {"reused": reused, "rolled_out": len(todo)}
+
+    return Stage("truth", folder, 1, inputs, run, ("values.json", "rollouts.npz"))
+
+
+def _rollout_arrays(name: str, res: Any) -> dict[str, np.ndarray]:
+    out = {f"returns|{name}": res.returns, f"segment|{name}": res.segment}
+    for seg, sample in res.samples.items():
+        out[f"weights|{seg}|{name}"] = sample
+    return out
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        return {}
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _progress(items: list[Any], show: bool, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="policy", disable=not show, leave=False)
+
+
+# --------------------------------------------------------------------------------- export
+
+
+def _export_stage(ctx: Context) -> Stage:
+    cfg = ctx.config
+    folder = ctx.folder("export")
+    algo = cfg.learned
+
+    def inputs() -> dict[str, Any]:
+        env = cfg.truth_env
+        return {
+            "export": cfg.section("export"),
+            "truth": cfg.section("truth"),
+            "evaluate_ope": cfg.section("evaluate"),
+            "env_hash": _spec_hash(env) if env else "",
+            "sim_env": cfg.data.simulate.env if cfg.data.simulate is not None else "",
+            **ctx.upstream("dataset", f"train:{algo}", "evaluate", "truth"),
+        }
+
+    def run() -> tuple[str, dict[str, Any]]:
+        from batchrl_mtf.pipeline.evaluation import export_table
+
+        summary = export_table(ctx, folder, algo)
+        return hash_files([folder / "weight_table.json"]), summary
+
+    return Stage(
+        "export", folder, 1, inputs, run, ("weight_table.json", "weight_table.csv", "fidelity.json")
+    )
+
+
+# --------------------------------------------------------------------------------- report
+
+
+def _report_stage(ctx: Context) -> Stage:
+    cfg = ctx.config
+    folder = ctx.folder("report")
+
+    def inputs() -> dict[str, Any]:
+        names = [n for n in ctx.records if n != "report"]
+        return {
+            "config": cfg.to_dict(),
+            "label": ctx.label,
+            **ctx.upstream(*names),
+        }
+
+    def run() -> tuple[str, dict[str, Any]]:
+        from batchrl_mtf.pipeline.report import write_report
+
+        write_report(ctx, folder)
+        return hash_files([folder / "report.md"]), {
+            "created": datetime.now(UTC).isoformat(timespec="seconds")
+        }
+
+    return Stage("report", folder, 1, inputs, run, ("report.md", "report.html", "headline.md"))
