@@ -530,9 +530,11 @@ def build_dataset(
     config = config or DatasetConfig()
     reward_cfg = reward if isinstance(reward, RewardConfig) else load_reward(reward)
     logs = read_logs(paths)
+    files = logs.files
     data_hash = hash_files(list(paths))
     prepared = prepare_logs(logs, reward_cfg, config)
-    t, spec, parquet, report, split = _finish(prepared, reward_cfg, config, logs.files, data_hash)
+    del logs  # the kept columns are in `prepared`; free the raw frame before featurising
+    t, spec, parquet, report, split = _finish(prepared, reward_cfg, config, files, data_hash)
     data = _to_data(t, spec, split, None)
     with atomic_dir(out_dir) as tmp:
         (tmp / "transitions.parquet").write_bytes(parquet)

@@ -130,9 +130,15 @@ def _read_one(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix in (".parquet", ".pq"):
-            table = pq.read_table(path)
-            # self_destruct frees each Arrow column as soon as it is converted (bounded peak memory)
-            return table.to_pandas(split_blocks=True, self_destruct=True)
+            # one column at a time: peak memory is the frame plus one Arrow column, not twice the
+            # frame (Arrow's freed buffers are not always returned to the system)
+            pfile = pq.ParquetFile(path)
+            columns = {}
+            for name in pfile.schema_arrow.names:
+                if name.startswith("__index_level_"):  # a pandas index written by to_parquet
+                    continue
+                columns[name] = pfile.read(columns=[name]).column(0).to_pandas()
+            return pd.DataFrame(columns, copy=False)
         if suffix in (".csv", ".tsv") or path.name.endswith((".csv.gz", ".tsv.gz")):
             sep = "\t" if ".tsv" in path.name else ","
             return pd.read_csv(path, sep=sep, low_memory=False)

@@ -228,6 +228,8 @@ class _Groups:
 
     def rows_of(self, bad_pairs: BoolArray) -> BoolArray:
         """Per-row mask of the groups in which a neighbour pair is flagged."""
+        if not bad_pairs.any():  # the common case: clean logs
+            return np.zeros(len(self.codes), dtype=bool)
         bad = np.zeros(self.n_groups + 1, dtype=bool)
         bad[self.sorted_codes[1:][bad_pairs]] = True
         return bad[np.where(self.codes >= 0, self.codes, self.n_groups)] & (self.codes >= 0)
