@@ -1,0 +1,147 @@
+"""Commands of the train stage: ``batchrl-mtf train``."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+
+import click
+
+from batchrl_mtf.errors import ConfigError
+
+__all__ = ["COMMANDS", "train_command"]
+
+ALGOS = ("bcq", "cql", "iql", "td3bc", "awac", "bc")
+
+
+def _read_config_file(path: Path) -> Mapping[str, object]:
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
+    table = doc.get("train", doc)
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"--config {path}: expected a [train] table")
+    return table
+
+
+@click.command(
+    "train",
+    epilog="""\b
+Examples:
+  batchrl-mtf train runs/ds --out runs/bcq                       # BCQ, CPU defaults
+  batchrl-mtf train runs/ds --algo iql --n-steps 20000 --seed 1 --out runs/iql
+  batchrl-mtf train runs/ds --set preset=paper --device cuda:0 --out runs/bcq-paper
+  batchrl-mtf train runs/ds --set bcq.action_flexibility=0.1 --set batch_size=512 --out runs/b
+  batchrl-mtf train runs/ds --env envs/short_video.toml --eval-every 2 --out runs/bcq
+  batchrl-mtf train runs/ds --out runs/bcq --resume --n-steps 20000  # continue to 20k steps
+
+\b
+Settings (TOML via --config, either top-level or under [train]; --set key=value):
+  algo, preset, n_steps, n_steps_per_epoch, seed, batch_size, gamma, hidden_units,
+  device, split, n_threads, env, eval_every, eval_episodes, checkpoint_every,
+  and <algo>.<field> (e.g. bcq.actor_learning_rate) or a bare field of the chosen algo.
+See docs/training.md.""",
+)
+@click.argument("dataset_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Policy directory to write.",
+)
+@click.option("--algo", type=click.Choice(ALGOS), default=None, help="Algorithm [default: bcq].")
+@click.option("--n-steps", type=int, default=None, help="Total gradient steps [default: 5000].")
+@click.option("--seed", type=int, default=None, help="Random seed [default: 0].")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="TOML settings file.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a setting (repeatable).",
+)
+@click.option("--env", default=None, help="Simulator spec: report the true return while training.")
+@click.option("--eval-every", type=int, default=None, help="Epochs between simulator evaluations.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:N [default: cpu].")
+@click.option(
+    "--split",
+    type=click.Choice(["train", "all"]),
+    default=None,
+    help="Sessions to train on [default: train].",
+)
+@click.option(
+    "--resume", is_flag=True, help="Continue the policy in --out from its last checkpoint."
+)
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+def train_command(
+    dataset_dir: Path,
+    out: Path,
+    algo: str | None,
+    n_steps: int | None,
+    seed: int | None,
+    config_file: Path | None,
+    overrides: tuple[str, ...],
+    env: str | None,
+    eval_every: int | None,
+    device: str | None,
+    split: str | None,
+    resume: bool,
+    progress: bool,
+) -> None:
+    """Train a fusion policy on DATASET_DIR with batch RL (d3rlpy) and write it to --out.
+
+    The policy picks fusion weights per state, within the dataset's weight bounds. --out gets the
+    d3rlpy model (model.d3), config.json, features.json, metrics.csv (one row per epoch: losses,
+    TD error, initial state value, action statistics, and with --env the true return) and the
+    policy.json manifest. Load it with batchrl_mtf.load_policy(DIR).
+    """
+    from batchrl_mtf.config import parse_overrides
+    from batchrl_mtf.training import config_for_resume, resolve_config, train
+
+    layers: list[tuple[str, Mapping[str, object]]] = []
+    if config_file is not None:
+        layers.append((f"--config {config_file}", _read_config_file(config_file)))
+    flags: dict[str, object] = {}
+    for key, value in (
+        ("algo", algo),
+        ("n_steps", n_steps),
+        ("seed", seed),
+        ("env", env),
+        ("eval_every", eval_every),
+        ("device", device),
+        ("split", split),
+    ):
+        if value is not None:
+            flags[key] = value
+    if flags:
+        layers.append(("command-line flags", flags))
+    if overrides:
+        layers.append(("--set", parse_overrides(overrides)))
+    config = config_for_resume(out, layers) if resume else resolve_config(layers)
+    result = train(dataset_dir, out, config, resume=resume, show_progress=progress)
+    click.echo(f"policy: {result.path}")
+    click.echo(
+        f"algo {result.config.algo} ({result.config.preset}), {result.n_steps_done} steps, "
+        f"{result.seconds / 60:.2f} min this run"
+    )
+    if result.metrics:
+        last = result.metrics[-1]
+        shown = {
+            k: v for k, v in last.items() if k in ("td_error", "initial_state_value", "true_return")
+        }
+        if shown:
+            click.echo("last epoch: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()))
+
+
+COMMANDS: list[click.Command] = [train_command]

@@ -1,0 +1,440 @@
+"""Train a fusion policy on an MDP dataset with a d3rlpy algorithm (``batchrl-mtf train``).
+
+The loop is d3rlpy's own (``algo.update`` on sampled transition batches, as ``algo.fit`` does)
+run by us, so that no d3rlpy log directory appears in the user's working directory, epochs may be
+shorter than ``n_steps_per_epoch`` at the end, and an interrupted run still leaves a usable,
+resumable policy directory. Observations are standardised with the dataset's statistics and
+actions min-max scaled to the dataset's weight bounds, both inside the d3rlpy model, so the saved
+model maps raw states to weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from batchrl_mtf.dataset import DatasetSpec, MDPData, load_dataset
+from batchrl_mtf.errors import ConfigError, DatasetError, PolicyError
+from batchrl_mtf.io import atomic_dir, dumps_json, package_versions
+from batchrl_mtf.training.config import RUNTIME_FIELDS, TrainConfig, resolve_config
+from batchrl_mtf.training.policy import POLICY_FORMAT, TrainedPolicy, read_manifest
+
+__all__ = ["EnvEvaluator", "TrainResult", "build_algo", "config_for_resume", "train"]
+
+logger = logging.getLogger(__name__)
+
+#: Called with the current policy; returns (mean, low, high) of the true return (95% interval).
+EnvEvaluator = Callable[[TrainedPolicy], tuple[float, float, float]]
+
+MAX_EVAL_EPISODES = 2_000
+ACTION_STATS_STATES = 4_096
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` did.
+
+    Attributes:
+        path: The policy directory.
+        config: The resolved config (``gamma`` filled in from the dataset).
+        n_steps_done: Gradient steps in the saved model (all runs of a resumed training).
+        seconds: Wall-clock seconds of gradient steps and evaluation in this call.
+        metrics: One mapping per epoch (all runs), as in ``metrics.csv``.
+    """
+
+    path: Path
+    config: TrainConfig
+    n_steps_done: int
+    seconds: float
+    metrics: tuple[dict[str, float], ...]
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device: {device!r} requested but torch sees no CUDA device")
+    if device.startswith("cuda") and ":" in device:
+        index = int(device.split(":")[1])
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device: {device!r} requested but torch sees {torch.cuda.device_count()} device(s)"
+            )
+
+
+def build_algo(config: TrainConfig, spec: DatasetSpec) -> Any:
+    """The d3rlpy algorithm for ``config``, with scalers from ``spec`` (not yet built)."""
+    from batchrl_mtf._d3rlpy import d3rlpy
+
+    cfg_cls = getattr(d3rlpy.algos, config.spec.d3rlpy_config)
+    kwargs: dict[str, Any] = dataclasses.asdict(config.params)
+    kwargs["batch_size"] = config.batch_size
+    kwargs["gamma"] = spec.gamma if config.gamma is None else config.gamma
+    kwargs["observation_scaler"] = d3rlpy.preprocessing.StandardObservationScaler(
+        mean=np.asarray(spec.features.mean, dtype=np.float32),
+        std=np.asarray(spec.features.std, dtype=np.float32),
+    )
+    kwargs["action_scaler"] = d3rlpy.preprocessing.MinMaxActionScaler(
+        minimum=np.asarray(spec.action_low, dtype=np.float32),
+        maximum=np.asarray(spec.action_high, dtype=np.float32),
+    )
+    if config.reward_scale != 1.0:
+        kwargs["reward_scaler"] = d3rlpy.preprocessing.MultiplyRewardScaler(config.reward_scale)
+    if config.hidden_units:
+        factory = d3rlpy.models.VectorEncoderFactory(hidden_units=list(config.hidden_units))
+        for f in dataclasses.fields(cfg_cls):
+            if f.name.endswith("encoder_factory"):
+                kwargs[f.name] = factory
+    return cfg_cls(**kwargs).create(device=config.device)
+
+
+def _seed_all(seed: int) -> None:
+    from batchrl_mtf._d3rlpy import d3rlpy
+
+    d3rlpy.seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    import torch
+
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def _metrics_csv(rows: Sequence[dict[str, float]]) -> str:
+    keys: list[str] = []
+    for row in rows:
+        keys.extend(k for k in row if k not in keys)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: row.get(k, "") for k in keys})
+    return buf.getvalue()
+
+
+def _read_metrics(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
+
+
+def _write_tensorboard(root: Path, rows: Sequence[dict[str, float]]) -> None:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard not installed: CSV only
+        return
+    writer = SummaryWriter(log_dir=str(root / "tensorboard"))
+    for row in rows:
+        step = int(row.get("step", 0))
+        for key, value in row.items():
+            if key not in ("step", "epoch"):
+                writer.add_scalar(key, value, step)
+    writer.close()
+
+
+@dataclass
+class _Run:
+    """Mutable state of one training call (internal)."""
+
+    config: TrainConfig
+    spec: DatasetSpec
+    algo: Any
+    out: Path
+    metrics: list[dict[str, float]]
+    done: int
+    seconds_before: float
+
+    def policy(self) -> TrainedPolicy:
+        return TrainedPolicy(self.algo, self.spec, name=str(self.out))
+
+    def save(self, seconds: float, complete: bool) -> None:
+        import torch
+
+        manifest = {
+            "format": POLICY_FORMAT,
+            "algo": self.config.algo,
+            "preset": self.config.preset,
+            "tasks": list(self.spec.tasks),
+            "feature_names": list(self.spec.features.names),
+            "action_low": list(self.spec.action_low),
+            "action_high": list(self.spec.action_high),
+            "gamma": self.config.gamma,
+            "dataset_hash": self.spec.dataset_hash,
+            "data_hash": self.spec.data_hash,
+            "versions": package_versions(),
+            "n_steps": self.config.n_steps,
+            "n_steps_done": self.done,
+            "complete": complete,
+            "training_seconds": round(self.seconds_before + seconds, 3),
+            "model": "model.d3",
+            "checkpoint": "model.d3",
+            "rng_state": "rng_state.pt",
+            "files": ["config.json", "features.json", "metrics.csv", "model.d3", "rng_state.pt"],
+        }
+        with atomic_dir(self.out) as tmp:
+            self.algo.save(str(tmp / "model.d3"))
+            torch.save({"rng": _rng_state(), "grad_step": self.done}, tmp / "rng_state.pt")
+            (tmp / "config.json").write_text(dumps_json(self.config.to_dict()), encoding="utf-8")
+            (tmp / "features.json").write_text(dumps_json(self.spec.to_dict()), encoding="utf-8")
+            (tmp / "metrics.csv").write_text(_metrics_csv(self.metrics), encoding="utf-8")
+            (tmp / "policy.json").write_text(dumps_json(manifest), encoding="utf-8")
+            _write_tensorboard(tmp, self.metrics)
+
+
+def _resume_state(out: Path, config: TrainConfig, spec: DatasetSpec) -> tuple[Any, int, float]:
+    """Load the checkpoint of ``out``; check it fits ``config`` and the dataset."""
+    import torch
+
+    from batchrl_mtf._d3rlpy import d3rlpy
+
+    manifest = read_manifest(out)
+    if manifest.get("dataset_hash") != spec.dataset_hash:
+        raise DatasetError(
+            f"--resume {out}: the policy was trained on dataset {manifest.get('dataset_hash')}; "
+            f"the dataset given is {spec.dataset_hash}"
+        )
+    # through resolve_config, so that settings added since the save compare at their defaults
+    saved = resolve_config([], base=json.loads((out / "config.json").read_text(encoding="utf-8")))
+    saved_doc, now = saved.to_dict(), config.to_dict()
+    differ = sorted(
+        k
+        for k in set(saved_doc) | set(now)
+        if k not in RUNTIME_FIELDS and saved_doc.get(k) != now.get(k)
+    )
+    if differ:
+        raise ConfigError(
+            f"--resume {out}: settings {', '.join(differ)} differ from the saved config.json "
+            f"(only {', '.join(sorted(RUNTIME_FIELDS))} may change on resume)"
+        )
+    done = int(manifest.get("n_steps_done", 0))
+    algo = d3rlpy.load_learnable(str(out / str(manifest["checkpoint"])), device=config.device)
+    state = torch.load(out / str(manifest["rng_state"]), weights_only=False)
+    _set_rng_state(state["rng"])
+    algo.set_grad_step(int(state["grad_step"]))
+    return algo, done, float(manifest.get("training_seconds", 0.0))
+
+
+def _epoch_metrics(
+    run: _Run,
+    losses: dict[str, list[float]],
+    eval_obs: np.ndarray,
+    test_episodes: Sequence[Any] | None,
+    buffer: Any,
+    env_eval: EnvEvaluator | None,
+    epoch: int,
+    elapsed: float,
+) -> dict[str, float]:
+    from batchrl_mtf._d3rlpy import d3rlpy
+
+    row: dict[str, float] = {"epoch": float(epoch), "step": float(run.done)}
+    row["train_seconds"] = round(run.seconds_before + elapsed, 3)
+    for name, values in sorted(losses.items()):
+        row[name] = float(np.mean(values))
+    if run.config.spec.has_q and test_episodes:
+        row["td_error"] = float(
+            d3rlpy.metrics.TDErrorEvaluator(episodes=test_episodes)(run.algo, buffer)
+        )
+        row["initial_state_value"] = float(
+            d3rlpy.metrics.InitialStateValueEstimationEvaluator(episodes=test_episodes)(
+                run.algo, buffer
+            )
+        )
+    policy = run.policy()
+    acts = policy.act(eval_obs)
+    for i, task in enumerate(run.spec.tasks):
+        row[f"action_mean_{task}"] = float(acts[:, i].mean())
+        row[f"action_std_{task}"] = float(acts[:, i].std())
+    if env_eval is not None:
+        mean, low, high = env_eval(policy)
+        row["true_return"] = mean
+        row["true_return_low"] = low
+        row["true_return_high"] = high
+    return row
+
+
+def _prepare_out(out: Path, resume: bool) -> None:
+    if resume:
+        if not (out / "policy.json").is_file():
+            raise PolicyError(f"--resume {out}: no policy.json there; nothing to resume")
+        return
+    if out.exists() and (
+        not out.is_dir() or (any(out.iterdir()) and not (out / "policy.json").is_file())
+    ):
+        raise PolicyError(
+            f"--out {out}: exists and is not a policy directory; refusing to replace it"
+        )
+    if (out / "policy.json").is_file():
+        logger.info("replacing the policy in %s (use --resume to continue it instead)", out)
+
+
+def train(
+    dataset: MDPData | str | Path,
+    out: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    resume: bool = False,
+    show_progress: bool = False,
+    env_evaluator: EnvEvaluator | None = None,
+) -> TrainResult:
+    """Train a policy and write its directory (atomically, at every checkpoint and at the end).
+
+    Args:
+        dataset: A loaded dataset or a dataset directory.
+        out: The policy directory to write.
+        config: The run's settings; defaults to ``TrainConfig()`` (BCQ, CPU defaults).
+        resume: Continue from the checkpoint in ``out`` up to ``config.n_steps`` total steps.
+        show_progress: Show a progress bar (tqdm, on stderr).
+        env_evaluator: Called with the policy every ``config.eval_every`` epochs and at the end
+            to measure the true return; ``None`` = build one from ``config.env`` when set.
+
+    Returns:
+        What was done; the directory holds the model, config, spec, metrics and manifest.
+
+    Raises:
+        DatasetError: Unusable dataset, or ``resume`` with a different dataset.
+        ConfigError: Invalid settings, or ``resume`` with changed learning settings.
+        PolicyError: ``out`` exists and is not a policy directory.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from batchrl_mtf._d3rlpy import d3rlpy  # noqa: F401  (quiet import before torch work)
+
+    config = config or TrainConfig()
+    data = dataset if isinstance(dataset, MDPData) else load_dataset(dataset)
+    spec = data.spec
+    if len(spec.features.mean) != len(spec.features.names):
+        raise DatasetError(
+            f"{data.path or 'dataset'}: features.json lacks normalisation statistics"
+        )
+    if config.gamma is None:
+        config = dataclasses.replace(config, gamma=spec.gamma)
+    _check_device(config.device)
+    out_path = Path(out)
+    _prepare_out(out_path, resume)
+    if config.n_threads:
+        torch.set_num_threads(config.n_threads)
+    if env_evaluator is None and config.env:
+        from batchrl_mtf.training.envs import make_env_evaluator
+
+        env_evaluator = make_env_evaluator(
+            config.env, spec, n_episodes=config.eval_episodes, seed=config.seed
+        )
+
+    train_data = data.select(config.split if config.split != "all" else None)
+    buffer = train_data.to_d3rlpy()
+    has_test = bool((data.split == "test").any())
+    test = data.select("test") if has_test else train_data
+    test_episodes = list(test.to_d3rlpy().episodes)[:MAX_EVAL_EPISODES]  # type: ignore[attr-defined]
+    eval_obs = test.observations[:ACTION_STATS_STATES]
+
+    if resume:
+        algo, done, seconds_before = _resume_state(out_path, config, spec)
+        metrics = _read_metrics(out_path / "metrics.csv")
+    else:
+        _seed_all(config.seed)
+        algo = build_algo(config, spec)
+        algo.build_with_dataset(buffer)
+        done, seconds_before, metrics = 0, 0.0, []
+    run = _Run(config, spec, algo, out_path, metrics, done, seconds_before)
+    if done >= config.n_steps:
+        logger.info("%s already has %d of %d steps; nothing to do", out_path, done, config.n_steps)
+        return TrainResult(out_path, config, done, 0.0, tuple(metrics))
+
+    logger.info(
+        "training %s on %d transitions (%d sessions), %d features -> %d weights, %d steps on %s",
+        config.algo,
+        len(train_data),
+        train_data.n_sessions,
+        len(spec.features.names),
+        len(spec.tasks),
+        config.n_steps - done,
+        config.device,
+    )
+    start = time.perf_counter()
+    epoch = len(metrics)
+    bar = tqdm(
+        total=config.n_steps, initial=done, disable=not show_progress, unit="step", desc=config.algo
+    )
+    try:
+        while run.done < config.n_steps:
+            epoch += 1
+            n = min(config.n_steps_per_epoch, config.n_steps - run.done)
+            losses: dict[str, list[float]] = defaultdict(list)
+            for i in range(n):
+                batch = buffer.sample_transition_batch(config.batch_size)  # type: ignore[attr-defined]
+                for key, value in algo.update(batch).items():
+                    losses[key].append(float(value))
+                run.done += 1
+                if i % 50 == 49 or i == n - 1:
+                    bar.update(run.done - bar.n)
+                    bar.set_postfix({k: f"{np.mean(v[-50:]):.4g}" for k, v in losses.items()})
+            last = run.done >= config.n_steps
+            env_now = env_evaluator is not None and (
+                last or (config.eval_every > 0 and epoch % config.eval_every == 0)
+            )
+            row = _epoch_metrics(
+                run,
+                losses,
+                eval_obs,
+                test_episodes,
+                buffer,
+                env_evaluator if env_now else None,
+                epoch,
+                time.perf_counter() - start,
+            )
+            run.metrics.append(row)
+            logger.info(
+                "epoch %d step %d: %s",
+                epoch,
+                run.done,
+                ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("epoch", "step")),
+            )
+            if last or (config.checkpoint_every and epoch % config.checkpoint_every == 0):
+                run.save(time.perf_counter() - start, complete=last)
+    except KeyboardInterrupt:
+        bar.close()
+        run.save(time.perf_counter() - start, complete=False)
+        logger.warning(
+            "interrupted at step %d; %s holds that checkpoint (continue with --resume)",
+            run.done,
+            out_path,
+        )
+        raise
+    bar.close()
+    seconds = time.perf_counter() - start
+    return TrainResult(out_path, config, run.done, seconds, tuple(run.metrics))
+
+
+def config_for_resume(out: str | Path, layers: list[tuple[str, Any]]) -> TrainConfig:
+    """The saved config of policy directory ``out`` with ``layers`` of overrides on top."""
+    path = Path(out) / "config.json"
+    if not path.is_file():
+        raise PolicyError(f"--resume {out}: no config.json there; nothing to resume")
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    return resolve_config(layers, base=saved)

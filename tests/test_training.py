@@ -1,0 +1,301 @@
+"""Tests of batchrl_mtf.training: the algorithm contract, determinism, spec checks, resume, config."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from batchrl_mtf.dataset import MDPData, build_dataset, load_dataset
+from batchrl_mtf.errors import ConfigError, DatasetError, PolicyError
+from batchrl_mtf.reward import RewardConfig
+from batchrl_mtf.training import (
+    ALGORITHMS,
+    POLICY_FORMAT,
+    TrainConfig,
+    load_policy,
+    resolve_config,
+    train,
+)
+from tests.logs_factory import make_logs
+
+TINY = {"n_steps": 24, "n_steps_per_epoch": 10, "hidden_units": [16], "batch_size": 16}
+
+
+def tiny(**extra: object) -> TrainConfig:
+    return resolve_config([("test", {**TINY, **extra})])
+
+
+def _build(tmp: Path, seed: int, **kw: int) -> MDPData:
+    logs = make_logs(seed=seed, **kw)
+    path = tmp / f"logs{seed}.parquet"
+    logs.to_parquet(path)
+    reward = RewardConfig(
+        stickiness={"watch_time": 0.02, "valid_play": 0.3}, activeness={"like": 1.0}
+    )
+    build_dataset([path], reward, tmp / f"ds{seed}")
+    return load_dataset(tmp / f"ds{seed}")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> MDPData:
+    return _build(
+        tmp_path_factory.mktemp("ds"), 0, n_users=12, sessions_per_user=3, requests_per_session=4
+    )
+
+
+@pytest.mark.parametrize("algo", sorted(ALGORITHMS))
+def test_every_algorithm_trains_saves_loads_and_acts_within_bounds(
+    algo: str, data: MDPData, tmp_path: Path
+) -> None:
+    from batchrl_mtf._d3rlpy import d3rlpy
+
+    out = tmp_path / algo
+    result = train(data, out, tiny(algo=algo))
+    assert result.n_steps_done == 24
+    assert [int(r["step"]) for r in result.metrics] == [10, 20, 24]  # short last epoch
+    for name in ("model.d3", "config.json", "features.json", "metrics.csv", "policy.json"):
+        assert (out / name).is_file(), name
+    manifest = json.loads((out / "policy.json").read_text())
+    assert manifest["format"] == POLICY_FORMAT
+    assert manifest["algo"] == algo
+    assert manifest["dataset_hash"] == data.spec.dataset_hash
+    assert manifest["feature_names"] == list(data.spec.features.names)
+    assert manifest["n_steps_done"] == 24
+    assert manifest["complete"] is True
+    assert json.loads((out / "config.json").read_text())["gamma"] == data.spec.gamma
+
+    policy = load_policy(out, data.spec)
+    assert policy.tasks == data.spec.tasks
+    assert policy.feature_names == data.spec.features.names
+    # far-out states still give weights inside the recorded bounds
+    obs = np.vstack([data.observations, data.observations * 50.0 + 7.0])
+    weights = policy.act(obs)
+    assert weights.shape == (len(obs), len(data.spec.tasks))
+    assert np.isfinite(weights).all()
+    assert (weights >= np.asarray(data.spec.action_low) - 1e-9).all()
+    assert (weights <= np.asarray(data.spec.action_high) + 1e-9).all()
+    # deterministic: the same states give the same weights on every call
+    np.testing.assert_array_equal(policy.act(obs[:5]), policy.act(obs[:5]))
+    if algo != "bcq":  # BCQ samples candidate actions per batch; the others are per-row functions
+        one_by_one = np.vstack([policy.act(o) for o in obs[:3]])
+        np.testing.assert_allclose(policy.act(obs[:3]), one_by_one, atol=1e-5)
+    # the d3rlpy model is usable on its own (for exporters)
+    raw = d3rlpy.load_learnable(str(out / "model.d3"))
+    assert type(raw) is type(policy.algo)
+    header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert f"action_mean_{data.spec.tasks[0]}" in header
+    if ALGORITHMS[algo].has_q:
+        assert {"td_error", "initial_state_value"} <= set(header)
+
+
+def test_same_seed_same_policy_and_other_seed_differs(data: MDPData, tmp_path: Path) -> None:
+    acts = []
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        train(data, tmp_path / name, tiny(seed=seed))
+        acts.append(load_policy(tmp_path / name).act(data.observations))
+    np.testing.assert_array_equal(acts[0], acts[1])
+    assert not np.array_equal(acts[0], acts[2])
+
+
+def test_resume_continues_to_the_same_policy_as_one_run(data: MDPData, tmp_path: Path) -> None:
+    cfg = tiny(algo="td3bc", n_steps=40)
+    train(data, tmp_path / "straight", cfg)
+    train(data, tmp_path / "resumed", dataclasses.replace(cfg, n_steps=20))
+    assert json.loads((tmp_path / "resumed" / "policy.json").read_text())["n_steps_done"] == 20
+    result = train(data, tmp_path / "resumed", cfg, resume=True)
+    assert result.n_steps_done == 40
+    assert [int(r["step"]) for r in result.metrics] == [10, 20, 30, 40]
+    a = load_policy(tmp_path / "straight").act(data.observations)
+    b = load_policy(tmp_path / "resumed").act(data.observations)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_resume_rejects_changed_settings_and_other_data(data: MDPData, tmp_path: Path) -> None:
+    train(data, tmp_path / "p", tiny(algo="bc", n_steps=10))
+    with pytest.raises(ConfigError, match=r"batch_size.*differ from the saved config"):
+        train(data, tmp_path / "p", tiny(algo="bc", n_steps=20, batch_size=8), resume=True)
+    other = _build(tmp_path, 1, n_users=5)
+    with pytest.raises(DatasetError, match="the policy was trained on dataset"):
+        train(other, tmp_path / "p", tiny(algo="bc", n_steps=20), resume=True)
+    with pytest.raises(PolicyError, match="nothing to resume"):
+        train(data, tmp_path / "nothing", tiny(algo="bc"), resume=True)
+
+
+@pytest.fixture(scope="module")
+def trained(data: MDPData, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pol") / "bc"
+    train(data, out, tiny(algo="bc", n_steps=5))
+    return out
+
+
+def _renamed(data: MDPData) -> object:
+    feats = dataclasses.replace(
+        data.spec.features, names=(*data.spec.features.names[:-1], "hour_tan")
+    )
+    return dataclasses.replace(data.spec, features=feats)
+
+
+MISMATCHES = [
+    (
+        "renamed feature",
+        _renamed,
+        r"feature spec mismatch.*missing \['hour_cos'\], extra \['hour_tan'\]",
+    ),
+    (
+        "reordered",
+        lambda d: tuple(reversed(d.spec.features.names)),
+        r"feature spec mismatch.*different order",
+    ),
+    ("fewer features", lambda d: d.spec.features.names[:3], r"feature spec mismatch.*missing"),
+    (
+        "other tasks",
+        lambda d: dataclasses.replace(d.spec, tasks=("click", "like", "longview")),
+        r"task mismatch.*\['click', 'longview', 'like'\]",
+    ),
+]
+
+
+@pytest.mark.parametrize(("label", "make", "message"), MISMATCHES, ids=[m[0] for m in MISMATCHES])
+def test_feature_spec_mismatch_is_a_clear_error(
+    label: str, make: object, message: str, data: MDPData, trained: Path
+) -> None:
+    with pytest.raises(PolicyError, match=message):
+        load_policy(trained, make(data))  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda p: p / "missing", "no such policy directory"),
+        (lambda p: p.parent, "missing policy.json"),
+    ],
+)
+def test_loading_a_non_policy_is_a_clear_error(setup: object, message: str, trained: Path) -> None:
+    with pytest.raises(PolicyError, match=message):
+        load_policy(setup(trained))  # type: ignore[operator]
+
+
+def test_act_checks_the_observation_width(data: MDPData, trained: Path) -> None:
+    policy = load_policy(trained)
+    with pytest.raises(
+        PolicyError, match=rf"expected observations of shape \(n, {data.observations.shape[1]}\)"
+    ):
+        policy.act(data.observations[:, :-1])
+    with pytest.raises(PolicyError, match="NaN"):
+        policy.act(np.full((1, data.observations.shape[1]), np.nan))
+
+
+def test_policy_dir_is_picked_up_by_resolve_policy(data: MDPData, trained: Path) -> None:
+    from batchrl_mtf.policy import resolve_policy
+
+    pol = resolve_policy(str(trained), data.spec.tasks, data.spec.features.names)
+    assert pol.act(data.observations[:4]).shape == (4, len(data.spec.tasks))
+    with pytest.raises(PolicyError, match="feature spec mismatch"):
+        resolve_policy(str(trained), data.spec.tasks, data.spec.features.names[:-1])
+
+
+def test_out_that_is_not_a_policy_is_not_replaced(data: MDPData, tmp_path: Path) -> None:
+    (tmp_path / "keep.txt").write_text("precious")
+    with pytest.raises(PolicyError, match="not a policy directory; refusing"):
+        train(data, tmp_path, tiny(algo="bc"))
+    assert (tmp_path / "keep.txt").read_text() == "precious"
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+
+def test_paper_preset_has_the_batchrl_mtf_settings() -> None:
+    cfg = resolve_config([("--set", {"preset": "paper"})])
+    assert (cfg.batch_size, cfg.gamma, cfg.hidden_units) == (256, 0.95, ())
+    p = cfg.bcq
+    assert (p.action_flexibility, p.imitator_learning_rate, p.actor_learning_rate) == (
+        0.15,
+        1e-3,
+        1e-4,
+    )
+    assert (p.critic_learning_rate, p.tau) == (2e-4, 0.05)
+    # later layers win over the preset
+    cfg = resolve_config([("--set", {"preset": "paper", "bcq.tau": 0.01, "batch_size": 64})])
+    assert (cfg.bcq.tau, cfg.batch_size, cfg.bcq.critic_learning_rate) == (0.01, 64, 2e-4)
+
+
+def test_keys_bare_dotted_and_unknown() -> None:
+    cfg = resolve_config([("--set", {"algo": "iql", "expectile": 0.9, "iql.weight_temp": 1.0})])
+    assert (cfg.iql.expectile, cfg.iql.weight_temp) == (0.9, 1.0)
+    assert "iql" in cfg.to_dict()
+    assert "bcq" not in cfg.to_dict()
+
+
+@pytest.mark.parametrize(
+    ("layer", "message"),
+    [
+        ({"learning_rte": 1.0}, r"--set: unknown key 'learning_rte'; expected one of .*n_steps"),
+        ({"bcq.nope": 1}, r"unknown key\(s\) 'nope'"),
+        ({"xyz.tau": 1}, r"unknown key 'xyz.tau'; dotted keys are <algo>.<field>"),
+        ({"algo": "ppo"}, r"algo: expected one of bcq, cql"),
+        ({"algo": "cql", "preset": "paper"}, r"algorithm 'cql' has presets default"),
+        ({"n_steps": 0}, r"n_steps: expected an integer >= 1"),
+        ({"n_steps": "many"}, r"'n_steps': expected an integer"),
+        ({"device": "gpu"}, r"device: expected cpu, cuda, cuda:N or mps, found 'gpu'"),
+        ({"bcq.tau": 2.0}, r"bcq.tau: expected a number in \(0, 1\]"),
+    ],
+)
+def test_config_errors_name_the_key(layer: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        resolve_config([("--set", layer)])
+
+
+def test_cuda_without_a_gpu_is_a_config_error(data: MDPData, tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(ConfigError, match="'cuda:0' requested but torch sees no CUDA device"):
+        train(data, tmp_path / "p", tiny(device="cuda:0"))
+
+
+# --- simulator evaluation (--env) ----------------------------------------------------------------
+
+
+def test_env_evaluation_adds_the_true_return(tmp_path: Path) -> None:
+    pytest.importorskip("batchrl_mtf.sim.runner")
+    from batchrl_mtf.mdp import DatasetConfig
+    from batchrl_mtf.sim.policies import make_policy
+    from batchrl_mtf.sim.runner import feature_names_of, run_sessions
+    from batchrl_mtf.sim.spec import load_spec
+    from batchrl_mtf.sim.world import World
+
+    world = World(load_spec(None))
+    spec, f, k = world.spec, world.spec.fusion, len(world.tasks)
+    behaviour = make_policy(
+        "mixed",
+        world.tasks,
+        feature_names_of(world),
+        f.production,
+        [f.low] * k,
+        [f.high] * k,
+        0.2,
+        0.6,
+    )
+    _stats, logs = run_sessions(world, behaviour, 40, seed=3, record=True)
+    assert logs is not None
+    logs.to_parquet(tmp_path / "sim.parquet")
+    config = DatasetConfig(action_bounds=(f.low, f.high), features=spec.features)
+    build_dataset([tmp_path / "sim.parquet"], spec.reward, tmp_path / "ds", config)
+    cfg = tiny(algo="bc", n_steps=30, env="short_video", eval_every=2, eval_episodes=20)
+    result = train(tmp_path / "ds", tmp_path / "p", cfg)
+    evaluated = [r for r in result.metrics if "true_return" in r]
+    assert [int(r["step"]) for r in evaluated] == [20, 30]  # every 2nd epoch and the last
+    row = evaluated[-1]
+    assert row["true_return_low"] <= row["true_return"] <= row["true_return_high"]
+    assert row["true_return"] > 0
+
+
+def test_env_with_other_tasks_is_a_clear_error(data: MDPData, tmp_path: Path) -> None:
+    pytest.importorskip("batchrl_mtf.sim.runner")
+    with pytest.raises(PolicyError, match=r"--env short_video: task mismatch"):
+        train(data, tmp_path / "p", tiny(algo="bc", env="short_video"))
