@@ -43,6 +43,11 @@ def setup_logging(quiet: bool, verbose: bool) -> None:
     root.propagate = False
 
 
+def progress_enabled() -> bool:
+    """Progress bars are shown unless ``batchrl-mtf --quiet`` was given."""
+    return logging.getLogger("batchrl_mtf").getEffectiveLevel() <= logging.INFO
+
+
 def parse_float_list(text: str, where: str) -> tuple[float, ...]:
     """Parse ``"1.5,0.2,0.3"`` into floats; raise a ConfigError naming ``where`` otherwise."""
     from batchrl_mtf.errors import ConfigError

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from batchrl_mtf.cli._common import progress_enabled
 from batchrl_mtf.errors import ConfigError
 
 __all__ = ["COMMANDS", "demo_command", "run_command"]
@@ -23,7 +24,7 @@ STAGES_HELP = (
 
 def _progress() -> bool:
     """Progress bars unless ``--quiet``."""
-    return logging.getLogger("batchrl_mtf").getEffectiveLevel() <= logging.INFO
+    return progress_enabled()
 
 
 QUIET_BY_DEFAULT = (

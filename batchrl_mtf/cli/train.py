@@ -129,7 +129,10 @@ def train_command(
     if overrides:
         layers.append(("--set", parse_overrides(overrides)))
     config = config_for_resume(out, layers) if resume else resolve_config(layers)
-    result = train(dataset_dir, out, config, resume=resume, show_progress=progress)
+    from batchrl_mtf.cli._common import progress_enabled
+
+    show = progress and progress_enabled()
+    result = train(dataset_dir, out, config, resume=resume, show_progress=show)
     click.echo(f"policy: {result.path}")
     click.echo(
         f"algo {result.config.algo} ({result.config.preset}), {result.n_steps_done} steps, "
