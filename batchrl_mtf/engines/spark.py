@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import re
+import sys
 import urllib.parse
 import uuid
 from collections.abc import Iterator, Sequence
@@ -111,6 +112,11 @@ def spark_session(master: str | None = None) -> Any:
         if m:  # Spark's default of 200 shuffle partitions is for clusters, not for N local cores
             cores = (os.cpu_count() or 2) if m.group(1) == "*" else int(m.group(1))
             builder = builder.config("spark.sql.shuffle.partitions", str(4 * cores))
+    if (master is None or master.startswith("local")) and "PYSPARK_PYTHON" not in os.environ:
+        # local workers must run this interpreter (its virtualenv has batchrl_mtf and its
+        # dependencies), not whatever `python3` is first on PATH
+        os.environ["PYSPARK_PYTHON"] = sys.executable
+        builder = builder.config("spark.pyspark.python", sys.executable)
     builder = (
         builder.config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.session.timeZone", "UTC")
