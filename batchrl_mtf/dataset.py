@@ -299,35 +299,6 @@ def _parquet_bytes(t: Transitions, split: npt.NDArray[np.str_]) -> bytes:
     return buf.getvalue()
 
 
-def _report(
-    prepared: Prepared,
-    t: Transitions,
-    reward: RewardConfig,
-    config: DatasetConfig,
-    inputs: Sequence[str],
-    data_hash: str,
-    dataset_hash: str,
-    low: FloatArray,
-    high: FloatArray,
-) -> dict[str, object]:
-    summary = PartSummary.of(
-        prepared.accounting, (), t, t.observations.shape[1], t.actions.shape[1]
-    )
-    return report_document(
-        summary,
-        prepared.problems,
-        prepared.columns,
-        t.spec.names,
-        reward,
-        config,
-        inputs,
-        data_hash,
-        dataset_hash,
-        low,
-        high,
-    )
-
-
 def report_document(
     summary: PartSummary,
     problems: Sequence[Problem],

@@ -28,20 +28,9 @@ def _world(env: str | None) -> Any:
 
 
 def _policy(world: Any, arg: str, sigma: float | None, random_sigma: float | None) -> Any:
-    from batchrl_mtf.sim import feature_names_of, make_policy
+    from batchrl_mtf.sim.policies import world_policy
 
-    ex = world.spec.exploration
-    return make_policy(
-        arg,
-        world.tasks,
-        feature_names_of(world),
-        world.production,
-        world.low,
-        world.high,
-        ex.action_noise_sigma if sigma is None else sigma,
-        ex.random_sigma if random_sigma is None else random_sigma,
-        fusion=(world.spec.fusion.formula, world.spec.fusion.beta),
-    )
+    return world_policy(world, arg, sigma, random_sigma)
 
 
 def _meta(world: Any, **extra: object) -> dict[str, object]:

@@ -143,22 +143,9 @@ def sim_policy(
     world: Any, arg: str | Policy, sigma: float | None = None, random_sigma: float | None = None
 ) -> Any:
     """A simulator policy: a named logging policy (``mixed``, ...) or a :class:`Policy`."""
-    from batchrl_mtf.sim import FixedPolicy, feature_names_of, make_policy
+    from batchrl_mtf.sim.policies import world_policy
 
-    if not isinstance(arg, str):
-        return FixedPolicy(arg)
-    ex = world.spec.exploration
-    return make_policy(
-        arg,
-        world.tasks,
-        feature_names_of(world),
-        world.production,
-        world.low,
-        world.high,
-        ex.action_noise_sigma if sigma is None else sigma,
-        ex.random_sigma if random_sigma is None else random_sigma,
-        fusion=(world.spec.fusion.formula, world.spec.fusion.beta),
-    )
+    return world_policy(world, arg, sigma, random_sigma)
 
 
 @dataclass(frozen=True)

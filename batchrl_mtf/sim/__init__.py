@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         SimPolicy,
         make_policy,
         truncnorm_logpdf,
+        world_policy,
     )
     from batchrl_mtf.sim.runner import (
         SearchResult,
@@ -66,6 +67,7 @@ __all__ = [
     "search_constant",
     "true_value",
     "truncnorm_logpdf",
+    "world_policy",
 ]
 
 _LAZY = {
@@ -82,6 +84,7 @@ _LAZY = {
     "SimPolicy": "batchrl_mtf.sim.policies",
     "make_policy": "batchrl_mtf.sim.policies",
     "truncnorm_logpdf": "batchrl_mtf.sim.policies",
+    "world_policy": "batchrl_mtf.sim.policies",
     "SearchResult": "batchrl_mtf.sim.runner",
     "SessionStats": "batchrl_mtf.sim.runner",
     "feature_names_of": "batchrl_mtf.sim.runner",

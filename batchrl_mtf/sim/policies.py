@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -332,3 +332,36 @@ def make_policy(
     ):
         return TableSamplePolicy(policy)
     return FixedPolicy(policy)
+
+
+def world_policy(
+    world: Any,
+    arg: str | Policy,
+    sigma: float | None = None,
+    random_sigma: float | None = None,
+) -> SimPolicy:
+    """The simulator policy for ``arg`` in ``world``, with the world's exploration defaults.
+
+    Args:
+        world: A :class:`batchrl_mtf.sim.World`.
+        arg: A named logging policy (``production``, ``action-noise``, ``random``, ``mixed``),
+            any policy argument of :func:`make_policy`, or a :class:`Policy` object.
+        sigma: Noise of ``action-noise``/``mixed``; ``None`` = the spec's.
+        random_sigma: Noise of ``random``/``mixed``; ``None`` = the spec's.
+    """
+    from batchrl_mtf.sim.runner import feature_names_of
+
+    if not isinstance(arg, str):
+        return FixedPolicy(arg)
+    ex = world.spec.exploration
+    return make_policy(
+        arg,
+        world.tasks,
+        feature_names_of(world),
+        world.production,
+        world.low,
+        world.high,
+        ex.action_noise_sigma if sigma is None else sigma,
+        ex.random_sigma if random_sigma is None else random_sigma,
+        fusion=(world.spec.fusion.formula, world.spec.fusion.beta),
+    )
