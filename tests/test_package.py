@@ -29,3 +29,14 @@ def test_import_is_light_and_d3rlpy_import_is_quiet() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr
     assert "Gym has been unmaintained" not in r.stderr + r.stdout
+
+
+@pytest.mark.parametrize("command", sorted(__import__("batchrl_mtf.cli").cli.main.commands))
+def test_every_command_has_help_with_examples(command: str) -> None:
+    from click.testing import CliRunner
+
+    from batchrl_mtf.cli import main
+
+    r = CliRunner().invoke(main, [command, "--help"])
+    assert r.exit_code == 0, r.output
+    assert "example" in r.output.lower(), f"{command} --help shows no example"
