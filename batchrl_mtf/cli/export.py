@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -145,31 +144,13 @@ def export_table(
         env_spec: Simulated world to measure both true values in (``None``: skip).
         write_csv: Also write the CSV twin.
     """
-    from batchrl_mtf.export import build_weight_table, fidelity_report, tabulation_gap
-    from batchrl_mtf.io import package_versions
+    from batchrl_mtf.export import fidelity_report, tabulate_policy, tabulation_gap
     from batchrl_mtf.policy import TablePolicy
 
     spec = data.spec
     names = tuple(spec.feature_names)
     obs = data.observations
-    actions = network.act(obs)
-    table = build_weight_table(
-        obs,
-        actions,
-        feature_names=names,
-        tasks=tuple(spec.tasks),
-        action_low=spec.action_low,
-        action_high=spec.action_high,
-        fusion=fusion,
-        config=config,
-        logged_actions=data.actions,
-        meta={
-            "policy": policy_name,
-            "dataset_hash": getattr(spec, "dataset_hash", None),
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "versions": package_versions(),
-        },
-    )
+    table, actions = tabulate_policy(network, data, config, fusion, policy_name)
     table_policy = TablePolicy(table, names, name=str(out))
     gap = tabulation_gap(
         actions, table_policy.act(obs), spec.tasks, spec.action_low, spec.action_high

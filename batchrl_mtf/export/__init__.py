@@ -19,6 +19,7 @@ from batchrl_mtf.export.builder import (
     logged_centre,
     quantile_edges,
     select_keys,
+    tabulate_policy,
     tabulation_gap,
 )
 from batchrl_mtf.export.network import NETWORK_FORMATS, export_network, load_network
@@ -35,5 +36,6 @@ __all__ = [
     "logged_centre",
     "quantile_edges",
     "select_keys",
+    "tabulate_policy",
     "tabulation_gap",
 ]

@@ -45,6 +45,7 @@ __all__ = [
     "logged_centre",
     "quantile_edges",
     "select_keys",
+    "tabulate_policy",
     "tabulation_gap",
 ]
 
@@ -515,3 +516,50 @@ def fidelity_report(
         "ope": None if ope is None else ope.to_dict(),
         "true": None if true is None else true.to_dict(),
     }
+
+
+def tabulate_policy(
+    network: object,
+    data: object,
+    config: ExportConfig,
+    fusion: Fusion,
+    policy_name: str,
+) -> tuple[WeightTable, FloatArray]:
+    """Tabulate a policy over a dataset's states, with provenance in ``meta``.
+
+    Args:
+        network: A policy with ``act(observations (n, d)) -> (n, k)``.
+        data: A dataset with ``observations`` (n, d), ``actions`` (n, k) and ``spec``
+            (``feature_names``, ``tasks``, ``action_low``, ``action_high``, ``dataset_hash``).
+        config: How to bucket and shrink.
+        fusion: The fusion the weights are for.
+        policy_name: Recorded as ``meta.policy``.
+
+    Returns:
+        The table and the policy's actions on the dataset's states, shape (n, k).
+    """
+    from datetime import UTC, datetime
+
+    from batchrl_mtf.io import package_versions
+
+    spec = data.spec  # type: ignore[attr-defined]
+    obs = data.observations  # type: ignore[attr-defined]
+    actions = np.asarray(network.act(obs), dtype=np.float64)  # type: ignore[attr-defined]
+    table = build_weight_table(
+        obs,
+        actions,
+        feature_names=tuple(spec.feature_names),
+        tasks=tuple(spec.tasks),
+        action_low=spec.action_low,
+        action_high=spec.action_high,
+        fusion=fusion,
+        config=config,
+        logged_actions=data.actions,  # type: ignore[attr-defined]
+        meta={
+            "policy": policy_name,
+            "dataset_hash": getattr(spec, "dataset_hash", None),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "versions": package_versions(),
+        },
+    )
+    return table, actions

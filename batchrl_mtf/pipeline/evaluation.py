@@ -12,13 +12,12 @@ import dataclasses
 import logging
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from batchrl_mtf.io import atomic_write_bytes, atomic_write_text, dumps_json, package_versions
+from batchrl_mtf.io import atomic_write_bytes, atomic_write_text, dumps_json
 
 if TYPE_CHECKING:
     from batchrl_mtf.pipeline.stages import Context
@@ -148,8 +147,8 @@ def export_table(ctx: Context, folder: Path, algo: str) -> dict[str, Any]:
 
     from batchrl_mtf.export import (
         ValueComparison,
-        build_weight_table,
         fidelity_report,
+        tabulate_policy,
         tabulation_gap,
     )
     from batchrl_mtf.pipeline.glue import NamedPolicy, paired_difference, rollout, sim_policy
@@ -162,27 +161,12 @@ def export_table(ctx: Context, folder: Path, algo: str) -> dict[str, Any]:
     names = tuple(spec.feature_names)
     network = load_trained(ctx, algo)
     obs = data.observations
-    actions = network.act(obs)
     table_cfg = cfg.export.table
     default = _table_default(ctx)
     if default is not None:
         table_cfg = dataclasses.replace(table_cfg, default=default)
-    table = build_weight_table(
-        obs,
-        actions,
-        feature_names=names,
-        tasks=tuple(spec.tasks),
-        action_low=spec.action_low,
-        action_high=spec.action_high,
-        fusion=fusion(ctx),
-        config=table_cfg,
-        logged_actions=data.actions,
-        meta={
-            "policy": str(ctx.folder(f"train:{algo}")),
-            "dataset_hash": spec.dataset_hash,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "versions": package_versions(),
-        },
+    table, actions = tabulate_policy(
+        network, data, table_cfg, fusion(ctx), str(ctx.folder(f"train:{algo}"))
     )
     label = f"table:{algo}"
     table_policy = NamedPolicy(TablePolicy(table, names, name=label), label)

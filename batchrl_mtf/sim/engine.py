@@ -310,12 +310,7 @@ class SessionBatch:
             idx = seg[:, None] * spec.world.n_items + cand
             x = np.take(fused, idx, axis=0)
             scores = np.einsum("bck,bk->bc", x, w.astype(np.float32))
-        if s < c:
-            top = np.argpartition(scores, c - s, axis=1)[:, c - s :]
-        else:
-            top = np.tile(np.arange(c), (n, 1))
-        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-        shown = np.take_along_axis(top, order, axis=1)
+        shown = _slate(scores, s)
         items = np.take_along_axis(cand, shown, axis=1)
         shown_logits = world.candidate_logits(seg, self.offsets[r], items)
         if fused is None:
@@ -392,12 +387,7 @@ class SessionBatch:
         cand = model.draw_candidates(n, c, rng)
         preds = model.rank(start, self.user_features[r], cand)
         scores = fuse(preds, w, spec.fusion.formula, world.beta)
-        if s < c:
-            top = np.argpartition(scores, c - s, axis=1)[:, c - s :]
-        else:
-            top = np.tile(np.arange(c), (n, 1))
-        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-        shown = np.take_along_axis(top, order, axis=1)
+        shown = _slate(scores, s)
         items = np.take_along_axis(cand, shown, axis=1)
         shown_preds = np.take_along_axis(preds, shown[:, :, None], axis=1).astype(np.float64)
         fb = model.sample_feedback(start, self.user_features[r], items, rng)
@@ -431,3 +421,22 @@ class SessionBatch:
                 int(self.users[row]), fbs[a:e].reshape(-1, n_fb), int(last_ts[row])
             )
         self._impressions = []
+
+
+def _slate(scores: npt.NDArray[np.floating], slate_size: int) -> npt.NDArray[np.intp]:
+    """Candidate positions of the top ``slate_size`` scores per request, best first.
+
+    Args:
+        scores: Fused scores, shape (n_requests, n_candidates).
+        slate_size: Items shown per request.
+
+    Returns:
+        Shape (n_requests, min(slate_size, n_candidates)).
+    """
+    n, c = scores.shape
+    if slate_size < c:
+        top = np.argpartition(scores, c - slate_size, axis=1)[:, c - slate_size :]
+    else:
+        top = np.tile(np.arange(c), (n, 1))
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1)
