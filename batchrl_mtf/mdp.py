@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -139,25 +140,84 @@ class Accounting:
         }
 
 
+def _gather(series: pd.Series, idx: IntArray) -> npt.NDArray[np.generic]:
+    """``series`` values at positions ``idx`` as a numpy array."""
+    if isinstance(series.dtype, np.dtype):
+        return series.to_numpy()[idx]
+    # extension dtypes (nullable ints, strings): gather first, so absent NAs do not change dtype
+    return series.array.take(idx).to_numpy()
+
+
 @dataclass(frozen=True)
 class Prepared:
-    """Validated logs, sorted in canonical order, with only the kept rows.
+    """Validated logs and which of their rows are kept, in canonical order.
+
+    The rows are not copied: :meth:`values` gathers a column of the kept rows (or of some of them)
+    on demand, so building per-request arrays touches only one row per request.
 
     Attributes:
-        frame: Kept rows sorted by (user, session start, session, ts, request, position).
-        session: Session id of each kept row (in ``frame`` order).
+        source: The logs as read (every row, input order).
+        order: Positions in ``source`` of the kept rows, sorted by (user, session start, session,
+            ts, request, position), shape (n_kept,).
+        source_session: Session id of every row of ``source`` (logged or from ``session_gap_s``).
         columns: The classified columns.
         accounting: Rows, requests and sessions read, kept and dropped by reason.
         problems: The problems found (empty when the logs are clean).
-        codes: Integer user/session/request codes of the kept rows, in ``frame`` order.
+        codes: Integer user/session/request codes of the kept rows, in canonical order.
     """
 
-    frame: pd.DataFrame
-    session: pd.Series
+    source: pd.DataFrame
+    order: IntArray
+    source_session: pd.Series
     columns: LogColumns
     accounting: Accounting
     problems: tuple[Problem, ...]
     codes: Codes
+
+    def values(
+        self,
+        column: str,
+        rows: IntArray | None = None,
+        dtype: npt.DTypeLike | None = None,
+    ) -> npt.NDArray[np.generic]:
+        """A column of the kept rows in canonical order.
+
+        Args:
+            column: Column name of ``source``.
+            rows: Positions into the canonical order, shape (m,); ``None`` = every kept row.
+            dtype: Convert to this dtype (after gathering, so only the gathered rows convert).
+
+        Returns:
+            Shape (n_kept,) or (m,).
+        """
+        idx = self.order if rows is None else self.order[rows]
+        out = _gather(self.source[column], idx)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def session_ids(self, rows: IntArray) -> npt.NDArray[np.generic]:
+        """Session id of some kept rows (positions into the canonical order), shape (m,)."""
+        return _gather(self.source_session, self.order[rows])
+
+    @cached_property
+    def frame(self) -> pd.DataFrame:
+        """The kept rows with the columns the dataset needs, in canonical order (a copy)."""
+        cols = self.columns
+        needed = [
+            "user_id",
+            "request_id",
+            "ts",
+            "position",
+            *cols.weight_columns,
+            *cols.user_features,
+            *cols.feedback,
+            *(["behavior_logp"] if cols.has_behavior_logp else []),
+        ]
+        return self.source[needed].take(self.order).reset_index(drop=True)
+
+    @cached_property
+    def session(self) -> pd.Series:
+        """Session id of each kept row, in canonical order."""
+        return self.source_session.take(self.order).reset_index(drop=True)
 
 
 def _sessionize(frame: pd.DataFrame, gap_s: float) -> pd.Series:
@@ -302,25 +362,15 @@ def raise_all_dropped(source: str, problems: Sequence[Problem]) -> None:
 def kept_rows(
     logs: LogFrame, checked: Checked, keep: BoolArrayT, accounting: Accounting
 ) -> Prepared:
-    """The kept rows with the columns the dataset needs, in canonical order."""
+    """The kept rows, in canonical order (positions into the logs; nothing is copied)."""
     codes = checked.codes
-    cols = checked.columns
-    needed = [
-        "user_id",
-        "request_id",
-        "ts",
-        "position",
-        *cols.weight_columns,
-        *cols.user_features,
-        *cols.feedback,
-        *(["behavior_logp"] if cols.has_behavior_logp else []),
-    ]
     kept_idx = np.flatnonzero(keep)
     order = kept_idx[_canonical_order(logs.frame, codes, kept_idx)]
     return Prepared(
-        frame=logs.frame[needed].take(order).reset_index(drop=True),
-        session=checked.session.take(order).reset_index(drop=True),
-        columns=cols,
+        source=logs.frame,
+        order=order,
+        source_session=checked.session,
+        columns=checked.columns,
         accounting=accounting,
         problems=checked.flags.problems,
         codes=Codes(
@@ -358,6 +408,18 @@ BoolArrayT = npt.NDArray[np.bool_]
 def account(codes: Codes, reason: npt.NDArray[np.int8]) -> tuple[BoolArrayT, Accounting]:
     """Which rows are kept (sessions with no flagged row) and the accounting by first reason."""
     n = len(reason)
+    if n and reason.max() < 0:  # clean logs: every row, request and session is kept
+        return np.ones(n, dtype=bool), Accounting(
+            rows_read=n,
+            rows_kept=n,
+            rows_dropped={},
+            requests_read=codes.n_requests,
+            requests_kept=codes.n_requests,
+            requests_dropped={},
+            sessions_read=codes.n_sessions,
+            sessions_kept=codes.n_sessions,
+            sessions_dropped={},
+        )
     # a session's reason is the first rule that flagged any of its rows
     sess_reason = np.full(codes.n_sessions, np.iinfo(np.int8).max, dtype=np.int16)
     has_sess = codes.session >= 0
@@ -399,34 +461,40 @@ def _canonical_order(frame: pd.DataFrame, codes: Codes, rows: IntArray) -> IntAr
     """Positions (into ``rows``) sorting them by (user, session start, session, ts, request,
     position).
 
-    Sessions are ranked first (a small sort), then rows are sorted by (session rank, ts, request,
-    position).
+    ``rows`` are validated rows (``ts`` and the session are constant within a request), so the
+    sort runs on requests first (sessions ranked by (user, start), requests by (session rank, ts,
+    request)) and then once on rows by (request rank, position).
     """
-    ts = frame["ts"].to_numpy(dtype=np.int64)[rows]
-    sess = codes.session[rows]
-    user = codes.user[rows]
+    n = len(rows)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    req = codes.request[rows]
+    pos = frame["position"].to_numpy(dtype=np.int64)[rows]
+    rep = np.full(codes.n_requests, -1, dtype=np.int64)
+    rep[req] = np.arange(n)  # one row of each request
+    req_ids = np.flatnonzero(rep >= 0)
+    rep = rows[rep[req_ids]]  # as positions in the frame
+    sess_r = codes.session[rep]
+    ts_r = frame["ts"].to_numpy(dtype=np.int64)[rep]
     start = np.full(codes.n_sessions, np.iinfo(np.int64).max)
-    np.minimum.at(start, sess, ts)
+    np.minimum.at(start, sess_r, ts_r)
     owner = np.zeros(codes.n_sessions, dtype=np.int64)
-    owner[sess] = user
+    owner[sess_r] = codes.user[rep]
     present = np.flatnonzero(start < np.iinfo(np.int64).max)
     ranked = present[np.lexsort((present, start[present], owner[present]))]
-    rank = np.empty(codes.n_sessions, dtype=np.int64)
-    rank[ranked] = np.arange(len(ranked))
-    pos = frame["position"].to_numpy(dtype=np.int64)[rows]
-    req = codes.request[rows]
-    lo = int(ts.min()) if len(ts) else 0
-    ts_span = (int(ts.max()) - lo + 1) if len(ts) else 1
-    pos_span = (int(pos.max()) + 1) if len(pos) else 1
-    if len(ranked) * ts_span < 2**62 and (codes.n_requests + 1) * pos_span < 2**62:
-        major = rank[sess] * ts_span + (ts - lo)
-        minor = req * pos_span + pos
-        if bool(np.all(major[1:] >= major[:-1])):
-            tie = major[1:] == major[:-1]
-            if not np.any(tie & (minor[1:] < minor[:-1])):
-                return np.arange(len(rows), dtype=np.int64)  # already in canonical order
-        return np.lexsort((minor, major)).astype(np.int64)
-    return np.lexsort((pos, req, ts, rank[sess])).astype(np.int64)
+    sess_rank = np.empty(codes.n_sessions, dtype=np.int64)
+    sess_rank[ranked] = np.arange(len(ranked))
+    req_order = req_ids[np.lexsort((req_ids, ts_r, sess_rank[sess_r]))]
+    req_rank = np.zeros(codes.n_requests, dtype=np.int64)
+    req_rank[req_order] = np.arange(len(req_order))
+    row_rank = req_rank[req]
+    pos_span = int(pos.max()) + 1
+    if (len(req_order) + 1) * pos_span >= 2**62:  # pragma: no cover - astronomically large
+        return np.lexsort((pos, row_rank)).astype(np.int64)
+    key = row_rank * pos_span + pos
+    if bool(np.all(key[1:] >= key[:-1])):
+        return np.arange(n, dtype=np.int64)  # already in canonical order
+    return np.argsort(key, kind="stable").astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -489,10 +557,9 @@ def compute_transitions(
     prepared: Prepared, reward: RewardConfig, config: DatasetConfig
 ) -> Transitions:
     """Turn prepared logs into per-request transitions (states, actions, rewards, episode ends)."""
-    frame = prepared.frame
     cols = prepared.columns
     feedback = config.features.feedback or cols.feedback
-    n_rows = len(frame)
+    n_rows = len(prepared.order)
     req_codes = prepared.codes.request
     row_first = _segment_first(req_codes)
     first_rows = np.flatnonzero(row_first)
@@ -505,19 +572,16 @@ def compute_transitions(
     req_first_in_session = _segment_first(sess_of_req)
     session_start_req = np.maximum.accumulate(np.where(req_first_in_session, np.arange(n_req), 0))
     step = np.arange(n_req) - session_start_req
-    ts = frame["ts"].to_numpy(dtype=np.int64)
-    ts_req = ts[first_rows]
+    ts_req = prepared.values("ts", first_rows, np.int64).astype(np.int64, copy=False)
 
-    fb_rows = (
-        np.column_stack([frame[c].to_numpy(dtype=np.float64) for c in feedback])
-        if feedback
-        else np.zeros((n_rows, 0))
-    )
-    fb_req = (
-        np.add.reduceat(fb_rows, first_rows, axis=0)
-        if n_rows and feedback
-        else np.zeros((n_req, 0))
-    )
+    # feedback per row, one contiguous column each (gathered in the column's own dtype, then
+    # converted), and per request
+    fb_rows = np.empty((n_rows, len(feedback)), dtype=np.float64, order="F")
+    fb_req = np.empty((n_req, len(feedback)), dtype=np.float64, order="F")
+    for j, c in enumerate(feedback):
+        fb_rows[:, j] = prepared.values(c)
+        if n_rows:
+            fb_req[:, j] = np.add.reduceat(fb_rows[:, j], first_rows)
     if feedback:
         inclusive = pd.DataFrame(fb_req).groupby(sess_of_req, sort=False).cumsum().to_numpy()
         # exclusive sums by shifting (not by subtracting, which would let request t's own
@@ -543,12 +607,20 @@ def compute_transitions(
     lo = np.maximum(u0, a - hist_n)
     count = (a - lo).astype(np.float64)
     if feedback:
-        csum = pd.DataFrame(fb_rows).groupby(row_user, sort=False).cumsum().to_numpy()
-        csum0 = np.vstack(
-            [np.zeros((1, len(feedback))), csum]
-        )  # csum0[i] = sum of rows < i (same user)
-        upto_a = np.where((a > u0)[:, None], csum0[a], 0.0)
-        upto_lo = np.where((lo > u0)[:, None], csum0[lo], 0.0)
+        # The user's prefix sums are needed at the cut points only (user starts, window starts,
+        # session starts): sum the rows between consecutive cuts (every user start is a cut, so
+        # no segment spans two users), then take exclusive running sums per user.
+        cuts = np.unique(np.concatenate([u0, lo, a]))
+        seg = np.empty((len(cuts), len(feedback)), dtype=np.float64, order="F")
+        for j in range(len(feedback)):
+            seg[:, j] = np.add.reduceat(fb_rows[:, j], cuts)
+        seg_user = row_user[cuts]
+        inclusive_seg = pd.DataFrame(seg).groupby(seg_user, sort=False).cumsum().to_numpy()
+        before = np.zeros_like(seg)  # sum of the user's rows before each cut (shift, not subtract)
+        before[1:] = inclusive_seg[:-1]
+        before[_segment_first(seg_user)] = 0.0
+        upto_a = before[np.searchsorted(cuts, a)]
+        upto_lo = before[np.searchsorted(cuts, lo)]
         with np.errstate(invalid="ignore", divide="ignore"):
             rates_sess = np.where(count[:, None] > 0, (upto_a - upto_lo) / count[:, None], 0.0)
     else:
@@ -561,9 +633,7 @@ def compute_transitions(
     sess_index_of_req = np.cumsum(req_first_in_session) - 1
 
     user_feats = (
-        np.column_stack(
-            [frame[c].to_numpy(dtype=np.float64)[first_rows] for c in cols.user_features]
-        )
+        np.column_stack([prepared.values(c, first_rows, np.float64) for c in cols.user_features])
         if cols.user_features
         else np.zeros((n_req, 0))
     )
@@ -579,9 +649,17 @@ def compute_transitions(
     )
     obs = assemble(parts, config.features)
     actions = np.column_stack(
-        [frame[c].to_numpy(dtype=np.float64)[first_rows] for c in cols.weight_columns]
+        [prepared.values(c, first_rows, np.float64) for c in cols.weight_columns]
     )
-    reward_cols = {c: frame[c].to_numpy(dtype=np.float64) for c in reward.columns()}
+    fb_index = {c: j for j, c in enumerate(feedback)}
+    reward_cols = {
+        c: (
+            fb_rows[:, fb_index[c]]
+            if c in fb_index
+            else prepared.values(c, None, np.float64).astype(np.float64, copy=False)
+        )
+        for c in reward.columns()
+    }
     parts_r = request_reward(reward, reward_cols, request_of_row, n_req)
     last = np.concatenate([req_first_in_session[1:], [True]]) if n_req else np.zeros(0, dtype=bool)
     timeout = np.zeros(n_req, dtype=bool)
@@ -589,7 +667,7 @@ def compute_transitions(
         timeout = last & (ts_req >= config.window_end_ms - config.window_margin_s * 1000.0)
     terminal = last & ~timeout
     blogp = (
-        frame["behavior_logp"].to_numpy(dtype=np.float64)[first_rows]
+        prepared.values("behavior_logp", first_rows, np.float64).astype(np.float64, copy=False)
         if cols.has_behavior_logp
         else np.full(n_req, np.nan)
     )
@@ -600,9 +678,9 @@ def compute_transitions(
         config=config.features,
     )
     return Transitions(
-        user_id=frame["user_id"].to_numpy()[first_rows],
-        session_id=prepared.session.to_numpy()[first_rows],
-        request_id=frame["request_id"].to_numpy()[first_rows],
+        user_id=prepared.values("user_id", first_rows),
+        session_id=prepared.session_ids(first_rows),
+        request_id=prepared.values("request_id", first_rows),
         step=step.astype(np.int64),
         ts_ms=ts_req,
         observations=obs,

@@ -234,12 +234,25 @@ class _Groups:
         bad[self.sorted_codes[1:][bad_pairs]] = True
         return bad[np.where(self.codes >= 0, self.codes, self.n_groups)] & (self.codes >= 0)
 
-    def nonconstant(self, values: npt.NDArray[np.float64]) -> BoolArray:
-        """Rows of groups whose finite ``values`` are not all equal."""
+    def nonconstant(
+        self, values: npt.NDArray[np.generic], valid: BoolArray | None = None
+    ) -> BoolArray:
+        """Rows of groups whose ``values`` are not all equal, comparing only valid rows.
+
+        Args:
+            values: Shape (n_rows,).
+            valid: Which rows take part, shape (n_rows,); ``None`` = the finite ones.
+        """
         v = self.take(values)
-        finite = np.isfinite(v)
-        diff = (v[1:] != v[:-1]) & self.same_as_prev & finite[1:] & finite[:-1]
+        ok = np.isfinite(v) if valid is None else self.take(valid)
+        diff = (v[1:] != v[:-1]) & self.same_as_prev & ok[1:] & ok[:-1]
         return self.rows_of(diff)
+
+
+def _is_plain_int(frame: pd.DataFrame, col: str) -> bool:
+    """A numpy integer or boolean column (it cannot hold NaN, inf or fractions)."""
+    dtype = frame[col].dtype
+    return isinstance(dtype, np.dtype) and dtype.kind in "iub"
 
 
 def _numeric(frame: pd.DataFrame, col: str) -> npt.NDArray[np.float64]:
@@ -266,6 +279,10 @@ class _Collector:
         else:  # pragma: no cover - codes built without values
             values = pd.unique(self.frame["request_id"].iloc[rows].dropna())
         return tuple(v.item() if isinstance(v, np.generic) else v for v in list(values))
+
+    def skip(self) -> None:
+        """A check that found nothing without building its mask (keeps check numbering)."""
+        self.seq += 1
 
     def flag(self, rule: str, column: str, mask: BoolArray, expected: str, found: str) -> None:
         seq = self.seq
@@ -324,12 +341,22 @@ def validate_rows(
         + list(columns.user_features)
         + [c for c in ("behavior_logp", "duration") if c in frame.columns]
     )
+    # Fast paths for clean columns (one reduction, no mask): integer columns cannot hold NaN or
+    # inf, and a float column whose sum is finite holds no NaN or inf.
     for c in finite_cols:
-        col.flag("non_finite", c, ~np.isfinite(_numeric(frame, c)), "finite numbers", "NaN or inf")
+        if _is_plain_int(frame, c) or np.isfinite(_numeric(frame, c).sum()):
+            col.skip()
+        else:
+            col.flag(
+                "non_finite", c, ~np.isfinite(_numeric(frame, c)), "finite numbers", "NaN or inf"
+            )
 
     # prob_range
     for c in columns.pred_columns:
         v = _numeric(frame, c)
+        if len(v) == 0 or (v.min() >= 0 and v.max() <= 1):  # NaN fails both comparisons
+            col.skip()
+            continue
         col.flag(
             "prob_range", c, (v < 0) | (v > 1), "probabilities in [0, 1]", "values outside [0, 1]"
         )
@@ -337,19 +364,35 @@ def validate_rows(
     # negative_value
     for c in ("watch_time", "duration"):
         if c in finite_cols:
-            col.flag("negative_value", c, _numeric(frame, c) < 0, "values >= 0", "negative values")
-    pos = _numeric(frame, "position")
-    col.flag("negative_value", "position", pos < 0, "an integer rank >= 0", "negative positions")
-    col.flag(
-        "negative_value",
-        "position",
-        np.isfinite(pos) & (pos != np.floor(np.where(np.isfinite(pos), pos, 0))),
-        "an integer rank >= 0",
-        "fractional positions",
-    )
+            v = _numeric(frame, c)
+            if len(v) == 0 or v.min() >= 0:
+                col.skip()
+            else:
+                col.flag("negative_value", c, v < 0, "values >= 0", "negative values")
+    pos: npt.NDArray[np.int64] | npt.NDArray[np.float64]
+    if _is_plain_int(frame, "position"):
+        pos_int = frame["position"].to_numpy(dtype=np.int64)
+        col.flag(
+            "negative_value", "position", pos_int < 0, "an integer rank >= 0", "negative positions"
+        )
+        col.skip()  # integers are never fractional
+        pos_key = np.where(pos_int >= 0, pos_int, 0)
+        pos = pos_int
+    else:
+        pos = _numeric(frame, "position")
+        col.flag(
+            "negative_value", "position", pos < 0, "an integer rank >= 0", "negative positions"
+        )
+        col.flag(
+            "negative_value",
+            "position",
+            np.isfinite(pos) & (pos != np.floor(np.where(np.isfinite(pos), pos, 0))),
+            "an integer rank >= 0",
+            "fractional positions",
+        )
+        pos_key = np.where(np.isfinite(pos) & (pos >= 0), pos, 0).astype(np.int64)
 
     # weights_differ
-    pos_key = np.where(np.isfinite(pos) & (pos >= 0), pos, 0).astype(np.int64)
     by_request = _Groups(codes.request, codes.n_requests, pos_key)
     for c in [*columns.weight_columns, *(["behavior_logp"] if columns.has_behavior_logp else [])]:
         mask = by_request.nonconstant(_numeric(frame, c))
@@ -358,17 +401,15 @@ def validate_rows(
         )
 
     # request_conflict
-    for name, values in (
-        ("ts", np.where(ts_missing, np.nan, ts.astype(np.float64))),
-        ("user_id", np.where(codes.user >= 0, codes.user, -1).astype(np.float64)),
-        ("session_id", np.where(codes.session >= 0, codes.session, -1).astype(np.float64)),
+    for name, values, valid in (
+        ("ts", ts, ~ts_missing),
+        ("user_id", codes.user, codes.user >= 0),
+        ("session_id", codes.session, codes.session >= 0),
     ):
-        if name != "ts":
-            values[values < 0] = np.nan
         col.flag(
             "request_conflict",
             name,
-            by_request.nonconstant(values),
+            by_request.nonconstant(values, valid),
             f"one {name} per request",
             f"several {name} values in a request",
         )
@@ -390,9 +431,7 @@ def validate_rows(
 
     # session_user_conflict
     by_session = _Groups(codes.session, codes.n_sessions)
-    users = np.where(codes.user >= 0, codes.user, -1).astype(np.float64)
-    users[users < 0] = np.nan
-    mask = by_session.nonconstant(users)
+    mask = by_session.nonconstant(codes.user, codes.user >= 0)
     col.flag(
         "session_user_conflict",
         "session_id",

@@ -84,6 +84,9 @@ CASES = [
     ("prob_range", "pred_click", _set("pred_click", -0.1)),
     ("negative_value", "watch_time", _set("watch_time", -3.0)),
     ("negative_value", "position", _set("position", -1)),
+    ("negative_value", "position", _set("position", -1.0)),  # a float-typed position column
+    ("negative_value", "position", _set("position", 2.5)),  # fractional rank
+    ("non_finite", "w_like", _set("w_like", -np.inf)),
     ("weights_differ", "w_click", _weights_differ),
     ("request_conflict", "ts", _ts_conflict),
     ("duplicate_position", "position", _duplicate_position),
@@ -192,3 +195,24 @@ def test_examples_capped_at_five(tmp_path: Path, logs: pd.DataFrame, reward: Rew
     (p,) = [p for p in info.value.problems if p.rule == "prob_range"]
     assert len(p.examples) == 5
     assert p.n_rows == len(bad)
+
+
+def test_clean_fast_paths_do_not_hide_or_invent_problems(
+    tmp_path: Path, logs: pd.DataFrame, reward: RewardConfig
+) -> None:
+    """Huge finite values (whose column sum overflows) are not flagged; float-typed integer
+    positions give the same dataset as integer ones."""
+    huge = logs.copy()
+    huge["u_activity"] = np.where(np.arange(len(huge)) % 2 == 0, 1e308, -1e308)
+    huge.to_parquet(tmp_path / "huge.parquet", index=False)
+    report = build_dataset([tmp_path / "huge.parquet"], reward, tmp_path / "ds_huge")
+    assert report["accounting"]["rows"]["kept"] == len(logs)  # type: ignore[index]
+
+    as_float = logs.assign(position=logs["position"].astype("float64"))
+    logs.to_parquet(tmp_path / "int.parquet", index=False)
+    as_float.to_parquet(tmp_path / "float.parquet", index=False)
+    build_dataset([tmp_path / "int.parquet"], reward, tmp_path / "ds_int")
+    build_dataset([tmp_path / "float.parquet"], reward, tmp_path / "ds_float")
+    a = pd.read_parquet(tmp_path / "ds_int" / "transitions.parquet")
+    b = pd.read_parquet(tmp_path / "ds_float" / "transitions.parquet")
+    pd.testing.assert_frame_equal(a, b)
