@@ -27,8 +27,17 @@ from batchrl_mtf.learned import (
     fit_leave_model,
     make_env,
 )
-from batchrl_mtf.learned.leave import log_loss
-from batchrl_mtf.sim import World, feature_names_of, load_spec, make_policy, run_sessions
+from batchrl_mtf.learned.leave import filtered_probability, fit_leave_mixture, log_loss
+from batchrl_mtf.learned.runtime import leave_feature_names, recent_feedback
+from batchrl_mtf.sim import (
+    SimPolicy,
+    World,
+    feature_names_of,
+    load_spec,
+    make_policy,
+    run_sessions,
+)
+from batchrl_mtf.sim.engine import SessionBatch, UserPool
 
 REWARD = Path(__file__).resolve().parents[1] / "envs" / "reward_default.toml"
 N_LOGGED = 300
@@ -49,6 +58,20 @@ TOLERANCE = {
 # means within 22 %. So: the median correlation over tasks, and every mean.
 DISTIL_MEDIAN_CORR = 0.5
 DISTIL_MEAN_REL = 0.3
+
+
+def _production(spec_path: Path) -> SimPolicy:
+    world = World(load_spec(spec_path))
+    return make_policy(
+        "production",
+        world.tasks,
+        feature_names_of(world),
+        world.production,
+        world.low,
+        world.high,
+        0.1,
+        0.1,
+    )
 
 
 def _simulate(n: int, seed: int) -> pd.DataFrame:
@@ -465,6 +488,7 @@ def test_cli_make_env_then_rollout_and_simulate(logs_path: Path, tmp_path: Path)
         (["--beta", "0.1,0.2"], r"--beta: expected 1 or 6 values"),
         (["--action-bounds", "0"], r"--action-bounds: expected LO,HI"),
         (["--predictor", "nope"], r"--predictor: nope: not a predictor artefact directory"),
+        (["--leave-l2", "1,2"], r"--leave-l2: expected 'auto' or one number"),
     ],
 )
 def test_cli_errors_are_one_line(
@@ -479,3 +503,176 @@ def test_cli_errors_are_one_line(
     import re
 
     assert re.search(match, res.output), res.output
+
+
+# ----------------------------------------------------------- leave-model inputs (issue 9 follow-up)
+
+
+def test_recent_feedback_is_a_decayed_sum_that_restarts_with_each_session() -> None:
+    fb = np.array([[1.0, 0.0], [2.0, 1.0], [0.0, 4.0], [5.0, 5.0], [1.0, 0.0]])
+    step = np.array([0, 1, 2, 0, 1])
+    got = recent_feedback(fb, step, 0.5)
+    want = np.array([[1.0, 0.0], [2.5, 1.0], [1.25, 4.5], [5.0, 5.0], [3.5, 2.5]])
+    np.testing.assert_allclose(got, want)
+    np.testing.assert_allclose(recent_feedback(fb, step, 0.0), fb)
+
+
+def test_leave_feature_names_add_recency_and_weights_in_order() -> None:
+    names = leave_feature_names(("s",), ("click", "like"), recency=True, tasks=("click",))
+    assert names == (
+        "s",
+        "req_click",
+        "req_like",
+        "recent_click",
+        "recent_like",
+        "w_click",
+        "recent_w_click",
+    )
+    assert leave_feature_names(("s",), ("click",)) == ("s", "req_click")
+
+
+def test_leave_model_recency_and_action_inputs_round_trip_and_old_formats_load() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((5000, 3))
+    y = (rng.random(5000) < 1 / (1 + np.exp(1.5 - 0.7 * x[:, 2]))).astype(float)
+    names = ("a", "req_click", "w_click")
+    m = fit_leave_model(x, y, names, l2=0.0, recency_decay=0.85, action_inputs=True, exclude=[0])
+    assert m.coef[0] == 0.0  # an excluded input has no effect
+    doc = json.loads(json.dumps(m.to_json({})))
+    assert doc["format"] == "batchrl-mtf-leave@3"
+    back = LeaveModel.from_json(doc, "t")
+    assert back.recency_decay == 0.85 and back.action_inputs
+    np.testing.assert_allclose(back.probability(x[:50]), m.probability(x[:50]))
+    old = {k: v for k, v in doc.items() if k not in ("recency_decay", "action_inputs")}
+    old["format"] = "batchrl-mtf-leave@2"
+    v2 = LeaveModel.from_json(old, "t")
+    assert v2.recency_decay is None and not v2.action_inputs
+    bad = dict(doc, recency_decay=1.5)
+    with pytest.raises(ConfigError, match="recency_decay in"):
+        LeaveModel.from_json(bad, "t")
+
+
+def _two_class_sessions(n_sessions: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Sessions whose hidden class (shown noisily by input 0) decides how leaving responds to
+    input 1: class 1 leaves when input 1 is high, class 0 when it is low."""
+    rng = np.random.default_rng(seed)
+    xs, ys, sess, steps = [], [], [], []
+    for s in range(n_sessions):
+        cls = rng.random() < 0.4
+        hint = (1.0 if cls else -1.0) + 0.8 * rng.standard_normal()
+        for t in range(30):
+            f = rng.standard_normal()
+            logit = -2.5 + (1.5 * f if cls else -1.5 * f)
+            xs.append([hint, f])
+            sess.append(s)
+            steps.append(t)
+            left = rng.random() < 1 / (1 + np.exp(-logit))
+            ys.append(float(left))
+            if left:
+                break
+    return np.array(xs), np.array(ys), np.array(sess), np.array(steps)
+
+
+def test_leave_mixture_finds_hidden_classes_and_is_calibrated() -> None:
+    x, y, sess, _ = _two_class_sessions(3000, 4)
+    names = ("u_hint", "req_f")
+    single = fit_leave_model(x, y, names)
+    mix, _ = fit_leave_mixture(x, y, sess, names, 2, gate=[0], n_iter=40, seed=0)
+    assert mix.mixture is not None and mix.mixture.n_classes == 2
+    # the two classes respond to the feedback input in opposite directions
+    slopes = mix.mixture.coef[:, 1] / mix.std[1]
+    assert slopes.min() < -0.8 and slopes.max() > 0.8
+    xt, yt, _, st = _two_class_sessions(2000, 5)
+    p_mix = filtered_probability(mix, xt, st)
+    assert log_loss(p_mix, yt) < log_loss(single.probability(xt), yt) - 0.005
+    assert abs(p_mix.mean() - yt.mean()) < 0.01
+    # classes drawn from the gate follow its probabilities; the JSON round trip keeps them
+    gate = mix.class_probabilities(xt)
+    draws = mix.draw_classes(xt, np.random.default_rng(0))
+    np.testing.assert_allclose(
+        np.bincount(draws, minlength=2) / len(draws), gate.mean(axis=0), atol=0.02
+    )
+    back = LeaveModel.from_json(json.loads(json.dumps(mix.to_json({}))), "t")
+    np.testing.assert_allclose(
+        back.probability(xt[:40], draws[:40]), mix.probability(xt[:40], draws[:40])
+    )
+    with pytest.raises(ValueError, match="needs each row's class"):
+        mix.probability(xt[:5])
+    broken = mix.to_json({})
+    broken["mixture"] = dict(broken["mixture"], intercept=[0.0])  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="mixture"):
+        LeaveModel.from_json(broken, "t")
+
+
+def test_learned_env_feeds_decayed_sums_and_weights_to_its_leave_model(
+    learned: tuple[Path, dict],  # type: ignore[type-arg]
+) -> None:
+    spec_path, _ = learned
+    world = World(load_spec(spec_path))
+    model = world.learned
+    assert model is not None
+    leave = model.leave
+    assert leave.recency_decay == LearnedEnvConfig().leave_recency_decay
+    assert leave.action_inputs
+    assert {"recent_click", "w_click", "recent_w_longview"} <= set(leave.features)
+    # the running state of a batch: recent = decay * recent + this request's sums
+    users = model.users_at(np.arange(8, dtype=np.int64))
+    pool = UserPool(world, users, world.spec.features.hist_n)
+    batch = SessionBatch(world, pool, np.arange(8, dtype=np.int64), np.random.default_rng(0))
+    w1 = np.full((8, 6), 0.5)
+    w2 = np.tile(np.array([2.0, 0.0, 0.0, 0.0, 0.0, 0.0]), (8, 1))
+    r1 = batch.step(w1, np.arange(8, dtype=np.int64))
+    alive = np.flatnonzero(batch.active)
+    assert len(alive)
+    r2 = batch.step(w2[alive], alive)
+    d = leave.recency_decay
+    assert d is not None
+    want = d * r1.feedback.sum(axis=1)[alive] + r2.feedback.sum(axis=1)
+    np.testing.assert_allclose(batch.recent_sums[alive], want)
+    np.testing.assert_allclose(batch.recent_actions[alive], d * w1[alive] + w2[alive])
+    # the weights reach the leave probability
+    obs = batch.observe(alive)
+    fb = r2.feedback.sum(axis=1)
+    cls = np.zeros(len(alive), dtype=np.int64)
+    p_a = model.leave_probability(
+        obs, fb, batch.recent_sums[alive], cls, w2[alive], batch.recent_actions[alive]
+    )
+    p_b = model.leave_probability(
+        obs, fb, batch.recent_sums[alive], cls, w1[alive], d * w1[alive] + w1[alive]
+    )
+    assert np.abs(p_a - p_b).max() > 1e-4
+    with pytest.raises(ValueError, match="weights"):
+        model.leave_probability(obs, fb, batch.recent_sums[alive], cls)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("leave_recency_decay", 1.0, "leave_recency_decay"),
+        ("leave_recency_decay", -0.1, "leave_recency_decay"),
+        ("leave_classes", 0, "leave_classes"),
+        ("leave_em_iterations", 0, "leave_em_iterations"),
+    ],
+)
+def test_leave_options_are_validated(field: str, value: float, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        LearnedEnvConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_cli_leave_options_reach_the_saved_leave_model(logs_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "envs" / "opts.toml"
+    args = ["make-env", str(logs_path), "--reward", str(REWARD), "--out", str(out)]
+    args += ["--n-candidates", "30", "--replay-sessions", "50", "--no-leave-actions"]
+    args += ["--leave-recency", "0", "--leave-l2", "5", "--leave-classes", "2"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "l2 5" in res.output
+    doc = json.loads((tmp_path / "envs" / "opts" / "leave_model.json").read_text())
+    assert doc["recency_decay"] is None
+    assert doc["action_inputs"] is False
+    assert doc["l2"] == 5.0
+    assert len(doc["mixture"]["intercept"]) == 2
+    assert not any(f.startswith(("recent_", "w_")) for f in doc["features"])
+    # the mixture world steps (classes drawn at the start of each session)
+    stats, _ = run_sessions(World(load_spec(out)), _production(out), 20, 0)
+    assert len(stats.returns) == 20

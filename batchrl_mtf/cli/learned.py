@@ -84,6 +84,39 @@ __all__ = ["COMMANDS", "make_env_command"]
     help="Architecture of the fitted predictors.",
 )
 @click.option("--epochs", "n_epochs", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option(
+    "--leave-recency",
+    type=click.FloatRange(min=0.0, max=1.0, max_open=True),
+    default=0.85,
+    show_default=True,
+    help="Decay of the leave model's recent_* inputs (decayed feedback and weight sums); 0 = none.",
+)
+@click.option(
+    "--leave-actions/--no-leave-actions",
+    default=True,
+    show_default=True,
+    help="Give the leave model the request's weights (and their decayed sums).",
+)
+@click.option(
+    "--leave-session-sums/--no-leave-session-sums",
+    default=True,
+    show_default=True,
+    help="Keep the running session_*/prev_* sums among the leave model's inputs.",
+)
+@click.option(
+    "--leave-classes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Latent user classes of the leave model (a mixture fitted by EM when > 1).",
+)
+@click.option(
+    "--leave-l2",
+    default="auto",
+    show_default=True,
+    help="L2 penalty of the leave model, or auto (chosen from 1, 10, 100, 1000 by validation "
+    "log-loss on the training sessions).",
+)
 @click.option("--replay-sessions", type=click.IntRange(min=1), default=2000, show_default=True)
 @click.option("--session-gap", type=float, default=None, help="As build-dataset --session-gap.")
 @click.option(
@@ -105,6 +138,11 @@ def make_env_command(
     action_bounds: str | None,
     model: str,
     n_epochs: int,
+    leave_recency: float,
+    leave_actions: bool,
+    leave_session_sums: bool,
+    leave_classes: int,
+    leave_l2: str,
     replay_sessions: int,
     session_gap: float | None,
     on_error: str,
@@ -139,11 +177,22 @@ def make_env_command(
         "beta": list(parse_float_list(beta, "--beta")),
         "model": model,
         "n_epochs": n_epochs,
+        "leave_recency_decay": leave_recency,
+        "leave_action_inputs": leave_actions,
+        "leave_session_sums": leave_session_sums,
+        "leave_classes": leave_classes,
         "replay_sessions": replay_sessions,
         "session_gap_s": session_gap,
         "on_error": on_error,
         "seed": seed,
     }
+    if leave_l2 != "auto":
+        l2 = parse_float_list(leave_l2, "--leave-l2")
+        if len(l2) != 1:
+            from batchrl_mtf.errors import ConfigError
+
+            raise ConfigError(f"--leave-l2: expected 'auto' or one number, found {leave_l2!r}")
+        mapping["leave_l2"] = l2[0]
     if production is not None:
         mapping["production"] = list(parse_float_list(production, "--production"))
     if action_bounds is not None:
@@ -161,7 +210,7 @@ def make_env_command(
     click.echo(
         f"leave model (held-out sessions): mean predicted {leave['mean_predicted']:.4f}, "
         f"observed {leave['observed']:.4f}, log-loss {leave['log_loss']:.4f} "
-        f"(constant {leave['log_loss_constant']:.4f})"
+        f"(constant {leave['log_loss_constant']:.4f}), l2 {leave['l2']:g}"
     )
     echo_json_path("env", res.spec_path)
     echo_json_path("validation", res.artefacts / "validation.json")

@@ -9,17 +9,19 @@ artefacts (item catalogue, start states, ranker, response model, leave model); t
 from __future__ import annotations
 
 from batchrl_mtf.learned.fit import LearnedEnvConfig, MakeEnvResult, make_env
-from batchrl_mtf.learned.leave import calibration_table, fit_leave_model
-from batchrl_mtf.learned.runtime import LearnedModel, LeaveModel
+from batchrl_mtf.learned.leave import calibration_table, fit_leave_mixture, fit_leave_model
+from batchrl_mtf.learned.runtime import LearnedModel, LeaveMixture, LeaveModel
 from batchrl_mtf.learned.validate import LoggedSessions, format_replay, replay_check
 
 __all__ = [
     "LearnedEnvConfig",
     "LearnedModel",
+    "LeaveMixture",
     "LeaveModel",
     "LoggedSessions",
     "MakeEnvResult",
     "calibration_table",
+    "fit_leave_mixture",
     "fit_leave_model",
     "format_replay",
     "make_env",

@@ -30,7 +30,6 @@ import numpy.typing as npt
 import pandas as pd
 
 from batchrl_mtf.config import config_to_dict, require
-from batchrl_mtf.dataset import session_split
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.features import FeatureConfig
 from batchrl_mtf.io import (
@@ -40,13 +39,8 @@ from batchrl_mtf.io import (
     hash_files,
     package_versions,
 )
-from batchrl_mtf.learned.leave import (
-    calibration_table,
-    fit_leave_model,
-    log_loss,
-    segment_feedback_pairs,
-)
-from batchrl_mtf.learned.runtime import RESPONSES_FORMAT, leave_feature_names
+from batchrl_mtf.learned.leave import LeaveData, fit_leave_on_logs
+from batchrl_mtf.learned.runtime import RESPONSES_FORMAT
 from batchrl_mtf.learned.validate import LoggedSessions, format_replay, replay_check
 from batchrl_mtf.mdp import (
     DatasetConfig,
@@ -95,11 +89,28 @@ class LearnedEnvConfig:
             from the logged catalogue (at least the slate size).
         min_id_count: Ids seen fewer times map to the predictors' unknown id (less memorisation
             of rarely seen items).
-        leave_l2: L2 penalty of the leave model's standardised coefficients.
+        leave_l2: L2 penalty of the leave model's standardised coefficients; ``None``: chosen
+            from ``leave_l2_grid`` by log-loss on a validation part of the training sessions.
+        leave_l2_grid: Candidate penalties of the automatic choice.
         leave_interactions: Add products of the user-revealing inputs (``u_*``,
             ``hist_<fb>_rate``) with the session's and request's feedback and depth to the
             leave model (:func:`batchrl_mtf.learned.leave.segment_feedback_pairs`).
         leave_holdout: Share of sessions held out to report the leave model's calibration.
+        leave_recency_decay: Decay of the leave model's ``recent_<fb>`` inputs, the session's
+            exponentially decayed feedback sums up to this request
+            (:func:`batchrl_mtf.learned.runtime.recent_feedback`); 0 = no recency inputs.
+        leave_session_sums: Keep the state's running sums (``session_<fb>``, ``prev_<fb>``,
+            ``session_elapsed_s``) among the leave model's inputs; ``False`` leaves them out
+            (coefficient 0), so leaving reads the session's feedback only through the decayed
+            ``recent_<fb>`` sums, depth and the request itself.
+        leave_action_inputs: Give the leave model the request's fusion weights ``w_<task>`` and
+            their decayed sums ``recent_w_<task>`` (with a recency decay), interacted with the
+            user-revealing inputs. The logged weights are randomised by the logging policy's
+            exploration, so their effect on leaving is not confounded by who the user is, unlike
+            the realised feedback's.
+        leave_classes: Latent user classes of the leave model (1: one logistic regression; more:
+            a mixture fitted by EM, :func:`batchrl_mtf.learned.leave.fit_leave_mixture`).
+        leave_em_iterations: EM iterations of a mixture leave model.
         replay_sessions: Logged sessions replayed by the replay check.
         seed: Seed of the predictors (ranker ``seed``, response model ``seed + 1``) and the check.
         hist_n: ``hist_<fb>_rate`` window (as ``build-dataset --hist-n``).
@@ -119,9 +130,15 @@ class LearnedEnvConfig:
     ranker_targets: Literal["auto", "pred", "labels"] = "auto"
     catalogue_size: int | None = None
     min_id_count: int = 1
-    leave_l2: float = 1.0
+    leave_l2: float | None = None
+    leave_l2_grid: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)
     leave_interactions: bool = True
     leave_holdout: float = 0.2
+    leave_recency_decay: float = 0.85
+    leave_session_sums: bool = True
+    leave_action_inputs: bool = True
+    leave_classes: int = 1
+    leave_em_iterations: int = 40
     replay_sessions: int = 2000
     seed: int = 0
     hist_n: int = 500
@@ -160,11 +177,33 @@ class LearnedEnvConfig:
             f"expected >= 1, found {self.catalogue_size}",
         )
         require(self.min_id_count >= 1, "min_id_count", f"expected >= 1, found {self.min_id_count}")
-        require(self.leave_l2 >= 0, "leave_l2", f"expected >= 0, found {self.leave_l2}")
+        require(
+            self.leave_l2 is None or self.leave_l2 >= 0,
+            "leave_l2",
+            f"expected >= 0 or None (automatic), found {self.leave_l2}",
+        )
+        require(
+            len(self.leave_l2_grid) >= 1 and all(v >= 0 for v in self.leave_l2_grid),
+            "leave_l2_grid",
+            f"expected at least one penalty >= 0, found {list(self.leave_l2_grid)}",
+        )
         require(
             0 < self.leave_holdout < 1,
             "leave_holdout",
             f"expected a share in (0, 1), found {self.leave_holdout}",
+        )
+        require(
+            0 <= self.leave_recency_decay < 1,
+            "leave_recency_decay",
+            f"expected a decay in [0, 1), found {self.leave_recency_decay}",
+        )
+        require(
+            self.leave_classes >= 1, "leave_classes", f"expected >= 1, found {self.leave_classes}"
+        )
+        require(
+            self.leave_em_iterations >= 1,
+            "leave_em_iterations",
+            f"expected >= 1, found {self.leave_em_iterations}",
         )
         require(
             self.replay_sessions >= 1,
@@ -476,32 +515,23 @@ def make_env(
     # ---- leave model (the last request of sessions at the longest logged length is censored)
     censored = np.zeros(n_req, dtype=bool)
     censored[(ends - 1)[lengths == max_len]] = True
-    x = np.concatenate([obs, fb_req], axis=1)
-    y = last.astype(np.float64)
-    leave_names = leave_feature_names(names, feedback)
-    split = session_split(trans.session_id, config.leave_holdout)
-    train_rows = (~censored) & (split == "train")
-    test_rows = (~censored) & (split == "test")
-    if not train_rows.any():
-        train_rows = ~censored
-    pairs = segment_feedback_pairs(leave_names, order) if config.leave_interactions else []
-    leave = fit_leave_model(
-        x[train_rows], y[train_rows], leave_names, l2=config.leave_l2, pairs=pairs
+    leave, calib, pairs, excluded = fit_leave_on_logs(
+        LeaveData(obs, fb_req, trans.actions, step, trans.session_id, last, censored),
+        names,
+        feedback,
+        order,
+        tasks,
+        recency_decay=config.leave_recency_decay,
+        action_inputs=config.leave_action_inputs,
+        session_sums=config.leave_session_sums,
+        interactions=config.leave_interactions,
+        n_classes=config.leave_classes,
+        l2=config.leave_l2,
+        holdout=config.leave_holdout,
+        em_iterations=config.leave_em_iterations,
+        seed=config.seed,
+        l2_grid=config.leave_l2_grid,
     )
-    p_test = leave.probability(x[test_rows])
-    y_test = y[test_rows]
-    base = float(y[train_rows].mean())
-    calib = {
-        "held_out_requests": int(test_rows.sum()),
-        "held_out_share_of_sessions": config.leave_holdout,
-        "mean_predicted": float(p_test.mean()) if len(p_test) else float("nan"),
-        "observed": float(y_test.mean()) if len(y_test) else float("nan"),
-        "log_loss": log_loss(p_test, y_test) if len(p_test) else float("nan"),
-        "log_loss_constant": log_loss(np.full(len(y_test), base), y_test)
-        if len(y_test)
-        else float("nan"),
-        "deciles": calibration_table(p_test, y_test),
-    }
 
     # ---- weights, bounds and production
     actions = trans.actions
@@ -556,8 +586,10 @@ def make_env(
             dumps_json(
                 leave.to_json(
                     {
-                        "l2": config.leave_l2,
+                        "l2": calib["l2"],
                         "interactions": len(pairs),
+                        "classes": config.leave_classes,
+                        "excluded_inputs": excluded,
                         "label": "1 on the last request of a session",
                         "censored": "last requests of sessions at the longest logged length",
                         "calibration": calib,

@@ -237,6 +237,11 @@ class SessionBatch:
         self.depth = np.zeros(b, dtype=np.int64)
         self.session_sums = np.zeros((b, n_fb))
         self.prev_sums = np.zeros((b, n_fb))
+        # learned worlds: decayed feedback sums of the leave model's recency inputs
+        learned_b = b if self.learned is not None else 0
+        self.recent_sums = np.zeros((learned_b, n_fb))
+        self.recent_actions = np.zeros((learned_b, len(world.tasks)))
+        self.leave_class: IntArray | None = None  # learned worlds: latent leave-model classes
         if self.learned is not None:
             self.satisfaction = np.zeros(b)
         else:
@@ -382,6 +387,8 @@ class SessionBatch:
         world, spec, rng, model = self.world, self.world.spec, self.rng, self.learned
         n = len(r)
         c, s = spec.world.n_candidates, spec.world.slate_size
+        if self.leave_class is None:  # drawn once per batch, from the start states
+            self.leave_class = model.draw_leave_classes(self.observe(), rng)
         obs = self.observe(r)
         start = self.start_row[r]
         cand = model.draw_candidates(n, c, rng)
@@ -395,7 +402,19 @@ class SessionBatch:
         stick_i, act_i = item_reward(spec.reward, cols)
         stick = stick_i.reshape(n, s).sum(axis=1)
         act = act_i.reshape(n, s).sum(axis=1)
-        leave_p = model.leave_probability(obs, fb.sum(axis=1))
+        fb_req = fb.sum(axis=1)
+        decay = model.leave.recency_decay
+        if decay is not None:
+            self.recent_sums[r] = decay * self.recent_sums[r] + fb_req
+            self.recent_actions[r] = decay * self.recent_actions[r] + w
+        leave_p = model.leave_probability(
+            obs,
+            fb_req,
+            self.recent_sums[r] if decay is not None else None,
+            self.leave_class[r],
+            w,
+            self.recent_actions[r] if decay is not None else None,
+        )
         terminated = rng.random(n) < leave_p
         return self._advance(r, items, shown_preds, fb, stick, act, terminated)
 
