@@ -31,6 +31,7 @@ from batchrl_mtf.ope import (
     recommend,
     scott_bandwidth,
 )
+from batchrl_mtf.ope.base import fit_standard_error, widen_ci
 from batchrl_mtf.ope.fqe import QValues, q_cache_key
 from batchrl_mtf.ope.kernel import log_kernel_ratio
 from batchrl_mtf.policy import ConstantPolicy
@@ -191,7 +192,7 @@ def _one_step_data(n: int, seed: int) -> MDPData:
     return make_data([[(x[i], a[i], 2 * a[i] + x[i], 0.0)] for i in range(n)], high=2.0)
 
 
-FAST_FQE = OPEConfig(n_bootstrap=0, fqe_n_steps=1500, fqe_learning_rate=1e-3, seed=0)
+FAST_FQE = OPEConfig(n_bootstrap=0, fqe_n_steps=1500, fqe_learning_rate=1e-3, seed=0, fqe_n_fits=1)
 
 
 def test_fqe_one_step_converges_to_known_value() -> None:
@@ -303,20 +304,32 @@ def _est(name: str, value: float, ess: float | None = None) -> Estimate:
     return Estimate(name, value, (value - 1, value + 1), ess, np.zeros(1), 100)
 
 
-def test_recommend_rule_prefers_wdr_unless_ess_is_low() -> None:
+def test_recommend_rule_prefers_dr_and_guards_pure_is_by_ess() -> None:
     cfg = OPEConfig()
-    ests = {"fqe": _est("fqe", 1.0), "wdr": _est("wdr", 2.0, ess=50.0)}
+    assert cfg.recommend_order[:3] == ("dr", "wdr", "fqe")
+    ests = {"fqe": _est("fqe", 1.0), "wdr": _est("wdr", 2.0, ess=10.0)}
+    # doubly robust estimators are not guarded: a low ESS still recommends wdr over fqe
     rec = recommend(ests, 100, cfg)
     assert rec is not None
-    assert rec.estimator == "wdr"
-    assert rec.value == 2.0
-    ests["wdr"] = _est("wdr", 2.0, ess=10.0)  # below max(30, 5%)
+    assert (rec.estimator, rec.value) == ("wdr", 2.0)
+    ests["dr"] = _est("dr", 3.0, ess=1.0)
     rec = recommend(ests, 100, cfg)
+    assert rec is not None
+    assert (rec.estimator, rec.value) == ("dr", 3.0)
+    # pure importance sampling is guarded: ESS >= max(30, 5% of 1000 = 50)
+    is_first = dataclasses.replace(cfg, recommend_order=("wpdis", "fqe"))
+    ests = {"fqe": _est("fqe", 1.0), "wpdis": _est("wpdis", 2.0, ess=49.0)}
+    rec = recommend(ests, 1000, is_first)
     assert rec is not None
     assert rec.estimator == "fqe"
-    rec = recommend({"wdr": _est("wdr", 2.0, ess=1.0)}, 100, cfg)
+    ests["wpdis"] = _est("wpdis", 2.0, ess=50.0)
+    rec = recommend(ests, 1000, is_first)
     assert rec is not None
-    assert rec.estimator == "wdr"
+    assert rec.estimator == "wpdis"
+    assert "ESS 50.0 >= 50.0" in rec.reason
+    rec = recommend({"wpdis": _est("wpdis", 2.0, ess=1.0)}, 100, is_first)
+    assert rec is not None
+    assert rec.estimator == "wpdis"
     assert "ESS guard" in rec.reason
 
 
@@ -350,3 +363,78 @@ def test_best_constant_picks_the_best_candidate() -> None:
     assert doc["rows"] == []
     assert doc["default"] == {"w_a": pytest.approx(res.weights[0])}
     assert doc["meta"]["ope"]["estimator"] == "wpdis"
+
+
+def test_fit_standard_error_and_interval_widening() -> None:
+    assert fit_standard_error(None) is None
+    assert fit_standard_error(np.array([3.0])) is None
+    # std(ddof=1) of (1, 2, 3) is 1 -> standard error of the mean 1/sqrt(3)
+    assert fit_standard_error(np.array([1.0, 2.0, 3.0])) == pytest.approx(1 / math.sqrt(3))
+    z = 1.959963984540054
+    low, high = widen_ci(10.0, (8.0, 13.0), 1.0, 0.95)
+    assert low == pytest.approx(10.0 - math.sqrt(2.0**2 + z**2))
+    assert high == pytest.approx(10.0 + math.sqrt(3.0**2 + z**2))
+
+
+def test_dr_ensemble_uses_the_mean_model_and_its_spread() -> None:
+    # model 1 = (Q_LOGGED, V_POLICY): DR = 3.25 (hand case above); model 2 = V + 1:
+    # A: 2*(1-1.5) + 3.5 + 0.5*(1*(2-1) + 2*2.5) = 5.5; B: 0.5*(3-2) + 3.5 = 4 -> 4.75
+    cfg = dataclasses.replace(NO_BOOT, fqe_n_fits=2, n_bootstrap=20)
+    pdata = prepare(make_data(TINY), POLICY, cfg.gamma)
+    m1 = QValues(Q_LOGGED, V_POLICY, 0.0)
+    m2 = QValues(Q_LOGGED, V_POLICY + 1.0, 0.0)
+    mean = QValues(Q_LOGGED, V_POLICY + 0.5, 0.0, fits=(m1, m2))
+    pdata.cache[q_cache_key(cfg, 0.0)] = mean
+    est = DR(cfg).estimate(pdata)
+    assert est.value == pytest.approx(4.0, abs=1e-12)
+    np.testing.assert_allclose(DR(cfg).fit_values(pdata), [3.25, 4.75])
+    assert est.fit_se == pytest.approx(0.75)  # |4.75 - 3.25| / 2
+    assert est.to_dict()["fit_se"] == pytest.approx(0.75)
+    # the interval is the bootstrap interval widened by 1.96 * 0.75 in quadrature
+    plain = DR(dataclasses.replace(cfg, fqe_n_fits=1))
+    pdata.cache[q_cache_key(plain.config, 0.0)] = QValues(Q_LOGGED, V_POLICY + 0.5, 0.0)
+    boot = plain.estimate(pdata)
+    assert boot.fit_se is None
+    assert boot.value == pytest.approx(est.value)
+    assert est.ci == pytest.approx(widen_ci(boot.value, boot.ci, 0.75, 0.95))  # type: ignore[arg-type]
+    assert est.ci[1] - est.ci[0] > boot.ci[1] - boot.ci[0] + 2.0  # type: ignore[index]
+
+
+def test_fqe_ensemble_is_the_mean_of_seeded_fits() -> None:
+    data = _one_step_data(300, 4)
+    pol = ConstantPolicy((1.5,), ("a",), name="c")
+    base = dataclasses.replace(FAST_FQE, fqe_n_steps=200, n_bootstrap=20)
+    singles = [FQE(dataclasses.replace(base, seed=s)).estimate(data, pol) for s in (0, 1)]
+    assert singles[0].fit_se is None
+    ens = FQE(dataclasses.replace(base, fqe_n_fits=2)).estimate(data, pol)
+    v = [s.value for s in singles]
+    assert v[0] != pytest.approx(v[1], abs=1e-9)  # the seeds give different fits
+    assert ens.value == pytest.approx(np.mean(v), abs=1e-6)
+    assert ens.fit_se == pytest.approx(abs(v[0] - v[1]) / 2, abs=1e-6)
+    assert ens.ci is not None
+    assert ens.ci[0] <= ens.value - 1.95 * ens.fit_se
+    assert ens.ci[1] >= ens.value + 1.95 * ens.fit_se
+
+
+def test_fqe_lr_schedule_changes_the_fit_and_the_cache_key() -> None:
+    data = _one_step_data(300, 5)
+    pol = ConstantPolicy((1.5,), ("a",), name="c")
+    cos = dataclasses.replace(FAST_FQE, fqe_n_steps=300, fqe_lr_schedule="cosine")
+    const = dataclasses.replace(cos, fqe_lr_schedule="constant")
+    assert q_cache_key(cos, 0.0) != q_cache_key(const, 0.0)
+    assert q_cache_key(cos, 0.0) != q_cache_key(dataclasses.replace(cos, fqe_n_fits=2), 0.0)
+    a = FQE(cos).estimate(data, pol).value
+    b = FQE(const).estimate(data, pol).value
+    assert a != pytest.approx(b, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("fqe_lr_schedule", "linear", r"fqe_lr_schedule: expected one of constant, cosine"),
+        ("fqe_n_fits", 0, r"fqe_n_fits: expected >= 1, found 0"),
+    ],
+)
+def test_ensemble_config_is_validated(field: str, value: object, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        OPEConfig(**{field: value})  # type: ignore[arg-type]

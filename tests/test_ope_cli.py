@@ -139,3 +139,28 @@ def test_empty_split_is_an_error(tmp_path: Path) -> None:
     assert code == 2
     assert f"split '{other}'" in text
     assert "holds no session" in text
+
+
+def test_evaluate_fqe_fits_reports_the_fitting_error(dataset: Path, tmp_path: Path) -> None:
+    docs = {}
+    for fits in ("1", "2"):
+        out = tmp_path / f"ope{fits}.json"
+        code, text = _run([
+            "evaluate", str(dataset), "--policy", "constant:1,1,1", "--estimators", "fqe,dr",
+            "--gamma", "1", "--split", "all", "--n-bootstrap", "20", "--fqe-steps", "30",
+            "--fqe-fits", fits, "--out", str(out),
+        ])  # fmt: skip
+        assert code == 0, text
+        docs[fits] = json.loads(out.read_text())["policies"][0]["estimates"]
+    for name in ("fqe", "dr"):
+        assert "fit_se" not in docs["1"][name]
+        est = docs["2"][name]
+        assert est["fit_se"] > 0
+        assert est["ci"][0] <= est["value"] - 1.9 * est["fit_se"]
+        assert est["ci"][1] >= est["value"] + 1.9 * est["fit_se"]
+    # two fits (seeds 0 and 1) average to another value than the single fit (seed 0)
+    assert docs["2"]["fqe"]["value"] != pytest.approx(docs["1"]["fqe"]["value"], abs=1e-9)
+    code, text = _run(["evaluate", str(dataset), "--policy", "behavior", "--fqe-fits", "0",
+                       "--out", str(tmp_path / "x.json")])  # fmt: skip
+    assert code == 2
+    assert "fqe_n_fits: expected >= 1, found 0" in text

@@ -23,6 +23,7 @@ def _config(
     bandwidth: float | None,
     fqe_steps: int | None,
     cfqe_alpha: float | None,
+    fqe_fits: int | None = None,
 ) -> object:
     from batchrl_mtf.ope import OPEConfig
 
@@ -37,6 +38,8 @@ def _config(
         fields["fqe_n_steps"] = fqe_steps
     if cfqe_alpha is not None:
         fields["cfqe_alpha"] = cfqe_alpha
+    if fqe_fits is not None:
+        fields["fqe_n_fits"] = fqe_fits
     return OPEConfig(**fields)  # type: ignore[arg-type]
 
 
@@ -117,6 +120,12 @@ See docs/ope.md for formulas, the bandwidth rule, the recommended-estimate rule 
     "--cfqe-alpha", type=float, default=None, help="Conservative penalty of cfqe [default: 0.5e-3]."
 )
 @click.option(
+    "--fqe-fits",
+    type=int,
+    default=None,
+    help="Independent FQE fits averaged per policy; intervals include their spread [default: 3].",
+)
+@click.option(
     "--out", "out", required=True, type=click.Path(path_type=Path), help="Report JSON to write."
 )
 @click.option(
@@ -137,6 +146,7 @@ def evaluate_command(
     bandwidth: float | None,
     fqe_steps: int | None,
     cfqe_alpha: float | None,
+    fqe_fits: int | None,
     out: Path,
     plot: Path | None,
 ) -> None:
@@ -163,7 +173,7 @@ def evaluate_command(
         raise ConfigError(
             f"--estimators: expected names among {', '.join(ESTIMATOR_CHOICES)}, found {unknown}"
         )
-    config = _config(names, gamma, n_bootstrap, seed, bandwidth, fqe_steps, cfqe_alpha)
+    config = _config(names, gamma, n_bootstrap, seed, bandwidth, fqe_steps, cfqe_alpha, fqe_fits)
     full = load_dataset(dataset_dir)
     data = _select(full, split)
     spec = full.spec

@@ -44,7 +44,9 @@ __all__ = [
     "Term",
     "bootstrap_ci",
     "combine_terms",
+    "fit_standard_error",
     "prepare",
+    "widen_ci",
 ]
 
 logger = logging.getLogger(__name__)
@@ -104,6 +106,11 @@ class Estimate:
             trajectory weights); ``None`` for model-based estimators.
         per_session: Per-session values, shape (n_sessions,); their mean is ``value``.
         n_sessions: Sessions the estimate is based on.
+        fit_se: Standard error of ``value`` from fitting (the between-fit standard deviation
+            over ``sqrt(K)`` of an ensemble of ``K >= 2`` FQE fits), already folded into ``ci``;
+            ``None`` when the estimate has no fitted model or a single fit.
+        fit_values: The estimate recomputed with each fit of the ensemble, shape (K,); empty
+            when the estimate has no fitted model.
     """
 
     estimator: str
@@ -112,13 +119,17 @@ class Estimate:
     ess: float | None
     per_session: FloatArray = field(repr=False)
     n_sessions: int = 0
+    fit_se: float | None = None
+    fit_values: FloatArray = field(default_factory=lambda: np.zeros(0), repr=False)
 
     def to_dict(self) -> dict[str, object]:
-        """The report's JSON form: ``{"value", "ci"[, "ess"]}``."""
+        """The report's JSON form: ``{"value", "ci"[, "ess"][, "fit_se"]}``."""
         out: dict[str, object] = {"value": float(self.value)}
         out["ci"] = None if self.ci is None else [float(self.ci[0]), float(self.ci[1])]
         if self.ess is not None:
             out["ess"] = float(self.ess)
+        if self.fit_se is not None:
+            out["fit_se"] = float(self.fit_se)
         return out
 
 
@@ -282,6 +293,36 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
+def fit_standard_error(fit_values: FloatArray | None) -> float | None:
+    """Standard error of the mean of ``K`` fits' estimates: ``std(ddof=1) / sqrt(K)``.
+
+    Returns:
+        ``None`` when there are fewer than two fits.
+    """
+    if fit_values is None or len(fit_values) < 2:
+        return None
+    vals = np.asarray(fit_values, dtype=np.float64)
+    return float(np.std(vals, ddof=1) / np.sqrt(len(vals)))
+
+
+def widen_ci(
+    value: float, ci: tuple[float, float], fit_se: float, level: float
+) -> tuple[float, float]:
+    """Add the fitting error to a sampling interval, side by side in quadrature.
+
+    Each half-width ``h`` (from ``value`` to an end of ``ci``) becomes
+    ``sqrt(h**2 + (z * fit_se)**2)`` with ``z`` the normal quantile of ``level`` (1.96 at 95%),
+    treating the bootstrap's session-sampling error and the fit-to-fit error as independent.
+    """
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.5 + level / 2.0)
+    extra = (z * fit_se) ** 2
+    low = value - float(np.sqrt(max(value - ci[0], 0.0) ** 2 + extra))
+    high = value + float(np.sqrt(max(ci[1] - value, 0.0) ** 2 + extra))
+    return low, high
+
+
 class Estimator(ABC):
     """Base class of the off-policy estimators.
 
@@ -327,6 +368,10 @@ class Estimator(ABC):
         ci = bootstrap_ci(
             terms, pdata.n_sessions, self.config.n_bootstrap, self.config.ci_level, self.config.seed
         )
+        fit_values = self.fit_values(pdata)
+        fit_se = fit_standard_error(fit_values)
+        if ci is not None and fit_se is not None:
+            ci = widen_ci(value, ci, fit_se, self.config.ci_level)
         return Estimate(
             estimator=self.name,
             value=value,
@@ -334,11 +379,21 @@ class Estimator(ABC):
             ess=self.ess(pdata),
             per_session=per_session,
             n_sessions=pdata.n_sessions,
+            fit_se=fit_se,
+            fit_values=np.zeros(0) if fit_values is None else np.asarray(fit_values, dtype=float),
         )
 
     @abstractmethod
     def terms(self, pdata: PolicyData) -> list[Term]:
         """The estimate as ratio terms (see the module docstring)."""
+
+    def fit_values(self, pdata: PolicyData) -> FloatArray | None:
+        """The estimate recomputed with each fitted model of an ensemble, shape (K,).
+
+        ``None`` for estimators without a fitted model; model-based estimators return one value
+        per FQE fit (``OPEConfig.fqe_n_fits``).
+        """
+        return None
 
     def ess(self, pdata: PolicyData) -> float | None:
         """Effective sample size, for importance-weighted estimators (``None`` otherwise)."""

@@ -12,7 +12,10 @@ __all__ = ["ESTIMATOR_NAMES", "OPEConfig"]
 ESTIMATOR_NAMES = ("fqe", "cfqe", "pdis", "wpdis", "dr", "wdr")
 """Every estimator name, in the order reports list them."""
 
-DEFAULT_RECOMMEND_ORDER = ("wdr", "fqe", "wpdis", "cfqe", "dr", "pdis")
+FQE_LR_SCHEDULES = ("constant", "cosine")
+"""Learning-rate schedules of the FQE fits (``OPEConfig.fqe_lr_schedule``)."""
+
+DEFAULT_RECOMMEND_ORDER = ("dr", "wdr", "fqe", "cfqe", "wpdis", "pdis")
 
 
 @dataclass(frozen=True)
@@ -37,10 +40,17 @@ class OPEConfig:
         fqe_n_critics: Q-networks in the FQE ensemble (their mean is the estimate).
         fqe_reward_scale: Rewards are divided by this while fitting FQE (Q multiplied back);
             ``None`` = the mean absolute discounted logged session return.
+        fqe_lr_schedule: Learning-rate schedule of each FQE fit: ``"cosine"`` (d3rlpy's
+            ``CosineAnnealingLRFactory`` down to 0 over ``fqe_n_steps``, so the final network is
+            not a noisy last Adam step) or ``"constant"``.
+        fqe_n_fits: Independent FQE fits per policy (seeds ``seed, seed+1, ...``); ``fqe``,
+            ``cfqe``, ``dr`` and ``wdr`` use the mean of their Q-functions, and their intervals are
+            widened by the between-fit standard error (fitting error).
         cfqe_alpha: Weight of the conservative penalty of ``cfqe`` (BatchRL-MTF uses 0.5e-3).
         torch_threads: Torch CPU threads while fitting (restored afterwards); 0 = leave as is.
-        min_ess_fraction: An importance-weighted estimate is eligible as the recommended one only
-            when its effective sample size is at least this fraction of the sessions.
+        min_ess_fraction: A pure importance-sampling estimate (``pdis``, ``wpdis``) is eligible
+            as the recommended one only when its effective sample size is at least this
+            fraction of the sessions.
         min_ess: ... and at least this many sessions.
         recommend_order: Preference order of the recommended-estimate rule.
     """
@@ -59,6 +69,8 @@ class OPEConfig:
     fqe_layer_norm: bool = True
     fqe_n_critics: int = 1
     fqe_reward_scale: float | None = None
+    fqe_lr_schedule: str = "cosine"
+    fqe_n_fits: int = 3
     cfqe_alpha: float = 0.5e-3
     torch_threads: int = 1
     min_ess_fraction: float = 0.05
@@ -122,6 +134,12 @@ class OPEConfig:
                 "fqe_reward_scale",
                 f"expected a number > 0, found {self.fqe_reward_scale}",
             )
+        require(
+            self.fqe_lr_schedule in FQE_LR_SCHEDULES,
+            "fqe_lr_schedule",
+            f"expected one of {', '.join(FQE_LR_SCHEDULES)}, found {self.fqe_lr_schedule!r}",
+        )
+        require(self.fqe_n_fits >= 1, "fqe_n_fits", f"expected >= 1, found {self.fqe_n_fits}")
         require(self.cfqe_alpha >= 0, "cfqe_alpha", f"expected >= 0, found {self.cfqe_alpha}")
         require(
             self.torch_threads >= 0, "torch_threads", f"expected >= 0, found {self.torch_threads}"

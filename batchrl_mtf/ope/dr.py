@@ -15,7 +15,9 @@ the same sessions (:mod:`batchrl_mtf.ope.fqe`):
 
 Both equal the model's estimate plus an importance-weighted correction of its errors; they are
 consistent when either the weights or the model are right. Ended sessions are absorbing (zero
-reward, zero Q) and keep their last weight in WDR's denominators. For the logging policy
+reward, zero Q) and keep their last weight in WDR's denominators. With an FQE ensemble
+(``OPEConfig.fqe_n_fits``) the model is the fits' mean; both estimators are linear in ``Q``, so
+the estimate is the mean of the per-fit estimates, whose spread widens the interval. For the logging policy
 ``V(s_t) = Q(s_t, a_t)`` and all weights are 1, so both equal the on-policy average exactly.
 """
 
@@ -25,8 +27,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from batchrl_mtf.ope.base import Estimator, PolicyData, Term
-from batchrl_mtf.ope.fqe import fit_q
+from batchrl_mtf.ope.base import Estimator, PolicyData, Term, combine_terms
+from batchrl_mtf.ope.fqe import QValues, fit_q
 from batchrl_mtf.ope.importance import (
     column_scaled_weights,
     cumulative_log_weights,
@@ -43,9 +45,14 @@ class DR(Estimator):
     name: ClassVar[str] = "dr"
     needs_behavior_logp: ClassVar[bool] = True
 
-    def _parts(self, pdata: PolicyData) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(log w_t, log w_{t-1}, gamma^t (r_t - Q_t), gamma^t V_t)``, each (n_sessions, T)."""
-        q = fit_q(pdata, self.config, 0.0)
+    def _parts(
+        self, pdata: PolicyData, q: QValues | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(log w_t, log w_{t-1}, gamma^t (r_t - Q_t), gamma^t V_t)``, each (n_sessions, T).
+
+        ``q`` = the model (default: the FQE fit, the mean of an ensemble).
+        """
+        q = fit_q(pdata, self.config, 0.0) if q is None else q
         log_w = cumulative_log_weights(pdata, self.config)
         log_w_prev = np.concatenate([np.zeros((pdata.n_sessions, 1)), log_w[:, :-1]], axis=1)
         disc = pdata.discounts()
@@ -55,11 +62,21 @@ class DR(Estimator):
 
     def terms(self, pdata: PolicyData) -> list[Term]:
         """Two plain-mean terms: weighted residuals and the model's values."""
-        log_w, log_w_prev, resid, value = self._parts(pdata)
+        return self._terms(pdata, None)
+
+    def _terms(self, pdata: PolicyData, q: QValues | None) -> list[Term]:
+        log_w, log_w_prev, resid, value = self._parts(pdata, q)
         return [
             Term(numer=plain_weights(log_w) * resid),
             Term(numer=plain_weights(log_w_prev) * value),
         ]
+
+    def fit_values(self, pdata: PolicyData) -> np.ndarray | None:
+        """The estimate with each FQE fit of the ensemble as the model, shape (K,)."""
+        members = fit_q(pdata, self.config, 0.0).members()
+        return np.array(
+            [combine_terms(self._terms(pdata, m), pdata.n_sessions)[0] for m in members]
+        )
 
     def ess(self, pdata: PolicyData) -> float | None:
         """Kish ESS of the trajectory weights."""
@@ -71,9 +88,9 @@ class WDR(DR):
 
     name: ClassVar[str] = "wdr"
 
-    def terms(self, pdata: PolicyData) -> list[Term]:
+    def _terms(self, pdata: PolicyData, q: QValues | None) -> list[Term]:
         """Two ratio terms normalised per step."""
-        log_w, log_w_prev, resid, value = self._parts(pdata)
+        log_w, log_w_prev, resid, value = self._parts(pdata, q)
         w = column_scaled_weights(log_w)
         w_prev = column_scaled_weights(log_w_prev)
         return [Term(numer=w * resid, denom=w), Term(numer=w_prev * value, denom=w_prev)]

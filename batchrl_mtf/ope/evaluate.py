@@ -1,11 +1,15 @@
 """Evaluate several policies with several estimators, pick the recommended estimate, rank.
 
 Recommended-estimate rule (``OPEConfig.recommend_order``, default
-``wdr, fqe, wpdis, cfqe, dr, pdis``): walk the order and take the first estimator that was run
-and gave a finite value; an importance-weighted estimator (``pdis, wpdis, dr, wdr``) qualifies
-only when its effective sample size is at least ``max(min_ess, min_ess_fraction * n_sessions)``
-(defaults 30 and 5%). When none qualifies, the first finite estimate in the order is taken and
-the report says so (``"reason"``). Policies are ranked by their recommended value, best first.
+``dr, wdr, fqe, cfqe, wpdis, pdis``): walk the order and take the first estimator that was run
+and gave a finite value; a pure importance-sampling estimator (``pdis, wpdis``: no model to fall
+back on) qualifies only when its effective sample size is at least
+``max(min_ess, min_ess_fraction * n_sessions)`` (defaults 30 and 5%). The doubly robust
+estimators are not guarded: as the importance weights vanish (a policy far from the logs) their
+correction vanishes and they fall back to their FQE model. When none qualifies, the first finite
+estimate in the order is taken and the report says so (``"reason"``). Policies are ranked by
+their recommended value, best first. The order was chosen on ``bench/ope_accuracy.py``, where DR
+ranked the policies best (docs/ope.md).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from batchrl_mtf.ope.importance import PDIS, WPDIS, bandwidth_for
 from batchrl_mtf.policy import Policy
 
 __all__ = [
+    "ESS_GUARDED",
     "ESTIMATORS",
     "IMPORTANCE_WEIGHTED",
     "OPEResult",
@@ -52,6 +57,9 @@ ESTIMATORS: dict[str, type[Estimator]] = {
 
 IMPORTANCE_WEIGHTED = frozenset({"pdis", "wpdis", "dr", "wdr"})
 """Estimators that need ``behavior_logp`` and report an effective sample size."""
+
+ESS_GUARDED = frozenset({"pdis", "wpdis"})
+"""Estimators the recommended-estimate rule takes only above the ESS floor (no model behind)."""
 
 
 def make_estimator(name: str, config: OPEConfig | None = None) -> Estimator:
@@ -145,10 +153,10 @@ def recommend(
             continue
         if fallback is None:
             fallback = est
-        if name in IMPORTANCE_WEIGHTED and (est.ess is None or est.ess < min_ess):
+        if name in ESS_GUARDED and (est.ess is None or est.ess < min_ess):
             continue
         reason = f"first in order {','.join(config.recommend_order)}"
-        if name in IMPORTANCE_WEIGHTED:
+        if name in ESS_GUARDED:
             reason += f" with ESS {est.ess:.1f} >= {min_ess:.1f}"
         return Recommended(name, est.value, est.ci, reason)
     if fallback is None:

@@ -14,6 +14,11 @@ Terminal handling: the last request of a session that ended (``terminal``) boots
 the last request of a session cut by the log window (``timeout``) has no next state and is not a
 training transition (d3rlpy's convention). So ``gamma = 1`` converges on finite sessions.
 
+Adam's learning rate follows ``OPEConfig.fqe_lr_schedule`` (default: d3rlpy's
+``CosineAnnealingLRFactory`` down to 0, so the final Q-function is not one noisy Adam step on a
+bootstrapped target), and ``OPEConfig.fqe_n_fits`` independent fits (seeds ``seed..seed+K-1``)
+are averaged; the spread of their estimates is the fitting error added to the intervals.
+
 The logging policy (``behavior``) is evaluated SARSA-style: ``pi(s')`` is the next logged action
 and ``V = 1/n sum_i Q(s_{i,0}, a_{i,0})``, which converges to the on-policy average.
 
@@ -57,12 +62,19 @@ class QValues:
         q_logged: ``Q(s_t, a_t)`` at the logged action, shape (n,).
         v_policy: ``V(s_t) = Q(s_t, pi(s_t))`` (the logged action for the behaviour policy),
             shape (n,).
-        final_loss: Mean TD loss over the last 10% of the gradient steps.
+        final_loss: Mean TD loss over the last 10% of the gradient steps (mean over fits).
+        fits: The individual fits of an ensemble (``OPEConfig.fqe_n_fits`` > 1) whose mean
+            ``q_logged`` and ``v_policy`` are; empty for a single fit.
     """
 
     q_logged: FloatArray
     v_policy: FloatArray
     final_loss: float
+    fits: tuple[QValues, ...] = ()
+
+    def members(self) -> tuple[QValues, ...]:
+        """The individual fits (``(self,)`` for a single fit)."""
+        return self.fits if self.fits else (self,)
 
 
 @contextlib.contextmanager
@@ -143,7 +155,13 @@ def _build_fqe(
 
     fqe_config = d3rlpy.ope.FQEConfig(
         learning_rate=config.fqe_learning_rate,
-        optim_factory=d3rlpy.optimizers.AdamFactory(),
+        optim_factory=d3rlpy.optimizers.AdamFactory(
+            lr_scheduler_factory=(
+                d3rlpy.optimizers.CosineAnnealingLRFactory(T_max=config.fqe_n_steps)
+                if config.fqe_lr_schedule == "cosine"
+                else None
+            )
+        ),
         encoder_factory=d3rlpy.models.VectorEncoderFactory(
             hidden_units=list(config.fqe_hidden_units), use_layer_norm=config.fqe_layer_norm
         ),
@@ -178,20 +196,41 @@ def reward_scale(pdata: PolicyData, config: OPEConfig) -> float:
 
 def q_cache_key(config: OPEConfig, alpha: float) -> str:
     """Key of a (C)FQE fit in :attr:`PolicyData.cache` (``"q:<alpha>:..."``)."""
-    return f"q:{alpha}:{config.fqe_n_steps}:{config.seed}"
+    return (
+        f"q:{alpha}:{config.fqe_n_steps}:{config.seed}:{config.fqe_n_fits}:{config.fqe_lr_schedule}"
+    )
 
 
 def fit_q(pdata: PolicyData, config: OPEConfig, alpha: float = 0.0) -> QValues:
     """Fit (C)FQE for ``pdata.policy`` on ``pdata.data`` and evaluate it at every request (cached).
 
+    With ``config.fqe_n_fits = K > 1`` the policy is fitted K times (seeds ``seed .. seed+K-1``)
+    and the result holds the mean of their Q-values and every fit in :attr:`QValues.fits`.
+
     Args:
         pdata: Prepared data and policy.
-        config: Network sizes, steps, learning rate, seed, torch threads.
+        config: Network sizes, steps, learning rate, seed, number of fits, torch threads.
         alpha: Conservative penalty weight (0 = plain FQE).
     """
     key = q_cache_key(config, alpha)
     if key in pdata.cache:
         return cast(QValues, pdata.cache[key])
+    fits = tuple(_fit_one(pdata, config, alpha, config.seed + j) for j in range(config.fqe_n_fits))
+    if len(fits) == 1:
+        result = fits[0]
+    else:
+        result = QValues(
+            q_logged=np.mean([f.q_logged for f in fits], axis=0),
+            v_policy=np.mean([f.v_policy for f in fits], axis=0),
+            final_loss=float(np.mean([f.final_loss for f in fits])),
+            fits=fits,
+        )
+    pdata.cache[key] = result
+    return result
+
+
+def _fit_one(pdata: PolicyData, config: OPEConfig, alpha: float, seed: int) -> QValues:
+    """One (C)FQE fit with seed ``seed`` (network initialisation and mini-batches)."""
     import torch
 
     from batchrl_mtf._d3rlpy import d3rlpy
@@ -226,11 +265,11 @@ def fit_q(pdata: PolicyData, config: OPEConfig, alpha: float = 0.0) -> QValues:
     losses: list[float] = []
     mini = d3rlpy.dataset.TransitionMiniBatch
     with _torch_threads(config.torch_threads), torch.random.fork_rng():
-        torch.manual_seed(config.seed)
+        torch.manual_seed(seed)
         fqe = _build_fqe(config, alpha, pdata.gamma, mean, std, low, high)
         fqe.create_impl((d,), k)
         impl = fqe.impl
-        rng = np.random.default_rng(config.seed)
+        rng = np.random.default_rng(seed)
         bs = config.fqe_batch_size
         ones = np.ones((bs, 1), dtype=np.float32)
         rewards = (data.rewards[rows] / scale).astype(np.float32).reshape(-1, 1)
@@ -256,16 +295,15 @@ def fit_q(pdata: PolicyData, config: OPEConfig, alpha: float = 0.0) -> QValues:
             else scale * np.asarray(fqe.predict_value(obs, pi), dtype=np.float64).reshape(-1)
         )
     tail = losses[-max(1, len(losses) // 10) :]
-    result = QValues(q_logged, v_policy, float(np.mean(tail)) if tail else float("nan"))
-    pdata.cache[key] = result
-    return result
+    return QValues(q_logged, v_policy, float(np.mean(tail)) if tail else float("nan"))
 
 
 class FQE(Estimator):
     """Fitted Q Evaluation (Le, Voloshin & Yue 2019) with d3rlpy's FQE.
 
-    ``V = 1/n sum_i Q(s_{i,0}, pi(s_{i,0}))``; the interval bootstraps these initial-state values
-    over sessions (it does not include the Q-function's fitting error).
+    ``V = 1/n sum_i Q(s_{i,0}, pi(s_{i,0}))`` with ``Q`` the mean of ``OPEConfig.fqe_n_fits`` fits;
+    the interval bootstraps these initial-state values over sessions and, with two fits or more,
+    is widened by the between-fit standard error (:func:`batchrl_mtf.ope.base.widen_ci`).
     """
 
     name: ClassVar[str] = "fqe"
@@ -279,6 +317,11 @@ class FQE(Estimator):
         """One plain-mean term over the initial states."""
         q = fit_q(pdata, self.config, self.alpha())
         return [Term(numer=q.v_policy[pdata.starts].reshape(-1, 1))]
+
+    def fit_values(self, pdata: PolicyData) -> FloatArray | None:
+        """Each fit's mean initial-state value (one per ``OPEConfig.fqe_n_fits``)."""
+        q = fit_q(pdata, self.config, self.alpha())
+        return np.array([float(np.mean(f.v_policy[pdata.starts])) for f in q.members()])
 
 
 class CFQE(FQE):

@@ -16,7 +16,9 @@ JSON (``batchrl-mtf/ope-report@1``; other tools read it; extra keys may be added
 
 ``ci`` is the 95% percentile bootstrap interval over sessions (``null`` with ``--n-bootstrap 0``);
 ``ess`` (importance-weighted estimators only) is Kish's effective sample size of the sessions'
-trajectory weights. Non-finite numbers are written as ``null``.
+trajectory weights; ``fit_se`` (``fqe``, ``cfqe``, ``dr``, ``wdr`` with ``fqe_n_fits >= 2``) is the
+standard error over the FQE fits, already folded into ``ci``. Non-finite numbers are written as
+``null``.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ __all__ = ["RECOMMEND_RULE", "REPORT_FORMAT", "format_table", "plot_report", "re
 REPORT_FORMAT = "batchrl-mtf/ope-report@1"
 
 RECOMMEND_RULE = (
-    "first estimator in recommend_order with a finite value; importance-weighted estimators "
-    "(pdis, wpdis, dr, wdr) only when ESS >= max(min_ess, min_ess_fraction * n_sessions); "
+    "first estimator in recommend_order with a finite value; pure importance-sampling "
+    "estimators (pdis, wpdis) only when ESS >= max(min_ess, min_ess_fraction * n_sessions); "
     "else the first finite estimate in that order"
 )
 

@@ -555,8 +555,8 @@ def write_report(ctx: Context, folder: Path) -> None:
     doc.para(
         f"Estimated on {ope['n_sessions']} `{ope['split']}` sessions ({ope['n_requests']} "
         f"requests); unit: {unit}. ★ = the recommended estimate (first of "
-        f"{', '.join(ope['config']['recommend_order'])} that is finite and, for importance "
-        "weighting, has enough effective sample size). Δ = difference to production on the same "
+        f"{', '.join(ope['config']['recommend_order'])} that is finite and, for pure importance "
+        "sampling (pdis, wpdis), has enough effective sample size). Δ = difference to production on the same "
         "sessions by the first estimator in that order that is valid for both policies, with a "
         "paired 95% bootstrap interval. `production` = "
         f"{', '.join(f'{w:.3g}' for w in summary.get('production', {}).get('weights', []))} "
