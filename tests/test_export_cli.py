@@ -26,6 +26,7 @@ class FakeSpec:
     action_low: tuple[float, ...] = (0.0, 0.0, 0.0)
     action_high: tuple[float, ...] = (2.0, 2.0, 2.0)
     dataset_hash: str = "sha256:abc"
+    has_behavior_logp: bool = True
 
 
 @dataclass(frozen=True)

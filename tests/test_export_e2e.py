@@ -60,11 +60,12 @@ def test_table_export_reports_offline_and_true_values(
         [
             "export", str(pol), "--dataset", str(ds), "--keys", "session_depth,hist_sessions",
             "--buckets", "3", "--min-support", "10", "--formula", "logsum", "--beta", "0.1",
-            "--env", "short_video", "--out", str(out),
+            "--env", "short_video", "--fqe-steps", "300", "--fqe-fits", "2", "--out", str(out),
         ]
     )  # fmt: skip
     doc = json.loads(out.read_text())
     assert doc["format"] == "batchrl-mtf/weight-table@1"
+    assert doc["meta"]["ope"]["source"].startswith("ope:")
     assert [k["name"] for k in doc["keys"]] == ["session_depth", "hist_sessions"]
     fidelity = doc["meta"]["fidelity"]
     assert "true value" in output and "offline estimate" in output

@@ -90,16 +90,31 @@ def _hook(module: str, name: str) -> Any:
         return None
 
 
-def _offline_values(network: Any, table_policy: Any, data: Any) -> Any:
-    """Offline (OPE) values of the network and its table, or ``None`` when OPE is unavailable."""
+def _offline_values(
+    network: Any, table_policy: Any, data: Any, fqe_steps: int, fqe_fits: int, seed: int
+) -> Any:
+    """Offline (OPE) values of the network and its table, or ``None`` when OPE is unavailable.
+
+    The recommended estimate over ``fqe`` and, when the logs carry ``behavior_logp``, ``dr`` and
+    ``wdr`` (``cfqe`` is a lower bound and pure importance sampling is rarely usable with
+    continuous weights, so neither is fitted here; ``evaluate`` runs them all).
+    """
     from batchrl_mtf.export import ValueComparison
 
     estimate_policy_value = _hook("batchrl_mtf.ope", "estimate_policy_value")
     if estimate_policy_value is None:
         logger.warning("off-policy evaluation is not available; the report has no offline values")
         return None
-    net = estimate_policy_value(network, data)
-    tab = estimate_policy_value(table_policy, data)
+    from batchrl_mtf.ope import OPEConfig
+
+    config = OPEConfig(
+        estimators=("dr", "wdr", "fqe") if data.spec.has_behavior_logp else ("fqe",),
+        fqe_n_steps=fqe_steps,
+        fqe_n_fits=fqe_fits,
+        seed=seed,
+    )
+    net = estimate_policy_value(network, data, config)
+    tab = estimate_policy_value(table_policy, data, config)
     return ValueComparison(
         source=f"ope:{getattr(net, 'estimator', 'default')}",
         network=float(getattr(net, "value", net)),
@@ -130,6 +145,8 @@ def export_table(
     policy_name: str,
     env_spec: str | None = None,
     write_csv: bool = True,
+    fqe_steps: int = 5000,
+    fqe_fits: int = 3,
 ) -> Any:
     """Build, check and write the table of ``network`` over ``data``'s states; return it.
 
@@ -143,6 +160,8 @@ def export_table(
         policy_name: Recorded as ``meta.policy``.
         env_spec: Simulated world to measure both true values in (``None``: skip).
         write_csv: Also write the CSV twin.
+        fqe_steps: Gradient steps per FQE fit of the offline estimates.
+        fqe_fits: Independent FQE fits averaged per estimate.
     """
     from batchrl_mtf.export import fidelity_report, tabulate_policy, tabulation_gap
     from batchrl_mtf.policy import TablePolicy
@@ -155,7 +174,7 @@ def export_table(
     gap = tabulation_gap(
         actions, table_policy.act(obs), spec.tasks, spec.action_low, spec.action_high
     )
-    ope = _offline_values(network, table_policy, data)
+    ope = _offline_values(network, table_policy, data, fqe_steps, fqe_fits, config.seed)
     true = None if env_spec is None else _true_values(env_spec, network, table_policy, config.seed)
     meta = {**table.meta, "fidelity": fidelity_report(gap, ope, true)}
     meta["ope"] = None if ope is None else ope.to_dict()
@@ -225,7 +244,21 @@ def export_table(
 @click.option("--beta", help="logsum offsets: one number, or one per task (default 0.1).")
 @click.option("--env", "env_spec", help="Simulated world: also report both true values.")
 @click.option("--csv/--no-csv", "write_csv", default=True, show_default=True, help="CSV twin.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed (auto keys, env).")
+@click.option(
+    "--fqe-steps",
+    default=5000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Gradient steps per FQE fit of the offline estimates (as in evaluate).",
+)
+@click.option(
+    "--fqe-fits",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="FQE fits averaged per offline estimate (as in evaluate).",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed (auto keys, env, FQE).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Output file.")
 def export_command(
     policy_dir: str,
@@ -243,6 +276,8 @@ def export_command(
     beta: str | None,
     env_spec: str | None,
     write_csv: bool,
+    fqe_steps: int,
+    fqe_fits: int,
     seed: int,
     out: str | None,
 ) -> None:
@@ -285,7 +320,18 @@ def export_command(
     target = Path(out) if out else Path(policy_dir) / "weight_table.json"
     if target.suffix != ".json":
         raise ConfigError(f"--out {target}: expected a .json file for a weight table")
-    export_table(network, data, config, fusion, target, policy_dir, env_spec, write_csv)
+    export_table(
+        network,
+        data,
+        config,
+        fusion,
+        target,
+        policy_dir,
+        env_spec,
+        write_csv,
+        fqe_steps,
+        fqe_fits,
+    )
 
 
 def _export_network_command(
