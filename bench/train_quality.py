@@ -13,14 +13,21 @@ Usage::
     python bench/train_quality.py --work runs/bench_quality            # the full table
     python bench/train_quality.py --work runs/bench_quality --algos bcq,bc --byhand-steps 2000
 
-Prints a Markdown table (true value, 95% interval, training minutes) and writes
-``<work>/quality.json``.
+Prints a Markdown table (true value, 95% interval, training minutes, and the *paired*
+differences policy - production, policy - best constant and policy - by-hand with their 95%
+intervals) and writes ``<work>/quality.json``. Every policy meets the same simulated users (common
+random numbers), so the paired difference of per-session returns is a much tighter comparison
+than the two marginal intervals. Training minutes are wall-clock minutes of one process with one
+torch thread; the machine's load average (``os.getloadavg``) at the start and end of each
+training is recorded next to them, since other jobs on the machine slow training down.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import subprocess
 import sys
 import time
@@ -74,8 +81,13 @@ def prepare_data(work: Path, sessions: int, seed: int) -> Path:
     return ds_path
 
 
-def true_value(policy: Any, sessions: int, seed: int) -> dict[str, float]:
-    """Mean session return of a ``Policy`` in the default world with a 95% interval."""
+def true_value(policy: Any, sessions: int, seed: int) -> tuple[dict[str, Any], np.ndarray]:
+    """Mean session return of a ``Policy`` in the default world with a 95% interval.
+
+    Returns:
+        The summary (mean, low, high, per-segment means) and the per-session returns, shape
+        (sessions,), in the simulator's (round, user) order: the same users for every policy.
+    """
     from batchrl_mtf.sim.policies import FixedPolicy
     from batchrl_mtf.sim.runner import rollout_summary, run_sessions
     from batchrl_mtf.sim.spec import load_spec
@@ -83,8 +95,32 @@ def true_value(policy: Any, sessions: int, seed: int) -> dict[str, float]:
 
     world = World(load_spec(None))
     stats, _ = run_sessions(world, FixedPolicy(policy), sessions, seed)
-    ret = rollout_summary(world, stats)["return"]
-    return {"mean": float(ret["mean"]), "low": float(ret["ci95"][0]), "high": float(ret["ci95"][1])}
+    summary = rollout_summary(world, stats)
+    ret = summary["return"]
+    segments = {name: float(v["return"]["mean"]) for name, v in summary["by_segment"].items()}
+    doc = {
+        "mean": float(ret["mean"]),
+        "low": float(ret["ci95"][0]),
+        "high": float(ret["ci95"][1]),
+        "by_segment": segments,
+    }
+    return doc, np.asarray(stats.returns, dtype=np.float64)
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Mean of ``a - b`` over the same simulated sessions with a normal 95% interval."""
+    d = a - b
+    half = 1.96 * float(np.std(d, ddof=1)) / math.sqrt(len(d))
+    m = float(np.mean(d))
+    return {"diff": m, "low": m - half, "high": m + half}
+
+
+def load_average() -> float:
+    """The machine's 1-minute load average (NaN where the OS does not report it)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return float("nan")
 
 
 class ColumnPolicy:
@@ -160,13 +196,41 @@ def main() -> None:
     world = World(load_spec(None))
     tasks = tuple(world.tasks)
     n_steps = args.n_steps or TrainConfig().n_steps
+    default_algo = TrainConfig().algo
     rows: list[dict[str, Any]] = []
+    returns: dict[str, np.ndarray] = {}
     results_path = args.work / "quality.json"
     previous = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    obs = None
+    try:
+        from batchrl_mtf.dataset import load_dataset
 
-    def add(name: str, policy: Any, minutes: float, extra: str = "") -> None:
-        v = true_value(policy, args.eval_sessions, args.eval_seed)
-        rows.append({"policy": name, **v, "minutes": minutes, "note": extra})
+        obs = load_dataset(ds).select("test").observations[:4096]
+    except Exception:  # action statistics are informative only
+        obs = None
+
+    def add(
+        name: str,
+        policy: Any,
+        minutes: float,
+        extra: str = "",
+        role: str = "",
+        load: tuple[float, float] | None = None,
+    ) -> None:
+        v, r = true_value(policy, args.eval_sessions, args.eval_seed)
+        row: dict[str, Any] = {"policy": name, **v, "minutes": minutes, "note": extra}
+        if role:
+            row["role"] = role
+        if load is not None:
+            row["load_average"] = list(load)
+        if obs is not None and hasattr(policy, "act"):
+            try:
+                acts = np.asarray(policy.act(obs))
+                row["action_mean"] = [round(float(x), 4) for x in acts.mean(axis=0)]
+            except Exception:  # a policy that needs a context (none here) has no statistics
+                pass
+        rows.append(row)
+        returns[name] = r
         print(
             f"{name}: {v['mean']:.3f} [{v['low']:.3f}, {v['high']:.3f}] ({minutes:.2f} min)",
             file=sys.stderr,
@@ -176,6 +240,7 @@ def main() -> None:
         "production weights",
         ConstantPolicy(tuple(world.spec.fusion.production), tasks, "production"),
         0.0,
+        role="production",
     )
     if args.best_constant_json is not None:
         bc_doc = json.loads(args.best_constant_json.read_text())["best_constant"]
@@ -184,6 +249,7 @@ def main() -> None:
             ConstantPolicy(tuple(bc_doc["weights"]), tasks, "best-constant"),
             0.0,
             f"weights {[round(w, 2) for w in bc_doc['weights']]}",
+            role="best_constant",
         )
     elif not args.skip_search:
         from batchrl_mtf.sim.runner import search_constant
@@ -195,9 +261,20 @@ def main() -> None:
             ConstantPolicy(best.weights, tasks, "best-constant"),
             (time.perf_counter() - t) / 60,
             f"weights {[round(w, 2) for w in best.weights]}, {best.evaluations} online evaluations",
+            role="best_constant",
         )
-    elif "best constant (online CEM search)" in {r["policy"] for r in previous.get("rows", [])}:
-        rows.extend(r for r in previous["rows"] if r["policy"].startswith("best constant"))
+    else:
+        for r in previous.get("rows", []):
+            if r["policy"].startswith("best constant") and "weights [" in r.get("note", ""):
+                w = json.loads(r["note"].split("weights ", 1)[1].split("]", 1)[0] + "]")
+                add(
+                    r["policy"],
+                    ConstantPolicy(tuple(w), tasks, "best-constant"),
+                    r["minutes"],
+                    r["note"],
+                    role="best_constant",
+                )
+                break
 
     if args.offline_best_constant:
         from batchrl_mtf.dataset import load_dataset
@@ -220,43 +297,56 @@ def main() -> None:
         out = args.work / f"policy_{algo}"
         manifest = out / "policy.json"
         done = json.loads(manifest.read_text()) if manifest.is_file() else {}
+        role = "default" if algo == default_algo else ""
+        label = "toolkit default" if role else "default config"
         if args.eval_only:
             if not done:
                 print(f"{algo}: no policy in {out}; skipped", file=sys.stderr)
                 continue
             minutes = float(done["training_seconds"]) / 60
             steps_done = int(done["n_steps_done"])
-            add(f"{algo} (default config, {steps_done} steps)", load_policy(out), minutes)
+            add(f"{algo} ({label}, {steps_done} steps)", load_policy(out), minutes, role=role)
             continue
+        load: tuple[float, float] | None = None
         if args.reuse and done.get("complete") and done.get("n_steps_done") == n_steps:
             minutes = float(done["training_seconds"]) / 60
         else:
+            before = load_average()
             t = time.perf_counter()
             train(ds, out, cfg)
             minutes = (time.perf_counter() - t) / 60
-        add(f"{algo} (default config, {n_steps} steps)", load_policy(out), minutes)
+            load = (before, load_average())
+        add(f"{algo} ({label}, {n_steps} steps)", load_policy(out), minutes, role=role, load=load)
 
     if not args.skip_byhand:
         from batchrl_mtf._d3rlpy import d3rlpy
 
         steps = args.byhand_steps or n_steps
         out = args.work / "byhand"
-        t = time.perf_counter()
-        logs = next(args.work.glob(f"logs_mixed_{args.sessions}_{args.log_seed}.parquet"))
-        subprocess.run(
-            [
-                sys.executable,
-                str(HERE / "byhand_d3rlpy.py"),
-                str(logs),
-                "--out",
-                str(out),
-                "--n-steps",
-                str(steps),
-            ],
-            check=True,
-        )
-        minutes = (time.perf_counter() - t) / 60
-        meta = json.loads((out / "state.json").read_text())
+        state_path = out / "state.json"
+        meta = json.loads(state_path.read_text()) if state_path.is_file() else {}
+        load = None
+        if args.reuse and meta.get("n_steps") == steps and (out / "model.d3").is_file():
+            minutes = float(meta["seconds"]) / 60
+        else:
+            logs = next(args.work.glob(f"logs_mixed_{args.sessions}_{args.log_seed}.parquet"))
+            before = load_average()
+            t = time.perf_counter()
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(HERE / "byhand_d3rlpy.py"),
+                    str(logs),
+                    "--out",
+                    str(out),
+                    "--n-steps",
+                    str(steps),
+                ],
+                check=True,
+            )
+            minutes = (time.perf_counter() - t) / 60
+            load = (before, load_average())
+            meta = json.loads(state_path.read_text())
         from batchrl_mtf.sim.runner import feature_names_of
 
         names = feature_names_of(world)
@@ -268,25 +358,52 @@ def main() -> None:
             pol,
             minutes,
             "raw u_* + session_depth, d3rlpy defaults",
+            role="byhand",
+            load=load,
         )
+
+    # paired differences over the same simulated users (common random numbers)
+    by_role = {r["role"]: r["policy"] for r in rows if r.get("role") and r["role"] != "default"}
+    for r in rows:
+        paired = {
+            role: paired_difference(returns[r["policy"]], returns[name])
+            for role, name in by_role.items()
+            if name != r["policy"]
+        }
+        if paired:
+            r["paired"] = paired
 
     doc = {
         "sessions": args.sessions,
         "eval_sessions": args.eval_sessions,
+        "eval_seed": args.eval_seed,
         "n_steps": n_steps,
+        "default_algo": default_algo,
         "rows": rows,
     }
     args.work.mkdir(parents=True, exist_ok=True)
     results_path.write_text(json.dumps(doc, indent=2))
     print(
         f"\nDefault world, {args.sessions} logged sessions (mixed), true value over "
-        f"{args.eval_sessions} simulated sessions (95% interval)\n"
+        f"{args.eval_sessions} simulated sessions (95% interval; paired differences over the same "
+        f"sessions)\n"
     )
-    print("| policy | true value | 95% interval | training min |")
-    print("|---|---|---|---|")
+
+    def fmt(r: dict[str, Any], role: str) -> str:
+        p = r.get("paired", {}).get(role)
+        return "" if p is None else f"{p['diff']:+.2f} [{p['low']:+.2f}, {p['high']:+.2f}]"
+
+    print(
+        "| policy | true value | 95% interval | - production | - best constant | - by-hand "
+        "| training min | load avg |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
+        load_txt = "/".join(f"{x:.1f}" for x in r.get("load_average", []))
         print(
-            f"| {r['policy']} | {r['mean']:.3f} | [{r['low']:.3f}, {r['high']:.3f}] | {r['minutes']:.2f} |"
+            f"| {r['policy']} | {r['mean']:.2f} | [{r['low']:.2f}, {r['high']:.2f}] "
+            f"| {fmt(r, 'production')} | {fmt(r, 'best_constant')} | {fmt(r, 'byhand')} "
+            f"| {r['minutes']:.2f} | {load_txt} |"
         )
 
 

@@ -4,8 +4,9 @@ For each algorithm this builds the d3rlpy model exactly as ``batchrl-mtf train``
 ``--steps`` gradient steps (after a short warm-up) with (a) the toolkit's CPU default config and
 (b) the paper/d3rlpy settings (BCQ: the ``paper`` preset, d3rlpy's default networks and 100 action
 samples; others: d3rlpy's default networks and batch size). With ``--value-curve`` it also trains
-the default BCQ on the default world's logs with ``--env`` evaluation after every epoch and prints
-the true value reached per minute of training.
+the toolkit's default algorithm (``batchrl-mtf train`` without ``--algo``: TD3+BC), or
+``--curve-algo``, with its CPU defaults on the default world's logs with ``--env`` evaluation
+after every epoch and prints the true value reached per minute of training.
 
 Usage::
 
@@ -55,6 +56,9 @@ def main() -> None:
     parser.add_argument("--algos", default="bcq,cql,iql,td3bc,awac,bc")
     parser.add_argument("--value-curve", action="store_true")
     parser.add_argument("--n-steps", type=int, default=10_000)
+    parser.add_argument(
+        "--curve-algo", default=None, help="algorithm of --value-curve (default: the toolkit's)"
+    )
     args = parser.parse_args()
 
     import torch
@@ -91,6 +95,7 @@ def main() -> None:
                 (
                     "bench",
                     {
+                        **({"algo": args.curve_algo} if args.curve_algo else {}),
                         "n_steps": args.n_steps,
                         "env": "short_video",
                         "eval_every": 1,
@@ -100,7 +105,8 @@ def main() -> None:
             ]
         )
         result = train(data, args.work / "speed_value_curve", cfg)
-        print("\n| training min | steps | true value | 95% interval |")
+        print(f"\nTrue value per minute of training: {cfg.algo} ({cfg.preset}), 1 torch thread\n")
+        print("| training min | steps | true value | 95% interval |")
         print("|---|---|---|---|")
         for row in result.metrics:
             print(

@@ -209,7 +209,7 @@ def test_out_that_is_not_a_policy_is_not_replaced(data: MDPData, tmp_path: Path)
 
 
 def test_paper_preset_has_the_batchrl_mtf_settings() -> None:
-    cfg = resolve_config([("--set", {"preset": "paper"})])
+    cfg = resolve_config([("--set", {"algo": "bcq", "preset": "paper"})])
     assert (cfg.batch_size, cfg.gamma, cfg.hidden_units) == (256, 0.95, ())
     p = cfg.bcq
     assert (p.action_flexibility, p.imitator_learning_rate, p.actor_learning_rate) == (
@@ -219,8 +219,39 @@ def test_paper_preset_has_the_batchrl_mtf_settings() -> None:
     )
     assert (p.critic_learning_rate, p.tau) == (2e-4, 0.05)
     # later layers win over the preset
-    cfg = resolve_config([("--set", {"preset": "paper", "bcq.tau": 0.01, "batch_size": 64})])
+    cfg = resolve_config(
+        [("--set", {"algo": "bcq", "preset": "paper", "bcq.tau": 0.01, "batch_size": 64})]
+    )
     assert (cfg.bcq.tau, cfg.batch_size, cfg.bcq.critic_learning_rate) == (0.01, 64, 2e-4)
+
+
+def test_default_algorithm_is_td3bc_with_the_measured_cpu_settings() -> None:
+    cfg = resolve_config([])
+    assert (cfg.algo, cfg.preset, cfg.n_steps, cfg.hidden_units) == (
+        "td3bc",
+        "default",
+        5000,
+        (128, 128),
+    )
+    assert cfg.td3bc.alpha == 10.0
+    assert cfg.gamma is None  # the dataset's discount
+    # d3rlpy's own TD3+BC settings stay one preset away; later layers still win
+    d3 = resolve_config([("--set", {"preset": "d3rlpy"})])
+    assert (d3.algo, d3.td3bc.alpha, d3.hidden_units) == ("td3bc", 2.5, ())
+    d3 = resolve_config([("--set", {"preset": "d3rlpy", "alpha": 5.0})])
+    assert d3.td3bc.alpha == 5.0
+    # the BCQ paper preset needs --algo bcq now that the default is TD3+BC
+    with pytest.raises(ConfigError, match=r"algorithm 'td3bc' has presets default, d3rlpy"):
+        resolve_config([("--set", {"preset": "paper"})])
+
+
+def test_train_without_algo_trains_td3bc(data: MDPData, tmp_path: Path) -> None:
+    out = tmp_path / "default"
+    train(data, out, resolve_config([("test", TINY)]))
+    manifest = json.loads((out / "policy.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert manifest["algo"] == "td3bc"
+    assert config["td3bc"]["alpha"] == 10.0
 
 
 def test_keys_bare_dotted_and_unknown() -> None:

@@ -32,12 +32,12 @@ def _read_config_file(path: Path) -> Mapping[str, object]:
     "train",
     epilog="""\b
 Examples:
-  batchrl-mtf train runs/ds --out runs/bcq                       # BCQ, CPU defaults
+  batchrl-mtf train runs/ds --out runs/td3bc                     # TD3+BC, CPU defaults
   batchrl-mtf train runs/ds --algo iql --n-steps 20000 --seed 1 --out runs/iql
-  batchrl-mtf train runs/ds --set preset=paper --device cuda:0 --out runs/bcq-paper
-  batchrl-mtf train runs/ds --set bcq.action_flexibility=0.1 --set batch_size=512 --out runs/b
-  batchrl-mtf train runs/ds --env envs/short_video.toml --eval-every 2 --out runs/bcq
-  batchrl-mtf train runs/ds --out runs/bcq --resume --n-steps 20000  # continue to 20k steps
+  batchrl-mtf train runs/ds --algo bcq --set preset=paper --device cuda:0 --out runs/bcq-paper
+  batchrl-mtf train runs/ds --algo bcq --set bcq.action_flexibility=0.1 --out runs/b
+  batchrl-mtf train runs/ds --env envs/short_video.toml --eval-every 2 --out runs/td3bc
+  batchrl-mtf train runs/ds --out runs/td3bc --resume --n-steps 20000  # continue to 20k
 
 \b
 Settings (TOML via --config, either top-level or under [train]; --set key=value):
@@ -54,7 +54,7 @@ See docs/training.md.""",
     type=click.Path(path_type=Path),
     help="Policy directory to write.",
 )
-@click.option("--algo", type=click.Choice(ALGOS), default=None, help="Algorithm [default: bcq].")
+@click.option("--algo", type=click.Choice(ALGOS), default=None, help="Algorithm [default: td3bc].")
 @click.option("--n-steps", type=int, default=None, help="Total gradient steps [default: 5000].")
 @click.option("--seed", type=int, default=None, help="Random seed [default: 0].")
 @click.option(

@@ -4,8 +4,10 @@
 device) and one hyper-parameter dataclass per algorithm (``bcq``, ``cql``, ...). Field names of
 the algorithm dataclasses are the d3rlpy 2.8.1 config names, so the d3rlpy documentation applies
 unchanged. :data:`ALGORITHMS` maps ``--algo`` names to :class:`AlgoSpec` entries, each with its
-named presets (``default`` is the CPU default chosen by ``bench/train_speed.py``; BCQ also has
-``paper``, the BatchRL-MTF settings).
+named presets (``default`` is the CPU default chosen by ``bench/train_speed.py`` and
+``bench/train_quality.py``; BCQ also has ``paper``, the BatchRL-MTF settings, and TD3+BC ``d3rlpy``,
+d3rlpy's own settings). Without ``algo`` the toolkit trains TD3+BC (see docs/training.md for the
+measurements behind that choice).
 
 A configuration is resolved from layers, later ones winning: the preset, a TOML file
 (``--config``), then ``--set key=value`` overrides. Keys are top-level :class:`TrainConfig` fields
@@ -174,7 +176,9 @@ class TD3BCParams:
         n_critics: Number of Q-functions.
         target_smoothing_sigma: Std of the target-policy smoothing noise (scaled actions).
         target_smoothing_clip: Clip of that noise.
-        alpha: Weight of the Q term against the behaviour-cloning term.
+        alpha: Weight of the Q term against the behaviour-cloning term (10 here, the CPU
+            default measured by ``bench/train_quality.py``; d3rlpy's and the paper's 2.5 is the
+            ``d3rlpy`` preset).
         update_actor_interval: Gradient steps between actor updates.
     """
 
@@ -184,7 +188,7 @@ class TD3BCParams:
     n_critics: int = 2
     target_smoothing_sigma: float = 0.2
     target_smoothing_clip: float = 0.5
-    alpha: float = 2.5
+    alpha: float = 10.0
     update_actor_interval: int = 2
 
     def __post_init__(self) -> None:
@@ -245,7 +249,8 @@ class AlgoSpec:
         params: The hyper-parameter dataclass.
         has_q: Whether the algorithm learns a Q-function (TD error and value metrics apply).
         description: One line for ``--help`` and the docs.
-        presets: Named configuration layers (``default`` is always present and empty).
+        presets: Named configuration layers (``default`` is always present and empty: the
+            params dataclass's field defaults are the algorithm's CPU default).
     """
 
     name: str
@@ -270,6 +275,12 @@ BCQ_PAPER: Mapping[str, object] = {
     },
 }
 
+#: TD3+BC with d3rlpy's (and Fujimoto & Gu's) settings: alpha 2.5, d3rlpy's 256x256 networks.
+TD3BC_D3RLPY: Mapping[str, object] = {
+    "hidden_units": [],
+    "td3bc": {"alpha": 2.5},
+}
+
 ALGORITHMS: dict[str, AlgoSpec] = {
     "bcq": AlgoSpec(
         "bcq",
@@ -281,7 +292,14 @@ ALGORITHMS: dict[str, AlgoSpec] = {
     ),
     "cql": AlgoSpec("cql", "CQLConfig", CQLParams, True, "Conservative Q-learning (SAC-based)"),
     "iql": AlgoSpec("iql", "IQLConfig", IQLParams, True, "Implicit Q-learning"),
-    "td3bc": AlgoSpec("td3bc", "TD3PlusBCConfig", TD3BCParams, True, "TD3 plus behaviour cloning"),
+    "td3bc": AlgoSpec(
+        "td3bc",
+        "TD3PlusBCConfig",
+        TD3BCParams,
+        True,
+        "TD3 plus behaviour cloning, the toolkit default (presets: default, d3rlpy)",
+        {"default": {}, "d3rlpy": TD3BC_D3RLPY},
+    ),
     "awac": AlgoSpec("awac", "AWACConfig", AWACParams, True, "Advantage-weighted actor-critic"),
     "bc": AlgoSpec("bc", "BCConfig", BCParams, False, "Behaviour cloning (no RL baseline)"),
 }
@@ -299,7 +317,8 @@ class TrainConfig:
     """One training run.
 
     Attributes:
-        algo: Algorithm name (a key of :data:`ALGORITHMS`).
+        algo: Algorithm name (a key of :data:`ALGORITHMS`); TD3+BC by default (measured best on
+            the default world, docs/training.md).
         preset: Named preset of the algorithm applied under the file and ``--set`` layers.
         n_steps: Total gradient steps.
         n_steps_per_epoch: Gradient steps per epoch (one metrics row and checkpoint per epoch).
@@ -323,7 +342,7 @@ class TrainConfig:
         bc: Behaviour-cloning hyper-parameters.
     """
 
-    algo: AlgoName = "bcq"
+    algo: AlgoName = "td3bc"
     preset: str = "default"
     n_steps: int = 5_000
     n_steps_per_epoch: int = 1_000
