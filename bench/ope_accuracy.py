@@ -70,7 +70,7 @@ from batchrl_mtf.sim import (
 ROOT = Path(__file__).resolve().parents[1]
 FAR = ("far-high", "far-low")
 TRUTH_BOOTSTRAP = 2000
-RULE_FIELDS = ("min_ess", "min_ess_fraction", "recommend_order")
+RULE_FIELDS = ("min_ess", "min_ess_fraction", "dr_max_ci_ratio", "recommend_order")
 
 
 def spearman(x: list[float], y: list[float]) -> float:

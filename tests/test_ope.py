@@ -438,3 +438,36 @@ def test_fqe_lr_schedule_changes_the_fit_and_the_cache_key() -> None:
 def test_ensemble_config_is_validated(field: str, value: object, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         OPEConfig(**{field: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("dr_half_width", "wdr_half_width", "ratio", "expected"),
+    [
+        (1.0, 1.0, 3.0, "dr"),  # as wide as fqe's interval: quoted
+        (3.0, 1.0, 3.0, "dr"),  # exactly 3x: still quoted
+        (3.5, 1.0, 3.0, "wdr"),  # dr blown up: the next in order
+        (40.0, 40.0, 3.0, "fqe"),  # both blown up: the model
+        (40.0, 40.0, None, "dr"),  # guard switched off
+    ],
+)
+def test_recommend_rule_skips_doubly_robust_values_with_blown_up_intervals(
+    dr_half_width: float, wdr_half_width: float, ratio: float | None, expected: str
+) -> None:
+    cfg = OPEConfig(dr_max_ci_ratio=ratio)
+    ests = {
+        "fqe": _est("fqe", 1.0),  # interval width 2
+        "dr": Estimate("dr", 9.0, (9 - dr_half_width, 9 + dr_half_width), 2.0, np.zeros(1), 100),
+        "wdr": Estimate(
+            "wdr", 8.0, (8 - wdr_half_width, 8 + wdr_half_width), 2.0, np.zeros(1), 100
+        ),
+    }
+    rec = recommend(ests, 100, cfg)
+    assert rec is not None
+    assert rec.estimator == expected
+    if expected in ("dr", "wdr") and ratio is not None:
+        assert "as wide as fqe's" in rec.reason
+
+
+def test_dr_max_ci_ratio_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match=r"dr_max_ci_ratio: expected a number > 0 or None"):
+        OPEConfig(dr_max_ci_ratio=0.0)

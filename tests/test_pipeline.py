@@ -17,7 +17,7 @@ from batchrl_mtf.pipeline import demo_document, load_pipeline, parse_pipeline, r
 from batchrl_mtf.pipeline.demo import DEMO
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("simulate", "dataset", "train/bcq", "train/bc", "evaluate", "truth", "export", "report")
+STAGES = ("simulate", "dataset", "train/td3bc", "train/bc", "evaluate", "truth", "export", "report")
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_demo_writes_every_artefact(demo_run: tuple[Path, Any]) -> None:
     ope = json.loads((out / "evaluate" / "ope.json").read_text(encoding="utf-8"))
     assert ope["format"] == "batchrl-mtf/ope-report@1"
     assert {p["name"] for p in ope["policies"]} == {
-        "behavior", "production", "best-constant", "bcq", "bc"
+        "behavior", "production", "best-constant", "td3bc", "bc"
     }  # fmt: skip
     assert all(p["estimates"]["fqe"]["ci"] is not None for p in ope["policies"])
     best = WeightTable.load(out / "evaluate" / "best_constant.json")
@@ -59,7 +59,7 @@ def test_demo_writes_every_artefact(demo_run: tuple[Path, Any]) -> None:
     assert len(rows) == len(table.rows)
     assert "support" in rows[0]
     truth = json.loads((out / "truth" / "values.json").read_text(encoding="utf-8"))
-    assert set(truth["policies"]) == {"behavior", "production", "best-constant", "bcq", "bc"}
+    assert set(truth["policies"]) == {"behavior", "production", "best-constant", "td3bc", "bc"}
     for v in truth["policies"].values():
         assert v["return"]["ci95"][0] <= v["return"]["mean"] <= v["return"]["ci95"][1]
         assert set(v["weights_by_segment"]) == {"casual", "watcher", "social"}
@@ -76,7 +76,7 @@ def test_report_is_complete_and_self_contained(demo_run: tuple[Path, Any]) -> No
                     "## Learned weights", "## Exported weight table", "## Timing",
                     "## Resolved configuration"):  # fmt: skip
         assert heading in md
-    assert re.search(r"bcq (\*\*)?(beats|does not beat|does worse than) production", md)
+    assert re.search(r"td3bc (\*\*)?(beats|does not beat|does worse than) production", md)
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert len(images) >= 6
     for rel in images:

@@ -52,6 +52,10 @@ class OPEConfig:
             as the recommended one only when its effective sample size is at least this
             fraction of the sessions.
         min_ess: ... and at least this many sessions.
+        dr_max_ci_ratio: A doubly robust estimate (``dr``, ``wdr``) is eligible as the recommended
+            one only when its interval is at most this many times as wide as ``fqe``'s (when
+            ``fqe`` was run): a DR value blown up by a few huge importance weights is not
+            quoted; ``None`` = no such guard.
         recommend_order: Preference order of the recommended-estimate rule.
     """
 
@@ -75,6 +79,7 @@ class OPEConfig:
     torch_threads: int = 1
     min_ess_fraction: float = 0.05
     min_ess: float = 30.0
+    dr_max_ci_ratio: float | None = 10.0
     recommend_order: tuple[str, ...] = DEFAULT_RECOMMEND_ORDER
 
     def __post_init__(self) -> None:
@@ -150,3 +155,9 @@ class OPEConfig:
             f"expected in [0, 1], found {self.min_ess_fraction}",
         )
         require(self.min_ess >= 0, "min_ess", f"expected >= 0, found {self.min_ess}")
+        if self.dr_max_ci_ratio is not None:
+            require(
+                self.dr_max_ci_ratio > 0,
+                "dr_max_ci_ratio",
+                f"expected a number > 0 or None, found {self.dr_max_ci_ratio}",
+            )

@@ -5,10 +5,12 @@ Recommended-estimate rule (``OPEConfig.recommend_order``, default
 and gave a finite value; a pure importance-sampling estimator (``pdis, wpdis``: no model to fall
 back on) qualifies only when its effective sample size is at least
 ``max(min_ess, min_ess_fraction * n_sessions)`` (defaults 30 and 5%). The doubly robust
-estimators are not guarded: as the importance weights vanish (a policy far from the logs) their
-correction vanishes and they fall back to their FQE model. When none qualifies, the first finite
-estimate in the order is taken and the report says so (``"reason"``). Policies are ranked by
-their recommended value, best first. The order was chosen on ``bench/ope_accuracy.py``, where DR
+estimators are not ESS-guarded: as the importance weights vanish (a policy far from the logs)
+their correction vanishes and they fall back to their FQE model. But a few huge weights can blow a
+DR value up; such a value shows in its interval, so ``dr``/``wdr`` qualify only when their
+interval is at most ``dr_max_ci_ratio`` (default 10) times as wide as ``fqe``'s. When none
+qualifies, the first finite estimate in the order is taken and the report says so
+(``"reason"``). Policies are ranked by their recommended value, best first. The order was chosen on ``bench/ope_accuracy.py``, where DR
 ranked the policies best (docs/ope.md).
 """
 
@@ -34,9 +36,11 @@ __all__ = [
     "ESS_GUARDED",
     "ESTIMATORS",
     "IMPORTANCE_WEIGHTED",
+    "WIDTH_GUARDED",
     "OPEResult",
     "PolicyResult",
     "Recommended",
+    "eligible",
     "estimate_policy_value",
     "evaluate_policies",
     "make_estimator",
@@ -60,6 +64,9 @@ IMPORTANCE_WEIGHTED = frozenset({"pdis", "wpdis", "dr", "wdr"})
 
 ESS_GUARDED = frozenset({"pdis", "wpdis"})
 """Estimators the recommended-estimate rule takes only above the ESS floor (no model behind)."""
+
+WIDTH_GUARDED = frozenset({"dr", "wdr"})
+"""Doubly robust estimators, recommended only with an interval not much wider than FQE's."""
 
 
 def make_estimator(name: str, config: OPEConfig | None = None) -> Estimator:
@@ -141,6 +148,33 @@ class OPEResult:
     config: OPEConfig
 
 
+def _ci_ratio(est: Estimate, fqe: Estimate | None) -> float | None:
+    """Width of ``est``'s interval over ``fqe``'s (``None`` when either is missing or empty)."""
+    if fqe is None or est.ci is None or fqe.ci is None:
+        return None
+    ref = fqe.ci[1] - fqe.ci[0]
+    width = est.ci[1] - est.ci[0]
+    if not (math.isfinite(ref) and math.isfinite(width)) or ref <= 0:
+        return None
+    return width / ref
+
+
+def eligible(name: str, estimates: dict[str, Estimate], n_sessions: int, config: OPEConfig) -> bool:
+    """Whether ``estimates[name]`` may be quoted under the recommended-estimate rule's guards:
+    finite, above the ESS floor for pure importance sampling, and for doubly robust estimators an
+    interval at most ``config.dr_max_ci_ratio`` times as wide as ``fqe``'s."""
+    est = estimates.get(name)
+    if est is None or not math.isfinite(est.value):
+        return False
+    if name in ESS_GUARDED:
+        min_ess = max(config.min_ess, config.min_ess_fraction * n_sessions)
+        return est.ess is not None and est.ess >= min_ess
+    ratio = _ci_ratio(est, estimates.get("fqe"))
+    if name in WIDTH_GUARDED and config.dr_max_ci_ratio is not None and ratio is not None:
+        return ratio <= config.dr_max_ci_ratio
+    return True
+
+
 def recommend(
     estimates: dict[str, Estimate], n_sessions: int, config: OPEConfig
 ) -> Recommended | None:
@@ -153,11 +187,14 @@ def recommend(
             continue
         if fallback is None:
             fallback = est
-        if name in ESS_GUARDED and (est.ess is None or est.ess < min_ess):
+        if not eligible(name, estimates, n_sessions, config):
             continue
+        ratio = _ci_ratio(est, estimates.get("fqe"))
         reason = f"first in order {','.join(config.recommend_order)}"
         if name in ESS_GUARDED:
             reason += f" with ESS {est.ess:.1f} >= {min_ess:.1f}"
+        if name in WIDTH_GUARDED and ratio is not None:
+            reason += f" with an interval {ratio:.2g}x as wide as fqe's"
         return Recommended(name, est.value, est.ci, reason)
     if fallback is None:
         return None
@@ -165,7 +202,8 @@ def recommend(
         fallback.estimator,
         fallback.value,
         fallback.ci,
-        f"no estimate passed the ESS guard (>= {min_ess:.1f}); first finite in order",
+        f"no estimate passed the ESS guard (>= {min_ess:.1f}) or the DR width guard; "
+        "first finite in order",
     )
 
 

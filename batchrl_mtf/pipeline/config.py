@@ -6,7 +6,7 @@ Sections, in run order (see ``docs/pipeline.md``)::
     [data.simulate]   make the logs with the simulator first
     [reward]          the reward table inline, or file = "reward.toml"
     [features]        FeatureConfig fields
-    [train]           algos = ["bcq", "bc"], TrainConfig keys, [train.<algo>] tables
+    [train]           algos = ["td3bc", "bc"], TrainConfig keys, [train.<algo>] tables
     [evaluate]        policies, the best-constant search, OPEConfig keys
     [export]          policy, fusion, ExportConfig keys
     [truth]           simulator rollouts of every policy (optional)
@@ -148,7 +148,7 @@ class TrainSection:
             resolved with :func:`batchrl_mtf.training.resolve_config`.
     """
 
-    algos: tuple[str, ...] = ("bcq", "bc")
+    algos: tuple[str, ...] = ("td3bc", "bc")
     settings: Mapping[str, object] = field(default_factory=dict)
 
     def resolved(self, algo: str, where: str = "[train]") -> Any:
@@ -408,7 +408,7 @@ def _train(doc: Mapping[str, object], src: str, base: Path) -> TrainSection:
 
     where = f"{src} [train]"
     table = dict(doc.get("train", {}))  # type: ignore[call-overload]
-    algos_raw = table.pop("algos", ["bcq", "bc"])
+    algos_raw = table.pop("algos", ["td3bc", "bc"])
     if isinstance(algos_raw, str):
         algos_raw = [algos_raw]
     if (

@@ -18,10 +18,10 @@ DEMO: dict[str, Any] = {
         "gamma": 0.95,
         "simulate": {"env": "short_video", "sessions": 4000, "policy": "mixed", "seed": 0},
     },
-    "train": {"algos": ["bcq", "bc"], "n_steps": 1500, "n_steps_per_epoch": 250, "seed": 0},
+    "train": {"algos": ["td3bc", "bc"], "n_steps": 5000, "n_steps_per_epoch": 500, "seed": 0},
     "evaluate": {
         "policies": ["behavior", "production", "best-constant"],
-        "estimators": ["fqe", "cfqe", "wdr"],
+        "estimators": ["fqe", "cfqe", "dr", "wdr"],
         "gamma": 1.0,
         "fqe_n_steps": 1000,
         "fqe_target_update_interval": 20,

@@ -70,21 +70,16 @@ def evaluate_each(
 def common_estimator(p: Any, base: Any, n_sessions: int, config: Any) -> str | None:
     """The first estimator of ``config.recommend_order`` valid for both policies.
 
-    Valid: run, finite, and for the ESS-guarded estimators (``batchrl_mtf.ope.evaluate.
-    ESS_GUARDED``: pure importance sampling) an effective sample size of at least
-    ``max(min_ess, min_ess_fraction * n_sessions)`` for both (the rule of the recommended
-    estimate, applied to the pair, so a difference never mixes a trusted and an untrusted value).
+    Valid: eligible for both under the guards of the recommended-estimate rule
+    (:func:`batchrl_mtf.ope.evaluate.eligible`: finite, the ESS floor for pure importance
+    sampling, the interval-width guard for doubly robust estimators), so a difference never mixes
+    a trusted and an untrusted value.
     """
-    from batchrl_mtf.ope.evaluate import ESS_GUARDED
+    from batchrl_mtf.ope.evaluate import eligible
 
-    min_ess = max(config.min_ess, config.min_ess_fraction * n_sessions)
     for name in config.recommend_order:
-        pair = [p.estimates.get(name), base.estimates.get(name)]
-        if any(e is None or not math.isfinite(e.value) for e in pair):
-            continue
-        if name in ESS_GUARDED and any(e.ess is None or e.ess < min_ess for e in pair):
-            continue
-        return str(name)
+        if all(eligible(name, e.estimates, n_sessions, config) for e in (p, base)):
+            return str(name)
     return p.recommended.estimator if p.recommended is not None else None
 
 
