@@ -37,7 +37,8 @@ REPORT_FORMAT = "batchrl-mtf/ope-report@1"
 RECOMMEND_RULE = (
     "first estimator in recommend_order with a finite value; pure importance-sampling "
     "estimators (pdis, wpdis) only when ESS >= max(min_ess, min_ess_fraction * n_sessions); "
-    "else the first finite estimate in that order"
+    "doubly robust ones (dr, wdr) only when their interval is at most dr_max_ci_ratio times as "
+    "wide as fqe's; else the first finite estimate in that order"
 )
 
 
