@@ -214,11 +214,6 @@ class Prepared:
         ]
         return self.source[needed].take(self.order).reset_index(drop=True)
 
-    @cached_property
-    def session(self) -> pd.Series:
-        """Session id of each kept row, in canonical order."""
-        return self.source_session.take(self.order).reset_index(drop=True)
-
 
 def _sessionize(frame: pd.DataFrame, gap_s: float) -> pd.Series:
     """Session ids ``"<user_id>#<k>"`` made by splitting each user's requests at gaps > ``gap_s``."""

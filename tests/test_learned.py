@@ -60,7 +60,7 @@ DISTIL_MEDIAN_CORR = 0.5
 DISTIL_MEAN_REL = 0.3
 
 
-def _production(spec_path: Path) -> SimPolicy:
+def _production(spec_path: Path, sigma: float = 0.1, random_sigma: float = 0.1) -> SimPolicy:
     world = World(load_spec(spec_path))
     return make_policy(
         "production",
@@ -69,8 +69,8 @@ def _production(spec_path: Path) -> SimPolicy:
         world.production,
         world.low,
         world.high,
-        0.1,
-        0.1,
+        sigma,
+        random_sigma,
     )
 
 
@@ -190,16 +190,7 @@ def test_determinism_under_a_seed(learned: tuple[Path, dict]) -> None:  # type: 
     np.testing.assert_array_equal(r1, r2)
     assert not (o1.shape == o3.shape and np.array_equal(o1, o3))
     world = World(load_spec(spec_path))
-    pol = make_policy(
-        "production",
-        world.tasks,
-        feature_names_of(world),
-        world.production,
-        world.low,
-        world.high,
-        0.2,
-        0.6,
-    )
+    pol = _production(spec_path, 0.2, 0.6)
     a, _ = run_sessions(world, pol, 40, 9)
     b, _ = run_sessions(World(load_spec(spec_path)), pol, 40, 9)
     np.testing.assert_array_equal(a.returns, b.returns)

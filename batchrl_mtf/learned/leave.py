@@ -439,6 +439,20 @@ def fit_leave_on_logs(
     pairs = segment_feedback_pairs(names, order) if interactions else []
     pairs = [(i, j) for i, j in pairs if i not in excluded and j not in excluded]
     grid_loss: dict[str, float] = {}
+
+    def fit(rows: npt.NDArray[np.bool_], penalty: float) -> LeaveModel:
+        """The single leave model on ``rows`` with L2 penalty ``penalty``."""
+        return fit_leave_model(
+            x[rows],
+            y[rows],
+            names,
+            l2=penalty,
+            pairs=pairs,
+            recency_decay=decay,
+            exclude=excluded,
+            action_inputs=action_inputs,
+        )
+
     if l2 is None:
         split_share = holdout + 0.25 * (1 - holdout)
         inner_val = train_rows & (session_split(data.session_id, split_share) == "test")
@@ -446,29 +460,11 @@ def fit_leave_on_logs(
         if not inner_val.any() or not inner_fit.any():
             inner_val = inner_fit = train_rows
         for cand in l2_grid:
-            m = fit_leave_model(
-                x[inner_fit],
-                y[inner_fit],
-                names,
-                l2=cand,
-                pairs=pairs,
-                recency_decay=decay,
-                exclude=excluded,
-                action_inputs=action_inputs,
-            )
+            m = fit(inner_fit, cand)
             grid_loss[f"{cand:g}"] = log_loss(m.probability(x[inner_val]), y[inner_val])
         l2 = float(min(l2_grid, key=lambda c: grid_loss[f"{c:g}"]))
     if n_classes == 1:
-        leave = fit_leave_model(
-            x[train_rows],
-            y[train_rows],
-            names,
-            l2=l2,
-            pairs=pairs,
-            recency_decay=decay,
-            exclude=excluded,
-            action_inputs=action_inputs,
-        )
+        leave = fit(train_rows, l2)
     else:
         _, sess_idx = np.unique(data.session_id[train_rows], return_inverse=True)
         leave, _ = fit_leave_mixture(
