@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from batchrl_mtf.core.d3rlpy import load_d3rlpy
+
 TASKS = ("click", "longview", "like", "follow", "comment", "share")
 
 
@@ -123,19 +125,19 @@ def _peak(pid: int) -> int:
 def child(path: str, out: str, engine: str, master: str) -> None:
     import os
 
-    from batchrl_mtf.dataset import build_dataset
-    from batchrl_mtf.reward import RewardConfig
+    from batchrl_mtf.data.dataset import build_dataset
+    from batchrl_mtf.data.reward import RewardConfig
 
     reward = RewardConfig(
         10.0,
         {"watch_time": 0.02, "valid_play": 0.3},
         {"like": 1.0, "follow": 2.0, "comment": 1.5, "share": 2.0},
     )
-    import batchrl_mtf._d3rlpy  # noqa: F401  (import cost is not part of the build)
+    load_d3rlpy()  # import cost is not part of the build
 
     extra: dict[str, int] = {}
     if engine == "spark":
-        from batchrl_mtf.engines.spark import SparkOptions, build_dataset_spark, spark_session
+        from batchrl_mtf.data.spark import SparkOptions, build_dataset_spark, spark_session
 
         spark = spark_session(master)
         spark.range(1).count()  # JVM and Python workers up before the clock starts

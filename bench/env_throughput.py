@@ -48,7 +48,7 @@ def main() -> None:
         f"{c} candidates, {k} tasks, {dt:.2f} s)"
     )
 
-    env = gymnasium.make("batchrl_mtf/ShortVideo-v0")
+    env = gymnasium.make("batchrl_mtf.envs:batchrl_mtf/ShortVideo-v0")
     env.reset(seed=args.seed)
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < 2.0:

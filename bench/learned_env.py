@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from batchrl_mtf.learned import LearnedEnvConfig, make_env
-from batchrl_mtf.policy import ConstantPolicy
+from batchrl_mtf.policy.base import ConstantPolicy
 from batchrl_mtf.sim import (
     FixedPolicy,
     PolicyContext,
@@ -174,7 +174,6 @@ def main() -> None:
     mixed = make_policy(
         "mixed",
         sim.tasks,
-        feature_names_of(sim),
         sim.production,
         sim.low,
         sim.high,

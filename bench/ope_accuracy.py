@@ -45,10 +45,10 @@ from typing import Any
 
 import numpy as np
 
-from batchrl_mtf.config import config_from_mapping, config_to_dict
-from batchrl_mtf.dataset import build_dataset, load_dataset
-from batchrl_mtf.io import atomic_write_text, dumps_json
-from batchrl_mtf.mdp import DatasetConfig
+from batchrl_mtf.core.config import config_from_mapping, config_to_dict
+from batchrl_mtf.core.io import atomic_write_text, dumps_json
+from batchrl_mtf.data.dataset import build_dataset, load_dataset
+from batchrl_mtf.data.mdp import DatasetConfig
 from batchrl_mtf.ope import (
     BehaviorPolicy,
     Estimate,
@@ -58,12 +58,10 @@ from batchrl_mtf.ope import (
     evaluate_policies,
     recommend,
 )
-from batchrl_mtf.policy import resolve_policy
+from batchrl_mtf.resolve import resolve_policy, resolve_sim_policy
 from batchrl_mtf.sim import (
     World,
-    feature_names_of,
     load_spec,
-    make_policy,
     run_sessions,
 )
 
@@ -132,20 +130,9 @@ def main() -> None:
 
     # 1. logs and dataset ------------------------------------------------------------------
     world = World(load_spec(None))
-    ex = world.spec.exploration
-    feats = feature_names_of(world)
 
     def sim_policy(arg: str) -> object:
-        return make_policy(
-            arg,
-            world.tasks,
-            feats,
-            world.production,
-            world.low,
-            world.high,
-            ex.action_noise_sigma,
-            ex.random_sigma,
-        )
+        return resolve_sim_policy(world, arg)
 
     lo, hi = float(np.min(world.low)), float(np.max(world.high))
     data_key = {"sessions": args.sessions, "seed": args.seed}

@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
-from batchrl_mtf.io import atomic_write_text, dumps_json
-from batchrl_mtf.policy import ConstantPolicy
+from batchrl_mtf.core.io import atomic_write_text, dumps_json
+from batchrl_mtf.policy.base import ConstantPolicy
 from batchrl_mtf.sim import (
     FixedPolicy,
     SegmentPolicy,

@@ -36,15 +36,17 @@ from typing import Any
 
 import numpy as np
 
+from batchrl_mtf.core.d3rlpy import load_d3rlpy
+
 HERE = Path(__file__).resolve().parent
 
 
 def prepare_data(work: Path, sessions: int, seed: int) -> Path:
     """Simulate ``mixed`` logs and build the dataset once (cached in ``work``)."""
-    from batchrl_mtf.dataset import build_dataset
-    from batchrl_mtf.mdp import DatasetConfig
+    from batchrl_mtf.data.dataset import build_dataset
+    from batchrl_mtf.data.mdp import DatasetConfig
     from batchrl_mtf.sim.policies import make_policy
-    from batchrl_mtf.sim.runner import feature_names_of, run_sessions
+    from batchrl_mtf.sim.runner import run_sessions
     from batchrl_mtf.sim.spec import load_spec
     from batchrl_mtf.sim.world import World
 
@@ -59,7 +61,6 @@ def prepare_data(work: Path, sessions: int, seed: int) -> Path:
         policy = make_policy(
             "mixed",
             world.tasks,
-            feature_names_of(world),
             f.production,
             [f.low] * k,
             [f.high] * k,
@@ -186,8 +187,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from batchrl_mtf.config import parse_overrides
-    from batchrl_mtf.policy import ConstantPolicy
+    from batchrl_mtf.core.config import parse_overrides
+    from batchrl_mtf.policy.base import ConstantPolicy
     from batchrl_mtf.sim.spec import load_spec
     from batchrl_mtf.sim.world import World
     from batchrl_mtf.training import TrainConfig, load_policy, resolve_config, train
@@ -203,7 +204,7 @@ def main() -> None:
     previous = json.loads(results_path.read_text()) if results_path.is_file() else {}
     obs = None
     try:
-        from batchrl_mtf.dataset import load_dataset
+        from batchrl_mtf.data.dataset import load_dataset
 
         obs = load_dataset(ds).select("test").observations[:4096]
     except Exception:  # action statistics are informative only
@@ -277,7 +278,7 @@ def main() -> None:
                 break
 
     if args.offline_best_constant:
-        from batchrl_mtf.dataset import load_dataset
+        from batchrl_mtf.data.dataset import load_dataset
         from batchrl_mtf.ope import best_constant
 
         t = time.perf_counter()
@@ -319,7 +320,7 @@ def main() -> None:
         add(f"{algo} ({label}, {n_steps} steps)", load_policy(out), minutes, role=role, load=load)
 
     if not args.skip_byhand:
-        from batchrl_mtf._d3rlpy import d3rlpy
+        d3rlpy = load_d3rlpy()
 
         steps = args.byhand_steps or n_steps
         out = args.work / "byhand"

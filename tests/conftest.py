@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from logs_factory import make_logs
 
-from batchrl_mtf.reward import RewardConfig
+from batchrl_mtf.data.reward import RewardConfig
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from batchrl_mtf.cli import main
-from batchrl_mtf.dataset import build_dataset
-from batchrl_mtf.reward import RewardConfig
+from batchrl_mtf.data.dataset import build_dataset
+from batchrl_mtf.data.reward import RewardConfig
 
 
 def test_quiet_hides_progress_bar(tmp_path: Path, logs_parquet: Path, reward: RewardConfig) -> None:

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchrl_mtf.dataset import build_dataset, build_dataset_from_frame, load_dataset
+from batchrl_mtf.data.dataset import build_dataset, build_dataset_from_frame, load_dataset
+from batchrl_mtf.data.features import FeatureConfig
+from batchrl_mtf.data.mdp import DatasetConfig
+from batchrl_mtf.data.reward import RewardConfig
 from batchrl_mtf.errors import ConfigError, DatasetError, SchemaError
-from batchrl_mtf.features import FeatureConfig
-from batchrl_mtf.mdp import DatasetConfig
-from batchrl_mtf.reward import RewardConfig
-from batchrl_mtf.schema import LogFrame, read_logs
+from batchrl_mtf.logs.schema import LogFrame, read_logs
 
 T0 = 1_700_000_000_000
 

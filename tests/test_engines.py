@@ -16,14 +16,14 @@ from click.testing import CliRunner
 from logs_factory import make_logs
 
 from batchrl_mtf.cli import main
-from batchrl_mtf.dataset import build_dataset, load_dataset, write_d3rlpy_file
-from batchrl_mtf.engines.core import PartSummary, process_part
+from batchrl_mtf.data.dataset import build_dataset, load_dataset, write_d3rlpy_file
+from batchrl_mtf.data.features import feature_names
+from batchrl_mtf.data.mdp import DatasetConfig, check_columns, prepare_logs
+from batchrl_mtf.data.parts import PartSummary, process_part
+from batchrl_mtf.data.reward import RewardConfig
 from batchrl_mtf.errors import ConfigError, SchemaError
-from batchrl_mtf.features import feature_names
-from batchrl_mtf.mdp import DatasetConfig, check_columns, prepare_logs
-from batchrl_mtf.reward import RewardConfig
-from batchrl_mtf.schema import LogFrame
-from batchrl_mtf.validate import merge_problems
+from batchrl_mtf.logs.schema import LogFrame
+from batchrl_mtf.logs.validate import merge_problems
 
 REWARD = RewardConfig(10.0, {"watch_time": 0.02, "valid_play": 0.3}, {"like": 1.0, "click": 0.1})
 
@@ -142,7 +142,7 @@ def test_transitions_directory_loads_and_streams_to_the_same_h5(tmp_path: Path) 
     assert list(parts.split) == list(whole.split)
     # --from-transitions writes the same arrays as the in-memory writer, in small batches
     (b / "dataset.h5").unlink()
-    from batchrl_mtf.dataset import write_d3rlpy_file_from_transitions
+    from batchrl_mtf.data.dataset import write_d3rlpy_file_from_transitions
 
     write_d3rlpy_file_from_transitions(b, batch_rows=4)
     write_d3rlpy_file(tmp_path / "ref.h5", whole)
@@ -196,7 +196,7 @@ def test_build_dataset_argument_errors(args: list[str], match: str) -> None:
 
 
 def test_spark_options_are_validated() -> None:
-    from batchrl_mtf.engines.spark import SparkOptions
+    from batchrl_mtf.data.spark import SparkOptions
 
     with pytest.raises(ConfigError, match="chunk_rows"):
         SparkOptions(chunk_rows=0)
@@ -225,7 +225,7 @@ def _floats_close(a: object, b: object, path: str = "") -> None:
 
 def test_spark_and_local_engines_are_equivalent(tmp_path: Path) -> None:
     pytest.importorskip("pyspark")
-    from batchrl_mtf.engines.spark import SparkOptions, build_dataset_spark, hash_parts
+    from batchrl_mtf.data.spark import SparkOptions, build_dataset_spark, hash_parts
 
     df = bad_logs()
     half = df["request_id"] % 2 == 0  # two input files, problems attributed to each

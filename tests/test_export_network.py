@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from batchrl_mtf.core.d3rlpy import load_d3rlpy
 from batchrl_mtf.errors import ExportError
 from batchrl_mtf.export import export_network, load_network
 
@@ -18,7 +19,7 @@ D, K = 5, 3
 @pytest.fixture(scope="module")
 def algo_and_obs() -> tuple[Any, np.ndarray]:
     """A tiny BC policy with observation standardisation and min-max action scaling."""
-    from batchrl_mtf._d3rlpy import d3rlpy
+    d3rlpy = load_d3rlpy()
 
     rng = np.random.default_rng(0)
     obs = (rng.normal(size=(64, D)) * np.array([1.0, 10.0, 0.1, 3.0, 100.0]) + 5.0).astype(

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from batchrl_mtf.io import atomic_dir, atomic_write_text, dumps_json, hash_files
+from batchrl_mtf.core.io import atomic_dir, atomic_write_text, dumps_json, hash_files
 
 
 def test_atomic_dir_keeps_old_on_failure(tmp_path: Path) -> None:

@@ -32,7 +32,6 @@ from batchrl_mtf.learned.runtime import leave_feature_names, recent_feedback
 from batchrl_mtf.sim import (
     SimPolicy,
     World,
-    feature_names_of,
     load_spec,
     make_policy,
     run_sessions,
@@ -65,7 +64,6 @@ def _production(spec_path: Path, sigma: float = 0.1, random_sigma: float = 0.1) 
     return make_policy(
         "production",
         world.tasks,
-        feature_names_of(world),
         world.production,
         world.low,
         world.high,
@@ -81,7 +79,6 @@ def _simulate(n: int, seed: int) -> pd.DataFrame:
     pol = make_policy(
         "mixed",
         world.tasks,
-        feature_names_of(world),
         world.production,
         world.low,
         world.high,
@@ -151,7 +148,7 @@ def test_make_env_writes_a_learned_spec_with_its_artefacts(learned: tuple[Path, 
 
 def test_gymnasium_make_and_check_env(learned: tuple[Path, dict]) -> None:  # type: ignore[type-arg]
     spec_path, _ = learned
-    env = gymnasium.make("batchrl_mtf/Fusion-v0", spec=str(spec_path))
+    env = gymnasium.make("batchrl_mtf.envs:batchrl_mtf/Fusion-v0", spec=str(spec_path))
     check_env(env.unwrapped, skip_render_check=True)
     obs, info = env.reset(seed=1)
     assert obs.shape == env.observation_space.shape
@@ -167,7 +164,7 @@ def test_gymnasium_make_and_check_env(learned: tuple[Path, dict]) -> None:  # ty
 
 
 def _trajectory(spec_path: Path, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    env = gymnasium.make("batchrl_mtf/Fusion-v0", spec=str(spec_path))
+    env = gymnasium.make("batchrl_mtf.envs:batchrl_mtf/Fusion-v0", spec=str(spec_path))
     obs, _ = env.reset(seed=seed)
     w = np.array([1.0, 0.4, 0.3, 0.1, 0.1, 0.1])
     observations, rewards = [obs], []
@@ -220,7 +217,7 @@ def test_replay_check_detects_a_broken_leave_model(
     doc = json.loads(leave.read_text())
     doc["intercept"] = doc["intercept"] + 3.0  # users leave far too early
     leave.write_text(json.dumps(doc))
-    env = gymnasium.make("batchrl_mtf/Fusion-v0", spec=str(copy))
+    env = gymnasium.make("batchrl_mtf.envs:batchrl_mtf/Fusion-v0", spec=str(copy))
     lengths = []
     env.reset(seed=0)
     for _ in range(30):
@@ -388,7 +385,7 @@ def test_spec_with_missing_artefacts_is_a_clear_error(
     spec = _copy_env(learned[0], tmp_path)
     mutate(spec)
     with pytest.raises(ConfigError, match=match):
-        gymnasium.make("batchrl_mtf/Fusion-v0", spec=str(spec))
+        gymnasium.make("batchrl_mtf.envs:batchrl_mtf/Fusion-v0", spec=str(spec))
 
 
 def test_simulated_world_refuses_a_learned_table() -> None:

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from batchrl_mtf.dataset import DatasetSpec, MDPData
+from batchrl_mtf.data.dataset import DatasetSpec, MDPData
+from batchrl_mtf.data.features import FeatureConfig, FeatureSpec
 from batchrl_mtf.errors import ConfigError, OPEInputError
-from batchrl_mtf.features import FeatureConfig, FeatureSpec
 from batchrl_mtf.ope import (
     CFQE,
     DR,
@@ -34,7 +34,7 @@ from batchrl_mtf.ope import (
 from batchrl_mtf.ope.base import fit_standard_error, widen_ci
 from batchrl_mtf.ope.fqe import QValues, q_cache_key
 from batchrl_mtf.ope.kernel import log_kernel_ratio
-from batchrl_mtf.policy import ConstantPolicy
+from batchrl_mtf.policy.base import ConstantPolicy
 
 # h = 1/sqrt(2 pi): a 1-task Gaussian kernel is exactly 1 at distance 0
 H_UNIT = 1.0 / math.sqrt(2.0 * math.pi)

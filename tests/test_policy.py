@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from batchrl_mtf.errors import PolicyError
-from batchrl_mtf.policy import ConstantPolicy, TablePolicy, resolve_policy
+from batchrl_mtf.policy import ConstantPolicy, TablePolicy
+from batchrl_mtf.resolve import resolve_policy
 from batchrl_mtf.serving import Fusion, TableKey, TableRow, WeightTable
 
 TASKS = ("click", "like")

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from batchrl_mtf.data.reward import RewardConfig, default_reward, load_reward, request_reward
 from batchrl_mtf.errors import ConfigError
-from batchrl_mtf.reward import RewardConfig, default_reward, load_reward, request_reward
 
 GOOD = """
 [reward]

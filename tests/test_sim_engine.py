@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from batchrl_mtf.features import UserHistory
-from batchrl_mtf.policy import ConstantPolicy
+from batchrl_mtf.data.features import UserHistory
+from batchrl_mtf.policy.base import ConstantPolicy
 from batchrl_mtf.serving import fuse
 from batchrl_mtf.sim import FixedPolicy, SessionBatch, UserPool, World, load_spec, run_sessions
 

@@ -2,32 +2,45 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import gymnasium
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
 import batchrl_mtf.sim
-from batchrl_mtf.dataset import build_dataset_from_frame
-from batchrl_mtf.mdp import DatasetConfig
-from batchrl_mtf.schema import LogFrame, read_logs
+from batchrl_mtf.data.dataset import build_dataset_from_frame
+from batchrl_mtf.data.mdp import DatasetConfig
+from batchrl_mtf.logs.schema import LogFrame, read_logs
 from batchrl_mtf.sim import ENV_IDS, World, load_spec, make_policy, run_sessions
-from batchrl_mtf.sim.runner import feature_names_of
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_check_env_on_every_registered_env(env_id: str) -> None:
-    env = gymnasium.make(env_id)
+    env = gymnasium.make(f"batchrl_mtf.envs:{env_id}")
     check_env(env.unwrapped, skip_render_check=True)
     assert env.observation_space.shape == (len(env.unwrapped.feature_names),)
     assert env.action_space.shape == (len(env.unwrapped.tasks),)
 
 
+def test_importing_the_package_registers_nothing() -> None:
+    code = (
+        "import gymnasium, batchrl_mtf, batchrl_mtf.sim\n"
+        "ids = [i for i in gymnasium.registry if i.startswith('batchrl_mtf/')]\n"
+        "print(len(ids))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "0"
+
+
 def test_make_with_spec_path_and_module_prefix() -> None:
     path = batchrl_mtf.sim.default_spec_path("ecommerce")
+    batchrl_mtf.sim.register_envs()
     env = gymnasium.make("batchrl_mtf/Fusion-v0", spec=str(path))
     assert env.unwrapped.tasks == ("click", "cart", "buy")
-    env2 = gymnasium.make("batchrl_mtf.sim:batchrl_mtf/ShortVideo-v0")
+    env2 = gymnasium.make("batchrl_mtf.envs:batchrl_mtf/ShortVideo-v0")
     assert len(env2.unwrapped.tasks) == 6
 
 
@@ -44,7 +57,7 @@ def _episode(env: gymnasium.Env, seed: int) -> list[tuple[np.ndarray, float, boo
 
 
 def test_same_seed_same_episode_and_other_seed_differs() -> None:
-    env = gymnasium.make("batchrl_mtf/ShortVideo-v0")
+    env = gymnasium.make("batchrl_mtf.envs:batchrl_mtf/ShortVideo-v0")
     a, b, c = _episode(env, 5), _episode(env, 5), _episode(env, 6)
     assert len(a) == len(b)
     for x, y in zip(a, b, strict=True):
@@ -54,7 +67,7 @@ def test_same_seed_same_episode_and_other_seed_differs() -> None:
 
 
 def test_episode_ends_and_info() -> None:
-    env = gymnasium.make("batchrl_mtf/ShortVideo-v0")
+    env = gymnasium.make("batchrl_mtf.envs:batchrl_mtf/ShortVideo-v0")
     env.reset(seed=0)
     _, r, _, _, info = env.step(env.unwrapped.world.production)
     assert info["items"].shape == (6,)
@@ -96,7 +109,7 @@ def _dataset(frame, spec):  # type: ignore[no-untyped-def]
 
 
 def test_env_logs_round_trip_through_build_dataset() -> None:
-    env = gymnasium.make("batchrl_mtf/ShortVideo-v0", record_logs=True)
+    env = gymnasium.make("batchrl_mtf.envs:batchrl_mtf/ShortVideo-v0", record_logs=True)
     rng = np.random.default_rng(0)
     obs_by_req, act_by_req, rew_by_req, end_by_req = {}, {}, {}, {}
     obs, _ = env.reset(seed=11)
@@ -127,7 +140,6 @@ def test_simulate_logs_round_trip_through_parquet(tmp_path) -> None:  # type: ig
     pol = make_policy(
         "mixed",
         world.tasks,
-        feature_names_of(world),
         world.production,
         world.low,
         world.high,

@@ -18,7 +18,6 @@ from batchrl_mtf.sim import (
     make_policy,
     truncnorm_logpdf,
 )
-from batchrl_mtf.sim.runner import feature_names_of
 
 stats = pytest.importorskip("scipy.stats")
 
@@ -32,7 +31,6 @@ def _make(world: World, arg: str, sigma: float = 0.2, random_sigma: float = 0.6)
     return make_policy(
         arg,
         world.tasks,
-        feature_names_of(world),
         world.production,
         world.low,
         world.high,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from batchrl_mtf.errors import PolicyError
-from batchrl_mtf.policy import ConstantPolicy
+from batchrl_mtf.policy.base import ConstantPolicy
 from batchrl_mtf.sim import FixedPolicy, World, load_spec, run_sessions, true_value
 
 TASKS = ("click", "longview", "like", "follow", "comment", "share")

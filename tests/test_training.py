@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from batchrl_mtf.dataset import MDPData, build_dataset, load_dataset
+from batchrl_mtf.core.d3rlpy import load_d3rlpy
+from batchrl_mtf.data.dataset import MDPData, build_dataset, load_dataset
+from batchrl_mtf.data.reward import RewardConfig
 from batchrl_mtf.errors import ConfigError, DatasetError, PolicyError
-from batchrl_mtf.reward import RewardConfig
 from batchrl_mtf.training import (
     ALGORITHMS,
     POLICY_FORMAT,
@@ -51,7 +52,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> MDPData:
 def test_every_algorithm_trains_saves_loads_and_acts_within_bounds(
     algo: str, data: MDPData, tmp_path: Path
 ) -> None:
-    from batchrl_mtf._d3rlpy import d3rlpy
+    d3rlpy = load_d3rlpy()
 
     out = tmp_path / algo
     result = train(data, out, tiny(algo=algo))
@@ -190,7 +191,7 @@ def test_act_checks_the_observation_width(data: MDPData, trained: Path) -> None:
 
 
 def test_policy_dir_is_picked_up_by_resolve_policy(data: MDPData, trained: Path) -> None:
-    from batchrl_mtf.policy import resolve_policy
+    from batchrl_mtf.resolve import resolve_policy
 
     pol = resolve_policy(str(trained), data.spec.tasks, data.spec.features.names)
     assert pol.act(data.observations[:4]).shape == (4, len(data.spec.tasks))
@@ -294,7 +295,7 @@ def test_cuda_without_a_gpu_is_a_config_error(data: MDPData, tmp_path: Path) -> 
 
 def test_env_evaluation_adds_the_true_return(tmp_path: Path) -> None:
     pytest.importorskip("batchrl_mtf.sim.runner")
-    from batchrl_mtf.mdp import DatasetConfig
+    from batchrl_mtf.data.mdp import DatasetConfig
     from batchrl_mtf.sim.policies import make_policy
     from batchrl_mtf.sim.runner import feature_names_of, run_sessions
     from batchrl_mtf.sim.spec import load_spec

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchrl_mtf.dataset import build_dataset
+from batchrl_mtf.data.dataset import build_dataset
+from batchrl_mtf.data.mdp import DatasetConfig
+from batchrl_mtf.data.reward import RewardConfig
 from batchrl_mtf.errors import SchemaError
-from batchrl_mtf.mdp import DatasetConfig
-from batchrl_mtf.reward import RewardConfig
-from batchrl_mtf.validate import RULES
+from batchrl_mtf.logs.validate import RULES
 
 
 def _multi_request_session(df: pd.DataFrame) -> str:

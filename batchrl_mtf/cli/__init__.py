@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import click
 
-from batchrl_mtf._version import __version__
 from batchrl_mtf.cli import data, demo, evaluate, export, learned, predictor, sim, train
 from batchrl_mtf.cli._common import BatchRLGroup, setup_logging
+from batchrl_mtf.core.version import __version__
 
 __all__ = ["main"]
 

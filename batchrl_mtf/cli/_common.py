@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from batchrl_mtf.errors import BatchRLMTFError, SchemaError
+from batchrl_mtf.errors import BatchRLMTFError, ConfigError, SchemaError
 
 __all__ = ["EXIT_USER_ERROR", "BatchRLGroup", "echo_json_path", "parse_float_list"]
 
@@ -50,7 +50,6 @@ def progress_enabled() -> bool:
 
 def parse_float_list(text: str, where: str) -> tuple[float, ...]:
     """Parse ``"1.5,0.2,0.3"`` into floats; raise a ConfigError naming ``where`` otherwise."""
-    from batchrl_mtf.errors import ConfigError
 
     try:
         return tuple(float(x) for x in text.split(",") if x.strip() != "")

@@ -9,7 +9,14 @@ from typing import Any, cast
 import click
 
 from batchrl_mtf.cli._common import EXIT_USER_ERROR, parse_float_list
+from batchrl_mtf.core.io import atomic_write_text, dumps_json
+from batchrl_mtf.data.dataset import build_dataset, write_d3rlpy_file_from_transitions
+from batchrl_mtf.data.features import FeatureConfig
+from batchrl_mtf.data.mdp import DatasetConfig, account, check_logs
+from batchrl_mtf.data.reward import load_reward
+from batchrl_mtf.data.spark import SparkOptions, build_dataset_spark
 from batchrl_mtf.errors import ConfigError
+from batchrl_mtf.logs.schema import read_logs
 
 __all__ = ["COMMANDS", "build_dataset_command", "validate_command"]
 
@@ -42,8 +49,6 @@ def _dataset_config(
     hist_n: int,
     feedback: str | None,
 ) -> object:
-    from batchrl_mtf.features import FeatureConfig
-    from batchrl_mtf.mdp import DatasetConfig
 
     bounds = None
     if action_bounds is not None:
@@ -84,10 +89,6 @@ def validate_command(
       batchrl-mtf validate day1.parquet day2.parquet --reward envs/reward_default.toml
       batchrl-mtf validate logs_dir/ --session-gap 1800 --json findings.json
     """
-    from batchrl_mtf.io import atomic_write_text, dumps_json
-    from batchrl_mtf.mdp import DatasetConfig, account, check_logs
-    from batchrl_mtf.reward import load_reward
-    from batchrl_mtf.schema import read_logs
 
     reward_cfg = load_reward(reward) if reward else None
     frame = read_logs(list(logs))
@@ -222,12 +223,10 @@ def build_dataset_command(
     With --engine spark the transitions are a transitions/ directory of Parquet parts and
     dataset.h5 is made afterwards, on the training machine, with --from-transitions.
     """
-    from batchrl_mtf.mdp import DatasetConfig
 
     if from_transitions is not None:
         if logs:
             raise ConfigError("--from-transitions: expected no LOGS (it reads DIR's transitions)")
-        from batchrl_mtf.dataset import write_d3rlpy_file_from_transitions
 
         path = write_d3rlpy_file_from_transitions(from_transitions)
         click.echo(f"wrote {path}")
@@ -241,13 +240,9 @@ def build_dataset_command(
         gamma, action_bounds, session_gap, window_end, window_margin, on_error, hist_n, feedback
     )
     if engine == "spark":
-        from batchrl_mtf.engines.spark import SparkOptions, build_dataset_spark
-
         opts = SparkOptions(master=spark_master, partitions=spark_partitions)
         report = build_dataset_spark(list(logs), reward, out, cast(DatasetConfig, cfg), opts)
     else:
-        from batchrl_mtf.dataset import build_dataset
-
         report = build_dataset(list(logs), reward, out, cast(DatasetConfig, cfg))
     acc = cast(dict[str, dict[str, Any]], report["accounting"])
     rows, req, ses = acc["rows"], acc["requests"], acc["sessions"]

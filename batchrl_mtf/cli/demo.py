@@ -12,7 +12,9 @@ from typing import Any
 import click
 
 from batchrl_mtf.cli._common import progress_enabled
+from batchrl_mtf.core.config import parse_overrides
 from batchrl_mtf.errors import ConfigError
+from batchrl_mtf.pipeline import demo_document, load_pipeline, parse_pipeline, run_pipeline
 
 __all__ = ["COMMANDS", "demo_command", "run_command"]
 
@@ -28,9 +30,9 @@ def _progress() -> bool:
 
 
 QUIET_BY_DEFAULT = (
-    "batchrl_mtf.dataset",
+    "batchrl_mtf.data.dataset",
     "batchrl_mtf.export",
-    "batchrl_mtf.mdp",
+    "batchrl_mtf.data.mdp",
     "batchrl_mtf.ope",
     "batchrl_mtf.sim",
     "batchrl_mtf.training",
@@ -135,7 +137,6 @@ def demo_command(
     the data summary, training curves, offline estimates next to the true values, the learned
     weights per task and per user segment, the exported weight table and a verdict.
     """
-    from batchrl_mtf.pipeline import demo_document, parse_pipeline, run_pipeline
 
     started = time.perf_counter()
     doc = demo_document(quick, sessions, n_steps, fqe_steps, truth_sessions)
@@ -191,8 +192,6 @@ def run_command(
     Stages: [simulate] → dataset → train (each algorithm) → evaluate → [truth] → export →
     report. Each stage's outputs and a stage.json (its input hash) go to OUT/<stage>/.
     """
-    from batchrl_mtf.config import parse_overrides
-    from batchrl_mtf.pipeline import load_pipeline, run_pipeline
 
     started = time.perf_counter()
     if pipeline.suffix != ".toml":

@@ -8,7 +8,21 @@ from pathlib import Path
 import click
 
 from batchrl_mtf.cli._common import split_csv_option
-from batchrl_mtf.errors import ConfigError
+from batchrl_mtf.core.io import atomic_write_text, dumps_json
+from batchrl_mtf.data.dataset import load_dataset
+from batchrl_mtf.errors import ConfigError, DatasetError, OPEInputError
+from batchrl_mtf.ope import (
+    BEHAVIOR_NAMES,
+    BehaviorPolicy,
+    OPEConfig,
+    best_constant,
+    best_constant_table,
+    evaluate_policies,
+    format_table,
+    plot_report,
+    report_to_dict,
+)
+from batchrl_mtf.resolve import resolve_policy
 
 __all__ = ["COMMANDS", "best_constant_command", "evaluate_command"]
 
@@ -25,7 +39,6 @@ def _config(
     cfqe_alpha: float | None,
     fqe_fits: int | None = None,
 ) -> object:
-    from batchrl_mtf.ope import OPEConfig
 
     fields: dict[str, object] = {
         "estimators": estimators,
@@ -44,7 +57,6 @@ def _config(
 
 
 def _select(data: object, split: str) -> object:
-    from batchrl_mtf.errors import DatasetError, OPEInputError
 
     try:
         return data.select(split)  # type: ignore[attr-defined]
@@ -155,17 +167,6 @@ def evaluate_command(
     Writes the report JSON (--out), prints a table and ranks the policies by their recommended
     estimate.
     """
-    from batchrl_mtf.dataset import load_dataset
-    from batchrl_mtf.io import atomic_write_text, dumps_json
-    from batchrl_mtf.ope import (
-        BEHAVIOR_NAMES,
-        BehaviorPolicy,
-        evaluate_policies,
-        format_table,
-        plot_report,
-        report_to_dict,
-    )
-    from batchrl_mtf.policy import resolve_policy
 
     names = split_csv_option(estimators) or ESTIMATOR_CHOICES
     unknown = [n for n in names if n not in ESTIMATOR_CHOICES]
@@ -292,8 +293,6 @@ def best_constant_command(
     out: Path,
 ) -> None:
     """Pick the constant fusion weights an offline estimator rates best; write them as a table."""
-    from batchrl_mtf.dataset import load_dataset
-    from batchrl_mtf.ope import best_constant, best_constant_table
 
     beta_value = _parse_beta(beta)
     config = _config((estimator,), gamma, n_bootstrap, seed, None, fqe_steps, None)

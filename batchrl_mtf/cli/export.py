@@ -11,7 +11,21 @@ from typing import Any, Literal, cast
 import click
 
 from batchrl_mtf.cli._common import parse_float_list
+from batchrl_mtf.data.dataset import load_dataset
 from batchrl_mtf.errors import ConfigError, ExportError
+from batchrl_mtf.export import (
+    NETWORK_FORMATS,
+    ExportConfig,
+    ValueComparison,
+    export_network,
+    fidelity_report,
+    tabulate_policy,
+    tabulation_gap,
+)
+from batchrl_mtf.ope import OPEConfig
+from batchrl_mtf.policy import TablePolicy
+from batchrl_mtf.resolve import resolve_policy
+from batchrl_mtf.serving import Fusion
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +63,6 @@ def parse_explore(text: str | None) -> tuple[Literal["none", "gaussian", "unifor
 
 def _load_inputs(policy_dir: str, dataset_dir: str) -> tuple[Any, Any]:
     """Load the dataset and the policy applied to its states (``resolve_policy`` checks both fit)."""
-    from batchrl_mtf.dataset import load_dataset
-    from batchrl_mtf.policy import resolve_policy
 
     data = load_dataset(dataset_dir)
     policy = resolve_policy(policy_dir, data.spec.tasks, data.spec.feature_names)
@@ -59,7 +71,6 @@ def _load_inputs(policy_dir: str, dataset_dir: str) -> tuple[Any, Any]:
 
 def _fusion(spec: Any, formula: str | None, beta: str | None) -> Any:
     """The fusion the table is for: ``--formula/--beta``, else the dataset's recorded fusion."""
-    from batchrl_mtf.serving import Fusion
 
     tasks = tuple(spec.tasks)
     recorded = getattr(spec, "fusion", None)
@@ -99,13 +110,11 @@ def _offline_values(
     ``wdr`` (``cfqe`` is a lower bound and pure importance sampling is rarely usable with
     continuous weights, so neither is fitted here; ``evaluate`` runs them all).
     """
-    from batchrl_mtf.export import ValueComparison
 
     estimate_policy_value = _hook("batchrl_mtf.ope", "estimate_policy_value")
     if estimate_policy_value is None:
         logger.warning("off-policy evaluation is not available; the report has no offline values")
         return None
-    from batchrl_mtf.ope import OPEConfig
 
     config = OPEConfig(
         estimators=("dr", "wdr", "fqe") if data.spec.has_behavior_logp else ("fqe",),
@@ -124,7 +133,6 @@ def _offline_values(
 
 def _true_values(env_spec: str, network: Any, table_policy: Any, seed: int) -> Any:
     """True values of the network and its table in the simulated world ``env_spec``."""
-    from batchrl_mtf.export import ValueComparison
 
     true_value = _hook("batchrl_mtf.sim", "true_value")
     if true_value is None:
@@ -163,8 +171,6 @@ def export_table(
         fqe_steps: Gradient steps per FQE fit of the offline estimates.
         fqe_fits: Independent FQE fits averaged per estimate.
     """
-    from batchrl_mtf.export import fidelity_report, tabulate_policy, tabulation_gap
-    from batchrl_mtf.policy import TablePolicy
 
     spec = data.spec
     names = tuple(spec.feature_names)
@@ -298,7 +304,6 @@ def export_command(
     if fmt != "table":
         _export_network_command(policy_dir, dataset_dir, cast(Any, fmt), out)
         return
-    from batchrl_mtf.export import ExportConfig
 
     if dataset_dir is None:
         raise ConfigError("--dataset: required to export a weight table")
@@ -340,7 +345,6 @@ def _export_network_command(
     fmt: Literal["torchscript", "onnx"],
     out: str | None,
 ) -> None:
-    from batchrl_mtf.export import NETWORK_FORMATS, export_network
 
     target = Path(out) if out else Path(policy_dir) / f"policy{NETWORK_FORMATS[fmt]}"
     load_policy = _hook("batchrl_mtf.training", "load_policy")
@@ -352,8 +356,6 @@ def _export_network_command(
         raise ExportError(f"{policy_dir}: the policy has no d3rlpy network to export")
     obs = None
     if dataset_dir is not None:
-        from batchrl_mtf.dataset import load_dataset
-
         obs = load_dataset(dataset_dir).observations[:256]
     diff = export_network(algo, target, fmt, obs)
     click.echo(f"wrote {target} ({fmt}); max |action difference| vs the policy: {diff:.2g}")

@@ -7,6 +7,9 @@ from pathlib import Path
 import click
 
 from batchrl_mtf.cli._common import echo_json_path, parse_float_list
+from batchrl_mtf.core.config import config_from_mapping
+from batchrl_mtf.errors import ConfigError
+from batchrl_mtf.learned import LearnedEnvConfig, make_env
 
 __all__ = ["COMMANDS", "make_env_command"]
 
@@ -165,8 +168,6 @@ def make_env_command(
       batchrl-mtf make-env logs/ --reward reward.toml --predictor runs/pred --out envs/mine.toml
       batchrl-mtf rollout --env envs/mine.toml --policy production
     """
-    from batchrl_mtf.config import config_from_mapping
-    from batchrl_mtf.learned import LearnedEnvConfig, make_env
 
     mapping: dict[str, object] = {
         "n_candidates": n_candidates,
@@ -189,8 +190,6 @@ def make_env_command(
     if leave_l2 != "auto":
         l2 = parse_float_list(leave_l2, "--leave-l2")
         if len(l2) != 1:
-            from batchrl_mtf.errors import ConfigError
-
             raise ConfigError(f"--leave-l2: expected 'auto' or one number, found {leave_l2!r}")
         mapping["leave_l2"] = l2[0]
     if production is not None:
@@ -198,8 +197,6 @@ def make_env_command(
     if action_bounds is not None:
         lo_hi = parse_float_list(action_bounds, "--action-bounds")
         if len(lo_hi) != 2:
-            from batchrl_mtf.errors import ConfigError
-
             raise ConfigError(f"--action-bounds: expected LO,HI, found {action_bounds!r}")
         mapping["action_bounds"] = list(lo_hi)
     config = config_from_mapping(LearnedEnvConfig, mapping, "make-env")

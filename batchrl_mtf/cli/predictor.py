@@ -7,6 +7,16 @@ from pathlib import Path
 import click
 
 from batchrl_mtf.cli._common import echo_json_path, split_csv_option
+from batchrl_mtf.core.config import config_from_mapping, parse_overrides
+from batchrl_mtf.core.io import hash_files
+from batchrl_mtf.predictors import (
+    PredictorConfig,
+    fit_predictor,
+    format_metrics,
+    read_table,
+    rescore_logs,
+    save_predictor,
+)
 
 __all__ = ["COMMANDS", "fit_predictor_command", "rescore_command"]
 
@@ -85,15 +95,6 @@ def fit_predictor_command(
       batchrl-mtf fit-predictor logs.csv --model ple --tasks click,follow \\
           --loss-weighting uncertainty --out runs/ple
     """
-    from batchrl_mtf.config import config_from_mapping, parse_overrides
-    from batchrl_mtf.io import hash_files
-    from batchrl_mtf.predictors import (
-        PredictorConfig,
-        fit_predictor,
-        format_metrics,
-        read_table,
-        save_predictor,
-    )
 
     mapping: dict[str, object] = dict(parse_overrides(overrides))
     mapping["model"] = model
@@ -154,7 +155,6 @@ def rescore_command(logs: Path, predictor_dir: Path, out: Path, items: Path | No
       batchrl-mtf rescore logs.parquet --predictor runs/pred --out logs_rescored.parquet
       batchrl-mtf rescore logs.csv --predictor runs/esmm --items items.csv --out rescored.csv
     """
-    from batchrl_mtf.predictors import rescore_logs
 
     df = rescore_logs(logs, predictor_dir, out, items)
     click.echo(f"re-scored {len(df)} rows")

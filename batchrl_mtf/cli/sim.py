@@ -7,7 +7,17 @@ from typing import Any
 
 import click
 
+from batchrl_mtf.core.io import (
+    atomic_write_bytes,
+    atomic_write_text,
+    dumps_json,
+    hash_bytes,
+    hash_files,
+    package_versions,
+)
 from batchrl_mtf.errors import ConfigError
+from batchrl_mtf.resolve import resolve_sim_policy
+from batchrl_mtf.sim import World, load_spec, rollout_summary, run_sessions, search_constant
 
 __all__ = ["COMMANDS", "rollout_command", "search_constant_command", "simulate_command"]
 
@@ -22,19 +32,16 @@ POLICY_HELP = (
 
 
 def _world(env: str | None) -> Any:
-    from batchrl_mtf.sim import World, load_spec
 
     return World(load_spec(env))
 
 
 def _policy(world: Any, arg: str, sigma: float | None, random_sigma: float | None) -> Any:
-    from batchrl_mtf.sim.policies import world_policy
 
-    return world_policy(world, arg, sigma, random_sigma)
+    return resolve_sim_policy(world, arg, sigma, random_sigma)
 
 
 def _meta(world: Any, **extra: object) -> dict[str, object]:
-    from batchrl_mtf.io import hash_files, package_versions
 
     return {
         "env": world.spec.source,
@@ -81,9 +88,6 @@ def simulate_command(
       batchrl-mtf simulate --sessions 1000 --policy constant:1,0.4,0.3,0.1,0.1,0.1 --out p.csv
     """
     import io
-
-    from batchrl_mtf.io import atomic_write_bytes, atomic_write_text, dumps_json, hash_bytes
-    from batchrl_mtf.sim import run_sessions
 
     target = Path(out)
     if target.suffix.lower() not in (".parquet", ".csv"):
@@ -149,8 +153,6 @@ def rollout_command(
       batchrl-mtf rollout --policy production --sessions 4000
       batchrl-mtf rollout --policy runs/table.json --seed 1 --out runs/true_value.json
     """
-    from batchrl_mtf.io import atomic_write_text, dumps_json
-    from batchrl_mtf.sim import rollout_summary, run_sessions
 
     world = _world(env)
     pol = _policy(world, policy, sigma, random_sigma)
@@ -221,8 +223,6 @@ def search_constant_command(
       batchrl-mtf search-constant --method grid --grid-points 5 --sessions 300
       batchrl-mtf search-constant --segment watcher --out runs/watcher.json
     """
-    from batchrl_mtf.io import atomic_write_text, dumps_json
-    from batchrl_mtf.sim import search_constant
 
     world = _world(env)
     seg_index = None

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import click
 
+from batchrl_mtf.cli._common import progress_enabled
+from batchrl_mtf.core.config import parse_overrides
 from batchrl_mtf.errors import ConfigError
+from batchrl_mtf.training import config_for_resume, resolve_config, train
 
 __all__ = ["COMMANDS", "train_command"]
 
@@ -106,8 +109,6 @@ def train_command(
     TD error, initial state value, action statistics, and with --env the true return) and the
     policy.json manifest. Load it with batchrl_mtf.load_policy(DIR).
     """
-    from batchrl_mtf.config import parse_overrides
-    from batchrl_mtf.training import config_for_resume, resolve_config, train
 
     layers: list[tuple[str, Mapping[str, object]]] = []
     if config_file is not None:
@@ -129,7 +130,6 @@ def train_command(
     if overrides:
         layers.append(("--set", parse_overrides(overrides)))
     config = config_for_resume(out, layers) if resume else resolve_config(layers)
-    from batchrl_mtf.cli._common import progress_enabled
 
     show = progress and progress_enabled()
     result = train(dataset_dir, out, config, resume=resume, show_progress=show)

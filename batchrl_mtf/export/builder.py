@@ -32,7 +32,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from batchrl_mtf.config import config_to_dict, require
+from batchrl_mtf.core.config import config_to_dict, require
+from batchrl_mtf.core.io import package_versions
 from batchrl_mtf.errors import ExportError
 from batchrl_mtf.serving import MAX_CELLS, Exploration, Fusion, TableKey, TableRow, WeightTable
 
@@ -539,8 +540,6 @@ def tabulate_policy(
         The table and the policy's actions on the dataset's states, shape (n, k).
     """
     from datetime import UTC, datetime
-
-    from batchrl_mtf.io import package_versions
 
     spec = data.spec  # type: ignore[attr-defined]
     obs = data.observations  # type: ignore[attr-defined]

@@ -29,20 +29,16 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from batchrl_mtf.config import config_to_dict, require
-from batchrl_mtf.errors import ConfigError
-from batchrl_mtf.features import FeatureConfig
-from batchrl_mtf.io import (
+from batchrl_mtf.core.config import config_from_mapping, config_to_dict, require
+from batchrl_mtf.core.io import (
     atomic_dir,
     atomic_write_text,
     dumps_json,
     hash_files,
     package_versions,
 )
-from batchrl_mtf.learned.leave import LeaveData, fit_leave_on_logs
-from batchrl_mtf.learned.runtime import RESPONSES_FORMAT
-from batchrl_mtf.learned.validate import LoggedSessions, format_replay, replay_check
-from batchrl_mtf.mdp import (
+from batchrl_mtf.data.features import FeatureConfig
+from batchrl_mtf.data.mdp import (
     DatasetConfig,
     account,
     bounds_from_range,
@@ -53,8 +49,15 @@ from batchrl_mtf.mdp import (
     raise_all_dropped,
     raise_problems,
 )
-from batchrl_mtf.reward import RewardConfig, load_reward
-from batchrl_mtf.schema import read_logs
+from batchrl_mtf.data.reward import RewardConfig, load_reward
+from batchrl_mtf.errors import ConfigError, PredictorError
+from batchrl_mtf.learned.leave import LeaveData, fit_leave_on_logs
+from batchrl_mtf.learned.runtime import RESPONSES_FORMAT
+from batchrl_mtf.learned.validate import LoggedSessions, format_replay, replay_check
+from batchrl_mtf.logs.schema import read_logs
+from batchrl_mtf.predictors import PredictorConfig, fit_predictor, load_predictor, save_predictor
+from batchrl_mtf.sim.spec import load_spec
+from batchrl_mtf.sim.world import World
 
 __all__ = ["LearnedEnvConfig", "MakeEnvResult", "make_env"]
 
@@ -307,14 +310,6 @@ def _fit_predictors(
     Returns the predictors' metrics and, for a ranker distilled from the logged ``pred_<task>``
     columns, the scale of each task (``pred = scale * expm1(out * log1p(cap))``; empty
     otherwise)."""
-    from batchrl_mtf.config import config_from_mapping
-    from batchrl_mtf.errors import PredictorError
-    from batchrl_mtf.predictors import (
-        PredictorConfig,
-        fit_predictor,
-        load_predictor,
-        save_predictor,
-    )
 
     cols = [
         c
@@ -626,8 +621,6 @@ def make_env(
     atomic_write_text(out_path, header + tomli_w.dumps(spec_doc))
 
     # ---- replay check
-    from batchrl_mtf.sim.spec import load_spec
-    from batchrl_mtf.sim.world import World
 
     world = World(load_spec(out_path))
     offsets = np.concatenate([starts, [n_req]]).astype(np.int64)

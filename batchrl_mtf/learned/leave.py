@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from batchrl_mtf.dataset import session_split
+from batchrl_mtf.data.split import session_split
 from batchrl_mtf.learned.runtime import (
     LeaveMixture,
     LeaveModel,

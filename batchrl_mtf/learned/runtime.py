@@ -22,7 +22,11 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from batchrl_mtf.errors import ConfigError
+from batchrl_mtf.errors import ConfigError, PredictorError
+from batchrl_mtf.predictors import load_predictor
+from batchrl_mtf.predictors.features import signed_log
+from batchrl_mtf.sim.runner import feature_names_of
+from batchrl_mtf.sim.world import Users
 
 if TYPE_CHECKING:
     from batchrl_mtf.predictors import FrozenPredictor
@@ -402,7 +406,6 @@ class _Encoder:
         item_ids: pd.Series,
         item_values: Mapping[str, FloatArray],
     ) -> None:
-        from batchrl_mtf.predictors.features import signed_log
 
         v = pred.vocab
         self.pred = pred
@@ -513,7 +516,6 @@ class LearnedModel:
         self.load()
 
     def _read_leave(self, path: str) -> LeaveModel:
-        from batchrl_mtf.sim.runner import feature_names_of
 
         p = Path(path)
         try:
@@ -546,8 +548,6 @@ class LearnedModel:
         """Load the ranker and the response model (once)."""
         if self.ranker is not None and self.grader is not None:
             return
-        from batchrl_mtf.errors import PredictorError
-        from batchrl_mtf.predictors import load_predictor
 
         spec = self.world.spec
         assert spec.learned is not None
@@ -602,7 +602,6 @@ class LearnedModel:
 
     def users_at(self, rows: IntArray) -> Users:
         """Users starting at the given start states ``rows`` (n,)."""
-        from batchrl_mtf.sim.world import Users
 
         rows = np.asarray(rows, dtype=np.int64)
         n = len(rows)

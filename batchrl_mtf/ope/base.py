@@ -30,10 +30,10 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from batchrl_mtf.dataset import MDPData
+from batchrl_mtf.data.dataset import MDPData
 from batchrl_mtf.errors import OPEInputError
 from batchrl_mtf.ope.config import OPEConfig
-from batchrl_mtf.policy import Policy
+from batchrl_mtf.policy.base import Policy
 
 __all__ = [
     "BEHAVIOR_NAMES",
@@ -211,7 +211,7 @@ def prepare(data: MDPData, policy: Policy, gamma: float | None = None) -> Policy
 
     Args:
         data: The sessions to evaluate on (for example ``load_dataset(d).select("test")``).
-        policy: A :class:`~batchrl_mtf.policy.Policy` or :class:`BehaviorPolicy`.
+        policy: A :class:`~batchrl_mtf.policy.base.Policy` or :class:`BehaviorPolicy`.
         gamma: Discount factor; ``None`` = the dataset's.
 
     Raises:

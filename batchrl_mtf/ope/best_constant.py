@@ -22,12 +22,13 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from batchrl_mtf.dataset import MDPData
+from batchrl_mtf.data.dataset import MDPData
 from batchrl_mtf.errors import OPEInputError
 from batchrl_mtf.ope.base import Estimate, prepare
 from batchrl_mtf.ope.config import OPEConfig
 from batchrl_mtf.ope.evaluate import make_estimator
-from batchrl_mtf.policy import ConstantPolicy
+from batchrl_mtf.policy.base import ConstantPolicy
+from batchrl_mtf.serving import Fusion, WeightTable
 
 __all__ = ["BestConstant", "best_constant", "best_constant_table", "constant_candidates"]
 
@@ -147,7 +148,6 @@ def best_constant_table(
     Returns:
         A :class:`batchrl_mtf.serving.WeightTable`.
     """
-    from batchrl_mtf.serving import Fusion, WeightTable
 
     tasks = result.tasks
     fusion_beta: tuple[float, ...] | None = None

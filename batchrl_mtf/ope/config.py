@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from batchrl_mtf.config import require
+from batchrl_mtf.core.config import require
 
 __all__ = ["ESTIMATOR_NAMES", "OPEConfig"]
 

@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from batchrl_mtf.dataset import MDPData
+from batchrl_mtf.data.dataset import MDPData
 from batchrl_mtf.errors import OPEInputError
 from batchrl_mtf.ope.base import Estimate, Estimator, prepare
 from batchrl_mtf.ope.config import OPEConfig
 from batchrl_mtf.ope.dr import DR, WDR
 from batchrl_mtf.ope.fqe import CFQE, FQE
 from batchrl_mtf.ope.importance import PDIS, WPDIS, bandwidth_for
-from batchrl_mtf.policy import Policy
+from batchrl_mtf.policy.base import Policy
 
 __all__ = [
     "ESS_GUARDED",

@@ -46,6 +46,7 @@ from typing import Any, ClassVar, cast
 import numpy as np
 import numpy.typing as npt
 
+from batchrl_mtf.core.d3rlpy import load_d3rlpy
 from batchrl_mtf.ope.base import Estimator, PolicyData, Term
 from batchrl_mtf.ope.config import OPEConfig
 
@@ -95,7 +96,7 @@ def _build_fqe(
     low: FloatArray, high: FloatArray,
 ) -> Any:  # fmt: skip
     """A d3rlpy FQE whose implementation adds the conservative penalty (0 = plain FQE)."""
-    from batchrl_mtf._d3rlpy import d3rlpy
+    d3rlpy = load_d3rlpy()
 
     fqe_impl_mod = d3rlpy.ope.torch.fqe_impl
     builders = d3rlpy.models.builders
@@ -233,7 +234,7 @@ def _fit_one(pdata: PolicyData, config: OPEConfig, alpha: float, seed: int) -> Q
     """One (C)FQE fit with seed ``seed`` (network initialisation and mini-batches)."""
     import torch
 
-    from batchrl_mtf._d3rlpy import d3rlpy
+    d3rlpy = load_d3rlpy()
 
     data = pdata.data
     spec = data.spec

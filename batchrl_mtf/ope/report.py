@@ -26,8 +26,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from batchrl_mtf.config import config_to_dict
-from batchrl_mtf.io import atomic_write_bytes, package_versions
+from batchrl_mtf.core.config import config_to_dict
+from batchrl_mtf.core.io import atomic_write_bytes, package_versions
 from batchrl_mtf.ope.evaluate import OPEResult
 
 __all__ = ["RECOMMEND_RULE", "REPORT_FORMAT", "format_table", "plot_report", "report_to_dict"]

@@ -24,13 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from batchrl_mtf.config import config_from_mapping, config_to_dict, require
+from batchrl_mtf.core.config import config_from_mapping, config_to_dict, require
+from batchrl_mtf.data.features import FeatureConfig
+from batchrl_mtf.data.mdp import DatasetConfig
+from batchrl_mtf.data.reward import RewardConfig, default_reward, load_reward, parse_reward
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.export.builder import ExportConfig
-from batchrl_mtf.features import FeatureConfig
-from batchrl_mtf.mdp import DatasetConfig
 from batchrl_mtf.ope.config import ESTIMATOR_NAMES, OPEConfig
-from batchrl_mtf.reward import RewardConfig, load_reward, parse_reward
+from batchrl_mtf.sim import load_spec
+from batchrl_mtf.training import ALGORITHMS, resolve_config
 
 __all__ = [
     "SECTIONS",
@@ -127,7 +129,7 @@ class DataSection:
     Attributes:
         logs: Log files or folders (schema v1); empty when ``simulate`` makes them.
         simulate: Simulate the logs first (``[data.simulate]``).
-        dataset: The :class:`~batchrl_mtf.mdp.DatasetConfig` (every other ``[data]`` key, and
+        dataset: The :class:`~batchrl_mtf.data.mdp.DatasetConfig` (every other ``[data]`` key, and
             ``[features]``); with ``simulate`` the action bounds default to the spec's.
     """
 
@@ -153,7 +155,6 @@ class TrainSection:
 
     def resolved(self, algo: str, where: str = "[train]") -> Any:
         """The ``TrainConfig`` of ``algo``."""
-        from batchrl_mtf.training import resolve_config
 
         try:
             return resolve_config([(where, {**self.settings, "algo": algo})])
@@ -387,10 +388,7 @@ def _reward(
     where = f"{src} [reward]"
     if table is None:
         if simulate is not None:
-            from batchrl_mtf.sim import load_spec
-
             return load_spec(simulate.env).reward, f"the [reward] table of {simulate.env}"
-        from batchrl_mtf.reward import default_reward
 
         return default_reward(), "the paper-style default (envs/reward_default.toml)"
     if not isinstance(table, Mapping):
@@ -404,7 +402,6 @@ def _reward(
 
 
 def _train(doc: Mapping[str, object], src: str, base: Path) -> TrainSection:
-    from batchrl_mtf.training import ALGORITHMS
 
     where = f"{src} [train]"
     table = dict(doc.get("train", {}))  # type: ignore[call-overload]
@@ -494,16 +491,12 @@ def parse_pipeline(
     sim_doc = data_doc.get("simulate") if isinstance(data_doc, Mapping) else None
     features_doc = doc.get("features")
     if features_doc is None and isinstance(sim_doc, Mapping):
-        from batchrl_mtf.sim import load_spec
-
         env = _resolve_env(str(sim_doc.get("env", SimulateSection.env)), base)
         features = load_spec(env).features
     else:
         features = _build(FeatureConfig, features_doc or {}, f"{source} [features]")  # type: ignore[arg-type]
     data = _data_section(doc, features, source, base)
     if data.simulate is not None:
-        from batchrl_mtf.sim import load_spec
-
         spec = load_spec(data.simulate.env)
         if features != spec.features:
             raise ConfigError(

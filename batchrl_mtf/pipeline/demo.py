@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from batchrl_mtf.pipeline.config import set_override
+
 __all__ = ["DEMO", "QUICK", "demo_document"]
 
 DEMO: dict[str, Any] = {
@@ -55,7 +57,6 @@ def demo_document(
     truth_sessions: int | None = None,
 ) -> dict[str, Any]:
     """The demo's pipeline document with the budget overrides applied (later ones win)."""
-    from batchrl_mtf.pipeline.config import set_override
 
     doc = copy.deepcopy(DEMO)
     overrides: dict[str, object] = dict(QUICK) if quick else {}

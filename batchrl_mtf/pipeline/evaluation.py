@@ -17,10 +17,29 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from batchrl_mtf.io import atomic_write_bytes, atomic_write_text, dumps_json
+from batchrl_mtf.core.io import atomic_write_bytes, atomic_write_text, dumps_json
+from batchrl_mtf.export import ValueComparison, fidelity_report, tabulate_policy, tabulation_gap
+from batchrl_mtf.ope import OPEResult, evaluate_policies
+from batchrl_mtf.ope.evaluate import eligible
+from batchrl_mtf.pipeline.context import (
+    check_env_fits,
+    fusion,
+    load_trained,
+    ope_config,
+    production_weights,
+)
+from batchrl_mtf.pipeline.glue import (
+    NamedPolicy,
+    bootstrap_difference,
+    npz_bytes,
+    paired_difference,
+    rollout,
+)
+from batchrl_mtf.policy.base import TablePolicy
+from batchrl_mtf.resolve import resolve_sim_policy
 
 if TYPE_CHECKING:
-    from batchrl_mtf.pipeline.stages import Context
+    from batchrl_mtf.pipeline.context import Context
 
 __all__ = ["evaluate_each", "export_table", "paired_vs", "save_rollouts"]
 
@@ -36,8 +55,6 @@ def evaluate_each(
         The merged ``OPEResult`` and the per-session values keyed ``"<policy>|<estimator>"``.
     """
     from tqdm.auto import tqdm
-
-    from batchrl_mtf.ope import OPEResult, evaluate_policies
 
     parts = []
     per_session: dict[str, np.ndarray] = {}
@@ -75,7 +92,6 @@ def common_estimator(p: Any, base: Any, n_sessions: int, config: Any) -> str | N
     sampling, the interval-width guard for doubly robust estimators), so a difference never mixes
     a trusted and an untrusted value.
     """
-    from batchrl_mtf.ope.evaluate import eligible
 
     for name in config.recommend_order:
         if all(eligible(name, e.estimates, n_sessions, config) for e in (p, base)):
@@ -88,7 +104,6 @@ def paired_vs(
 ) -> dict[str, dict[str, Any]]:
     """Per policy: the difference to ``base`` with a paired 95% interval, for every estimator,
     and the estimator to quote (:func:`common_estimator`)."""
-    from batchrl_mtf.pipeline.glue import bootstrap_difference
 
     ref = next(p for p in result.policies if p.name == base)
     out: dict[str, dict[str, Any]] = {}
@@ -111,7 +126,6 @@ def paired_vs(
 
 def save_rollouts(folder: Path, doc: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """Write ``values.json`` and ``rollouts.npz`` of the truth stage."""
-    from batchrl_mtf.pipeline.glue import npz_bytes
 
     atomic_write_bytes(folder / "rollouts.npz", npz_bytes(arrays))
     atomic_write_text(folder / "values.json", dumps_json(doc))
@@ -119,7 +133,6 @@ def save_rollouts(folder: Path, doc: dict[str, Any], arrays: dict[str, np.ndarra
 
 def _table_default(ctx: Context) -> tuple[float, ...] | None:
     """The table's default weights: ``[export] default``, else production when simulated."""
-    from batchrl_mtf.pipeline.stages import production_weights
 
     cfg = ctx.config
     if cfg.export.table.default is not None:
@@ -140,16 +153,6 @@ def export_table(ctx: Context, folder: Path, algo: str) -> dict[str, Any]:
         The stage summary.
     """
     import json
-
-    from batchrl_mtf.export import (
-        ValueComparison,
-        fidelity_report,
-        tabulate_policy,
-        tabulation_gap,
-    )
-    from batchrl_mtf.pipeline.glue import NamedPolicy, paired_difference, rollout, sim_policy
-    from batchrl_mtf.pipeline.stages import check_env_fits, fusion, load_trained, ope_config
-    from batchrl_mtf.policy import TablePolicy
 
     cfg = ctx.config
     data = ctx.dataset()
@@ -172,8 +175,6 @@ def export_table(ctx: Context, folder: Path, algo: str) -> dict[str, Any]:
 
     ope_cmp = None
     if cfg.export.ope:
-        from batchrl_mtf.ope import evaluate_policies
-
         ope = ope_config(ctx)
         est = "fqe" if "fqe" in ope.estimators else ope.estimators[0]
         res = evaluate_policies(
@@ -202,7 +203,9 @@ def export_table(ctx: Context, folder: Path, algo: str) -> dict[str, Any]:
         world = ctx.world(env)
         check_env_fits(ctx, world, env)
         values = json.loads((ctx.folder("truth") / "values.json").read_text(encoding="utf-8"))
-        res_t = rollout(world, sim_policy(world, table_policy), cfg.truth.sessions, cfg.truth.seed)
+        res_t = rollout(
+            world, resolve_sim_policy(world, table_policy), cfg.truth.sessions, cfg.truth.seed
+        )
         net_true = values["policies"][algo]["return"]["mean"]
         table_true = res_t.summary["return"]["mean"]  # type: ignore[index]
         true_cmp = ValueComparison(f"env:{env}", float(net_true), float(table_true))
@@ -217,7 +220,6 @@ def export_table(ctx: Context, folder: Path, algo: str) -> dict[str, Any]:
         }
         for seg, sample in res_t.samples.items():
             arrays[f"weights|{seg}|{label}"] = sample
-        from batchrl_mtf.pipeline.glue import npz_bytes
 
         atomic_write_bytes(folder / "rollouts.npz", npz_bytes(arrays))
 

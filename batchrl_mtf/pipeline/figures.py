@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from batchrl_mtf.io import atomic_write_bytes
+from batchrl_mtf.core.io import atomic_write_bytes
 
 __all__ = [
     "ope_figure",

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from batchrl_mtf.policy import Policy
+from batchrl_mtf.policy.base import Policy
+from batchrl_mtf.sim import rollout_summary, run_sessions
 
 __all__ = [
     "NamedPolicy",
@@ -28,7 +29,6 @@ __all__ = [
     "npz_bytes",
     "paired_difference",
     "rollout",
-    "sim_policy",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -40,7 +40,7 @@ class NamedPolicy:
     """``policy`` shown as ``name`` (OPE reports and tables key policies by name).
 
     Args:
-        policy: Any :class:`~batchrl_mtf.policy.Policy`.
+        policy: Any :class:`~batchrl_mtf.policy.base.Policy`.
         name: The display name.
     """
 
@@ -139,15 +139,6 @@ class SegmentRecorder:
         return np.concatenate(self.samples[g])[:SAMPLES_PER_SEGMENT]
 
 
-def sim_policy(
-    world: Any, arg: str | Policy, sigma: float | None = None, random_sigma: float | None = None
-) -> Any:
-    """A simulator policy: a named logging policy (``mixed``, ...) or a :class:`Policy`."""
-    from batchrl_mtf.sim.policies import world_policy
-
-    return world_policy(world, arg, sigma, random_sigma)
-
-
 @dataclass(frozen=True)
 class RolloutResult:
     """A policy's true value and what it did.
@@ -171,7 +162,6 @@ def rollout(world: Any, policy: Any, sessions: int, seed: int) -> RolloutResult:
 
     The same ``seed`` gives the same users to every policy, so per-session returns are paired.
     """
-    from batchrl_mtf.sim import rollout_summary, run_sessions
 
     rec = SegmentRecorder(policy, len(world.segment_names), len(world.tasks), seed)
     stats, _ = run_sessions(world, rec, sessions, seed)

@@ -16,13 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from batchrl_mtf._version import __version__
-from batchrl_mtf.io import atomic_write_text, dumps_json
+from batchrl_mtf.core.io import atomic_write_text, dumps_json
+from batchrl_mtf.core.version import __version__
+from batchrl_mtf.export import ExportConfig, quantile_edges, select_keys
 from batchrl_mtf.pipeline import figures
+from batchrl_mtf.pipeline.context import load_trained
 from batchrl_mtf.pipeline.document import Document
+from batchrl_mtf.pipeline.glue import paired_difference
+from batchrl_mtf.policy.base import TablePolicy
+from batchrl_mtf.serving import WeightTable
 
 if TYPE_CHECKING:
-    from batchrl_mtf.pipeline.stages import Context
+    from batchrl_mtf.pipeline.context import Context
 
 __all__ = ["verdict_lines", "write_report"]
 
@@ -95,8 +100,6 @@ def verdict_lines(ctx: Context) -> list[str]:
                 )
     truth = _load(ctx.folder("truth") / "values.json") if cfg.truth is not None else None
     if truth is not None:
-        from batchrl_mtf.pipeline.glue import paired_difference
-
         with np.load(ctx.folder("truth") / "rollouts.npz") as z:
             a, b = z.get(f"returns|{learned}"), z.get("returns|production")
             if a is not None and b is not None:
@@ -146,7 +149,6 @@ def _ope_rows(ctx: Context) -> tuple[list[str], list[list[str]], dict[str, Any]]
             with np.load(export_npz) as z:
                 arrays.update({k: z[k] for k in z.files if k.startswith("returns|")})
         prod_returns = arrays.get("returns|production")
-    from batchrl_mtf.pipeline.glue import paired_difference
 
     def truth_cells(name: str, value: Any) -> list[str]:
         if truth is None:
@@ -320,7 +322,6 @@ def _training_section(doc: Document, ctx: Context, figdir: Path, tasks: list[str
 def _weights_section(
     doc: Document, ctx: Context, figdir: Path, test: Any, refs: dict[str, list[float]]
 ) -> None:
-    from batchrl_mtf.pipeline.stages import load_trained
 
     cfg = ctx.config
     spec = test.spec
@@ -334,9 +335,6 @@ def _weights_section(
     table_path = ctx.folder("export") / "weight_table.json"
     fid = _load(ctx.folder("export") / "fidelity.json") or {}
     if table_path.is_file():
-        from batchrl_mtf.policy import TablePolicy
-        from batchrl_mtf.serving import WeightTable
-
         tab = TablePolicy(WeightTable.load(table_path), spec.feature_names, "table")
         samples[fid.get("table", "table")] = np.broadcast_to(
             tab.act(states), (len(states), len(tasks))
@@ -422,7 +420,6 @@ def _ope_order(ctx: Context) -> list[str]:
 def _segment_feature(
     spec: Any, states: np.ndarray, actions: np.ndarray, fid: dict[str, Any]
 ) -> tuple[str, tuple[float, ...]]:
-    from batchrl_mtf.export import ExportConfig, quantile_edges, select_keys
 
     names = list(spec.feature_names)
     users = [i for i, n in enumerate(names) if n.startswith("u_")]
@@ -455,7 +452,6 @@ def _bucket_names(feat: str, edges: tuple[float, ...]) -> list[str]:
 
 
 def _export_section(doc: Document, ctx: Context, figdir: Path) -> None:
-    from batchrl_mtf.serving import WeightTable
 
     folder = ctx.folder("export")
     table = WeightTable.load(folder / "weight_table.json")

@@ -11,18 +11,18 @@ skipped; otherwise its record is removed first, so an interrupted stage never lo
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from batchrl_mtf._version import __version__
-from batchrl_mtf.io import atomic_write_text, dumps_json, hash_bytes, package_versions
+from batchrl_mtf.core.io import atomic_write_text, dumps_json
+from batchrl_mtf.errors import ConfigError
+from batchrl_mtf.pipeline import stages as st
 from batchrl_mtf.pipeline.config import PipelineConfig
+from batchrl_mtf.pipeline.stage import STAGE_FORMAT, StageRecord, execute, read_record
 
 __all__ = [
     "STAGE_FORMAT",
@@ -33,32 +33,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("batchrl_mtf.pipeline")
-
-STAGE_FORMAT = "batchrl-mtf/stage@1"
-RECORD = "stage.json"
-
-
-@dataclass(frozen=True)
-class StageRecord:
-    """What a stage did (this run or an earlier one).
-
-    Attributes:
-        name: Stage name (``dataset``, ``train:bcq``, ...).
-        folder: Its output folder.
-        status: ``"ran"`` or ``"skipped"`` (unchanged inputs) in this run.
-        seconds: Wall time when it ran (for a skipped stage: the time it took when it ran).
-        input_hash: Hash of its inputs.
-        output_hash: Hash of its outputs (what downstream stages key on).
-        summary: Stage-specific facts for the report.
-    """
-
-    name: str
-    folder: Path
-    status: str
-    seconds: float
-    input_hash: str
-    output_hash: str
-    summary: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -80,83 +54,6 @@ class PipelineResult:
     report_md: Path
     report_html: Path
     headline: str
-
-
-def read_record(folder: Path) -> dict[str, Any] | None:
-    """The ``stage.json`` of ``folder``, or ``None`` when absent or unreadable."""
-    try:
-        doc = json.loads((folder / RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) and doc.get("format") == STAGE_FORMAT else None
-
-
-def input_hash(name: str, version: int, inputs: dict[str, Any]) -> str:
-    """Hash of a stage's inputs (canonical JSON)."""
-    doc = {"stage": name, "stage_version": version, "package": __version__, "inputs": inputs}
-    return hash_bytes(dumps_json(doc).encode("utf-8"))
-
-
-@dataclass
-class Stage:
-    """One step of the pipeline (internal).
-
-    Attributes:
-        name: Stage name.
-        folder: Output folder (holds ``stage.json``).
-        version: Bumped when the stage's implementation changes what it writes.
-        inputs: Builds the hashed input document (called after upstream stages ran).
-        run: Does the work; returns ``(output_hash, summary)``.
-        outputs: Files that must exist for a cached result to be used (relative to ``folder``).
-    """
-
-    name: str
-    folder: Path
-    version: int
-    inputs: Callable[[], dict[str, Any]]
-    run: Callable[[], tuple[str, dict[str, Any]]]
-    outputs: Sequence[str] = ()
-
-
-def execute(stage: Stage, force: bool) -> StageRecord:
-    """Run ``stage`` unless its recorded input hash matches; write its record."""
-    inputs = stage.inputs()
-    h = input_hash(stage.name, stage.version, inputs)
-    old = read_record(stage.folder)
-    have = all((stage.folder / f).exists() for f in stage.outputs)
-    if old is not None and old.get("input_hash") == h and have and not force:
-        logger.info("%s: skipped (unchanged)", stage.name)
-        return StageRecord(
-            stage.name,
-            stage.folder,
-            "skipped",
-            float(old.get("seconds", 0.0)),
-            h,
-            str(old.get("output_hash", "")),
-            dict(old.get("summary", {})),
-        )
-    (stage.folder / RECORD).unlink(missing_ok=True)
-    why = "forced" if force and old is not None else ("inputs changed" if old else "first run")
-    logger.info("%s: running (%s)", stage.name, why)
-    start = time.perf_counter()
-    output_hash, summary = stage.run()
-    seconds = time.perf_counter() - start
-    record = {
-        "format": STAGE_FORMAT,
-        "stage": stage.name,
-        "input_hash": h,
-        "inputs": inputs,
-        "output_hash": output_hash,
-        "outputs": list(stage.outputs),
-        "seconds": round(seconds, 3),
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        "summary": summary,
-        "versions": package_versions(),
-    }
-    stage.folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(stage.folder / RECORD, dumps_json(record))
-    logger.info("%s: done in %.1f s", stage.name, seconds)
-    return StageRecord(stage.name, stage.folder, "ran", seconds, h, output_hash, summary)
 
 
 @contextlib.contextmanager
@@ -198,8 +95,6 @@ def run_pipeline(
     Raises:
         BatchRLMTFError: Whatever a stage raises for a user mistake (bad logs, bad keys, ...).
     """
-    from batchrl_mtf.pipeline import stages as st
-
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -207,8 +102,6 @@ def run_pipeline(
     known = {s.name for s in st.plan(ctx)} | {"train", "all"}
     bad = [f for f in force if f not in known]
     if bad:
-        from batchrl_mtf.errors import ConfigError
-
         raise ConfigError(
             f"--force: unknown stage(s) {bad}; expected one of {', '.join(sorted(known))}"
         )

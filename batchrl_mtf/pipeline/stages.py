@@ -11,70 +11,46 @@ import dataclasses
 import io
 import json
 import logging
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from batchrl_mtf.errors import ConfigError, PolicyError
-from batchrl_mtf.io import atomic_write_bytes, atomic_write_text, dumps_json, hash_bytes, hash_files
+from batchrl_mtf.core.config import config_to_dict
+from batchrl_mtf.core.io import (
+    atomic_write_bytes,
+    atomic_write_text,
+    dumps_json,
+    hash_bytes,
+    hash_files,
+)
+from batchrl_mtf.data.dataset import build_dataset
+from batchrl_mtf.ope import BehaviorPolicy, best_constant, best_constant_table, report_to_dict
 from batchrl_mtf.pipeline.config import IMPORTANCE_WEIGHTED, PipelineConfig
-from batchrl_mtf.pipeline.runner import Stage, StageRecord
+from batchrl_mtf.pipeline.context import (
+    Context,
+    check_env_fits,
+    fusion,
+    load_trained,
+    ope_config,
+    production_weights,
+)
+from batchrl_mtf.pipeline.evaluation import evaluate_each, export_table, paired_vs, save_rollouts
+from batchrl_mtf.pipeline.glue import npz_bytes, rollout
+from batchrl_mtf.pipeline.report import write_report
+from batchrl_mtf.pipeline.stage import Stage, input_hash
+from batchrl_mtf.policy import ConstantPolicy
+from batchrl_mtf.resolve import resolve_policy, resolve_sim_policy
+from batchrl_mtf.sim import load_spec, run_sessions
+from batchrl_mtf.training import train
 
 __all__ = ["Context", "plan"]
 
 logger = logging.getLogger("batchrl_mtf.pipeline")
 
 
-@dataclass
-class Context:
-    """Shared state of one pipeline run.
-
-    Attributes:
-        config: The parsed pipeline.
-        out: The run folder.
-        progress: Show progress bars.
-        label: How the run was started.
-        records: Records of the stages run so far, by name.
-    """
-
-    config: PipelineConfig
-    out: Path
-    progress: bool = True
-    label: str = ""
-    records: dict[str, StageRecord] = field(default_factory=dict)
-    _cache: dict[str, Any] = field(default_factory=dict)
-
-    def folder(self, name: str) -> Path:
-        """Output folder of stage ``name`` (``train:bcq`` → ``train/bcq``)."""
-        return self.out.joinpath(*name.split(":"))
-
-    def upstream(self, *names: str) -> dict[str, str]:
-        """Output hashes of earlier stages (what a stage's input hash includes)."""
-        return {n: self.records[n].output_hash for n in names if n in self.records}
-
-    def dataset(self) -> Any:
-        """The dataset of this run (loaded once)."""
-        if "dataset" not in self._cache:
-            from batchrl_mtf.dataset import load_dataset
-
-            self._cache["dataset"] = load_dataset(self.folder("dataset"))
-        return self._cache["dataset"]
-
-    def world(self, env: str) -> Any:
-        """A simulated world (built once per spec)."""
-        key = f"world:{env}"
-        if key not in self._cache:
-            from batchrl_mtf.sim import World, load_spec
-
-            self._cache[key] = World(load_spec(env))
-        return self._cache[key]
-
-
 def _spec_hash(env: str) -> str:
-    from batchrl_mtf.sim import load_spec
 
     return hash_files([load_spec(env).source])
 
@@ -111,11 +87,9 @@ def _simulate_stage(ctx: Context) -> Stage:
         return {"simulate": dataclasses.asdict(sim), "env_hash": _spec_hash(sim.env)}
 
     def run() -> tuple[str, dict[str, Any]]:
-        from batchrl_mtf.pipeline.glue import sim_policy
-        from batchrl_mtf.sim import run_sessions
 
         world = ctx.world(sim.env)
-        pol = sim_policy(world, sim.policy, sim.sigma, sim.random_sigma)
+        pol = resolve_sim_policy(world, sim.policy, sim.sigma, sim.random_sigma)
         stats, logs = run_sessions(world, pol, sim.sessions, sim.seed, record=True)
         assert logs is not None
         buf = io.BytesIO()
@@ -167,7 +141,6 @@ def _dataset_stage(ctx: Context) -> Stage:
         }
 
     def run() -> tuple[str, dict[str, Any]]:
-        from batchrl_mtf.dataset import build_dataset
 
         ctx._cache.pop("dataset", None)
         report = build_dataset(_log_paths(ctx), cfg.reward, folder, cfg.data.dataset)
@@ -181,7 +154,6 @@ def _dataset_stage(ctx: Context) -> Stage:
 
 
 def _features(cfg: PipelineConfig) -> dict[str, object]:
-    from batchrl_mtf.config import config_to_dict
 
     return config_to_dict(cfg.data.dataset.features)
 
@@ -198,7 +170,6 @@ def _train_stage(ctx: Context, algo: str) -> Stage:
         return {"train": tc.to_dict(), **ctx.upstream("dataset")}
 
     def run() -> tuple[str, dict[str, Any]]:
-        from batchrl_mtf.training import train
 
         result = train(ctx.dataset(), folder, tc, show_progress=ctx.progress)
         last = dict(result.metrics[-1]) if result.metrics else {}
@@ -213,69 +184,7 @@ def _train_stage(ctx: Context, algo: str) -> Stage:
     return Stage(name, folder, 1, inputs, run, ("model.d3", "policy.json", "metrics.csv"))
 
 
-def load_trained(ctx: Context, algo: str) -> Any:
-    """The trained policy ``algo`` of this run, named ``algo``."""
-    from batchrl_mtf.pipeline.glue import NamedPolicy
-    from batchrl_mtf.training import load_policy
-
-    data = ctx.dataset()
-    return NamedPolicy(load_policy(ctx.folder(f"train:{algo}"), spec=data.spec), algo)
-
-
 # --------------------------------------------------------------------------------- evaluate
-
-
-def production_weights(ctx: Context) -> tuple[tuple[float, ...], str]:
-    """The production weights and where they come from."""
-    cfg = ctx.config
-    data = ctx.dataset()
-    tasks = tuple(data.spec.tasks)
-    env = cfg.data.simulate.env if cfg.data.simulate is not None else cfg.truth_env
-    if env:
-        world = ctx.world(env)
-        if tuple(world.tasks) == tasks:
-            return tuple(float(w) for w in world.production), f"fusion.production of {env}"
-    from batchrl_mtf.export import logged_centre
-
-    return logged_centre(data.actions), "the logged actions' most common centre"
-
-
-def ope_config(ctx: Context) -> Any:
-    """The OPE settings, without importance-weighted estimators when the logs lack behavior_logp."""
-    ope = ctx.config.evaluate.ope
-    if ctx.dataset().spec.has_behavior_logp:
-        return ope
-    kept = tuple(e for e in ope.estimators if e not in IMPORTANCE_WEIGHTED) or ("fqe",)
-    if kept != ope.estimators:
-        logger.warning(
-            "the logs carry no behavior_logp: running %s only (not %s)",
-            ", ".join(kept),
-            ", ".join(e for e in ope.estimators if e in IMPORTANCE_WEIGHTED),
-        )
-    return dataclasses.replace(ope, estimators=kept)
-
-
-def fusion(ctx: Context) -> Any:
-    """The fusion (formula, beta) the learned weights are for."""
-    from batchrl_mtf.serving import Fusion
-
-    cfg = ctx.config
-    tasks = tuple(ctx.dataset().spec.tasks)
-    ex = cfg.export
-    if not ex.formula:
-        env = cfg.data.simulate.env if cfg.data.simulate is not None else cfg.truth_env
-        f = ctx.world(env).spec.fusion
-        return Fusion(f.formula, tuple(f.beta) if f.formula == "logsum" else None)
-    if ex.formula == "sum":
-        return Fusion("sum", None)
-    beta = ex.beta or (0.1,)
-    if len(beta) == 1:
-        beta = beta * len(tasks)
-    if len(beta) != len(tasks):
-        raise ConfigError(
-            f"{cfg.source} [export]: 'beta': expected 1 or {len(tasks)} offsets, found {len(beta)}"
-        )
-    return Fusion("logsum", tuple(beta))
 
 
 def _evaluate_stage(ctx: Context) -> Stage:
@@ -293,14 +202,6 @@ def _evaluate_stage(ctx: Context) -> Stage:
         }
 
     def run() -> tuple[str, dict[str, Any]]:
-        from batchrl_mtf.ope import (
-            BehaviorPolicy,
-            best_constant,
-            best_constant_table,
-            report_to_dict,
-        )
-        from batchrl_mtf.pipeline.evaluation import evaluate_each, paired_vs
-        from batchrl_mtf.policy import ConstantPolicy, resolve_policy
 
         ev = cfg.evaluate
         full = ctx.dataset()
@@ -352,7 +253,6 @@ def _evaluate_stage(ctx: Context) -> Stage:
         result, per_session = evaluate_each(data, policies, ope, ctx.progress)
         doc = report_to_dict(result, ev.split, str(ctx.folder("dataset")), spec.dataset_hash)
         atomic_write_text(folder / "ope.json", dumps_json(doc))
-        from batchrl_mtf.pipeline.glue import npz_bytes
 
         atomic_write_bytes(folder / "per_session.npz", npz_bytes(per_session))
         if "production" in [p.name for p in policies]:
@@ -393,37 +293,19 @@ def _truth_policies(ctx: Context) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _make_sim_policy(ctx: Context, world: Any, name: str, identity: dict[str, Any]) -> Any:
-    from batchrl_mtf.pipeline.glue import sim_policy
-    from batchrl_mtf.policy import ConstantPolicy
 
     tasks = tuple(world.tasks)
     if "logging" in identity:
         sim = ctx.config.data.simulate
         assert sim is not None
-        return sim_policy(world, sim.policy, sim.sigma, sim.random_sigma)
+        return resolve_sim_policy(world, sim.policy, sim.sigma, sim.random_sigma)
     if "weights" in identity:
-        return sim_policy(world, ConstantPolicy(tuple(identity["weights"]), tasks, name=name))
+        return resolve_sim_policy(
+            world, ConstantPolicy(tuple(identity["weights"]), tasks, name=name)
+        )
     if "policy" in identity:
-        return sim_policy(world, str(identity["policy"]))
-    return sim_policy(world, load_trained(ctx, name))
-
-
-def check_env_fits(ctx: Context, world: Any, env: str) -> None:
-    """Raise :class:`PolicyError` unless the env's state and tasks are the dataset's."""
-    from batchrl_mtf.sim import feature_names_of
-
-    spec = ctx.dataset().spec
-    if tuple(world.tasks) != tuple(spec.tasks):
-        raise PolicyError(
-            f"[truth] env {env}: tasks {list(world.tasks)} differ from the dataset's "
-            f"{list(spec.tasks)}; the policies cannot be rolled out there"
-        )
-    names = feature_names_of(world)
-    if tuple(names) != tuple(spec.feature_names):
-        raise PolicyError(
-            f"[truth] env {env}: its state features {list(names)} differ from the dataset's "
-            f"{list(spec.feature_names)}; build the dataset with the env's [features]"
-        )
+        return resolve_sim_policy(world, str(identity["policy"]))
+    return resolve_sim_policy(world, load_trained(ctx, name))
 
 
 def _truth_stage(ctx: Context) -> Stage:
@@ -442,9 +324,6 @@ def _truth_stage(ctx: Context) -> Stage:
         }
 
     def run() -> tuple[str, dict[str, Any]]:
-        from batchrl_mtf.pipeline.evaluation import save_rollouts
-        from batchrl_mtf.pipeline.glue import rollout
-        from batchrl_mtf.pipeline.runner import input_hash
 
         world = ctx.world(env)
         check_env_fits(ctx, world, env)
@@ -524,7 +403,6 @@ def _export_stage(ctx: Context) -> Stage:
         }
 
     def run() -> tuple[str, dict[str, Any]]:
-        from batchrl_mtf.pipeline.evaluation import export_table
 
         summary = export_table(ctx, folder, algo)
         return hash_files([folder / "weight_table.json"]), summary
@@ -550,7 +428,6 @@ def _report_stage(ctx: Context) -> Stage:
         }
 
     def run() -> tuple[str, dict[str, Any]]:
-        from batchrl_mtf.pipeline.report import write_report
 
         write_report(ctx, folder)
         return hash_files([folder / "report.md"]), {

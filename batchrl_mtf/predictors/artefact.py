@@ -27,9 +27,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from batchrl_mtf.config import config_from_mapping, config_to_dict
+from batchrl_mtf.core.config import config_from_mapping, config_to_dict
+from batchrl_mtf.core.io import atomic_dir, dumps_json, hash_bytes, package_versions
 from batchrl_mtf.errors import ConfigError, PredictorError
-from batchrl_mtf.io import atomic_dir, dumps_json, hash_bytes, package_versions
 from batchrl_mtf.predictors.config import PredictorConfig
 from batchrl_mtf.predictors.features import Encoded, FeatureVocab
 from batchrl_mtf.predictors.metrics import TaskMetrics

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from batchrl_mtf.config import require
+from batchrl_mtf.core.config import require
 
 __all__ = ["LOSS_WEIGHTINGS", "MODELS", "ModelName", "PredictorConfig"]
 

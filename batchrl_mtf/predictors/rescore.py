@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from batchrl_mtf.core.io import atomic_write_bytes
 from batchrl_mtf.errors import PredictorError, SchemaError
-from batchrl_mtf.io import atomic_write_bytes
 from batchrl_mtf.predictors._logs import read_table
 from batchrl_mtf.predictors.artefact import FrozenPredictor, load_predictor
 from batchrl_mtf.predictors.training import join_items

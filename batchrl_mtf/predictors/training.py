@@ -27,8 +27,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from batchrl_mtf.core.io import hash_bytes
 from batchrl_mtf.errors import PredictorError, SchemaError
-from batchrl_mtf.io import hash_bytes
 from batchrl_mtf.predictors._logs import check_training_columns, ts_to_ms
 from batchrl_mtf.predictors.config import PredictorConfig
 from batchrl_mtf.predictors.features import Encoded, FeatureVocab, build_vocab

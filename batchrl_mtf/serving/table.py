@@ -15,8 +15,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from batchrl_mtf.core.io import atomic_write_text, dumps_json
 from batchrl_mtf.errors import ExportError
-from batchrl_mtf.io import atomic_write_text, dumps_json
 from batchrl_mtf.serving.fusion import FORMULAS
 
 __all__ = [

@@ -3,9 +3,9 @@
 :class:`SessionBatch` holds ``B`` sessions that start together; each :meth:`SessionBatch.step`
 serves one request to every session still running: draw ``n_candidates`` items, let the frozen
 predictor score them, fuse with the given weights (:func:`batchrl_mtf.serving.fuse`), show the top
-``slate_size``, draw the true feedback, compute the reward (:mod:`batchrl_mtf.reward`), move the
+``slate_size``, draw the true feedback, compute the reward (:mod:`batchrl_mtf.data.reward`), move the
 hidden satisfaction and decide whether the user leaves. Observations are the foundation's state
-vectors (:func:`batchrl_mtf.features.assemble`). :class:`UserPool` keeps each user's history
+vectors (:func:`batchrl_mtf.data.features.assemble`). :class:`UserPool` keeps each user's history
 (``hist_<fb>_rate``, ``hist_sessions``) across that user's sessions.
 """
 
@@ -17,8 +17,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from batchrl_mtf.features import StateParts, assemble, feature_names
-from batchrl_mtf.reward import item_reward
+from batchrl_mtf.data.features import StateParts, assemble, feature_names
+from batchrl_mtf.data.reward import item_reward
 from batchrl_mtf.serving import fuse
 from batchrl_mtf.sim.world import Users, World
 
@@ -129,7 +129,7 @@ class LogRecorder:
 class UserPool:
     """Users with their history across sessions (the online side of ``hist_*`` features).
 
-    Equivalent to :class:`batchrl_mtf.features.UserHistory` per user, kept as arrays: the
+    Equivalent to :class:`batchrl_mtf.data.features.UserHistory` per user, kept as arrays: the
     feedback of each user's last ``hist_n`` impressions and the number of finished sessions.
 
     Args:

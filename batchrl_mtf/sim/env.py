@@ -42,10 +42,10 @@ class FusionEnv(gym.Env[FloatArray, FloatArray]):
     ## Observation Space
 
     ``Box(-inf, inf, (n_features,), float64)``: exactly the state vector of
-    :mod:`batchrl_mtf.features` that ``build-dataset`` computes from the logs of these sessions
+    :mod:`batchrl_mtf.data.features` that ``build-dataset`` computes from the logs of these sessions
     (``u_*``, ``session_depth``, ``session_elapsed_s``, ``session_<fb>``, ``prev_<fb>``,
     ``hist_<fb>_rate``, ``hist_sessions``, ``hour_sin``, ``hour_cos``), produced by the same code
-    (:func:`batchrl_mtf.features.assemble`). ``feature_names`` names the columns.
+    (:func:`batchrl_mtf.data.features.assemble`). ``feature_names`` names the columns.
 
     ## Action Space
 
@@ -54,7 +54,7 @@ class FusionEnv(gym.Env[FloatArray, FloatArray]):
 
     ## Rewards
 
-    The configured request reward (:mod:`batchrl_mtf.reward`): stickiness (watch time, valid
+    The configured request reward (:mod:`batchrl_mtf.data.reward`): stickiness (watch time, valid
     plays) plus activeness (likes, follows, comments, shares) summed over the shown items.
     ``info["stickiness"]`` and ``info["activeness"]`` give the parts.
 
@@ -76,7 +76,7 @@ class FusionEnv(gym.Env[FloatArray, FloatArray]):
 
     ## Arguments
 
-    ``gymnasium.make("batchrl_mtf/Fusion-v0", spec="envs/x.toml", record_logs=False)``;
+    ``gymnasium.make("batchrl_mtf.envs:batchrl_mtf/Fusion-v0", spec="envs/x.toml", record_logs=False)``;
     ``batchrl_mtf/ShortVideo-v0`` and ``batchrl_mtf/ECommerce-v0`` are the shipped specs. With
     ``record_logs=True``, :meth:`logs` returns the impression logs (schema v1) of every episode
     since the last seeded reset.

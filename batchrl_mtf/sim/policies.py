@@ -15,8 +15,9 @@ the truncated Gaussian: ``sum_k [log phi(z_k) - log sigma_k - log(Phi(b_k) - Phi
 For ``mixed`` it is the density of the component the user was assigned to (the assignment is a
 fixed, known part of the logging policy, so per-user trajectory importance weights are exact).
 
-Anything else is resolved by :func:`batchrl_mtf.policy.resolve_policy` (``constant:...``, a weight
-table, a trained policy) and is deterministic, unless it is a weight table with an exploration
+Anything else is a :class:`batchrl_mtf.policy.Policy` (resolved from its argument by
+:func:`batchrl_mtf.resolve.resolve_policy`: ``constant:...``, a weight table, a trained policy) and
+is deterministic, unless it is a weight table with an exploration
 block, which is sampled with its own exact log-density.
 """
 
@@ -31,7 +32,8 @@ import numpy as np
 import numpy.typing as npt
 
 from batchrl_mtf.errors import PolicyError
-from batchrl_mtf.policy import Policy, TablePolicy, resolve_policy
+from batchrl_mtf.policy import ConstantPolicy, Policy, TablePolicy
+from batchrl_mtf.policy.base import ConstantPolicy
 
 __all__ = [
     "NAMED_POLICIES",
@@ -202,7 +204,7 @@ class MixedPolicy:
 
 @dataclass(frozen=True)
 class FixedPolicy:
-    """A deterministic :class:`batchrl_mtf.policy.Policy` (constant, table, trained)."""
+    """A deterministic :class:`batchrl_mtf.policy.base.Policy` (constant, table, trained)."""
 
     policy: Policy
 
@@ -268,9 +270,8 @@ class SegmentPolicy:
 
 
 def make_policy(
-    arg: str,
+    arg: str | Policy,
     tasks: Sequence[str],
-    feature_names: Sequence[str],
     production: Sequence[float],
     low: Sequence[float],
     high: Sequence[float],
@@ -282,10 +283,9 @@ def make_policy(
     """Resolve a simulator policy argument.
 
     Args:
-        arg: ``production``, ``action-noise``, ``random``, ``mixed``, or anything
-            :func:`batchrl_mtf.policy.resolve_policy` accepts.
+        arg: ``production``, ``action-noise``, ``random``, ``mixed``, or a resolved
+            :class:`batchrl_mtf.policy.Policy` (see :func:`batchrl_mtf.resolve.resolve_policy`).
         tasks: Task names in action order.
-        feature_names: Observation columns.
         production: Production weights.
         low: Lower weight bounds.
         high: Upper weight bounds.
@@ -307,8 +307,6 @@ def make_policy(
     centre = tuple((a + b) / 2 for a, b in zip(lo, hi, strict=True))
     rand = GaussianPolicy(centre, (random_sigma,) * k, lo, hi, name="random")
     if arg == "production":
-        from batchrl_mtf.policy import ConstantPolicy
-
         return FixedPolicy(ConstantPolicy(prod, tuple(tasks), name="production"))
     if arg == "action-noise":
         return noise
@@ -316,7 +314,13 @@ def make_policy(
         return rand
     if arg == "mixed":
         return MixedPolicy(noise, rand)
-    policy = resolve_policy(arg, tasks, feature_names)
+    if isinstance(arg, str):
+        raise PolicyError(
+            f"--policy {arg}: expected one of {', '.join(NAMED_POLICIES)} or a resolved policy "
+            "(batchrl_mtf.resolve.resolve_policy turns constant:..., tables and policy "
+            "directories into one)"
+        )
+    policy = arg
     if isinstance(policy, TablePolicy) and fusion is not None:
         tf = policy.table.fusion  # type: ignore[attr-defined]
         ours = (fusion[0], tuple(float(b) for b in fusion[1]) if fusion[0] == "logsum" else None)
@@ -345,19 +349,14 @@ def world_policy(
     Args:
         world: A :class:`batchrl_mtf.sim.World`.
         arg: A named logging policy (``production``, ``action-noise``, ``random``, ``mixed``),
-            any policy argument of :func:`make_policy`, or a :class:`Policy` object.
+            or a :class:`Policy` object.
         sigma: Noise of ``action-noise``/``mixed``; ``None`` = the spec's.
         random_sigma: Noise of ``random``/``mixed``; ``None`` = the spec's.
     """
-    from batchrl_mtf.sim.runner import feature_names_of
-
-    if not isinstance(arg, str):
-        return FixedPolicy(arg)
     ex = world.spec.exploration
     return make_policy(
         arg,
         world.tasks,
-        feature_names_of(world),
         world.production,
         world.low,
         world.high,

@@ -12,10 +12,12 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from batchrl_mtf.errors import ConfigError
-from batchrl_mtf.policy import ConstantPolicy, Policy
+from batchrl_mtf.data.features import feature_names
+from batchrl_mtf.errors import ConfigError, PolicyError
+from batchrl_mtf.policy.base import ConstantPolicy, Policy
 from batchrl_mtf.sim.engine import LogRecorder, SessionBatch, UserPool
 from batchrl_mtf.sim.policies import FixedPolicy, PolicyContext, SimPolicy
+from batchrl_mtf.sim.spec import load_spec
 from batchrl_mtf.sim.world import World
 
 __all__ = [
@@ -60,7 +62,6 @@ class SessionStats:
 
 def feature_names_of(world: World) -> tuple[str, ...]:
     """Observation column names of ``world`` (the dataset's feature order for its logs)."""
-    from batchrl_mtf.features import feature_names
 
     cfg = world.spec.features
     fb = cfg.feedback or world.feedback
@@ -336,7 +337,7 @@ def true_value(
 
     Args:
         env_spec: Platform spec (a TOML path or a shipped name; ``None`` = the default world).
-        policy: Any :class:`batchrl_mtf.policy.Policy` (constant, weight table, trained network)
+        policy: Any :class:`batchrl_mtf.policy.base.Policy` (constant, weight table, trained network)
             whose observations follow the world's feature order.
         seed: Seed of the simulated users and noise (same seed = same users for every policy).
         sessions: Sessions to simulate.
@@ -344,8 +345,6 @@ def true_value(
     Raises:
         PolicyError: The policy's tasks differ from the world's.
     """
-    from batchrl_mtf.errors import PolicyError
-    from batchrl_mtf.sim.spec import load_spec
 
     world = World(load_spec(env_spec))
     if tuple(policy.tasks) != tuple(world.tasks):

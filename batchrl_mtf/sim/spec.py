@@ -13,7 +13,7 @@ the file and the key):
 - ``[predictor]``: the platform's frozen multi-task predictor;
 - ``[exploration]``: defaults of the logging policies;
 - ``[reward]``: the reward, in the foundation's reward TOML shape;
-- ``[features]``: optional :class:`~batchrl_mtf.features.FeatureConfig` overrides;
+- ``[features]``: optional :class:`~batchrl_mtf.data.features.FeatureConfig` overrides;
 - ``[learned]``: only for ``world.kind = "learned"``: the artefacts of a world model learned from
   logs (``batchrl-mtf make-env``, ``docs/learned_env.md``).
 """
@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from batchrl_mtf.config import config_from_mapping, require
+from batchrl_mtf.core.config import config_from_mapping, require
+from batchrl_mtf.data.features import FeatureConfig
+from batchrl_mtf.data.reward import RewardConfig, parse_reward
 from batchrl_mtf.errors import ConfigError
-from batchrl_mtf.features import FeatureConfig
-from batchrl_mtf.reward import RewardConfig, parse_reward
 
 __all__ = [
     "ENVS_DIR",

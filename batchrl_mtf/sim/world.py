@@ -11,8 +11,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 
-from batchrl_mtf.errors import ConfigError
+from batchrl_mtf.errors import ConfigError, PredictorError
+from batchrl_mtf.sim.backends import LearnedBackend, load_backend
 from batchrl_mtf.sim.spec import PlatformSpec
 
 __all__ = ["Users", "World"]
@@ -117,11 +119,9 @@ class World:
         self._artefact: Any = None
         self._pred_table: npt.NDArray[np.float32] | None = None
         self._fused: npt.NDArray[np.float32] | None = None
-        self.learned: Any = None
-        if w.kind == "learned":  # a world model learned from logs (batchrl_mtf.learned)
-            from batchrl_mtf.learned.runtime import LearnedModel
-
-            self.learned = LearnedModel(self)
+        self.learned: LearnedBackend | None = None
+        if w.kind == "learned":  # a world model learned from logs (a world backend)
+            self.learned = load_backend("learned", spec.source)(self)
             self.duration = self.learned.duration
 
     # ------------------------------------------------------------------ users
@@ -276,15 +276,7 @@ class World:
     def _load_artefact(self) -> Any:
         if self._artefact is None:
             path = self.spec.predictor.path
-            try:
-                from batchrl_mtf.predictors import load_predictor
-            except ImportError as exc:  # pragma: no cover - depends on the install
-                raise ConfigError(
-                    f"{self.spec.source}: predictor.kind = 'artefact' needs batchrl_mtf.predictors "
-                    f"({exc})"
-                ) from None
-            from batchrl_mtf.errors import PredictorError
-
+            load_predictor = load_backend("predictor-artefact", self.spec.source)
             try:
                 pred = load_predictor(path)
             except PredictorError as exc:
@@ -310,8 +302,6 @@ class World:
         user_features: FloatArray | None,
         items: IntArray,
     ) -> npt.NDArray[np.float32]:
-        import pandas as pd
-
         if user_ids is None or user_features is None:
             raise ConfigError("artefact predictor needs user ids, user features and items")
         pred = self._load_artefact()

@@ -1,7 +1,6 @@
 """The true return of a policy in the simulator, for ``train --env SPEC``.
 
-The simulator (:mod:`batchrl_mtf.sim`) is imported lazily, only when ``--env`` is given. The
-true return is the mean undiscounted session return of the policy over ``n_episodes`` simulated
+The true return is the mean undiscounted session return of the policy over ``n_episodes`` simulated
 sessions, with a normal 95% interval (the simulator's ``rollout`` figures).
 """
 
@@ -9,8 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from batchrl_mtf.dataset import DatasetSpec
+from batchrl_mtf.data.dataset import DatasetSpec
 from batchrl_mtf.errors import EnvError, PolicyError
+from batchrl_mtf.sim.policies import FixedPolicy
+from batchrl_mtf.sim.runner import feature_names_of, rollout_summary, run_sessions
+from batchrl_mtf.sim.spec import load_spec
+from batchrl_mtf.sim.world import World
 from batchrl_mtf.training.policy import TrainedPolicy, check_feature_spec
 
 __all__ = ["make_env_evaluator"]
@@ -31,16 +34,6 @@ def make_env_evaluator(
         EnvError: The simulator is not available or ``env`` is not a usable spec.
         PolicyError: The world's tasks or state features differ from the dataset's.
     """
-    try:
-        from batchrl_mtf.sim.policies import FixedPolicy
-        from batchrl_mtf.sim.runner import feature_names_of, rollout_summary, run_sessions
-        from batchrl_mtf.sim.spec import load_spec
-        from batchrl_mtf.sim.world import World
-    except ImportError as exc:
-        raise EnvError(
-            f"--env {env}: evaluation needs the simulator (batchrl_mtf.sim), which cannot be "
-            f"imported ({exc})"
-        ) from None
     try:
         world = World(load_spec(env))
     except PolicyError:

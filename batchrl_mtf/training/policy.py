@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from batchrl_mtf.dataset import DatasetSpec
+from batchrl_mtf.core.d3rlpy import load_d3rlpy
+from batchrl_mtf.data.dataset import DatasetSpec
+from batchrl_mtf.data.features import FeatureSpec
 from batchrl_mtf.errors import DatasetError, PolicyError
-from batchrl_mtf.features import FeatureSpec
 
 __all__ = ["POLICY_FORMAT", "TrainedPolicy", "check_feature_spec", "load_policy", "read_manifest"]
 
@@ -211,7 +212,7 @@ def load_policy(
     model = root / str(manifest.get("model", "model.d3"))
     if not model.is_file():
         raise PolicyError(f"{root}: model file {model.name} is missing")
-    from batchrl_mtf._d3rlpy import d3rlpy
+    d3rlpy = load_d3rlpy()
 
     try:
         algo = d3rlpy.load_learnable(str(model), device=device or "cpu:0")

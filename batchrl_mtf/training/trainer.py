@@ -25,10 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from batchrl_mtf.dataset import DatasetSpec, MDPData, load_dataset
+from batchrl_mtf.core.d3rlpy import load_d3rlpy
+from batchrl_mtf.core.io import atomic_dir, dumps_json, package_versions
+from batchrl_mtf.data.dataset import DatasetSpec, MDPData, load_dataset
 from batchrl_mtf.errors import ConfigError, DatasetError, PolicyError
-from batchrl_mtf.io import atomic_dir, dumps_json, package_versions
 from batchrl_mtf.training.config import RUNTIME_FIELDS, TrainConfig, resolve_config
+from batchrl_mtf.training.envs import make_env_evaluator
 from batchrl_mtf.training.policy import POLICY_FORMAT, TrainedPolicy, read_manifest
 
 __all__ = ["EnvEvaluator", "TrainResult", "build_algo", "config_for_resume", "train"]
@@ -76,7 +78,7 @@ def _check_device(device: str) -> None:
 
 def build_algo(config: TrainConfig, spec: DatasetSpec) -> Any:
     """The d3rlpy algorithm for ``config``, with scalers from ``spec`` (not yet built)."""
-    from batchrl_mtf._d3rlpy import d3rlpy
+    d3rlpy = load_d3rlpy()
 
     cfg_cls = getattr(d3rlpy.algos, config.spec.d3rlpy_config)
     kwargs: dict[str, Any] = dataclasses.asdict(config.params)
@@ -101,7 +103,7 @@ def build_algo(config: TrainConfig, spec: DatasetSpec) -> Any:
 
 
 def _seed_all(seed: int) -> None:
-    from batchrl_mtf._d3rlpy import d3rlpy
+    d3rlpy = load_d3rlpy()
 
     d3rlpy.seed(seed)
 
@@ -210,7 +212,7 @@ def _resume_state(out: Path, config: TrainConfig, spec: DatasetSpec) -> tuple[An
     """Load the checkpoint of ``out``; check it fits ``config`` and the dataset."""
     import torch
 
-    from batchrl_mtf._d3rlpy import d3rlpy
+    d3rlpy = load_d3rlpy()
 
     manifest = read_manifest(out)
     if manifest.get("dataset_hash") != spec.dataset_hash:
@@ -249,7 +251,7 @@ def _epoch_metrics(
     epoch: int,
     elapsed: float,
 ) -> dict[str, float]:
-    from batchrl_mtf._d3rlpy import d3rlpy
+    d3rlpy = load_d3rlpy()
 
     row: dict[str, float] = {"epoch": float(epoch), "step": float(run.done)}
     row["train_seconds"] = round(run.seconds_before + elapsed, 3)
@@ -323,7 +325,7 @@ def train(
     import torch
     from tqdm.auto import tqdm
 
-    from batchrl_mtf._d3rlpy import d3rlpy  # noqa: F401  (quiet import before torch work)
+    load_d3rlpy()  # quiet import before torch work
 
     config = config or TrainConfig()
     data = dataset if isinstance(dataset, MDPData) else load_dataset(dataset)
@@ -340,8 +342,6 @@ def train(
     if config.n_threads:
         torch.set_num_threads(config.n_threads)
     if env_evaluator is None and config.env:
-        from batchrl_mtf.training.envs import make_env_evaluator
-
         env_evaluator = make_env_evaluator(
             config.env, spec, n_episodes=config.eval_episodes, seed=config.seed
         )

@@ -33,7 +33,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from batchrl_mtf.errors import Problem
-from batchrl_mtf.schema import FILE_COLUMN, LogColumns
+from batchrl_mtf.logs.schema import FILE_COLUMN, LogColumns
 
 __all__ = ["RULES", "Codes", "RawProblem", "RowFlags", "encode", "merge_problems", "validate_rows"]
 

@@ -1,21 +1,18 @@
-"""What every fusion policy offers, and how a policy argument on the command line is resolved.
+"""What every fusion policy offers: the :class:`Policy` protocol, constant and table policies.
 
 A policy maps states to fusion-weight vectors. Trained networks (``batchrl_mtf.training``),
 weight tables (``batchrl_mtf.serving``) and constant vectors all implement :class:`Policy`, so the
 evaluator, the exporter and the simulator treat them alike.
 
-A policy argument ``P`` is one of:
-
-- ``constant:1.5,0.2,...``: a constant weight vector, in task order;
-- a path to a weight-table JSON (``batchrl-mtf/weight-table@1``);
-- a trained policy directory (holding ``policy.json``).
+This layer imports nothing above it: a table policy wraps any object with the lookup interface of
+:class:`batchrl_mtf.serving.WeightTable`. Policy arguments (``constant:...``, a table path, a
+policy directory) are resolved in the application layer, :func:`batchrl_mtf.resolve.resolve_policy`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -23,7 +20,7 @@ import numpy.typing as npt
 
 from batchrl_mtf.errors import PolicyError
 
-__all__ = ["ConstantPolicy", "Policy", "TablePolicy", "resolve_policy"]
+__all__ = ["ConstantPolicy", "Policy", "TablePolicy"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -121,53 +118,3 @@ class TablePolicy:
             self.table.lookup(obs, names=self.feature_names),  # type: ignore[attr-defined]
             dtype=np.float64,
         )
-
-
-def resolve_policy(arg: str, tasks: Sequence[str], feature_names: Sequence[str]) -> Policy:
-    """Turn a policy argument into a :class:`Policy`.
-
-    Args:
-        arg: ``constant:w1,w2,...``, a weight-table JSON path, or a trained policy directory.
-        tasks: The dataset's (or environment's) tasks, in action order.
-        feature_names: The dataset's state features, in observation order.
-
-    Raises:
-        PolicyError: The argument is none of these, or does not fit ``tasks``/``feature_names``.
-    """
-    if arg.startswith("constant:"):
-        try:
-            weights = tuple(float(x) for x in arg[len("constant:") :].split(","))
-        except ValueError:
-            raise PolicyError(
-                f"--policy {arg}: expected constant:<w_{tasks[0]}>,... with {len(tasks)} numbers"
-            ) from None
-        return ConstantPolicy(weights, tuple(tasks), name=arg)
-    path = Path(arg)
-    if path.is_file() and path.suffix == ".json":
-        from batchrl_mtf.serving import WeightTable
-
-        table = WeightTable.load(path)
-        if tuple(table.tasks) != tuple(tasks):
-            raise PolicyError(
-                f"{arg}: table tasks {list(table.tasks)} differ from the dataset's {list(tasks)}"
-            )
-        return TablePolicy(table, feature_names, name=arg)
-    if path.is_dir():
-        if not (path / "policy.json").is_file():
-            raise PolicyError(f"{arg}: directory has no policy.json; not a trained policy")
-        from batchrl_mtf.training import load_policy
-
-        policy = load_policy(path)
-        if tuple(policy.tasks) != tuple(tasks):
-            raise PolicyError(f"{arg}: policy tasks {list(policy.tasks)} differ from {list(tasks)}")
-        theirs = tuple(getattr(policy, "feature_names", ()))
-        if theirs != tuple(feature_names):
-            raise PolicyError(
-                f"{arg}: feature spec mismatch: the policy was trained on features {list(theirs)}; "
-                f"the data it is applied to has {list(feature_names)}"
-            )
-        return policy
-    raise PolicyError(
-        f"--policy {arg}: expected constant:w1,w2,..., a weight-table .json file, or a trained "
-        "policy directory; found no such file or directory"
-    )

@@ -31,13 +31,12 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from batchrl_mtf._version import __version__
-from batchrl_mtf.config import config_to_dict
-from batchrl_mtf.engines.core import PartSummary
-from batchrl_mtf.errors import DatasetError, Problem
-from batchrl_mtf.features import FeatureSpec
-from batchrl_mtf.io import atomic_dir, dumps_json, hash_bytes, hash_files, package_versions
-from batchrl_mtf.mdp import (
+from batchrl_mtf.core.config import config_to_dict
+from batchrl_mtf.core.d3rlpy import load_d3rlpy
+from batchrl_mtf.core.io import atomic_dir, dumps_json, hash_bytes, hash_files, package_versions
+from batchrl_mtf.core.version import __version__
+from batchrl_mtf.data.features import FeatureSpec
+from batchrl_mtf.data.mdp import (
     DatasetConfig,
     Prepared,
     Transitions,
@@ -45,8 +44,11 @@ from batchrl_mtf.mdp import (
     compute_transitions,
     prepare_logs,
 )
-from batchrl_mtf.reward import RewardConfig, load_reward
-from batchrl_mtf.schema import LogColumns, LogFrame, read_logs
+from batchrl_mtf.data.parts import PartSummary
+from batchrl_mtf.data.reward import RewardConfig, load_reward
+from batchrl_mtf.data.split import session_split
+from batchrl_mtf.errors import DatasetError, Problem
+from batchrl_mtf.logs.schema import LogColumns, LogFrame, read_logs
 
 __all__ = [
     "DATASET_FORMAT",
@@ -58,7 +60,6 @@ __all__ = [
     "load_d3rlpy_file",
     "load_dataset",
     "report_document",
-    "session_split",
     "transitions_table",
     "write_d3rlpy_file",
     "write_d3rlpy_file_from_transitions",
@@ -67,7 +68,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DATASET_FORMAT = "batchrl-mtf/dataset@1"
-TEST_FRACTION = 0.2
 FloatArray = npt.NDArray[np.float64]
 
 
@@ -219,7 +219,7 @@ class MDPData:
 
     def to_d3rlpy(self) -> object:
         """The episodes as a d3rlpy ``MDPDataset`` with a continuous action space (float32)."""
-        from batchrl_mtf._d3rlpy import d3rlpy
+        d3rlpy = load_d3rlpy()
 
         return d3rlpy.dataset.MDPDataset(
             observations=self.observations.astype(np.float32),
@@ -230,27 +230,6 @@ class MDPData:
             action_space=d3rlpy.ActionSpace.CONTINUOUS,
             action_size=self.actions.shape[1],
         )
-
-
-def session_split(
-    session_id: npt.NDArray[np.generic], test_fraction: float = TEST_FRACTION
-) -> npt.NDArray[np.str_]:
-    """Deterministic train/test assignment of each session by a hash of its id.
-
-    The hash is pandas' SipHash of the session id's text (fixed key), so the same session lands in
-    the same split in every run, on every machine and whatever else is in the logs.
-    """
-    import pandas as pd
-
-    ids = np.asarray(session_id)
-    if len(ids) == 0:
-        return np.zeros(0, dtype="<U5")
-    # a session's steps are usually contiguous: hash each run of equal ids once
-    heads = np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]]))
-    text = pd.Series(ids[heads].astype(str), dtype=object)
-    h = pd.util.hash_pandas_object(text, index=False).to_numpy()
-    run_split = np.where(h < np.uint64(test_fraction * 2**64), "test", "train").astype("<U5")
-    return np.repeat(run_split, np.diff(np.append(heads, len(ids))))
 
 
 def _id_array(values: npt.NDArray[np.generic]) -> pa.Array:
@@ -295,7 +274,7 @@ def _parquet_bytes(t: Transitions, split: npt.NDArray[np.str_]) -> bytes:
     table = table.replace_schema_metadata(
         {
             "batchrl_mtf.format": DATASET_FORMAT,
-            "batchrl_mtf.features": json.dumps(list(t.spec.names)),
+            "batchrl_mtf.data.features": json.dumps(list(t.spec.names)),
         }
     )
     buf = io.BytesIO()
@@ -567,7 +546,7 @@ def load_d3rlpy_file(path: str | Path) -> object:
     """
     import h5py
 
-    from batchrl_mtf._d3rlpy import d3rlpy
+    d3rlpy = load_d3rlpy()
 
     p = Path(path)
     if not p.is_file():

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from batchrl_mtf.config import require
+from batchrl_mtf.core.config import config_from_mapping, config_to_dict, require
 from batchrl_mtf.errors import DatasetError
 
 __all__ = [
@@ -120,7 +120,6 @@ class FeatureSpec:
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
-        from batchrl_mtf.config import config_to_dict
 
         return {
             "names": list(self.names),
@@ -134,7 +133,6 @@ class FeatureSpec:
     @classmethod
     def from_dict(cls, doc: Mapping[str, object], source: str) -> FeatureSpec:
         """Inverse of :meth:`to_dict`."""
-        from batchrl_mtf.config import config_from_mapping
 
         try:
             cfg = doc["config"]

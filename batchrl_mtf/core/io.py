@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from batchrl_mtf._version import __version__
+from batchrl_mtf.core.version import __version__
 
 __all__ = [
     "JSONValue",

@@ -3,8 +3,8 @@
 The executors run the same Python functions as the local engine (:func:`process_part`: the
 validation rules, the accounting, the sessions, the state features and the reward) on parts of the
 logs that hold complete users; the driver merges the parts' small summaries with the same code
-(:class:`~batchrl_mtf.engines.core.PartSummary`, :func:`~batchrl_mtf.validate.merge_problems`,
-:func:`~batchrl_mtf.dataset.report_document`). See ``docs/scale.md``.
+(:class:`~batchrl_mtf.data.parts.PartSummary`, :func:`~batchrl_mtf.logs.validate.merge_problems`,
+:func:`~batchrl_mtf.data.dataset.report_document`). See ``docs/scale.md``.
 
 Plan of the job:
 
@@ -40,13 +40,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from batchrl_mtf.config import require
-from batchrl_mtf.dataset import dataset_spec, report_document, transitions_table
-from batchrl_mtf.engines.core import PartSummary, process_part
-from batchrl_mtf.errors import ConfigError, SchemaError
-from batchrl_mtf.features import FeatureSpec, feature_names
-from batchrl_mtf.io import atomic_dir, dumps_json, hash_files
-from batchrl_mtf.mdp import (
+from batchrl_mtf.core.config import require
+from batchrl_mtf.core.io import atomic_dir, dumps_json, hash_files
+from batchrl_mtf.data.dataset import dataset_spec, report_document, transitions_table
+from batchrl_mtf.data.features import FeatureSpec, feature_names
+from batchrl_mtf.data.mdp import (
     DatasetConfig,
     bounds_from_range,
     check_columns,
@@ -54,9 +52,11 @@ from batchrl_mtf.mdp import (
     raise_all_dropped,
     raise_problems,
 )
-from batchrl_mtf.reward import RewardConfig, load_reward
-from batchrl_mtf.schema import FILE_COLUMN, ID_COLUMNS, LogColumns, LogFrame, _normalise_ts
-from batchrl_mtf.validate import merge_problems
+from batchrl_mtf.data.parts import PartSummary, process_part
+from batchrl_mtf.data.reward import RewardConfig, load_reward
+from batchrl_mtf.errors import ConfigError, SchemaError
+from batchrl_mtf.logs.schema import FILE_COLUMN, ID_COLUMNS, LogColumns, LogFrame, _normalise_ts
+from batchrl_mtf.logs.validate import merge_problems
 
 __all__ = ["INSTALL_HINT", "SparkOptions", "build_dataset_spark", "spark_session"]
 
@@ -153,7 +153,7 @@ def _hadoop_fs(spark: Any, uri: str) -> tuple[Any, Any]:
 
 
 def _input_files(spark: Any, paths: Sequence[str | Path]) -> list[str]:
-    """Expand inputs like :func:`batchrl_mtf.schema.read_logs` (directories recursively, in name
+    """Expand inputs like :func:`batchrl_mtf.logs.schema.read_logs` (directories recursively, in name
     order); local paths keep their spelling, other URIs are listed through Hadoop."""
     if not paths:
         raise SchemaError("no log files given; expected one or more Parquet files or directories")
@@ -219,7 +219,7 @@ class _Task:
 
 
 def _frame(task: _Task, table: pa.Table) -> pd.DataFrame:
-    """A chunk as the frame :func:`batchrl_mtf.schema.read_logs` would give for its rows."""
+    """A chunk as the frame :func:`batchrl_mtf.logs.schema.read_logs` would give for its rows."""
     enc = table.column("_file_uri").combine_chunks().dictionary_encode()
     lookup = np.array(
         [task.file_index[_norm_uri(u)] for u in enc.dictionary.to_pylist()], dtype=np.int16
@@ -324,7 +324,7 @@ def _rethrow(exc: BaseException) -> None:
 def _id_dtypes(
     spark: Any, raw: Any, files: Sequence[str], uris: dict[str, int], id_cols: Sequence[str]
 ) -> dict[str, str]:
-    """The dtype :func:`~batchrl_mtf.schema.read_logs` gives each id column, from one aggregate."""
+    """The dtype :func:`~batchrl_mtf.logs.schema.read_logs` gives each id column, from one aggregate."""
     from pyspark.sql import functions as F  # noqa: N812
     from pyspark.sql import types as T  # noqa: N812
 
@@ -443,7 +443,7 @@ def build_dataset_spark(
     options: SparkOptions | None = None,
 ) -> dict[str, object]:
     """Build a dataset directory with Spark; the same content as
-    :func:`batchrl_mtf.dataset.build_dataset`, with the transitions as ``transitions/`` parts.
+    :func:`batchrl_mtf.data.dataset.build_dataset`, with the transitions as ``transitions/`` parts.
 
     Args:
         paths: Parquet log files or directories: local paths or Hadoop-compatible URIs.

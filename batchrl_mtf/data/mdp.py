@@ -1,7 +1,7 @@
 """From validated logs to MDP transitions: sessions, state features, actions and rewards.
 
 One session is one episode, one request is one step, the action is the request's ``w_*`` vector
-and the reward is :mod:`batchrl_mtf.reward`'s. Everything here is vectorised over rows and
+and the reward is :mod:`batchrl_mtf.data.reward`'s. Everything here is vectorised over rows and
 requests (no Python loop per row or request) and works on any subset of users: computing the
 users of a log together or in separate partitions gives the same transitions.
 """
@@ -18,12 +18,18 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from batchrl_mtf.config import require
+from batchrl_mtf.core.config import require
+from batchrl_mtf.data.features import (
+    FeatureConfig,
+    FeatureSpec,
+    StateParts,
+    assemble,
+    feature_names,
+)
+from batchrl_mtf.data.reward import RewardConfig, request_reward
 from batchrl_mtf.errors import ConfigError, Problem, SchemaError
-from batchrl_mtf.features import FeatureConfig, FeatureSpec, StateParts, assemble, feature_names
-from batchrl_mtf.reward import RewardConfig, request_reward
-from batchrl_mtf.schema import LogColumns, LogFrame, discover_columns, missing_required
-from batchrl_mtf.validate import RULES, Codes, RowFlags, encode, validate_rows
+from batchrl_mtf.logs.schema import LogColumns, LogFrame, discover_columns, missing_required
+from batchrl_mtf.logs.validate import RULES, Codes, RowFlags, encode, validate_rows
 
 __all__ = [
     "Accounting",
@@ -109,7 +115,7 @@ class Accounting:
     """Where every input row, request and session went.
 
     ``*_read == *_kept + sum(*_dropped.values())`` holds for rows, requests and sessions; a dropped
-    row is attributed to the first rule (in :data:`batchrl_mtf.validate.RULES` order) that flagged
+    row is attributed to the first rule (in :data:`batchrl_mtf.logs.validate.RULES` order) that flagged
     its session.
     """
 

@@ -5,7 +5,7 @@ a request or a session with them. Validation, accounting, sessionisation, state 
 reward are per user, so running :func:`process_part` on the parts of a log and merging the
 :class:`PartSummary` results gives what running it once on the whole log gives. The local engine
 runs it once on everything; the Spark engine runs it on executors, one partition at a time
-(:mod:`batchrl_mtf.engines.spark`). There is no second copy of any rule, feature or reward.
+(:mod:`batchrl_mtf.data.spark`). There is no second copy of any rule, feature or reward.
 
 Global statistics (feature mean/std, reward and action statistics, action ranges) are merged from
 per-part :class:`Moments` (count, mean, variance, min, max; Chan et al.'s parallel update), in a
@@ -22,7 +22,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from batchrl_mtf.mdp import (
+from batchrl_mtf.data.mdp import (
     Accounting,
     DatasetConfig,
     Transitions,
@@ -31,9 +31,10 @@ from batchrl_mtf.mdp import (
     compute_transitions,
     kept_rows,
 )
-from batchrl_mtf.reward import RewardConfig
-from batchrl_mtf.schema import LogColumns, LogFrame
-from batchrl_mtf.validate import RULES, RawProblem
+from batchrl_mtf.data.reward import RewardConfig
+from batchrl_mtf.data.split import session_split
+from batchrl_mtf.logs.schema import LogColumns, LogFrame
+from batchrl_mtf.logs.validate import RULES, RawProblem
 
 __all__ = ["Moments", "PartResult", "PartSummary", "merge_accounting", "process_part"]
 
@@ -315,14 +316,12 @@ def process_part(
 
     Args:
         logs: Rows of a set of complete users (see the module docstring), with ``ts`` in int64 ms
-            and the id columns in the dtypes :func:`batchrl_mtf.schema.read_logs` gives.
-        columns: The classified columns (from :func:`batchrl_mtf.mdp.check_columns`).
+            and the id columns in the dtypes :func:`batchrl_mtf.logs.schema.read_logs` gives.
+        columns: The classified columns (from :func:`batchrl_mtf.data.mdp.check_columns`).
         reward: The reward.
         config: Dataset options.
         n_features: Length of the state vector.
     """
-    from batchrl_mtf.dataset import session_split
-
     checked = check_rows(logs, columns, config)
     keep, accounting = account(checked.codes, checked.flags.reason)
     t: Transitions | None = None

@@ -3,7 +3,7 @@
 One row per item shown (an impression); the full contract is documented in ``logs/README.md``.
 This module reads Parquet files, directories of Parquet files and CSV files into one
 :class:`pandas.DataFrame`, normalises id and time types, and tells which columns are tasks,
-weights, feedback, user features and unknown. Row-level rules live in :mod:`batchrl_mtf.validate`.
+weights, feedback, user features and unknown. Row-level rules live in :mod:`batchrl_mtf.logs.validate`.
 """
 
 from __future__ import annotations

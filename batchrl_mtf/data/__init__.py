@@ -1,0 +1,1 @@
+"""From logs to MDP datasets: features, reward, cleaning and accounting, transitions, split, files."""
