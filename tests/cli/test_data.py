@@ -131,7 +131,7 @@ def test_build_dataset_schema_error_lists_problems(
 
 
 def test_reward_with_absent_column(tmp_path: Path, logs_parquet: Path) -> None:
-    reward = Path(__file__).resolve().parents[1] / "envs" / "reward_default.toml"
+    reward = Path(__file__).resolve().parents[2] / "envs" / "reward_default.toml"
     r = CliRunner().invoke(
         main,
         [

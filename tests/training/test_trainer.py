@@ -297,7 +297,7 @@ def test_env_evaluation_adds_the_true_return(tmp_path: Path) -> None:
     pytest.importorskip("batchrl_mtf.sim.runner")
     from batchrl_mtf.data.mdp import DatasetConfig
     from batchrl_mtf.sim.policies import make_policy
-    from batchrl_mtf.sim.runner import feature_names_of, run_sessions
+    from batchrl_mtf.sim.runner import run_sessions
     from batchrl_mtf.sim.spec import load_spec
     from batchrl_mtf.sim.world import World
 
@@ -306,7 +306,6 @@ def test_env_evaluation_adds_the_true_return(tmp_path: Path) -> None:
     behaviour = make_policy(
         "mixed",
         world.tasks,
-        feature_names_of(world),
         f.production,
         [f.low] * k,
         [f.high] * k,

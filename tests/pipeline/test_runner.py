@@ -16,7 +16,7 @@ from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.pipeline import demo_document, load_pipeline, parse_pipeline, run_pipeline
 from batchrl_mtf.pipeline.demo import DEMO
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STAGES = ("simulate", "dataset", "train/td3bc", "train/bc", "evaluate", "truth", "export", "report")
 
 

@@ -36,7 +36,7 @@ def test_load_public_shape(tmp_path: Path) -> None:
 
 
 def test_shipped_default_reward_parses() -> None:
-    shipped = Path(__file__).resolve().parents[1] / "envs" / "reward_default.toml"
+    shipped = Path(__file__).resolve().parents[2] / "envs" / "reward_default.toml"
     assert load_reward(shipped) == default_reward()
 
 

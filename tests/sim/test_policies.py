@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from batchrl_mtf.errors import PolicyError
+from batchrl_mtf.resolve import resolve_sim_policy
 from batchrl_mtf.sim import (
     FixedPolicy,
     GaussianPolicy,
@@ -100,12 +101,14 @@ def test_deterministic_arguments(world: World, tmp_path) -> None:  # type: ignor
     w, logp = prod.act(np.zeros((3, 5)), _ctx(3))
     assert logp is None
     np.testing.assert_array_equal(w, np.tile(world.production, (3, 1)))
-    const = _make(world, "constant:0,1,0,1,0,1")
+    const = resolve_sim_policy(world, "constant:0,1,0,1,0,1")
     np.testing.assert_array_equal(const.act(np.zeros((2, 5)), _ctx(2))[0][0], [0, 1, 0, 1, 0, 1])
     with pytest.raises(PolicyError, match="expected 6 weights"):
-        _make(world, "constant:1,2")
+        resolve_sim_policy(world, "constant:1,2")
     with pytest.raises(PolicyError, match="no such file or directory"):
-        _make(world, str(tmp_path / "nothing"))
+        resolve_sim_policy(world, str(tmp_path / "nothing"))
+    with pytest.raises(PolicyError, match="expected one of production"):
+        _make(world, "constant:0,1,0,1,0,1")  # the simulator itself resolves only named policies
     with pytest.raises(PolicyError, match="expected a number > 0"):
         _make(world, "action-noise", sigma=0.0)
     assert isinstance(GaussianPolicy((1.0,), (0.1,), (0.0,), (2.0,)).name, str)

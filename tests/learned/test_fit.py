@@ -38,7 +38,7 @@ from batchrl_mtf.sim import (
 )
 from batchrl_mtf.sim.engine import SessionBatch, UserPool
 
-REWARD = Path(__file__).resolve().parents[1] / "envs" / "reward_default.toml"
+REWARD = Path(__file__).resolve().parents[2] / "envs" / "reward_default.toml"
 N_LOGGED = 300
 
 # Replay-check tolerances of a tiny learned env (300 logged sessions, 50 candidates):

@@ -30,7 +30,7 @@ from batchrl_mtf.predictors.metrics import auc, log_loss
 from batchrl_mtf.predictors.models import ESMM
 from batchrl_mtf.predictors.training import scale_regression, time_split
 
-KUAIRAND = Path("/work/shared/data/kuairand")
+KUAIRAND = Path(__file__).resolve().parents[3] / "shared" / "data" / "kuairand"
 TASKS = ("click", "like", "watch_time")
 
 

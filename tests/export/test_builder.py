@@ -20,7 +20,7 @@ from batchrl_mtf.export import (
 )
 from batchrl_mtf.serving import Fusion, WeightTable
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NAMES = ("u_activity", "session_depth", "hour_sin", "u_noise")
 TASKS = ("click", "longview", "like")
 LOW, HIGH = (0.0, 0.0, 0.0), (2.0, 2.0, 2.0)

@@ -18,7 +18,7 @@ from batchrl_mtf.cli import main
 from batchrl_mtf.data.dataset import load_dataset
 from batchrl_mtf.training import load_policy
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _ok(args: list[str]) -> str:

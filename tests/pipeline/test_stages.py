@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from batchrl_mtf.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = {
     "train.algos": '["bc"]',
     "train.n_steps": "20",
