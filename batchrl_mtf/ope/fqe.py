@@ -128,7 +128,7 @@ def _build_fqe(
 
         impl = True
 
-    class ConservativeFQE(d3rlpy.ope.FQE):
+    class ConservativeFQE(d3rlpy.ope.FQE):  # type: ignore[name-defined]
         def inner_create_impl(self, observation_shape: Any, action_size: int) -> None:
             cfg = self._config
             q_funcs, fwd = builders.create_continuous_q_function(

@@ -46,8 +46,44 @@ class LearnedBackend(Protocol):
         """Read the artefacts now (raises :class:`ConfigError` when they are unusable)."""
         ...
 
+    leave: Any  # the leave model; its ``recency_decay`` sets the recent-feedback inputs
+
     def new_users(self, n: int, rng: np.random.Generator) -> Any:
         """``n`` users, each a start state drawn uniformly from the logged ones."""
+        ...
+
+    def users_at(self, rows: IntArray) -> Any:
+        """The users of the logged start states ``rows``, shape (n,)."""
+        ...
+
+    def draw_candidates(self, n: int, c: int, rng: np.random.Generator) -> IntArray:
+        """``c`` candidate items for each of ``n`` requests, shape (n, c)."""
+        ...
+
+    def rank(self, start: IntArray, user_features: FloatArray, items: IntArray) -> FloatArray:
+        """The ranker's predictions, shape (n, c, n_tasks)."""
+        ...
+
+    def sample_feedback(
+        self, start: IntArray, user_features: FloatArray, items: IntArray, rng: np.random.Generator
+    ) -> FloatArray:
+        """Feedback of each shown item, shape (n, slate, n_feedback)."""
+        ...
+
+    def draw_leave_classes(self, obs: FloatArray, rng: np.random.Generator) -> IntArray:
+        """Latent leave-model class of each start state, shape (n,)."""
+        ...
+
+    def leave_probability(
+        self,
+        obs: FloatArray,
+        fb_req: FloatArray,
+        recent: FloatArray | None = None,
+        classes: IntArray | None = None,
+        actions: FloatArray | None = None,
+        recent_actions: FloatArray | None = None,
+    ) -> FloatArray:
+        """Probability that each user leaves after this request, shape (n,)."""
         ...
 
 

@@ -385,6 +385,8 @@ class SessionBatch:
         catalogue, the ranker's ``pred_*`` fused with ``w``, feedback drawn from the response
         model, leaving drawn from the leave model."""
         world, spec, rng, model = self.world, self.world.spec, self.rng, self.learned
+        if model is None:
+            raise ValueError("_step_learned needs a learned world")
         n = len(r)
         c, s = spec.world.n_candidates, spec.world.slate_size
         if self.leave_class is None:  # drawn once per batch, from the start states

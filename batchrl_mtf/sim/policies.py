@@ -33,7 +33,6 @@ import numpy.typing as npt
 
 from batchrl_mtf.errors import PolicyError
 from batchrl_mtf.policy import ConstantPolicy, Policy, TablePolicy
-from batchrl_mtf.policy.base import ConstantPolicy
 
 __all__ = [
     "NAMED_POLICIES",
