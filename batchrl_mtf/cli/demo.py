@@ -30,9 +30,8 @@ def _progress() -> bool:
 
 
 QUIET_BY_DEFAULT = (
-    "batchrl_mtf.data.dataset",
+    "batchrl_mtf.data",
     "batchrl_mtf.export",
-    "batchrl_mtf.data.mdp",
     "batchrl_mtf.ope",
     "batchrl_mtf.sim",
     "batchrl_mtf.training",

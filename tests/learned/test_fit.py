@@ -28,7 +28,7 @@ from batchrl_mtf.learned import (
     make_env,
 )
 from batchrl_mtf.learned.leave import filtered_probability, fit_leave_mixture, log_loss
-from batchrl_mtf.learned.runtime import leave_feature_names, recent_feedback
+from batchrl_mtf.learned.leave_model import leave_feature_names, recent_feedback
 from batchrl_mtf.sim import (
     SimPolicy,
     World,
