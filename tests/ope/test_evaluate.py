@@ -79,9 +79,11 @@ def make_data(
     )
     return Transitions(
         spec=spec,
+        user_id=np.array([f"u{r[0]}" for r in rows], dtype=object),
         session_id=np.array([f"s{r[0]}" for r in rows], dtype=object),
         request_id=np.arange(n, dtype=np.int64),
         step=step,
+        ts_ms=np.arange(n, dtype=np.int64) * 1000,
         observations=obs,
         actions=np.array([[r[3]] * k for r in rows], dtype=np.float64).reshape(n, k),
         rewards=np.array([r[4] for r in rows], dtype=np.float64),

@@ -1,4 +1,4 @@
-"""Building MDP datasets: features by hand, no leakage, determinism, accounting, formats."""
+"""Building MDP datasets (data.build): features by hand, no leakage, determinism, accounting."""
 
 from __future__ import annotations
 
