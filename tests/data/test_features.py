@@ -113,8 +113,7 @@ def _naive_states(df: pd.DataFrame, hist_n: int) -> dict[int, dict[str, float]]:
     out: dict[int, dict[str, float]] = {}
     for _u, urows in df.groupby("user_id", sort=False):
         seen: list[pd.Series] = []  # the user's impressions before the current session
-        sessions_before = 0
-        for _s, srows in urows.groupby("session_id", sort=False):
+        for sessions_before, (_s, srows) in enumerate(urows.groupby("session_id", sort=False)):
             window = seen[-hist_n:]
             t0 = int(srows["ts"].min())
             sums = dict.fromkeys(FEEDBACK, 0.0)
@@ -140,7 +139,6 @@ def _naive_states(df: pd.DataFrame, hist_n: int) -> dict[int, dict[str, float]]:
                 prev = {f: float(rrows[f].sum()) for f in FEEDBACK}
                 sums = {f: sums[f] + prev[f] for f in FEEDBACK}
             seen.extend(row for _, row in srows.iterrows())
-            sessions_before += 1
     return out
 
 

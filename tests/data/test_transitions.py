@@ -12,8 +12,7 @@ from logs_factory import make_logs
 
 from batchrl_mtf import Transitions, load_dataset
 from batchrl_mtf.data.build import build_dataset, build_dataset_from_frame
-from batchrl_mtf.data.clean import check_columns, check_rows, kept_rows
-from batchrl_mtf.data.clean import account as account_rows
+from batchrl_mtf.data.clean import account, check_columns, check_rows, kept_rows
 from batchrl_mtf.data.config import DatasetConfig
 from batchrl_mtf.data.formats import load_d3rlpy_file
 from batchrl_mtf.data.reward import RewardConfig
@@ -109,7 +108,7 @@ def test_transitions_of_a_part_have_no_statistics_until_built(reward: RewardConf
     cfg = DatasetConfig(gamma=0.9)
     columns = check_columns(logs.frame, "l.parquet", reward, cfg)
     checked = check_rows(logs, columns, cfg)
-    keep, acc = account_rows(checked.codes, checked.flags.reason)
+    keep, acc = account(checked.codes, checked.flags.reason)
     t = compute_transitions(kept_rows(logs, checked, keep, acc), reward, cfg)
     assert t.spec.features.mean == () and t.spec.action_low == () and t.spec.dataset_hash == ""
     assert t.spec.gamma == 0.9 and t.spec.tasks == columns.tasks
