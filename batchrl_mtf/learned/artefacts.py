@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -21,6 +22,7 @@ __all__ = [
     "RESPONSES_FORMAT",
     "ResponseColumn",
     "need_columns",
+    "read_json",
     "read_parquet",
     "read_ranker_scale",
     "read_responses",
@@ -47,6 +49,24 @@ class ResponseColumn:
     log_sd: float = 0.0
 
 
+def read_json(path: str | Path, key: str) -> dict[str, Any]:
+    """A JSON artefact named by the spec's ``learned.<key>``, as a JSON object.
+
+    Raises:
+        ConfigError: The file is missing, not valid JSON, or not an object.
+    """
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"learned.{key}: {p}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"learned.{key}: {p}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"learned.{key}: {p}: expected a JSON object")
+    return doc
+
+
 def read_responses(path: str | Path) -> tuple[ResponseColumn, ...]:
     """Read ``responses.json`` (written by ``make-env``).
 
@@ -54,13 +74,8 @@ def read_responses(path: str | Path) -> tuple[ResponseColumn, ...]:
         ConfigError: Missing file, wrong format or bad entries.
     """
     p = Path(path)
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"learned.responses: {p}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"learned.responses: {p}: not valid JSON ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("format") != RESPONSES_FORMAT:
+    doc = read_json(p, "responses")
+    if doc.get("format") != RESPONSES_FORMAT:
         raise ConfigError(f"learned.responses: {p}: expected format {RESPONSES_FORMAT!r}")
     out = []
     try:

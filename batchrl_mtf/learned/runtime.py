@@ -11,7 +11,6 @@ and :mod:`batchrl_mtf.learned.leave_model`.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -25,6 +24,7 @@ import pandas as pd
 from batchrl_mtf.errors import ConfigError, PredictorError
 from batchrl_mtf.learned.artefacts import (
     need_columns,
+    read_json,
     read_parquet,
     read_ranker_scale,
     read_responses,
@@ -173,14 +173,7 @@ class LearnedModel:
     def _read_leave(self, path: str) -> LeaveModel:
 
         p = Path(path)
-        try:
-            doc = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"learned.leave_model: {p}: file not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"learned.leave_model: {p}: not valid JSON ({exc})") from None
-        if not isinstance(doc, dict):
-            raise ConfigError(f"learned.leave_model: {p}: expected a JSON object")
+        doc = read_json(p, "leave_model")
         model = LeaveModel.from_json(doc, f"learned.leave_model: {p}")
         fcfg = self.world.spec.features
         fb = fcfg.feedback or self.world.feedback
