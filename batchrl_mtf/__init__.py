@@ -11,9 +11,12 @@ Everything a user needs is importable from here; torch and d3rlpy load on first 
 from __future__ import annotations
 
 from batchrl_mtf.core.version import __version__
-from batchrl_mtf.data.dataset import build_dataset, load_dataset
-from batchrl_mtf.data.mdp import DatasetConfig
+from batchrl_mtf.data.build import build_dataset
+from batchrl_mtf.data.config import DatasetConfig
+from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.data.reward import RewardConfig, load_reward
+from batchrl_mtf.data.spec import DatasetSpec
+from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.export import ExportConfig
 from batchrl_mtf.ope import OPEConfig, evaluate_policies
 from batchrl_mtf.policy import ConstantPolicy, Policy, TablePolicy
@@ -26,6 +29,7 @@ from batchrl_mtf.training import TrainConfig, load_policy, train
 __all__ = [
     "ConstantPolicy",
     "DatasetConfig",
+    "DatasetSpec",
     "ExportConfig",
     "FrozenPredictor",
     "OPEConfig",
@@ -33,6 +37,7 @@ __all__ = [
     "RewardConfig",
     "TablePolicy",
     "TrainConfig",
+    "Transitions",
     "WeightTable",
     "__version__",
     "build_dataset",

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from batchrl_mtf.data.spec import check_feature_spec
 from batchrl_mtf.errors import PolicyError
 from batchrl_mtf.policy import ConstantPolicy, Policy, TablePolicy
 from batchrl_mtf.serving import WeightTable
@@ -61,12 +62,7 @@ def resolve_policy(arg: str, tasks: Sequence[str], feature_names: Sequence[str])
         policy = load_policy(path)
         if tuple(policy.tasks) != tuple(tasks):
             raise PolicyError(f"{arg}: policy tasks {list(policy.tasks)} differ from {list(tasks)}")
-        theirs = tuple(getattr(policy, "feature_names", ()))
-        if theirs != tuple(feature_names):
-            raise PolicyError(
-                f"{arg}: feature spec mismatch: the policy was trained on features {list(theirs)}; "
-                f"the data it is applied to has {list(feature_names)}"
-            )
+        check_feature_spec(policy.spec, feature_names, arg, "the data it is applied to")
         return policy
     raise PolicyError(
         f"--policy {arg}: expected constant:w1,w2,..., a weight-table .json file, or a trained "

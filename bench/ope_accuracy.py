@@ -47,8 +47,9 @@ import numpy as np
 
 from batchrl_mtf.core.config import config_from_mapping, config_to_dict
 from batchrl_mtf.core.io import atomic_write_text, dumps_json
-from batchrl_mtf.data.dataset import build_dataset, load_dataset
-from batchrl_mtf.data.mdp import DatasetConfig
+from batchrl_mtf.data.build import build_dataset
+from batchrl_mtf.data.config import DatasetConfig
+from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.ope import (
     BehaviorPolicy,
     Estimate,

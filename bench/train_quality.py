@@ -43,8 +43,8 @@ HERE = Path(__file__).resolve().parent
 
 def prepare_data(work: Path, sessions: int, seed: int) -> Path:
     """Simulate ``mixed`` logs and build the dataset once (cached in ``work``)."""
-    from batchrl_mtf.data.dataset import build_dataset
-    from batchrl_mtf.data.mdp import DatasetConfig
+    from batchrl_mtf.data.build import build_dataset
+    from batchrl_mtf.data.config import DatasetConfig
     from batchrl_mtf.sim.policies import make_policy
     from batchrl_mtf.sim.runner import run_sessions
     from batchrl_mtf.sim.spec import load_spec
@@ -204,7 +204,7 @@ def main() -> None:
     previous = json.loads(results_path.read_text()) if results_path.is_file() else {}
     obs = None
     try:
-        from batchrl_mtf.data.dataset import load_dataset
+        from batchrl_mtf.data.formats import load_dataset
 
         obs = load_dataset(ds).select("test").observations[:4096]
     except Exception:  # action statistics are informative only
@@ -278,7 +278,7 @@ def main() -> None:
                 break
 
     if args.offline_best_constant:
-        from batchrl_mtf.data.dataset import load_dataset
+        from batchrl_mtf.data.formats import load_dataset
         from batchrl_mtf.ope import best_constant
 
         t = time.perf_counter()

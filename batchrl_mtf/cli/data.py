@@ -10,9 +10,11 @@ import click
 
 from batchrl_mtf.cli._common import EXIT_USER_ERROR, parse_float_list
 from batchrl_mtf.core.io import atomic_write_text, dumps_json
-from batchrl_mtf.data.dataset import build_dataset, write_d3rlpy_file_from_transitions
+from batchrl_mtf.data.build import build_dataset
+from batchrl_mtf.data.clean import account, check_logs
+from batchrl_mtf.data.config import DatasetConfig
 from batchrl_mtf.data.features import FeatureConfig
-from batchrl_mtf.data.mdp import DatasetConfig, account, check_logs
+from batchrl_mtf.data.formats import write_d3rlpy_file_from_transitions
 from batchrl_mtf.data.reward import load_reward
 from batchrl_mtf.data.spark import SparkOptions, build_dataset_spark
 from batchrl_mtf.errors import ConfigError

@@ -9,7 +9,7 @@ import click
 
 from batchrl_mtf.cli._common import split_csv_option
 from batchrl_mtf.core.io import atomic_write_text, dumps_json
-from batchrl_mtf.data.dataset import load_dataset
+from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.errors import ConfigError, DatasetError, OPEInputError
 from batchrl_mtf.ope import (
     BEHAVIOR_NAMES,

@@ -11,7 +11,7 @@ from typing import Any, Literal, cast
 import click
 
 from batchrl_mtf.cli._common import parse_float_list
-from batchrl_mtf.data.dataset import load_dataset
+from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.errors import ConfigError, ExportError
 from batchrl_mtf.export import (
     NETWORK_FORMATS,

@@ -9,11 +9,11 @@ import click
 from batchrl_mtf.cli._common import echo_json_path, split_csv_option
 from batchrl_mtf.core.config import config_from_mapping, parse_overrides
 from batchrl_mtf.core.io import hash_files
+from batchrl_mtf.logs.schema import read_table
 from batchrl_mtf.predictors import (
     PredictorConfig,
     fit_predictor,
     format_metrics,
-    read_table,
     rescore_logs,
     save_predictor,
 )
@@ -111,7 +111,7 @@ def fit_predictor_command(
         mapping["seed"] = seed
     config = config_from_mapping(PredictorConfig, mapping, "fit-predictor")
     frame = read_table(logs)
-    item_table = read_table(items, "item table") if items is not None else None
+    item_table = read_table(items) if items is not None else None
     data_hash = hash_files([logs, *([items] if items is not None else [])])
     trained = fit_predictor(
         frame, config, item_table, file=str(logs), data_hash=data_hash, progress=not no_progress

@@ -3,8 +3,8 @@
 The executors run the same Python functions as the local engine (:func:`process_part`: the
 validation rules, the accounting, the sessions, the state features and the reward) on parts of the
 logs that hold complete users; the driver merges the parts' small summaries with the same code
-(:class:`~batchrl_mtf.data.parts.PartSummary`, :func:`~batchrl_mtf.logs.validate.merge_problems`,
-:func:`~batchrl_mtf.data.dataset.report_document`). See ``docs/scale.md``.
+(:class:`~batchrl_mtf.data.stats.PartSummary`, :func:`~batchrl_mtf.data.parts.check_summary`,
+:func:`~batchrl_mtf.data.build.report_document`). See ``docs/scale.md``.
 
 Plan of the job:
 
@@ -42,21 +42,17 @@ import pyarrow as pa
 
 from batchrl_mtf.core.config import require
 from batchrl_mtf.core.io import atomic_dir, dumps_json, hash_files
-from batchrl_mtf.data.dataset import dataset_spec, report_document, transitions_table
-from batchrl_mtf.data.features import FeatureSpec, feature_names
-from batchrl_mtf.data.mdp import (
-    DatasetConfig,
-    bounds_from_range,
-    check_columns,
-    log_source,
-    raise_all_dropped,
-    raise_problems,
-)
-from batchrl_mtf.data.parts import PartSummary, process_part
+from batchrl_mtf.data.build import dataset_spec, report_document
+from batchrl_mtf.data.clean import check_columns, log_source
+from batchrl_mtf.data.config import DatasetConfig
+from batchrl_mtf.data.features import feature_spec
+from batchrl_mtf.data.formats import transitions_table
+from batchrl_mtf.data.parts import check_summary, process_part
 from batchrl_mtf.data.reward import RewardConfig, load_reward
+from batchrl_mtf.data.spec import bounds_from_range
+from batchrl_mtf.data.stats import PartSummary
 from batchrl_mtf.errors import ConfigError, SchemaError
-from batchrl_mtf.logs.schema import FILE_COLUMN, ID_COLUMNS, LogColumns, LogFrame, _normalise_ts
-from batchrl_mtf.logs.validate import merge_problems
+from batchrl_mtf.logs.schema import FILE_COLUMN, ID_COLUMNS, LogColumns, LogFrame, normalise_ts
 
 __all__ = ["INSTALL_HINT", "SparkOptions", "build_dataset_spark", "spark_session"]
 
@@ -213,7 +209,6 @@ class _Task:
     files: tuple[str, ...]
     file_index: dict[str, int]
     id_dtypes: dict[str, str]
-    n_features: int
     chunk_rows: int
     out_schema: pa.Schema
 
@@ -228,7 +223,7 @@ def _frame(task: _Task, table: pa.Table) -> pd.DataFrame:
     frame = table.drop_columns(list(_HELPER)).to_pandas(split_blocks=True)
     if "ts" in frame.columns:
         source = task.files[int(file_idx[0])] if len(file_idx) else "logs"
-        frame["ts"] = _normalise_ts(frame["ts"], source)
+        frame["ts"] = normalise_ts(frame["ts"], source)
     for col, dtype in task.id_dtypes.items():
         frame[col] = frame[col].astype(dtype)
     frame[FILE_COLUMN] = file_idx
@@ -248,11 +243,11 @@ def _spark_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 def _run_chunk(task: _Task, table: pa.Table, part: int, seq: int) -> Iterator[pa.RecordBatch]:
     logs = LogFrame(_frame(task, table), task.files)
-    res = process_part(logs, task.columns, task.reward, task.config, task.n_features)
+    res = process_part(logs, task.columns, task.reward, task.config)
     schema = task.out_schema
     if res.transitions is not None:
         t = res.transitions
-        out = _spark_table(transitions_table(t, res.split), schema)
+        out = _spark_table(transitions_table(t), schema)
         starts = t.episode_starts()
         sess_start = np.repeat(t.ts_ms[starts], np.diff(np.append(starts, len(t.step))))
         n = out.num_rows
@@ -443,7 +438,7 @@ def build_dataset_spark(
     options: SparkOptions | None = None,
 ) -> dict[str, object]:
     """Build a dataset directory with Spark; the same content as
-    :func:`batchrl_mtf.data.dataset.build_dataset`, with the transitions as ``transitions/`` parts.
+    :func:`batchrl_mtf.data.build.build_dataset`, with the transitions as ``transitions/`` parts.
 
     Args:
         paths: Parquet log files or directories: local paths or Hadoop-compatible URIs.
@@ -511,13 +506,7 @@ def _build(
     has_session = config.session_gap_s is None
     keyed = _group_key(spark, raw, has_session)
 
-    feedback = config.features.feedback or columns.feedback
-    spec = FeatureSpec(
-        names=feature_names(columns.user_features, feedback, config.features),
-        user_features=columns.user_features,
-        feedback=tuple(feedback),
-        config=config.features,
-    )
+    spec = feature_spec(columns, config.features)
     sess_kind = "string" if not has_session else id_dtypes["session_id"]
     out_ddl = (
         f"user_id {_ddl(id_dtypes['user_id'])}, session_id {_ddl(sess_kind)}, "
@@ -537,7 +526,6 @@ def _build(
         files=tuple(files),
         file_index=file_index,
         id_dtypes=id_dtypes,
-        n_features=len(spec.names),
         chunk_rows=options.chunk_rows,
         out_schema=out_schema,
     )
@@ -549,11 +537,7 @@ def _build(
         rows = mapped.where(F.col("_stats").isNotNull()).select("_part", "_seq", "_stats")
         docs = sorted((r["_part"], r["_seq"], r["_stats"]) for r in rows.collect())
         summary = PartSummary.merge([PartSummary.from_json(json.loads(d)) for _, _, d in docs])
-        problems = merge_problems(summary.raw_problems, files)
-        if problems and config.on_error == "fail":
-            raise_problems(problems)
-        if summary.accounting.rows_kept == 0:
-            raise_all_dropped(source, problems)
+        problems = check_summary(summary, files, config)
         low, high = bounds_from_range(
             summary.actions.min, summary.actions.max, columns.tasks, config
         )

@@ -30,7 +30,7 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from batchrl_mtf.data.dataset import MDPData
+from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.errors import OPEInputError
 from batchrl_mtf.ope.config import OPEConfig
 from batchrl_mtf.policy.base import Policy
@@ -150,7 +150,7 @@ class PolicyData:
         cache: Shared intermediate results (FQE fits, log-weights), keyed by name.
     """
 
-    def __init__(self, data: MDPData, policy: Policy, gamma: float) -> None:
+    def __init__(self, data: Transitions, policy: Policy, gamma: float) -> None:
         self.data = data
         self.policy = policy
         self.gamma = gamma
@@ -184,7 +184,7 @@ class PolicyData:
         return np.power(self.gamma, np.arange(self.horizon, dtype=np.float64))
 
 
-def _policy_actions(data: MDPData, policy: Policy) -> FloatArray:
+def _policy_actions(data: Transitions, policy: Policy) -> FloatArray:
     k = len(data.spec.tasks)
     try:
         actions = np.asarray(policy.act(data.observations), dtype=np.float64)
@@ -206,7 +206,7 @@ def _policy_actions(data: MDPData, policy: Policy) -> FloatArray:
     return actions
 
 
-def prepare(data: MDPData, policy: Policy, gamma: float | None = None) -> PolicyData:
+def prepare(data: Transitions, policy: Policy, gamma: float | None = None) -> PolicyData:
     """Validate a dataset split and a policy for evaluation.
 
     Args:
@@ -341,15 +341,18 @@ class Estimator(ABC):
         self.config = config or OPEConfig()
 
     def estimate(
-        self, data: MDPData | PolicyData, policy: Policy | None = None, gamma: float | None = None
+        self,
+        data: Transitions | PolicyData,
+        policy: Policy | None = None,
+        gamma: float | None = None,
     ) -> Estimate:
         """Estimate the value of ``policy`` on ``data``.
 
         Args:
-            data: The sessions (an :class:`MDPData`), or a :class:`PolicyData` already prepared
+            data: The sessions (an :class:`Transitions`), or a :class:`PolicyData` already prepared
                 by :func:`prepare` (then ``policy`` and ``gamma`` are ignored and intermediate
                 results such as FQE fits are shared between estimators).
-            policy: The evaluated policy (required with an :class:`MDPData`).
+            policy: The evaluated policy (required with an :class:`Transitions`).
             gamma: Discount factor; ``None`` = ``config.gamma`` or else the dataset's.
 
         Raises:

@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from batchrl_mtf.data.dataset import MDPData
+from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.errors import OPEInputError
 from batchrl_mtf.ope.base import Estimate, prepare
 from batchrl_mtf.ope.config import OPEConfig
@@ -59,7 +59,7 @@ class BestConstant:
     candidates: tuple[tuple[tuple[float, ...], float], ...]
 
 
-def constant_candidates(data: MDPData, n_candidates: int, seed: int = 0) -> FloatArray:
+def constant_candidates(data: Transitions, n_candidates: int, seed: int = 0) -> FloatArray:
     """Candidate constant weight vectors by the neighbourhood rule (module docstring).
 
     Args:
@@ -87,7 +87,7 @@ def constant_candidates(data: MDPData, n_candidates: int, seed: int = 0) -> Floa
 
 
 def best_constant(
-    data: MDPData,
+    data: Transitions,
     estimator: str = "fqe",
     n_candidates: int = 16,
     seed: int = 0,
@@ -133,7 +133,7 @@ def best_constant(
 
 def best_constant_table(
     result: BestConstant,
-    data: MDPData,
+    data: Transitions,
     formula: Literal["logsum", "sum"] = "logsum",
     beta: float | Mapping[str, float] = DEFAULT_BETA,
 ) -> object:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from batchrl_mtf.data.dataset import MDPData
+from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.errors import OPEInputError
 from batchrl_mtf.ope.base import Estimate, Estimator, prepare
 from batchrl_mtf.ope.config import OPEConfig
@@ -208,7 +208,7 @@ def recommend(
 
 
 def evaluate_policies(
-    data: MDPData, policies: Sequence[Policy], config: OPEConfig | None = None
+    data: Transitions, policies: Sequence[Policy], config: OPEConfig | None = None
 ) -> OPEResult:
     """Estimate the value of each policy with each of ``config.estimators``.
 
@@ -274,7 +274,7 @@ def evaluate_policies(
 
 
 def estimate_policy_value(
-    policy: Policy, data: MDPData, config: OPEConfig | None = None
+    policy: Policy, data: Transitions, config: OPEConfig | None = None
 ) -> Recommended:
     """The recommended offline estimate of one policy on a dataset's held-out sessions.
 

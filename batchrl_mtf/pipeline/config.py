@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from batchrl_mtf.core.config import config_from_mapping, config_to_dict, require
+from batchrl_mtf.data.config import DatasetConfig
 from batchrl_mtf.data.features import FeatureConfig
-from batchrl_mtf.data.mdp import DatasetConfig
 from batchrl_mtf.data.reward import RewardConfig, default_reward, load_reward, parse_reward
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.export.builder import ExportConfig

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchrl_mtf.data.dataset import load_dataset
+from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.errors import ConfigError, PolicyError
 from batchrl_mtf.export import logged_centre
 from batchrl_mtf.pipeline.config import IMPORTANCE_WEIGHTED, PipelineConfig

@@ -25,7 +25,7 @@ from batchrl_mtf.core.io import (
     hash_bytes,
     hash_files,
 )
-from batchrl_mtf.data.dataset import build_dataset
+from batchrl_mtf.data.build import build_dataset
 from batchrl_mtf.ope import BehaviorPolicy, best_constant, best_constant_table, report_to_dict
 from batchrl_mtf.pipeline.config import IMPORTANCE_WEIGHTED, PipelineConfig
 from batchrl_mtf.pipeline.context import (

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from batchrl_mtf.data.dataset import DatasetSpec
+from batchrl_mtf.data.spec import DatasetSpec, check_feature_spec
 from batchrl_mtf.errors import EnvError, PolicyError
 from batchrl_mtf.sim.policies import FixedPolicy
 from batchrl_mtf.sim.runner import feature_names_of, rollout_summary, run_sessions
 from batchrl_mtf.sim.spec import load_spec
 from batchrl_mtf.sim.world import World
-from batchrl_mtf.training.policy import TrainedPolicy, check_feature_spec
+from batchrl_mtf.training.policy import TrainedPolicy
 
 __all__ = ["make_env_evaluator"]
 

@@ -22,53 +22,15 @@ import numpy as np
 import numpy.typing as npt
 
 from batchrl_mtf.core.d3rlpy import load_d3rlpy
-from batchrl_mtf.data.dataset import DatasetSpec
 from batchrl_mtf.data.features import FeatureSpec
+from batchrl_mtf.data.spec import DatasetSpec, check_feature_spec
 from batchrl_mtf.errors import DatasetError, PolicyError
 
-__all__ = ["POLICY_FORMAT", "TrainedPolicy", "check_feature_spec", "load_policy", "read_manifest"]
+__all__ = ["POLICY_FORMAT", "TrainedPolicy", "load_policy", "read_manifest"]
 
 POLICY_FORMAT = "batchrl-mtf/policy@1"
 FloatArray = npt.NDArray[np.float64]
 ACT_SEED = 0
-
-
-def check_feature_spec(
-    trained: DatasetSpec,
-    other: DatasetSpec | FeatureSpec | Sequence[str],
-    policy_name: str,
-    source: str,
-) -> None:
-    """Raise :class:`PolicyError` unless ``other`` has the features (and tasks) of ``trained``.
-
-    Args:
-        trained: The spec the policy was trained on.
-        other: The dataset spec, feature spec or feature names of the data the policy meets.
-        policy_name: The policy, for the message.
-        source: Where ``other`` came from (a dataset directory, ``"logs"``), for the message.
-    """
-    if isinstance(other, DatasetSpec):
-        theirs = other.features.names
-        if tuple(other.tasks) != tuple(trained.tasks):
-            raise PolicyError(
-                f"{policy_name}: task mismatch: the policy sets weights for tasks "
-                f"{list(trained.tasks)}; {source} has tasks {list(other.tasks)}"
-            )
-    elif isinstance(other, FeatureSpec):
-        theirs = other.names
-    else:
-        theirs = tuple(other)
-    mine = trained.features.names
-    if tuple(theirs) != tuple(mine):
-        missing = [n for n in mine if n not in theirs]
-        extra = [n for n in theirs if n not in mine]
-        detail = (
-            f" (missing {missing}, extra {extra})" if missing or extra else " (different order)"
-        )
-        raise PolicyError(
-            f"{policy_name}: feature spec mismatch: the policy was trained on features "
-            f"{list(mine)}; {source} has {list(theirs)}{detail}"
-        )
 
 
 class TrainedPolicy:

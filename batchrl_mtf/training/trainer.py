@@ -27,7 +27,9 @@ import numpy as np
 
 from batchrl_mtf.core.d3rlpy import load_d3rlpy
 from batchrl_mtf.core.io import atomic_dir, dumps_json, package_versions
-from batchrl_mtf.data.dataset import DatasetSpec, MDPData, load_dataset
+from batchrl_mtf.data.formats import load_dataset
+from batchrl_mtf.data.spec import DatasetSpec
+from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.errors import ConfigError, DatasetError, PolicyError
 from batchrl_mtf.training.config import RUNTIME_FIELDS, TrainConfig, resolve_config
 from batchrl_mtf.training.envs import make_env_evaluator
@@ -295,7 +297,7 @@ def _prepare_out(out: Path, resume: bool) -> None:
 
 
 def train(
-    dataset: MDPData | str | Path,
+    dataset: Transitions | str | Path,
     out: str | Path,
     config: TrainConfig | None = None,
     *,
@@ -328,7 +330,7 @@ def train(
     load_d3rlpy()  # quiet import before torch work
 
     config = config or TrainConfig()
-    data = dataset if isinstance(dataset, MDPData) else load_dataset(dataset)
+    data = dataset if isinstance(dataset, Transitions) else load_dataset(dataset)
     spec = data.spec
     if len(spec.features.mean) != len(spec.features.names):
         raise DatasetError(

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from batchrl_mtf.cli import main
-from batchrl_mtf.data.dataset import load_dataset
+from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.training import load_policy
 
 REPO = Path(__file__).resolve().parents[2]

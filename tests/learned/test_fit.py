@@ -19,6 +19,8 @@ from gymnasium.utils.env_checker import check_env
 
 import batchrl_mtf.sim  # noqa: F401  (registers the environments)
 from batchrl_mtf.cli import main
+from batchrl_mtf.data.build import build_dataset
+from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.learned import (
     LearnedEnvConfig,
@@ -28,7 +30,7 @@ from batchrl_mtf.learned import (
     make_env,
 )
 from batchrl_mtf.learned.leave import filtered_probability, fit_leave_mixture, log_loss
-from batchrl_mtf.learned.runtime import leave_feature_names, recent_feedback
+from batchrl_mtf.learned.leave_model import leave_feature_names, recent_feedback
 from batchrl_mtf.sim import (
     SimPolicy,
     World,
@@ -192,6 +194,31 @@ def test_determinism_under_a_seed(learned: tuple[Path, dict]) -> None:  # type: 
     b, _ = run_sessions(World(load_spec(spec_path)), pol, 40, 9)
     np.testing.assert_array_equal(a.returns, b.returns)
     np.testing.assert_array_equal(a.length, b.length)
+
+
+def test_make_env_reads_the_logs_as_build_dataset_does(
+    learned: tuple[Path, dict],  # type: ignore[type-arg]
+    logs_path: Path,
+    tmp_path: Path,
+) -> None:
+    """make-env and build-dataset share one logs -> transitions path: on the same logs, the start
+    states are the dataset's first states and the accounting is the dataset report's."""
+    spec_path, report = learned
+    ds_report = build_dataset([logs_path], REWARD, tmp_path / "ds")
+    data = load_dataset(tmp_path / "ds")
+    assert report["accounting"] == ds_report["accounting"]
+    starts = pd.read_parquet(spec_path.parent / spec_path.stem / "start_states.parquet")
+    first = data.episode_starts()
+    assert len(starts) == len(first) == data.n_sessions == N_LOGGED
+    np.testing.assert_array_equal(starts["session_id"], data.session_id[first].astype(str))
+    np.testing.assert_array_equal(starts["ts"], data.ts_ms[first])
+    names = data.spec.features.names
+    for col in starts.columns.drop(["session_id", "user_id", "ts"]):
+        np.testing.assert_array_equal(starts[col], data.observations[first, names.index(col)])
+    # the replay check's logged side is the dataset's sessions and rewards
+    logged = report["replay"]["logged"]
+    assert logged["session_length_mean"] == pytest.approx(len(data) / data.n_sessions)
+    assert logged["reward_per_request"] == pytest.approx(float(data.rewards.mean()))
 
 
 def test_replay_statistics_match_the_logs(learned: tuple[Path, dict]) -> None:  # type: ignore[type-arg]

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchrl_mtf.data.dataset import build_dataset
-from batchrl_mtf.data.mdp import DatasetConfig
+from batchrl_mtf.data.build import build_dataset
+from batchrl_mtf.data.config import DatasetConfig
 from batchrl_mtf.data.reward import RewardConfig
 from batchrl_mtf.errors import SchemaError
 from batchrl_mtf.logs.validate import RULES

@@ -9,8 +9,9 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from batchrl_mtf.data.dataset import DatasetSpec, MDPData
 from batchrl_mtf.data.features import FeatureConfig, FeatureSpec
+from batchrl_mtf.data.spec import DatasetSpec
+from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.errors import ConfigError, OPEInputError
 from batchrl_mtf.ope import (
     CFQE,
@@ -49,8 +50,8 @@ def make_data(
     high: float = 1.0,
     timeout_last: bool = False,
     has_logp: bool = True,
-) -> MDPData:
-    """MDPData from sessions of (obs, action, reward, behavior_logp) steps (1 feature)."""
+) -> Transitions:
+    """Transitions from sessions of (obs, action, reward, behavior_logp) steps (1 feature)."""
     rows = [(i, t, *step) for i, s in enumerate(sessions) for t, step in enumerate(s)]
     n = len(rows)
     k = len(tasks)
@@ -76,11 +77,13 @@ def make_data(
         dataset_hash="sha256:test",
         data_hash="sha256:test",
     )
-    return MDPData(
+    return Transitions(
         spec=spec,
+        user_id=np.array([f"u{r[0]}" for r in rows], dtype=object),
         session_id=np.array([f"s{r[0]}" for r in rows], dtype=object),
         request_id=np.arange(n, dtype=np.int64),
         step=step,
+        ts_ms=np.arange(n, dtype=np.int64) * 1000,
         observations=obs,
         actions=np.array([[r[3]] * k for r in rows], dtype=np.float64).reshape(n, k),
         rewards=np.array([r[4] for r in rows], dtype=np.float64),
@@ -106,7 +109,7 @@ Q_LOGGED = np.array([1.5, 1.0, 2.0])
 V_POLICY = np.array([2.5, 1.5, 2.5])
 
 
-def with_model(data: MDPData, config: OPEConfig = NO_BOOT) -> object:
+def with_model(data: Transitions, config: OPEConfig = NO_BOOT) -> object:
     pdata = prepare(data, POLICY, config.gamma)
     pdata.cache[q_cache_key(config, 0.0)] = QValues(Q_LOGGED, V_POLICY, 0.0)
     return pdata
@@ -184,7 +187,7 @@ def test_behavior_policy_gives_on_policy_average(estimator: type) -> None:
     assert est.ess == pytest.approx(3.0)
 
 
-def _one_step_data(n: int, seed: int) -> MDPData:
+def _one_step_data(n: int, seed: int) -> Transitions:
     """1-step sessions: reward = 2 * action + obs, actions uniform on [0, 2]."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=n)
@@ -265,7 +268,7 @@ class NaNPolicy(WrongShapePolicy):
         return np.full((len(observations), 1), np.nan)
 
 
-def _nan_logp() -> MDPData:
+def _nan_logp() -> Transitions:
     d = make_data(TINY)
     logp = d.behavior_logp.copy()
     logp[1] = np.nan

@@ -30,7 +30,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
 
 
 def test_demo_writes_every_artefact(demo_run: tuple[Path, Any]) -> None:
-    from batchrl_mtf.data.dataset import load_dataset
+    from batchrl_mtf.data.formats import load_dataset
     from batchrl_mtf.serving import WeightTable
 
     out, result = demo_run

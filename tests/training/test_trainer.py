@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from batchrl_mtf.core.d3rlpy import load_d3rlpy
-from batchrl_mtf.data.dataset import MDPData, build_dataset, load_dataset
+from batchrl_mtf.data.build import build_dataset
+from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.data.reward import RewardConfig
+from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.errors import ConfigError, DatasetError, PolicyError
 from batchrl_mtf.training import (
     ALGORITHMS,
@@ -30,7 +32,7 @@ def tiny(**extra: object) -> TrainConfig:
     return resolve_config([("test", {**TINY, **extra})])
 
 
-def _build(tmp: Path, seed: int, **kw: int) -> MDPData:
+def _build(tmp: Path, seed: int, **kw: int) -> Transitions:
     logs = make_logs(seed=seed, **kw)
     path = tmp / f"logs{seed}.parquet"
     logs.to_parquet(path)
@@ -42,7 +44,7 @@ def _build(tmp: Path, seed: int, **kw: int) -> MDPData:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> MDPData:
+def data(tmp_path_factory: pytest.TempPathFactory) -> Transitions:
     return _build(
         tmp_path_factory.mktemp("ds"), 0, n_users=12, sessions_per_user=3, requests_per_session=4
     )
@@ -50,7 +52,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> MDPData:
 
 @pytest.mark.parametrize("algo", sorted(ALGORITHMS))
 def test_every_algorithm_trains_saves_loads_and_acts_within_bounds(
-    algo: str, data: MDPData, tmp_path: Path
+    algo: str, data: Transitions, tmp_path: Path
 ) -> None:
     d3rlpy = load_d3rlpy()
 
@@ -93,7 +95,7 @@ def test_every_algorithm_trains_saves_loads_and_acts_within_bounds(
         assert {"td_error", "initial_state_value"} <= set(header)
 
 
-def test_same_seed_same_policy_and_other_seed_differs(data: MDPData, tmp_path: Path) -> None:
+def test_same_seed_same_policy_and_other_seed_differs(data: Transitions, tmp_path: Path) -> None:
     acts = []
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         train(data, tmp_path / name, tiny(seed=seed))
@@ -102,7 +104,7 @@ def test_same_seed_same_policy_and_other_seed_differs(data: MDPData, tmp_path: P
     assert not np.array_equal(acts[0], acts[2])
 
 
-def test_resume_continues_to_the_same_policy_as_one_run(data: MDPData, tmp_path: Path) -> None:
+def test_resume_continues_to_the_same_policy_as_one_run(data: Transitions, tmp_path: Path) -> None:
     cfg = tiny(algo="td3bc", n_steps=40)
     train(data, tmp_path / "straight", cfg)
     train(data, tmp_path / "resumed", dataclasses.replace(cfg, n_steps=20))
@@ -115,7 +117,7 @@ def test_resume_continues_to_the_same_policy_as_one_run(data: MDPData, tmp_path:
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def test_resume_rejects_changed_settings_and_other_data(data: MDPData, tmp_path: Path) -> None:
+def test_resume_rejects_changed_settings_and_other_data(data: Transitions, tmp_path: Path) -> None:
     train(data, tmp_path / "p", tiny(algo="bc", n_steps=10))
     with pytest.raises(ConfigError, match=r"batch_size.*differ from the saved config"):
         train(data, tmp_path / "p", tiny(algo="bc", n_steps=20, batch_size=8), resume=True)
@@ -127,13 +129,13 @@ def test_resume_rejects_changed_settings_and_other_data(data: MDPData, tmp_path:
 
 
 @pytest.fixture(scope="module")
-def trained(data: MDPData, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained(data: Transitions, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("pol") / "bc"
     train(data, out, tiny(algo="bc", n_steps=5))
     return out
 
 
-def _renamed(data: MDPData) -> object:
+def _renamed(data: Transitions) -> object:
     feats = dataclasses.replace(
         data.spec.features, names=(*data.spec.features.names[:-1], "hour_tan")
     )
@@ -162,7 +164,7 @@ MISMATCHES = [
 
 @pytest.mark.parametrize(("label", "make", "message"), MISMATCHES, ids=[m[0] for m in MISMATCHES])
 def test_feature_spec_mismatch_is_a_clear_error(
-    label: str, make: object, message: str, data: MDPData, trained: Path
+    label: str, make: object, message: str, data: Transitions, trained: Path
 ) -> None:
     with pytest.raises(PolicyError, match=message):
         load_policy(trained, make(data))  # type: ignore[operator]
@@ -180,7 +182,7 @@ def test_loading_a_non_policy_is_a_clear_error(setup: object, message: str, trai
         load_policy(setup(trained))  # type: ignore[operator]
 
 
-def test_act_checks_the_observation_width(data: MDPData, trained: Path) -> None:
+def test_act_checks_the_observation_width(data: Transitions, trained: Path) -> None:
     policy = load_policy(trained)
     with pytest.raises(
         PolicyError, match=rf"expected observations of shape \(n, {data.observations.shape[1]}\)"
@@ -190,7 +192,7 @@ def test_act_checks_the_observation_width(data: MDPData, trained: Path) -> None:
         policy.act(np.full((1, data.observations.shape[1]), np.nan))
 
 
-def test_policy_dir_is_picked_up_by_resolve_policy(data: MDPData, trained: Path) -> None:
+def test_policy_dir_is_picked_up_by_resolve_policy(data: Transitions, trained: Path) -> None:
     from batchrl_mtf.resolve import resolve_policy
 
     pol = resolve_policy(str(trained), data.spec.tasks, data.spec.features.names)
@@ -199,7 +201,7 @@ def test_policy_dir_is_picked_up_by_resolve_policy(data: MDPData, trained: Path)
         resolve_policy(str(trained), data.spec.tasks, data.spec.features.names[:-1])
 
 
-def test_out_that_is_not_a_policy_is_not_replaced(data: MDPData, tmp_path: Path) -> None:
+def test_out_that_is_not_a_policy_is_not_replaced(data: Transitions, tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_text("precious")
     with pytest.raises(PolicyError, match="not a policy directory; refusing"):
         train(data, tmp_path, tiny(algo="bc"))
@@ -246,7 +248,7 @@ def test_default_algorithm_is_td3bc_with_the_measured_cpu_settings() -> None:
         resolve_config([("--set", {"preset": "paper"})])
 
 
-def test_train_without_algo_trains_td3bc(data: MDPData, tmp_path: Path) -> None:
+def test_train_without_algo_trains_td3bc(data: Transitions, tmp_path: Path) -> None:
     out = tmp_path / "default"
     train(data, out, resolve_config([("test", TINY)]))
     manifest = json.loads((out / "policy.json").read_text())
@@ -281,7 +283,7 @@ def test_config_errors_name_the_key(layer: dict[str, object], message: str) -> N
         resolve_config([("--set", layer)])
 
 
-def test_cuda_without_a_gpu_is_a_config_error(data: MDPData, tmp_path: Path) -> None:
+def test_cuda_without_a_gpu_is_a_config_error(data: Transitions, tmp_path: Path) -> None:
     import torch
 
     if torch.cuda.is_available():
@@ -295,7 +297,7 @@ def test_cuda_without_a_gpu_is_a_config_error(data: MDPData, tmp_path: Path) -> 
 
 def test_env_evaluation_adds_the_true_return(tmp_path: Path) -> None:
     pytest.importorskip("batchrl_mtf.sim.runner")
-    from batchrl_mtf.data.mdp import DatasetConfig
+    from batchrl_mtf.data.config import DatasetConfig
     from batchrl_mtf.sim.policies import make_policy
     from batchrl_mtf.sim.runner import run_sessions
     from batchrl_mtf.sim.spec import load_spec
@@ -326,7 +328,7 @@ def test_env_evaluation_adds_the_true_return(tmp_path: Path) -> None:
     assert row["true_return"] > 0
 
 
-def test_env_with_other_tasks_is_a_clear_error(data: MDPData, tmp_path: Path) -> None:
+def test_env_with_other_tasks_is_a_clear_error(data: Transitions, tmp_path: Path) -> None:
     pytest.importorskip("batchrl_mtf.sim.runner")
     with pytest.raises(PolicyError, match=r"--env short_video: task mismatch"):
         train(data, tmp_path / "p", tiny(algo="bc", env="short_video"))
