@@ -10,6 +10,7 @@ Everything a user needs is importable from here; torch and d3rlpy load on first 
 
 from __future__ import annotations
 
+from batchrl_mtf.core.fusion import Fusion
 from batchrl_mtf.core.version import __version__
 from batchrl_mtf.data.dataset import build_dataset, load_dataset
 from batchrl_mtf.data.mdp import DatasetConfig
@@ -28,6 +29,7 @@ __all__ = [
     "DatasetConfig",
     "ExportConfig",
     "FrozenPredictor",
+    "Fusion",
     "OPEConfig",
     "Policy",
     "RewardConfig",

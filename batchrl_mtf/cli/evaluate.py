@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import click
 
 from batchrl_mtf.cli._common import split_csv_option
+from batchrl_mtf.core.fusion import DEFAULT_BETA, FORMULAS, choose_fusion
 from batchrl_mtf.core.io import atomic_write_text, dumps_json
 from batchrl_mtf.data.dataset import load_dataset
 from batchrl_mtf.errors import ConfigError, DatasetError, OPEInputError
@@ -194,25 +194,6 @@ def evaluate_command(
         click.echo(f"plot: {plot}")
 
 
-def _parse_beta(text: str) -> float | dict[str, float]:
-    """``0.01`` (every task) or ``click=0.01,like=0.001`` (per task)."""
-    if "=" not in text:
-        try:
-            return float(text)
-        except ValueError:
-            raise ConfigError(
-                f"--beta: expected a number or task=number,..., found {text!r}"
-            ) from None
-    out: dict[str, float] = {}
-    for part in text.split(","):
-        key, _, raw = part.partition("=")
-        try:
-            out[key.strip()] = float(tomllib.loads(f"v = {raw.strip()}")["v"])
-        except (tomllib.TOMLDecodeError, TypeError, ValueError):
-            raise ConfigError(f"--beta: expected task=number, found {part!r}") from None
-    return out
-
-
 @click.command(
     "best-constant",
     epilog="""\b
@@ -264,13 +245,14 @@ The winner is written as a weight table without keys: its weights are the table'
 )
 @click.option(
     "--formula",
-    type=click.Choice(["logsum", "sum"]),
-    default="logsum",
-    show_default=True,
-    help="Fusion formula recorded in the table.",
+    type=click.Choice(FORMULAS),
+    help="Fusion formula recorded in the table (default: the one the dataset records; a flag "
+    "overrides it, with a note).",
 )
 @click.option(
-    "--beta", default="0.01", show_default=True, help="logsum offset: one number or task=number,..."
+    "--beta",
+    help="logsum offsets: one number, one per task in task order, or task=number,... "
+    f"(default: the dataset's; with --formula alone, {DEFAULT_BETA:g}).",
 )
 @click.option(
     "--out",
@@ -288,18 +270,26 @@ def best_constant_command(
     seed: int,
     n_bootstrap: int,
     fqe_steps: int | None,
-    formula: str,
-    beta: str,
+    formula: str | None,
+    beta: str | None,
     out: Path,
 ) -> None:
-    """Pick the constant fusion weights an offline estimator rates best; write them as a table."""
+    """Pick the constant fusion weights an offline estimator rates best; write them as a table.
 
-    beta_value = _parse_beta(beta)
+    The table is for the fusion the dataset records (build-dataset --formula/--beta);
+    --formula/--beta override it, with a note.
+    """
+
     config = _config((estimator,), gamma, n_bootstrap, seed, None, fqe_steps, None)
     full = load_dataset(dataset_dir)
+    spec = full.spec
+    fusion, fusion_line = choose_fusion(
+        spec.tasks, spec.fusion, formula, beta, spec.fusion_source, f"the dataset {dataset_dir}"
+    )
+    click.echo(fusion_line)
     data = _select(full, split)
     result = best_constant(data, estimator, n_candidates, seed, config)  # type: ignore[arg-type]
-    table = best_constant_table(result, data, formula, beta_value)  # type: ignore[arg-type]
+    table = best_constant_table(result, data, fusion)  # type: ignore[arg-type]
     table.save(out)  # type: ignore[attr-defined]
     w = ", ".join(f"w_{t}={x:.4g}" for t, x in zip(result.tasks, result.weights, strict=True))
     est = result.estimate

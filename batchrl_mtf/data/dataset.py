@@ -8,7 +8,8 @@ A dataset directory holds:
 - ``dataset.h5``: the same episodes as the flat arrays a d3rlpy ``MDPDataset`` is made of
   (``observations``, ``actions``, ``rewards``, ``terminals``, ``timeouts``; float32, the D4RL
   layout), readable by :func:`load_d3rlpy_file` or any HDF5 reader;
-- ``features.json``: the state definition, normalisation statistics, tasks, action bounds, gamma;
+- ``features.json``: the state definition, normalisation statistics, tasks, action bounds, gamma
+  and the fusion the logged weights were applied with (``fusion``, with its ``source``);
 - ``reward.toml``: the reward used;
 - ``report.json``: rows/requests/sessions read, kept and dropped by reason; reward and action
   statistics; hashes of the input and of the dataset.
@@ -33,6 +34,7 @@ import pyarrow.parquet as pq
 
 from batchrl_mtf.core.config import config_to_dict
 from batchrl_mtf.core.d3rlpy import load_d3rlpy
+from batchrl_mtf.core.fusion import Fusion
 from batchrl_mtf.core.io import atomic_dir, dumps_json, hash_bytes, hash_files, package_versions
 from batchrl_mtf.core.version import __version__
 from batchrl_mtf.data.features import FeatureSpec
@@ -47,7 +49,7 @@ from batchrl_mtf.data.mdp import (
 from batchrl_mtf.data.parts import PartSummary
 from batchrl_mtf.data.reward import RewardConfig, load_reward
 from batchrl_mtf.data.split import session_split
-from batchrl_mtf.errors import DatasetError, Problem
+from batchrl_mtf.errors import DatasetError, FusionError, Problem
 from batchrl_mtf.logs.schema import LogColumns, LogFrame, read_logs
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "MDPData",
     "build_dataset",
     "build_dataset_from_frame",
+    "dataset_fusion",
     "dataset_spec",
     "load_d3rlpy_file",
     "load_dataset",
@@ -84,6 +87,10 @@ class DatasetSpec:
         has_behavior_logp: Whether the logs carried ``behavior_logp``.
         dataset_hash: Hash of ``transitions.parquet``.
         data_hash: Hash of the input logs.
+        fusion: The fusion the logged weights were applied with, one offset per task in task
+            order; ``None`` for a dataset written before datasets recorded it.
+        fusion_source: ``"given"`` (``build-dataset --formula/--beta`` or ``[fusion]``),
+            ``"default"`` (nothing given: the default fusion was recorded) or ``""`` (none recorded).
     """
 
     features: FeatureSpec
@@ -94,6 +101,8 @@ class DatasetSpec:
     has_behavior_logp: bool
     dataset_hash: str
     data_hash: str
+    fusion: Fusion | None = None
+    fusion_source: str = ""
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -102,7 +111,7 @@ class DatasetSpec:
 
     def to_dict(self) -> dict[str, object]:
         """The ``features.json`` document."""
-        return {
+        doc: dict[str, object] = {
             "format": DATASET_FORMAT,
             "features": self.features.to_dict(),
             "tasks": list(self.tasks),
@@ -113,6 +122,9 @@ class DatasetSpec:
             "dataset_hash": self.dataset_hash,
             "data_hash": self.data_hash,
         }
+        if self.fusion is not None:
+            doc["fusion"] = _fusion_doc(self.fusion, self.fusion_source, self.tasks)
+        return doc
 
     @classmethod
     def from_dict(cls, doc: dict[str, object], source: str) -> DatasetSpec:
@@ -125,18 +137,35 @@ class DatasetSpec:
             feats = doc["features"]
             if not isinstance(feats, dict):
                 raise TypeError("features")
+            tasks = tuple(str(t) for t in doc["tasks"])  # type: ignore[attr-defined]
+            fusion, fusion_source = _recorded_fusion(doc.get("fusion"), tasks, source)
             return cls(
                 features=FeatureSpec.from_dict(feats, source),
-                tasks=tuple(str(t) for t in doc["tasks"]),  # type: ignore[attr-defined]
+                tasks=tasks,
                 action_low=tuple(float(x) for x in doc["action_low"]),  # type: ignore[attr-defined]
                 action_high=tuple(float(x) for x in doc["action_high"]),  # type: ignore[attr-defined]
                 gamma=float(doc["gamma"]),  # type: ignore[arg-type]
                 has_behavior_logp=bool(doc["has_behavior_logp"]),
                 dataset_hash=str(doc["dataset_hash"]),
                 data_hash=str(doc["data_hash"]),
+                fusion=fusion,
+                fusion_source=fusion_source,
             )
+        except FusionError:
+            raise
         except (KeyError, TypeError, ValueError) as exc:
             raise DatasetError(f"{source}: missing or invalid field {exc}") from None
+
+
+def _recorded_fusion(doc: object, tasks: tuple[str, ...], source: str) -> tuple[Fusion | None, str]:
+    """The fusion recorded in ``features.json`` (``None`` in datasets written before it was)."""
+    if doc is None:
+        return None, ""
+    where = f"{source}: fusion"
+    if not isinstance(doc, dict):
+        raise FusionError(f"{where}: expected an object with formula and beta, found {doc!r}")
+    fusion = Fusion.from_dict(doc, where, ignore=("source",)).for_tasks(tasks, f"{where}.beta")
+    return fusion, str(doc.get("source", "given"))
 
 
 @dataclass(frozen=True)
@@ -350,9 +379,33 @@ def report_document(
             f"w_{task}": {**summary.actions.stats(i), "low": float(low[i]), "high": float(high[i])}
             for i, task in enumerate(columns.tasks)
         },
-        "config": {"dataset": config_to_dict(config), "reward": reward.to_toml()},
+        "config": {
+            "dataset": config_to_dict(config),
+            "reward": reward.to_toml(),
+            "fusion": _fusion_doc(*dataset_fusion(config, columns.tasks), columns.tasks),
+        },
         "versions": package_versions(),
     }
+
+
+def dataset_fusion(config: DatasetConfig, tasks: Sequence[str]) -> tuple[Fusion, str]:
+    """The fusion a dataset records, one offset per task, and its source.
+
+    Returns:
+        ``config.fusion`` (or the default :class:`~batchrl_mtf.core.fusion.Fusion` when it is
+        ``None``) in task order, and ``"given"`` or ``"default"``.
+
+    Raises:
+        FusionError: Offsets that do not fit ``tasks`` (named offsets of other tasks, or neither
+            one nor one per task).
+    """
+    fusion = (config.fusion or Fusion()).for_tasks(tasks, "fusion.beta")
+    return fusion, "default" if config.fusion is None else "given"
+
+
+def _fusion_doc(fusion: Fusion, source: str, tasks: Sequence[str]) -> dict[str, object]:
+    """The ``fusion`` object of ``features.json`` and ``report.json``."""
+    return {**fusion.to_dict(tasks), "source": source}
 
 
 def dataset_spec(
@@ -367,6 +420,7 @@ def dataset_spec(
     data_hash: str,
 ) -> DatasetSpec:
     """The ``features.json`` document's spec, with normalisation statistics from ``summary``."""
+    fusion, source = dataset_fusion(config, tasks)
     d = len(spec.names)
     mean = summary.obs.mean if summary.obs.n else np.zeros(d)
     std = summary.obs.std if summary.obs.n else np.ones(d)
@@ -388,6 +442,8 @@ def dataset_spec(
         has_behavior_logp=has_behavior_logp,
         dataset_hash=dataset_hash,
         data_hash=data_hash,
+        fusion=fusion,
+        fusion_source=source,
     )
 
 

@@ -42,7 +42,12 @@ import pyarrow as pa
 
 from batchrl_mtf.core.config import require
 from batchrl_mtf.core.io import atomic_dir, dumps_json, hash_files
-from batchrl_mtf.data.dataset import dataset_spec, report_document, transitions_table
+from batchrl_mtf.data.dataset import (
+    dataset_fusion,
+    dataset_spec,
+    report_document,
+    transitions_table,
+)
 from batchrl_mtf.data.features import FeatureSpec, feature_names
 from batchrl_mtf.data.mdp import (
     DatasetConfig,
@@ -557,6 +562,7 @@ def _build(
         low, high = bounds_from_range(
             summary.actions.min, summary.actions.max, columns.tasks, config
         )
+        dataset_fusion(config, columns.tasks)  # offsets that do not fit fail before writing
         order = ("user_id", "_sess_start", "session_id", "step")
         kept = mapped.where(F.col("_stats").isNull())
         if options.partitions:  # exactly that many range partitions (adaptive execution keeps it)

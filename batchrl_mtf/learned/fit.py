@@ -30,6 +30,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from batchrl_mtf.core.config import config_from_mapping, config_to_dict, require
+from batchrl_mtf.core.fusion import Fusion
 from batchrl_mtf.core.io import (
     atomic_dir,
     atomic_write_text,
@@ -74,8 +75,10 @@ class LearnedEnvConfig:
     Attributes:
         n_candidates: Candidates drawn per request (at most the catalogue size).
         candidates: ``"uniform"`` over the catalogue or ``"exposure"`` (by logged exposure count).
-        formula: The platform's fusion formula, ``"logsum"`` or ``"sum"``.
-        beta: ``logsum`` offsets: one value for every task, or one per task.
+        fusion: The platform's fusion (formula and offsets) that ranked the logged candidates;
+            ``None``: the default :class:`~batchrl_mtf.core.fusion.Fusion` (``logsum``, beta 0.1),
+            recorded and reported as assumed (``"source": "default"``). A TOML table may still
+            give the flat ``formula``/``beta`` keys of earlier versions.
         production: Production weights, one per task; empty = the per-task median logged weight.
         action_bounds: ``(lo, hi)`` of every weight; ``None`` = the logged range plus 10 %.
         model: Architecture of the fitted ranker and response model (``fit-predictor --model``).
@@ -123,8 +126,7 @@ class LearnedEnvConfig:
 
     n_candidates: int = 200
     candidates: Literal["uniform", "exposure"] = "uniform"
-    formula: Literal["logsum", "sum"] = "logsum"
-    beta: tuple[float, ...] = (0.01,)
+    fusion: Fusion | None = None
     production: tuple[float, ...] = ()
     action_bounds: tuple[float, float] | None = None
     model: str = "shared-bottom"
@@ -156,12 +158,9 @@ class LearnedEnvConfig:
             f"expected 'uniform' or 'exposure', found {self.candidates!r}",
         )
         require(
-            self.formula in ("logsum", "sum"),
-            "formula",
-            f"expected 'logsum' or 'sum', found {self.formula!r}",
-        )
-        require(
-            len(self.beta) >= 1 and all(b > 0 for b in self.beta), "beta", "expected numbers > 0"
+            self.fusion is None or isinstance(self.fusion, Fusion),
+            "fusion",
+            f"expected a Fusion, found {self.fusion!r}",
         )
         require(self.n_epochs >= 1, "n_epochs", f"expected >= 1, found {self.n_epochs}")
         require(
@@ -537,9 +536,7 @@ def make_env(
     if len(production) != k:
         raise ConfigError(f"--production: expected {k} weights (tasks {list(tasks)})")
     production = tuple(float(min(max(v, low), high)) for v in production)
-    if len(config.beta) not in (1, k):
-        raise ConfigError(f"--beta: expected 1 or {k} values, found {len(config.beta)}")
-    beta = config.beta if len(config.beta) == k else config.beta * k
+    fusion = (config.fusion or Fusion()).for_tasks(tasks, "--beta")
 
     # ---- timing: seconds per item on top of the watch time
     overhead = 1.5
@@ -569,7 +566,7 @@ def make_env(
     with atomic_dir(art) as tmp:
         catalogue.to_parquet(tmp / "catalogue.parquet", index=False)
         start_df.to_parquet(tmp / "start_states.parquet", index=False)
-        scale = list(beta) if config.formula == "logsum" else [1.0] * k
+        scale = list(fusion.beta) if fusion.beta is not None else [1.0] * k
         metrics, ranker_scale = _fit_predictors(
             raw, tasks, response, config, predictor_dir, tmp, scale
         )
@@ -608,7 +605,7 @@ def make_env(
         start_ms=int(trans.ts_ms.min()),
         low=low,
         high=high,
-        beta=beta,
+        fusion=fusion,
         production=production,
         reward=reward_cfg,
     )
@@ -651,6 +648,10 @@ def make_env(
         "max_requests": max_len,
         "overhead_s": overhead,
         "responses": response,
+        "fusion": {
+            **fusion.to_dict(tasks),
+            "source": "default" if config.fusion is None else "given",
+        },
         "leave_model": calib,
         "predictors": metrics,
         "replay": replay,
@@ -681,7 +682,7 @@ def _spec_document(
     start_ms: int,
     low: float,
     high: float,
-    beta: Sequence[float],
+    fusion: Fusion,
     production: Sequence[float],
     reward: RewardConfig,
 ) -> dict[str, object]:
@@ -691,14 +692,12 @@ def _spec_document(
         if r["given"]:
             entry["given"] = r["given"]
         responses[str(r["name"])] = entry
-    fusion: dict[str, object] = {
-        "formula": config.formula,
+    fusion_doc: dict[str, object] = {
+        **fusion.to_dict(),
         "low": low,
         "high": high,
         "production": list(production),
     }
-    if config.formula == "logsum":
-        fusion["beta"] = list(beta)
     return {
         "world": {
             "kind": "learned",
@@ -722,7 +721,7 @@ def _spec_document(
             "overhead_s": overhead,
             "start_ms": start_ms,
         },
-        "fusion": fusion,
+        "fusion": fusion_doc,
         "predictor": {"kind": "artefact", "path": f"{stem}/ranker"},
         "reward": {
             "valid_play_s": reward.valid_play_s,
