@@ -286,7 +286,6 @@ def best_constant_command(
     fusion, fusion_line = choose_fusion(
         spec.tasks, spec.fusion, formula, beta, spec.fusion_source, f"the dataset {dataset_dir}"
     )
-    click.echo(fusion_line)
     data = _select(full, split)
     result = best_constant(data, estimator, n_candidates, seed, config)  # type: ignore[arg-type]
     table = best_constant_table(result, data, fusion)  # type: ignore[arg-type]
@@ -296,6 +295,7 @@ def best_constant_command(
     ci = "" if est.ci is None else f" [{est.ci[0]:.4g}, {est.ci[1]:.4g}]"
     click.echo(f"best constant ({estimator} = {est.value:.4g}{ci}): {w}")
     click.echo(f"table: {out}")
+    click.echo(fusion_line)
 
 
 COMMANDS: list[click.Command] = [evaluate_command, best_constant_command]

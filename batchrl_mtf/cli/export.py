@@ -318,7 +318,6 @@ def export_command(
     )
     network, data = _load_inputs(policy_dir, dataset_dir)
     fusion, fusion_line = _fusion(data.spec, formula, beta, f"the dataset {dataset_dir}")
-    click.echo(fusion_line)
     target = Path(out) if out else Path(policy_dir) / "weight_table.json"
     if target.suffix != ".json":
         raise ConfigError(f"--out {target}: expected a .json file for a weight table")
@@ -334,6 +333,7 @@ def export_command(
         fqe_steps,
         fqe_fits,
     )
+    click.echo(fusion_line)
 
 
 def _export_network_command(

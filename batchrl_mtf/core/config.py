@@ -87,13 +87,16 @@ def _fold_flat_fusion(
     mapping: Mapping[str, object], fields: Mapping[str, object], where: str
 ) -> Mapping[str, object]:
     """Read the flat ``formula``/``beta`` keys of earlier versions as the ``fusion`` field."""
-    flat = [k for k in _FLAT_FUSION if k in mapping]
-    if not flat or "fusion" not in fields or any(k in fields for k in _FLAT_FUSION):
+    if "fusion" not in fields or any(k in fields for k in _FLAT_FUSION):
         return mapping
-    if "fusion" in mapping:
-        raise ConfigError(f"{where}: give either 'fusion' or {flat}, not both")
     out = {k: v for k, v in mapping.items() if k not in _FLAT_FUSION}
-    out["fusion"] = Fusion.from_dict({k: mapping[k] for k in flat}, where)
+    # "" and [] meant "not set" in the flat keys
+    flat = {k: mapping[k] for k in _FLAT_FUSION if k in mapping and mapping[k] not in ("", [], ())}
+    if not flat:
+        return out
+    if "fusion" in mapping:
+        raise ConfigError(f"{where}: give either 'fusion' or {sorted(flat)}, not both")
+    out["fusion"] = Fusion.from_dict(flat, where)
     return out
 
 

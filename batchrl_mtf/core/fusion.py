@@ -199,7 +199,10 @@ class Fusion:
             return cls(form, _offsets(list(beta.values()), f"{where}: 'beta'"), names)
         if isinstance(beta, (int, float)) and not isinstance(beta, bool):
             return cls(form, _offsets([beta], f"{where}: 'beta'"))
-        return cls(form, _offsets(beta, f"{where}: 'beta'"))
+        offsets = _offsets(beta, f"{where}: 'beta'")
+        if not offsets:
+            raise FusionError(f"{where}: 'beta': expected one offset per task, found none")
+        return cls(form, offsets)
 
     @classmethod
     def from_toml(cls, text: str, where: str = "fusion") -> Fusion:

@@ -196,6 +196,7 @@ def _evaluate_stage(ctx: Context) -> Stage:
         env = cfg.data.simulate.env if cfg.data.simulate is not None else cfg.truth_env
         return {
             "evaluate": cfg.section("evaluate"),
+            "fusion": cfg.section("fusion"),  # the dataset's: its bytes (and hash) do not show it
             "export_fusion": None if cfg.export.fusion is None else cfg.export.fusion.to_dict(),
             "env_hash": _spec_hash(env) if env else "",
             **ctx.upstream("dataset", *(f"train:{a}" for a in algos)),
@@ -393,6 +394,7 @@ def _export_stage(ctx: Context) -> Stage:
         env = cfg.truth_env
         return {
             "export": cfg.section("export"),
+            "fusion": cfg.section("fusion"),
             "truth": cfg.section("truth"),
             "evaluate_ope": cfg.section("evaluate"),
             "env_hash": _spec_hash(env) if env else "",

@@ -4,6 +4,7 @@ replay check against the logs, the leave model, and clear errors for missing art
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tomllib
 from pathlib import Path
@@ -429,6 +430,8 @@ def test_cli_make_env_then_rollout_and_simulate(logs_path: Path, tmp_path: Path)
         ],
     )
     assert res.exit_code == 0, res.output
+    assert re.search(r"fusion of the ranker: logsum, beta \w+=0.05,\w+=0.05,\w+=0.01,", res.output)
+    assert "(default" not in res.output
     assert "replay check (100 logged sessions" in res.output
     assert "session length (mean)" in res.output
     assert "leave model (held-out sessions)" in res.output
@@ -473,7 +476,7 @@ def test_cli_make_env_then_rollout_and_simulate(logs_path: Path, tmp_path: Path)
     ("args", "match"),
     [
         (["--out", "x.json"], r"--out x.json: expected a .toml file name"),
-        (["--beta", "0.1,0.2"], r"--beta: expected 1 or 6 values"),
+        (["--beta", "0.1,0.2"], r"--beta: expected 1 or 6 offsets"),
         (["--action-bounds", "0"], r"--action-bounds: expected LO,HI"),
         (["--predictor", "nope"], r"--predictor: nope: not a predictor artefact directory"),
         (["--leave-l2", "1,2"], r"--leave-l2: expected 'auto' or one number"),
@@ -655,6 +658,14 @@ def test_cli_leave_options_reach_the_saved_leave_model(logs_path: Path, tmp_path
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "l2 5" in res.output
+    # logs do not say how the platform fused: the default is used, and said to be
+    assert "fusion of the ranker: logsum, beta 0.1 (default: no --formula/--beta given)" in (
+        res.output
+    )
+    validation = json.loads((tmp_path / "envs" / "opts" / "validation.json").read_text())
+    assert validation["fusion"]["source"] == "default"
+    assert set(validation["fusion"]["beta"].values()) == {0.1}
+    assert load_spec(out).fusion.beta == (0.1,) * len(validation["fusion"]["beta"])
     doc = json.loads((tmp_path / "envs" / "opts" / "leave_model.json").read_text())
     assert doc["recency_decay"] is None
     assert doc["action_inputs"] is False
