@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from batchrl_mtf.cli._common import split_csv_option
-from batchrl_mtf.core.fusion import DEFAULT_BETA, FORMULAS, choose_fusion
+from batchrl_mtf.cli._common import fusion_override_options, split_csv_option
+from batchrl_mtf.core.fusion import choose_fusion
 from batchrl_mtf.core.io import atomic_write_text, dumps_json
 from batchrl_mtf.data.dataset import load_dataset
 from batchrl_mtf.errors import ConfigError, DatasetError, OPEInputError
@@ -243,17 +243,7 @@ The winner is written as a weight table without keys: its weights are the table'
 @click.option(
     "--fqe-steps", type=int, default=None, help="Gradient steps per FQE fit [default: 5000]."
 )
-@click.option(
-    "--formula",
-    type=click.Choice(FORMULAS),
-    help="Fusion formula recorded in the table (default: the one the dataset records; a flag "
-    "overrides it, with a note).",
-)
-@click.option(
-    "--beta",
-    help="logsum offsets: one number, one per task in task order, or task=number,... "
-    f"(default: the dataset's; with --formula alone, {DEFAULT_BETA:g}).",
-)
+@fusion_override_options
 @click.option(
     "--out",
     "out",

@@ -10,8 +10,8 @@ from typing import Any, Literal, cast
 
 import click
 
-from batchrl_mtf.cli._common import parse_float_list
-from batchrl_mtf.core.fusion import DEFAULT_BETA, FORMULAS, choose_fusion
+from batchrl_mtf.cli._common import fusion_override_options, parse_float_list
+from batchrl_mtf.core.fusion import choose_fusion
 from batchrl_mtf.data.dataset import load_dataset
 from batchrl_mtf.errors import ConfigError, ExportError
 from batchrl_mtf.export import (
@@ -233,17 +233,7 @@ def export_table(
     help="Default weights in task order (default: the logged actions' most common centre).",
 )
 @click.option("--explore", help="Add exploration: gaussian:SIGMA or uniform:HALFWIDTH.")
-@click.option(
-    "--formula",
-    type=click.Choice(FORMULAS),
-    help="Fusion formula of the table (default: the one the dataset records; a flag overrides "
-    "it, with a note).",
-)
-@click.option(
-    "--beta",
-    help="logsum offsets: one number, one per task in task order, or task=number,... "
-    f"(default: the dataset's; with --formula alone, {DEFAULT_BETA:g}).",
-)
+@fusion_override_options
 @click.option("--env", "env_spec", help="Simulated world: also report both true values.")
 @click.option("--csv/--no-csv", "write_csv", default=True, show_default=True, help="CSV twin.")
 @click.option(

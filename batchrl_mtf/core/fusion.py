@@ -341,7 +341,7 @@ class Fusion:
             )
         x = self.transform(p)
         if fits2:
-            return cast(FloatArray, x @ w)
+            return x @ w
         return cast(FloatArray, np.matmul(x, w[:, :, None])[:, :, 0])
 
 
