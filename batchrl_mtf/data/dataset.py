@@ -303,7 +303,8 @@ def _parquet_bytes(t: Transitions, split: npt.NDArray[np.str_]) -> bytes:
     table = table.replace_schema_metadata(
         {
             "batchrl_mtf.format": DATASET_FORMAT,
-            "batchrl_mtf.data.features": json.dumps(list(t.spec.names)),
+            # a Parquet metadata key (a public file format), not a module path
+            "batchrl_mtf.features": json.dumps(list(t.spec.names)),
         }
     )
     buf = io.BytesIO()
