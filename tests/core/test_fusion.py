@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
+import tomli_w
 
 from batchrl_mtf.core.config import config_from_mapping, config_to_dict
 from batchrl_mtf.core.fusion import DEFAULT_BETA, Fusion, choose_fusion
@@ -173,10 +175,6 @@ def test_from_json_error_is_one_line() -> None:
     ],
 )
 def test_round_trip_through_dict_toml_and_json(fusion: Fusion) -> None:
-    import json
-
-    import tomli_w
-
     doc = fusion.to_dict()
     assert Fusion.from_dict(doc) == fusion
     assert Fusion.from_json(json.dumps(doc)) == fusion

@@ -20,6 +20,7 @@ from gymnasium.utils.env_checker import check_env
 
 import batchrl_mtf.sim  # noqa: F401  (registers the environments)
 from batchrl_mtf.cli import main
+from batchrl_mtf.core.fusion import Fusion
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.learned import (
     LearnedEnvConfig,
@@ -106,7 +107,11 @@ def learned(logs_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
         [logs_path],
         REWARD,
         out,
-        LearnedEnvConfig(n_candidates=50, replay_sessions=N_LOGGED, seed=0),
+        # the fusion these tests were tuned with (0.01 was make-env's default before there was
+        # one package default, 0.1)
+        LearnedEnvConfig(
+            n_candidates=50, replay_sessions=N_LOGGED, seed=0, fusion=Fusion("logsum", (0.01,))
+        ),
     )
     return res.spec_path, res.report
 
@@ -291,6 +296,7 @@ def test_distilled_ranker_copies_the_logged_predictor(
     art = spec_path.parent / spec_path.stem
     scale = json.loads((art / "responses.json").read_text())["ranker_scale"]
     assert scale == {t: 0.01 for t in load_spec(spec_path).tasks}
+    assert report["fusion"]["source"] == "given"
     model = World(load_spec(spec_path)).learned
     logs = pd.read_parquet(logs_path)
     logs["session_id"] = logs["session_id"].astype(str)
