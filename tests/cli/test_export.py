@@ -204,6 +204,8 @@ def test_help_lists_the_flags() -> None:
 
 # ---------------------------------------------------------------- the dataset's fusion, for real
 
+QUICK = ["--buckets", "2", "--fqe-steps", "1", "--fqe-fits", "1"]  # the fusion is what is tested
+
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
@@ -245,7 +247,7 @@ def test_export_uses_the_fusion_the_dataset_records(
     }
     out = tmp_path / "t.json"
     args = ["export", str(pol), "--dataset", str(ds), "--keys", "session_depth", "--out", str(out)]
-    r = CliRunner().invoke(main, [*args, "--buckets", "2", "--no-csv"])
+    r = CliRunner().invoke(main, [*args, *QUICK, "--no-csv"])
     assert r.exit_code == 0, r.output
     assert WeightTable.load(out).fusion == Fusion("logsum", (0.1, 0.2, 0.05))
     assert f"fusion: logsum, beta click=0.1,longview=0.2,like=0.05 (the dataset {ds}'s)" in r.output
@@ -257,7 +259,7 @@ def test_a_fusion_flag_overrides_the_dataset_with_a_note(
     ds, pol = built
     out = tmp_path / "t.json"
     args = ["export", str(pol), "--dataset", str(ds), "--keys", "session_depth", "--out", str(out)]
-    r = CliRunner().invoke(main, [*args, "--buckets", "2", "--no-csv", "--formula", "sum"])
+    r = CliRunner().invoke(main, [*args, *QUICK, "--no-csv", "--formula", "sum"])
     assert r.exit_code == 0, r.output
     assert WeightTable.load(out).fusion == Fusion("sum")
     assert (
@@ -280,11 +282,11 @@ def test_a_dataset_written_before_fusion_was_recorded_loads_and_asks_for_the_fla
     assert "fusion" not in data.spec.to_dict()
     out = tmp_path / "t.json"
     args = ["export", str(pol), "--dataset", str(old), "--keys", "session_depth", "--out", str(out)]
-    r = CliRunner().invoke(main, [*args, "--buckets", "2", "--no-csv"])
+    r = CliRunner().invoke(main, [*args, *QUICK, "--no-csv"])
     assert r.exit_code == 2
     assert r.output.startswith(f"error: --formula: the dataset {old} records no fusion")
     assert r.output.count("\n") == 1 and not out.exists()
-    r = CliRunner().invoke(main, [*args, "--buckets", "2", "--no-csv", "--beta", "0.1"])
+    r = CliRunner().invoke(main, [*args, *QUICK, "--no-csv", "--beta", "0.1"])
     assert r.exit_code == 0, r.output
     assert WeightTable.load(out).fusion == Fusion("logsum", (0.1, 0.1, 0.1))
     assert "fusion: logsum, beta 0.1 (--formula/--beta)" in r.output
