@@ -10,6 +10,7 @@ Everything a user needs is importable from here; torch and d3rlpy load on first 
 
 from __future__ import annotations
 
+from batchrl_mtf.core.fusion import Fusion
 from batchrl_mtf.core.version import __version__
 from batchrl_mtf.data.build import build_dataset
 from batchrl_mtf.data.config import DatasetConfig
@@ -32,6 +33,7 @@ __all__ = [
     "DatasetSpec",
     "ExportConfig",
     "FrozenPredictor",
+    "Fusion",
     "OPEConfig",
     "Policy",
     "RewardConfig",

@@ -15,6 +15,7 @@ __all__ = [
     "DatasetError",
     "EnvError",
     "ExportError",
+    "FusionError",
     "OPEInputError",
     "PolicyError",
     "PredictorError",
@@ -86,6 +87,14 @@ class OPEInputError(BatchRLMTFError, ValueError):
 
 class ExportError(BatchRLMTFError, ValueError):
     """A weight table or exported model is invalid or cannot be written."""
+
+
+class FusionError(ConfigError, ExportError):
+    """A fusion formula or its offsets are invalid (in a flag, a config file, a dataset or a table).
+
+    A :class:`ConfigError` and an :class:`ExportError` at once, so code that catches either (config
+    validation, weight-table validation) sees it.
+    """
 
 
 class EnvError(BatchRLMTFError):

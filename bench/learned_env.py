@@ -204,7 +204,7 @@ def main() -> None:
             leave_session_sums=args.leave_session_sums,
             leave_classes=args.leave_classes,
             leave_l2=args.leave_l2,
-            beta=tuple(sim.spec.fusion.beta),
+            fusion=sim.fusion,
             action_bounds=(sim.spec.fusion.low, sim.spec.fusion.high),
             production=tuple(sim.spec.fusion.production),
         ),

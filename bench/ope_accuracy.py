@@ -180,8 +180,7 @@ def main() -> None:
             seed=args.seed,
         )
         best = best_constant(train_split, "fqe", n_candidates=8, seed=args.seed, config=bc_cfg)
-        beta = dict(zip(world.tasks, world.spec.fusion.beta, strict=True))
-        table = best_constant_table(best, data, "logsum", beta)
+        table = best_constant_table(best, data, world.fusion)
         table.save(work / "best_constant.json")  # type: ignore[attr-defined]
         _done(work, "best_constant", bc_key)
     default = json.loads((work / "best_constant.json").read_text())["default"]
@@ -217,7 +216,6 @@ def main() -> None:
         tab_key = {**data_key, "train_steps": args.train_steps}
         if not _stage(work, "bcq_table", tab_key, args.reuse):
             from batchrl_mtf.export import ExportConfig, build_weight_table
-            from batchrl_mtf.serving import Fusion
 
             pol = resolve_policy(args_by_name["bcq"], spec.tasks, spec.feature_names)
             tab = build_weight_table(
@@ -227,7 +225,7 @@ def main() -> None:
                 spec.tasks,
                 spec.action_low,
                 spec.action_high,
-                Fusion("logsum", tuple(world.spec.fusion.beta)),
+                world.fusion,
                 ExportConfig(),
                 logged_actions=train_split.actions,
             )

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import click
 
+from batchrl_mtf.core.fusion import DEFAULT_BETA, FORMULAS
 from batchrl_mtf.errors import BatchRLMTFError, ConfigError, SchemaError
 
-__all__ = ["EXIT_USER_ERROR", "BatchRLGroup", "echo_json_path", "parse_float_list"]
+__all__ = [
+    "EXIT_USER_ERROR",
+    "BatchRLGroup",
+    "echo_json_path",
+    "fusion_override_options",
+    "parse_float_list",
+]
 
 EXIT_USER_ERROR = 2
 
@@ -68,3 +75,21 @@ def split_csv_option(values: Sequence[str]) -> tuple[str, ...]:
     for v in values:
         out.extend(p.strip() for p in v.split(",") if p.strip())
     return tuple(out)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fusion_override_options(command: F) -> F:
+    """``--formula``/``--beta`` of a command that reads the dataset's fusion (they override it)."""
+    command = click.option(
+        "--beta",
+        help="logsum offsets: one number, one per task in task order, or task=number,... "
+        f"(default: the dataset's; with --formula alone, {DEFAULT_BETA:g}).",
+    )(command)
+    return click.option(
+        "--formula",
+        type=click.Choice(FORMULAS),
+        help="Fusion formula of the table (default: the one the dataset records; a flag "
+        "overrides it, with a note).",
+    )(command)

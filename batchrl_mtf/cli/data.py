@@ -9,6 +9,7 @@ from typing import Any, cast
 import click
 
 from batchrl_mtf.cli._common import EXIT_USER_ERROR, parse_float_list
+from batchrl_mtf.core.fusion import DEFAULT_BETA, DEFAULT_FORMULA, FORMULAS, Fusion
 from batchrl_mtf.core.io import atomic_write_text, dumps_json
 from batchrl_mtf.data.build import build_dataset
 from batchrl_mtf.data.clean import account, check_logs
@@ -50,6 +51,7 @@ def _dataset_config(
     on_error: str,
     hist_n: int,
     feedback: str | None,
+    fusion: Fusion | None = None,
 ) -> object:
 
     bounds = None
@@ -67,6 +69,7 @@ def _dataset_config(
         window_margin_s=window_margin,
         on_error=on_error,  # type: ignore[arg-type]
         features=FeatureConfig(hist_n=hist_n, feedback=fb),
+        fusion=fusion,
     )
 
 
@@ -188,6 +191,17 @@ def validate_command(
     "--hist-n", default=500, show_default=True, type=int, help="User-history window (impressions)."
 )
 @click.option("--feedback", help="Feedback columns for session/prev/hist features (default: all).")
+@click.option(
+    "--formula",
+    type=click.Choice(FORMULAS),
+    help="Fusion formula the logged w_* weights were applied with, recorded in the dataset for "
+    f"train/evaluate/export (default: {DEFAULT_FORMULA}, recorded as source 'default').",
+)
+@click.option(
+    "--beta",
+    help="Its logsum offsets: one number, one per task in task order, or task=number,... "
+    f"(default: {DEFAULT_BETA:g} for every task).",
+)
 def build_dataset_command(
     logs: tuple[str, ...],
     reward: str,
@@ -204,18 +218,21 @@ def build_dataset_command(
     spark_master: str | None,
     spark_partitions: int,
     from_transitions: str | None,
+    formula: str | None,
+    beta: str | None,
 ) -> None:
     """Turn impression LOGS into a d3rlpy-ready MDP dataset directory.
 
     One session is one episode, one request one step; the action is the request's w_* vector and
     the reward is stickiness + activeness from the reward TOML. The directory holds
     transitions.parquet, dataset.h5 (d3rlpy), features.json, reward.toml and report.json, and is
-    written atomically.
+    written atomically. features.json records the fusion (--formula/--beta) the logged weights
+    were applied with; later commands (export, best-constant) read it from there.
 
     \b
     Examples:
       batchrl-mtf build-dataset logs/sample_short_video.parquet \\
-          --reward envs/reward_default.toml --out runs/ds
+          --reward envs/reward_default.toml --out runs/ds --formula logsum --beta 0.1
       batchrl-mtf build-dataset day*.parquet --reward reward.toml --out ds \\
           --on-error drop-session --window-end 2026-11-01T00:00:00 --gamma 0.9
       batchrl-mtf build-dataset hdfs:///logs/day=2026-11-01/ --reward reward.toml \\
@@ -238,8 +255,17 @@ def build_dataset_command(
     if reward is None or out is None:
         missing = "--reward" if reward is None else "--out"
         raise ConfigError(f"{missing}: required when building from LOGS")
+    given = formula is not None or beta is not None
     cfg = _dataset_config(
-        gamma, action_bounds, session_gap, window_end, window_margin, on_error, hist_n, feedback
+        gamma,
+        action_bounds,
+        session_gap,
+        window_end,
+        window_margin,
+        on_error,
+        hist_n,
+        feedback,
+        Fusion.parse(formula, beta) if given else None,
     )
     if engine == "spark":
         opts = SparkOptions(master=spark_master, partitions=spark_partitions)
@@ -253,6 +279,10 @@ def build_dataset_command(
         f"from {rows['read']} rows ({rows['read'] - rows['kept']} dropped: "
         f"{json.dumps(rows['dropped'])})"
     )
+    fusion = cast(dict[str, Any], cast(dict[str, Any], report["config"])["fusion"])
+    recorded = Fusion.from_dict(fusion, "report.json fusion", ignore=("source",))
+    note = " (default: no --formula/--beta given)" if fusion["source"] == "default" else ""
+    click.echo(f"fusion recorded: {recorded.describe()}{note}")
 
 
 COMMANDS: list[click.Command] = [validate_command, build_dataset_command]

@@ -159,11 +159,14 @@ Examples:
 Sections of PIPELINE.toml (docs/pipeline.md has every key):
   [data]            logs = ["my_logs.parquet"] (schema v1), or a [data.simulate] table;
                     gamma, action_bounds, on_error, session_gap_s, ... (build-dataset options)
+  [fusion]          formula, beta: the fusion the logged weights were applied with (recorded
+                    in the dataset; required without [data.simulate], else the env's)
   [reward]          file = "reward.toml", or the [reward] table inline
   [features]        FeatureConfig keys (hist_n, feedback, ...)
   [train]           algos = ["bcq", "bc"], n_steps, seed, ... and [train.<algo>] tables
   [evaluate]        policies = ["behavior", "production", "best-constant"], estimators, ...
-  [export]          policy, keys, buckets, min_support, max_delta, formula, beta, ...
+  [export]          policy, keys, buckets, min_support, max_delta, ... (formula, beta: a table
+                    for another fusion than the dataset's)
   [truth]           env, sessions, seed: roll every policy out in a simulator (optional)
 Relative paths are resolved against the file's folder. A re-run skips every stage whose
 inputs (its section, the upstream outputs' hashes) are unchanged.""",

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import click
 
-from batchrl_mtf.cli._common import split_csv_option
+from batchrl_mtf.cli._common import fusion_override_options, split_csv_option
+from batchrl_mtf.core.fusion import choose_fusion
 from batchrl_mtf.core.io import atomic_write_text, dumps_json
 from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.errors import ConfigError, DatasetError, OPEInputError
@@ -194,25 +194,6 @@ def evaluate_command(
         click.echo(f"plot: {plot}")
 
 
-def _parse_beta(text: str) -> float | dict[str, float]:
-    """``0.01`` (every task) or ``click=0.01,like=0.001`` (per task)."""
-    if "=" not in text:
-        try:
-            return float(text)
-        except ValueError:
-            raise ConfigError(
-                f"--beta: expected a number or task=number,..., found {text!r}"
-            ) from None
-    out: dict[str, float] = {}
-    for part in text.split(","):
-        key, _, raw = part.partition("=")
-        try:
-            out[key.strip()] = float(tomllib.loads(f"v = {raw.strip()}")["v"])
-        except (tomllib.TOMLDecodeError, TypeError, ValueError):
-            raise ConfigError(f"--beta: expected task=number, found {part!r}") from None
-    return out
-
-
 @click.command(
     "best-constant",
     epilog="""\b
@@ -262,16 +243,7 @@ The winner is written as a weight table without keys: its weights are the table'
 @click.option(
     "--fqe-steps", type=int, default=None, help="Gradient steps per FQE fit [default: 5000]."
 )
-@click.option(
-    "--formula",
-    type=click.Choice(["logsum", "sum"]),
-    default="logsum",
-    show_default=True,
-    help="Fusion formula recorded in the table.",
-)
-@click.option(
-    "--beta", default="0.01", show_default=True, help="logsum offset: one number or task=number,..."
-)
+@fusion_override_options
 @click.option(
     "--out",
     "out",
@@ -288,24 +260,32 @@ def best_constant_command(
     seed: int,
     n_bootstrap: int,
     fqe_steps: int | None,
-    formula: str,
-    beta: str,
+    formula: str | None,
+    beta: str | None,
     out: Path,
 ) -> None:
-    """Pick the constant fusion weights an offline estimator rates best; write them as a table."""
+    """Pick the constant fusion weights an offline estimator rates best; write them as a table.
 
-    beta_value = _parse_beta(beta)
+    The table is for the fusion the dataset records (build-dataset --formula/--beta);
+    --formula/--beta override it, with a note.
+    """
+
     config = _config((estimator,), gamma, n_bootstrap, seed, None, fqe_steps, None)
     full = load_dataset(dataset_dir)
+    spec = full.spec
+    fusion, fusion_line = choose_fusion(
+        spec.tasks, spec.fusion, formula, beta, spec.fusion_source, f"the dataset {dataset_dir}"
+    )
     data = _select(full, split)
     result = best_constant(data, estimator, n_candidates, seed, config)  # type: ignore[arg-type]
-    table = best_constant_table(result, data, formula, beta_value)  # type: ignore[arg-type]
+    table = best_constant_table(result, data, fusion)  # type: ignore[arg-type]
     table.save(out)  # type: ignore[attr-defined]
     w = ", ".join(f"w_{t}={x:.4g}" for t, x in zip(result.tasks, result.weights, strict=True))
     est = result.estimate
     ci = "" if est.ci is None else f" [{est.ci[0]:.4g}, {est.ci[1]:.4g}]"
     click.echo(f"best constant ({estimator} = {est.value:.4g}{ci}): {w}")
     click.echo(f"table: {out}")
+    click.echo(fusion_line)
 
 
 COMMANDS: list[click.Command] = [evaluate_command, best_constant_command]

@@ -10,7 +10,8 @@ from typing import Any, Literal, cast
 
 import click
 
-from batchrl_mtf.cli._common import parse_float_list
+from batchrl_mtf.cli._common import fusion_override_options, parse_float_list
+from batchrl_mtf.core.fusion import choose_fusion
 from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.errors import ConfigError, ExportError
 from batchrl_mtf.export import (
@@ -25,7 +26,6 @@ from batchrl_mtf.export import (
 from batchrl_mtf.ope import OPEConfig
 from batchrl_mtf.policy import TablePolicy
 from batchrl_mtf.resolve import resolve_policy
-from batchrl_mtf.serving import Fusion
 
 logger = logging.getLogger(__name__)
 
@@ -69,26 +69,17 @@ def _load_inputs(policy_dir: str, dataset_dir: str) -> tuple[Any, Any]:
     return policy, data
 
 
-def _fusion(spec: Any, formula: str | None, beta: str | None) -> Any:
+def _fusion(spec: Any, formula: str | None, beta: str | None, origin: str) -> tuple[Any, str]:
     """The fusion the table is for: ``--formula/--beta``, else the dataset's recorded fusion."""
 
-    tasks = tuple(spec.tasks)
-    recorded = getattr(spec, "fusion", None)
-    if formula is None and recorded is not None:
-        return recorded if isinstance(recorded, Fusion) else Fusion(recorded.formula, recorded.beta)
-    if formula is None:
-        raise ConfigError(
-            "--formula: the dataset records no fusion formula; give --formula logsum --beta 0.1 "
-            "(or --formula sum)"
-        )
-    if formula == "sum":
-        return Fusion("sum", None)
-    values = parse_float_list(beta or "0.1", "--beta")
-    if len(values) == 1:
-        values = values * len(tasks)
-    if len(values) != len(tasks):
-        raise ConfigError(f"--beta: expected 1 or {len(tasks)} offsets, found {len(values)}")
-    return Fusion("logsum", values)
+    return choose_fusion(
+        spec.tasks,
+        getattr(spec, "fusion", None),
+        formula,
+        beta,
+        getattr(spec, "fusion_source", "given"),
+        origin,
+    )
 
 
 def _hook(module: str, name: str) -> Any:
@@ -163,7 +154,7 @@ def export_table(
         data: A dataset with ``observations`` (n, d), ``actions`` (n, k) and ``spec``
             (``feature_names``, ``tasks``, ``action_low``, ``action_high``, ``dataset_hash``).
         config: An :class:`~batchrl_mtf.export.ExportConfig`.
-        fusion: The :class:`~batchrl_mtf.serving.Fusion` the weights are for.
+        fusion: The :class:`~batchrl_mtf.core.fusion.Fusion` the weights are for.
         out: Destination JSON; the CSV twin goes next to it with suffix ``.csv``.
         policy_name: Recorded as ``meta.policy``.
         env_spec: Simulated world to measure both true values in (``None``: skip).
@@ -242,12 +233,7 @@ def export_table(
     help="Default weights in task order (default: the logged actions' most common centre).",
 )
 @click.option("--explore", help="Add exploration: gaussian:SIGMA or uniform:HALFWIDTH.")
-@click.option(
-    "--formula",
-    type=click.Choice(["logsum", "sum"]),
-    help="Fusion formula of the table (default: the dataset's).",
-)
-@click.option("--beta", help="logsum offsets: one number, or one per task (default 0.1).")
+@fusion_override_options
 @click.option("--env", "env_spec", help="Simulated world: also report both true values.")
 @click.option("--csv/--no-csv", "write_csv", default=True, show_default=True, help="CSV twin.")
 @click.option(
@@ -321,7 +307,7 @@ def export_command(
         seed=seed,
     )
     network, data = _load_inputs(policy_dir, dataset_dir)
-    fusion = _fusion(data.spec, formula, beta)
+    fusion, fusion_line = _fusion(data.spec, formula, beta, f"the dataset {dataset_dir}")
     target = Path(out) if out else Path(policy_dir) / "weight_table.json"
     if target.suffix != ".json":
         raise ConfigError(f"--out {target}: expected a .json file for a weight table")
@@ -337,6 +323,7 @@ def export_command(
         fqe_steps,
         fqe_fits,
     )
+    click.echo(fusion_line)
 
 
 def _export_network_command(

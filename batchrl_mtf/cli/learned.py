@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import click
 
 from batchrl_mtf.cli._common import echo_json_path, parse_float_list
 from batchrl_mtf.core.config import config_from_mapping
+from batchrl_mtf.core.fusion import DEFAULT_BETA, DEFAULT_FORMULA, FORMULAS, Fusion
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.learned import LearnedEnvConfig, make_env
 
@@ -64,16 +66,16 @@ __all__ = ["COMMANDS", "make_env_command"]
 )
 @click.option(
     "--formula",
-    type=click.Choice(["logsum", "sum"]),
-    default="logsum",
-    show_default=True,
-    help="The platform's fusion formula.",
+    type=click.Choice(FORMULAS),
+    default=None,
+    help=f"The fusion formula of the platform that ranked the logged candidates "
+    f"(default: {DEFAULT_FORMULA}, reported as assumed).",
 )
 @click.option(
     "--beta",
-    default="0.01",
-    show_default=True,
-    help="logsum offsets: one value or one per task, comma-separated.",
+    default=None,
+    help=f"Its logsum offsets: one number, one per task in task order, or task=number,... "
+    f"(default: {DEFAULT_BETA:g}, reported as assumed).",
 )
 @click.option("--production", default=None, help="Production weights (default: median logged).")
 @click.option(
@@ -135,8 +137,8 @@ def make_env_command(
     candidates: str,
     catalogue_size: int | None,
     ranker_targets: str,
-    formula: str,
-    beta: str,
+    formula: str | None,
+    beta: str | None,
     production: str | None,
     action_bounds: str | None,
     model: str,
@@ -174,8 +176,7 @@ def make_env_command(
         "candidates": candidates,
         "catalogue_size": catalogue_size,
         "ranker_targets": ranker_targets,
-        "formula": formula,
-        "beta": list(parse_float_list(beta, "--beta")),
+        "fusion": None if formula is None and beta is None else Fusion.parse(formula, beta),
         "model": model,
         "n_epochs": n_epochs,
         "leave_recency_decay": leave_recency,
@@ -203,6 +204,10 @@ def make_env_command(
     res = make_env(list(logs), reward, out, config, predictor_dir)
     leave = res.report["leave_model"]
     assert isinstance(leave, dict)
+    fusion = cast(dict[str, object], res.report["fusion"])
+    used = Fusion.from_dict(fusion, "validation.json fusion", ignore=("source",))
+    assumed = " (default: no --formula/--beta given)" if fusion["source"] == "default" else ""
+    click.echo(f"fusion of the ranker: {used.describe()}{assumed}")
     click.echo(res.replay_text)
     click.echo(
         f"leave model (held-out sessions): mean predicted {leave['mean_predicted']:.4f}, "

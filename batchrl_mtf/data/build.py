@@ -39,7 +39,7 @@ from batchrl_mtf.data.features import FeatureSpec
 from batchrl_mtf.data.formats import parquet_bytes, write_d3rlpy_file
 from batchrl_mtf.data.parts import PartResult, process_logs
 from batchrl_mtf.data.reward import RewardConfig, load_reward
-from batchrl_mtf.data.spec import DatasetSpec, bounds_from_range
+from batchrl_mtf.data.spec import DatasetSpec, bounds_from_range, dataset_fusion, fusion_doc
 from batchrl_mtf.data.stats import PartSummary
 from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.errors import Problem
@@ -112,7 +112,11 @@ def report_document(
             f"w_{task}": {**summary.actions.stats(i), "low": float(low[i]), "high": float(high[i])}
             for i, task in enumerate(columns.tasks)
         },
-        "config": {"dataset": config_to_dict(config), "reward": reward.to_toml()},
+        "config": {
+            "dataset": config_to_dict(config),
+            "reward": reward.to_toml(),
+            "fusion": fusion_doc(*dataset_fusion(config, columns.tasks), columns.tasks),
+        },
         "versions": package_versions(),
     }
 
@@ -129,6 +133,7 @@ def dataset_spec(
     data_hash: str,
 ) -> DatasetSpec:
     """The ``features.json`` document's spec, with normalisation statistics from ``summary``."""
+    fusion, source = dataset_fusion(config, tasks)
     d = len(spec.names)
     mean = summary.obs.mean if summary.obs.n else np.zeros(d)
     std = summary.obs.std if summary.obs.n else np.ones(d)
@@ -150,6 +155,8 @@ def dataset_spec(
         has_behavior_logp=has_behavior_logp,
         dataset_hash=dataset_hash,
         data_hash=data_hash,
+        fusion=fusion,
+        fusion_source=source,
     )
 
 

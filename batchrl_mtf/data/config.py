@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from batchrl_mtf.core.config import require
+from batchrl_mtf.core.fusion import Fusion
 from batchrl_mtf.data.features import FeatureConfig
 
 __all__ = ["DatasetConfig"]
@@ -27,6 +28,10 @@ class DatasetConfig:
         window_margin_s: See ``window_end_ms``.
         on_error: ``"fail"``: any problem fails the build; ``"drop-session"``: drop affected sessions.
         features: Which state features to compute.
+        fusion: The fusion (formula and offsets) the logged weights ``w_<task>`` were applied
+            with, recorded in the dataset (``features.json``) for every later command;
+            ``None``: the default :class:`~batchrl_mtf.core.fusion.Fusion` (``logsum``, beta
+            0.1), recorded with ``"source": "default"`` so nobody mistakes it for a stated one.
     """
 
     gamma: float = 0.95
@@ -37,8 +42,14 @@ class DatasetConfig:
     window_margin_s: float = 1800.0
     on_error: Literal["fail", "drop-session"] = "fail"
     features: FeatureConfig = field(default_factory=FeatureConfig)
+    fusion: Fusion | None = None
 
     def __post_init__(self) -> None:
+        require(
+            self.fusion is None or isinstance(self.fusion, Fusion),
+            "fusion",
+            f"expected a Fusion, found {self.fusion!r}",
+        )
         require(
             0.0 <= self.gamma <= 1.0, "gamma", f"expected a number in [0, 1], found {self.gamma}"
         )

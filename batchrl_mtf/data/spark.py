@@ -49,7 +49,7 @@ from batchrl_mtf.data.features import feature_spec
 from batchrl_mtf.data.formats import transitions_table
 from batchrl_mtf.data.parts import check_summary, process_part
 from batchrl_mtf.data.reward import RewardConfig, load_reward
-from batchrl_mtf.data.spec import bounds_from_range
+from batchrl_mtf.data.spec import bounds_from_range, dataset_fusion
 from batchrl_mtf.data.stats import PartSummary
 from batchrl_mtf.errors import ConfigError, SchemaError
 from batchrl_mtf.logs.schema import FILE_COLUMN, ID_COLUMNS, LogColumns, LogFrame, normalise_ts
@@ -541,6 +541,7 @@ def _build(
         low, high = bounds_from_range(
             summary.actions.min, summary.actions.max, columns.tasks, config
         )
+        dataset_fusion(config, columns.tasks)  # offsets that do not fit fail before writing
         order = ("user_id", "_sess_start", "session_id", "step")
         kept = mapped.where(F.col("_stats").isNull())
         if options.partitions:  # exactly that many range partitions (adaptive execution keeps it)

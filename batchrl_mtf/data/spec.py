@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from batchrl_mtf.core.fusion import Fusion
 from batchrl_mtf.data.config import DatasetConfig
 from batchrl_mtf.data.features import FeatureSpec
-from batchrl_mtf.errors import ConfigError, DatasetError, PolicyError
+from batchrl_mtf.errors import ConfigError, DatasetError, FusionError, PolicyError
 
 __all__ = [
     "DATASET_FORMAT",
@@ -26,6 +27,8 @@ __all__ = [
     "action_bounds",
     "bounds_from_range",
     "check_feature_spec",
+    "dataset_fusion",
+    "fusion_doc",
     "read_spec",
 ]
 
@@ -46,6 +49,10 @@ class DatasetSpec:
         has_behavior_logp: Whether the logs carried ``behavior_logp``.
         dataset_hash: Hash of ``transitions.parquet``.
         data_hash: Hash of the input logs.
+        fusion: The fusion the logged weights were applied with, one offset per task in task
+            order; ``None`` for a dataset written before datasets recorded it.
+        fusion_source: ``"given"`` (``build-dataset --formula/--beta`` or ``[fusion]``),
+            ``"default"`` (nothing given: the default fusion was recorded) or ``""`` (none recorded).
     """
 
     features: FeatureSpec
@@ -56,6 +63,8 @@ class DatasetSpec:
     has_behavior_logp: bool
     dataset_hash: str
     data_hash: str
+    fusion: Fusion | None = None
+    fusion_source: str = ""
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -64,7 +73,7 @@ class DatasetSpec:
 
     def to_dict(self) -> dict[str, object]:
         """The ``features.json`` document."""
-        return {
+        doc: dict[str, object] = {
             "format": DATASET_FORMAT,
             "features": self.features.to_dict(),
             "tasks": list(self.tasks),
@@ -75,6 +84,9 @@ class DatasetSpec:
             "dataset_hash": self.dataset_hash,
             "data_hash": self.data_hash,
         }
+        if self.fusion is not None:
+            doc["fusion"] = fusion_doc(self.fusion, self.fusion_source, self.tasks)
+        return doc
 
     @classmethod
     def from_dict(cls, doc: dict[str, object], source: str) -> DatasetSpec:
@@ -87,18 +99,55 @@ class DatasetSpec:
             feats = doc["features"]
             if not isinstance(feats, dict):
                 raise TypeError("features")
+            tasks = tuple(str(t) for t in doc["tasks"])  # type: ignore[attr-defined]
+            fusion, fusion_source = _recorded_fusion(doc.get("fusion"), tasks, source)
             return cls(
                 features=FeatureSpec.from_dict(feats, source),
-                tasks=tuple(str(t) for t in doc["tasks"]),  # type: ignore[attr-defined]
+                tasks=tasks,
                 action_low=tuple(float(x) for x in doc["action_low"]),  # type: ignore[attr-defined]
                 action_high=tuple(float(x) for x in doc["action_high"]),  # type: ignore[attr-defined]
                 gamma=float(doc["gamma"]),  # type: ignore[arg-type]
                 has_behavior_logp=bool(doc["has_behavior_logp"]),
                 dataset_hash=str(doc["dataset_hash"]),
                 data_hash=str(doc["data_hash"]),
+                fusion=fusion,
+                fusion_source=fusion_source,
             )
+        except FusionError:
+            raise
         except (KeyError, TypeError, ValueError) as exc:
             raise DatasetError(f"{source}: missing or invalid field {exc}") from None
+
+
+def _recorded_fusion(doc: object, tasks: tuple[str, ...], source: str) -> tuple[Fusion | None, str]:
+    """The fusion recorded in ``features.json`` (``None`` in datasets written before it was)."""
+    if doc is None:
+        return None, ""
+    where = f"{source}: fusion"
+    if not isinstance(doc, dict):
+        raise FusionError(f"{where}: expected an object with formula and beta, found {doc!r}")
+    fusion = Fusion.from_dict(doc, where, ignore=("source",)).for_tasks(tasks, f"{where}.beta")
+    return fusion, str(doc.get("source", "given"))
+
+
+def dataset_fusion(config: DatasetConfig, tasks: Sequence[str]) -> tuple[Fusion, str]:
+    """The fusion a dataset records, one offset per task, and its source.
+
+    Returns:
+        ``config.fusion`` (or the default :class:`~batchrl_mtf.core.fusion.Fusion` when it is
+        ``None``) in task order, and ``"given"`` or ``"default"``.
+
+    Raises:
+        FusionError: Offsets that do not fit ``tasks`` (named offsets of other tasks, or neither
+            one nor one per task).
+    """
+    fusion = (config.fusion or Fusion()).for_tasks(tasks, "fusion.beta")
+    return fusion, "default" if config.fusion is None else "given"
+
+
+def fusion_doc(fusion: Fusion, source: str, tasks: Sequence[str]) -> dict[str, object]:
+    """The ``fusion`` object of ``features.json`` and ``report.json``."""
+    return {**fusion.to_dict(tasks), "source": source}
 
 
 def action_bounds(

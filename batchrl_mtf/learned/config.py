@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from batchrl_mtf.core.config import require
+from batchrl_mtf.core.fusion import Fusion
 
 __all__ = ["LearnedEnvConfig"]
 
@@ -17,8 +18,9 @@ class LearnedEnvConfig:
     Attributes:
         n_candidates: Candidates drawn per request (at most the catalogue size).
         candidates: ``"uniform"`` over the catalogue or ``"exposure"`` (by logged exposure count).
-        formula: The platform's fusion formula, ``"logsum"`` or ``"sum"``.
-        beta: ``logsum`` offsets: one value for every task, or one per task.
+        fusion: The platform's fusion (formula and offsets) that ranked the logged candidates;
+            ``None``: the default :class:`~batchrl_mtf.core.fusion.Fusion` (``logsum``, beta 0.1),
+            recorded and reported as assumed (``"source": "default"``).
         production: Production weights, one per task; empty = the per-task median logged weight.
         action_bounds: ``(lo, hi)`` of every weight; ``None`` = the logged range plus 10 %.
         model: Architecture of the fitted ranker and response model (``fit-predictor --model``).
@@ -66,8 +68,7 @@ class LearnedEnvConfig:
 
     n_candidates: int = 200
     candidates: Literal["uniform", "exposure"] = "uniform"
-    formula: Literal["logsum", "sum"] = "logsum"
-    beta: tuple[float, ...] = (0.01,)
+    fusion: Fusion | None = None
     production: tuple[float, ...] = ()
     action_bounds: tuple[float, float] | None = None
     model: str = "shared-bottom"
@@ -99,12 +100,9 @@ class LearnedEnvConfig:
             f"expected 'uniform' or 'exposure', found {self.candidates!r}",
         )
         require(
-            self.formula in ("logsum", "sum"),
-            "formula",
-            f"expected 'logsum' or 'sum', found {self.formula!r}",
-        )
-        require(
-            len(self.beta) >= 1 and all(b > 0 for b in self.beta), "beta", "expected numbers > 0"
+            self.fusion is None or isinstance(self.fusion, Fusion),
+            "fusion",
+            f"expected a Fusion, found {self.fusion!r}",
         )
         require(self.n_epochs >= 1, "n_epochs", f"expected >= 1, found {self.n_epochs}")
         require(

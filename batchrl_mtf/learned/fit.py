@@ -28,6 +28,7 @@ import pandas as pd
 import tomli_w
 
 from batchrl_mtf.core.config import config_to_dict
+from batchrl_mtf.core.fusion import Fusion
 from batchrl_mtf.core.io import (
     atomic_dir,
     atomic_write_text,
@@ -275,18 +276,18 @@ def _fit_leave(
 
 @dataclass(frozen=True)
 class _Fusion:
-    """The platform's weights: bounds, production weights and ``logsum`` offsets."""
+    """The platform's weights: bounds, production weights and its fusion (one offset per task)."""
 
     low: float
     high: float
     production: tuple[float, ...]
-    beta: tuple[float, ...]
+    fusion: Fusion
 
 
 def _fusion(
     actions: FloatArray, tasks: Sequence[str], dcfg: DatasetConfig, config: LearnedEnvConfig
 ) -> _Fusion:
-    """Weight bounds and production weights from the logged weights, and the offsets.
+    """Weight bounds and production weights from the logged weights, and the fusion.
 
     Raises:
         ConfigError: ``--production`` or ``--beta`` do not fit the tasks, or explicit bounds
@@ -299,10 +300,8 @@ def _fusion(
     if len(production) != k:
         raise ConfigError(f"--production: expected {k} weights (tasks {list(tasks)})")
     production = tuple(float(min(max(v, low), high)) for v in production)
-    if len(config.beta) not in (1, k):
-        raise ConfigError(f"--beta: expected 1 or {k} values, found {len(config.beta)}")
-    beta = config.beta if len(config.beta) == k else config.beta * k
-    return _Fusion(low, high, production, beta)
+    fusion = (config.fusion or Fusion()).for_tasks(tasks, "--beta")
+    return _Fusion(low, high, production, fusion)
 
 
 def _overhead(logged: _Logged, sessions: _Sessions) -> float:
@@ -354,7 +353,8 @@ def _write_artefacts(
     with atomic_dir(art) as tmp:
         catalogue.to_parquet(tmp / "catalogue.parquet", index=False)
         start_df.to_parquet(tmp / "start_states.parquet", index=False)
-        scale = list(fusion.beta) if config.formula == "logsum" else [1.0] * k
+        beta = fusion.fusion.beta
+        scale = list(beta) if beta is not None else [1.0] * k
         metrics, ranker_scale = fit_models(
             logged.rows, logged.tasks, logged.response, config, predictor_dir, tmp, scale
         )
@@ -459,7 +459,7 @@ def make_env(
         start_ms=int(trans.ts_ms.min()),
         low=fusion.low,
         high=fusion.high,
-        beta=fusion.beta,
+        fusion=fusion.fusion,
         production=fusion.production,
         reward=reward_cfg,
     )
@@ -485,6 +485,10 @@ def make_env(
         "max_requests": sessions.max_len,
         "overhead_s": overhead,
         "responses": logged.response,
+        "fusion": {
+            **fusion.fusion.to_dict(logged.tasks),
+            "source": "default" if config.fusion is None else "given",
+        },
         "leave_model": leave[1],
         "predictors": metrics,
         "replay": replay,
@@ -515,7 +519,7 @@ def _spec_document(
     start_ms: int,
     low: float,
     high: float,
-    beta: Sequence[float],
+    fusion: Fusion,
     production: Sequence[float],
     reward: RewardConfig,
 ) -> dict[str, object]:
@@ -525,14 +529,12 @@ def _spec_document(
         if r["given"]:
             entry["given"] = r["given"]
         responses[str(r["name"])] = entry
-    fusion: dict[str, object] = {
-        "formula": config.formula,
+    fusion_doc: dict[str, object] = {
+        **fusion.to_dict(),
         "low": low,
         "high": high,
         "production": list(production),
     }
-    if config.formula == "logsum":
-        fusion["beta"] = list(beta)
     return {
         "world": {
             "kind": "learned",
@@ -556,7 +558,7 @@ def _spec_document(
             "overhead_s": overhead,
             "start_ms": start_ms,
         },
-        "fusion": fusion,
+        "fusion": fusion_doc,
         "predictor": {"kind": "artefact", "path": f"{stem}/ranker"},
         "reward": {
             "valid_play_s": reward.valid_play_s,

@@ -196,7 +196,8 @@ def _evaluate_stage(ctx: Context) -> Stage:
         env = cfg.data.simulate.env if cfg.data.simulate is not None else cfg.truth_env
         return {
             "evaluate": cfg.section("evaluate"),
-            "export_fusion": {"formula": cfg.export.formula, "beta": list(cfg.export.beta)},
+            "fusion": cfg.section("fusion"),  # the dataset's: its bytes (and hash) do not show it
+            "export_fusion": None if cfg.export.fusion is None else cfg.export.fusion.to_dict(),
             "env_hash": _spec_hash(env) if env else "",
             **ctx.upstream("dataset", *(f"train:{a}" for a in algos)),
         }
@@ -235,9 +236,7 @@ def _evaluate_stage(ctx: Context) -> Stage:
                     ope.seed,
                     bc_cfg,
                 )
-                fu = fusion(ctx)
-                beta = dict(zip(tasks, fu.beta, strict=True)) if fu.beta else 0.01
-                table = best_constant_table(best, full, fu.formula, beta)
+                table = best_constant_table(best, full, fusion(ctx))
                 table.save(folder / "best_constant.json")  # type: ignore[attr-defined]
                 summary["best_constant"] = {
                     "weights": list(best.weights),
@@ -395,6 +394,7 @@ def _export_stage(ctx: Context) -> Stage:
         env = cfg.truth_env
         return {
             "export": cfg.section("export"),
+            "fusion": cfg.section("fusion"),
             "truth": cfg.section("truth"),
             "evaluate_ope": cfg.section("evaluate"),
             "env_hash": _spec_hash(env) if env else "",

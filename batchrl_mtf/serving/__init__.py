@@ -12,7 +12,8 @@ this bucket, use these fusion weights". This module is that table and the fusion
   candidates.
 
 It depends on numpy and the standard library only (plus this package's error and atomic-write
-helpers, which are standard library), so it can be copied into a serving code base as it is. The
+helpers and its :class:`~batchrl_mtf.core.fusion.Fusion`, which need nothing else), so it can be
+copied into a serving code base as it is. The
 simulator and ``rollout --policy TABLE.json`` apply tables through this same code.
 """
 

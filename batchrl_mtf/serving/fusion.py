@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from batchrl_mtf.core.fusion import FORMULAS, Fusion
 from batchrl_mtf.errors import ExportError
 
 __all__ = ["FORMULAS", "fuse", "rank"]
-
-FORMULAS = ("logsum", "sum")
-"""Fusion formulas: ``logsum`` = sum_k w_k * log(p_k + beta_k); ``sum`` = sum_k w_k * p_k."""
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -26,7 +24,8 @@ def fuse(
 ) -> FloatArray:
     """Fuse per-candidate task predictions into one ranking score.
 
-    ``logsum``: ``score = sum_k w_k * log(p_k + beta_k)``; ``sum``: ``score = sum_k w_k * p_k``.
+    ``logsum``: ``score = sum_k w_k * log(p_k + beta_k)``; ``sum``: ``score = sum_k w_k * p_k``
+    (:meth:`batchrl_mtf.core.fusion.Fusion.score`).
 
     Args:
         preds: Predictions ``pred_<task>`` in task order, shape (n_candidates, k) for one request
@@ -41,24 +40,15 @@ def fuse(
     Raises:
         ExportError: Unknown formula, missing ``beta``, or shapes that do not fit.
     """
-    p = np.asarray(preds, dtype=np.float64)
-    w = np.asarray(weights, dtype=np.float64)
     if formula == "logsum":
         if beta is None:
             raise ExportError("fuse: formula 'logsum' needs beta (one offset per task)")
-        x = np.log(p + np.asarray(beta, dtype=np.float64))
+        fusion = Fusion("logsum", tuple(np.asarray(beta, dtype=np.float64).reshape(-1)))
     elif formula == "sum":
-        x = p
+        fusion = Fusion("sum")
     else:
         raise ExportError(f"fuse: expected formula 'logsum' or 'sum', found {formula!r}")
-    if p.ndim == 2 and w.shape == (p.shape[1],):
-        return cast(FloatArray, x @ w)
-    if p.ndim == 3 and w.shape == (p.shape[0], p.shape[2]):
-        return cast(FloatArray, np.matmul(x, w[:, :, None])[:, :, 0])
-    raise ExportError(
-        "fuse: expected preds (n_candidates, k) with weights (k,), or preds "
-        f"(n_requests, n_candidates, k) with weights (n_requests, k); found {p.shape} and {w.shape}"
-    )
+    return fusion.score(preds, weights)
 
 
 def rank(

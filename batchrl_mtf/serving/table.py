@@ -15,9 +15,9 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from batchrl_mtf.core.fusion import Fusion
 from batchrl_mtf.core.io import atomic_write_text, dumps_json
 from batchrl_mtf.errors import ExportError
-from batchrl_mtf.serving.fusion import FORMULAS
 
 __all__ = [
     "FORMAT",
@@ -40,35 +40,6 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 Bound = tuple[float | None, float | None]
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
-
-
-@dataclass(frozen=True)
-class Fusion:
-    """How a table's weights are applied to the predictions.
-
-    Attributes:
-        formula: ``"logsum"`` (score = sum_k w_k * log(p_k + beta_k)) or ``"sum"``
-            (score = sum_k w_k * p_k).
-        beta: Per-task offsets in task order for ``logsum`` (finite, > 0); ``None`` for ``sum``.
-    """
-
-    formula: Literal["logsum", "sum"] = "logsum"
-    beta: tuple[float, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if self.formula not in FORMULAS:
-            raise ExportError(f"fusion.formula: expected one of {FORMULAS}, found {self.formula!r}")
-        if self.formula == "logsum":
-            if self.beta is None:
-                raise ExportError("fusion.beta: expected one offset per task for formula 'logsum'")
-            for i, b in enumerate(self.beta):
-                if not _is_number(b) or not (math.isfinite(b) and b > 0):
-                    raise ExportError(
-                        f"fusion.beta[{i}]: expected a finite number > 0, found {b!r}"
-                    )
-            object.__setattr__(self, "beta", tuple(float(b) for b in self.beta))
-        elif self.beta is not None:
-            raise ExportError("fusion.beta: expected no beta for formula 'sum'")
 
 
 @dataclass(frozen=True)
@@ -246,6 +217,8 @@ class WeightTable:
             raise ExportError(f"tasks: expected unique names, found {list(self.tasks)}")
         if not isinstance(self.fusion, Fusion):
             raise ExportError(f"fusion: expected a Fusion, found {type(self.fusion).__name__}")
+        if self.fusion.tasks is not None:  # offsets by name: in this table's task order
+            object.__setattr__(self, "fusion", self.fusion.for_tasks(self.tasks))
         if self.fusion.beta is not None and len(self.fusion.beta) != k:
             raise ExportError(
                 f"fusion.beta: expected {k} offsets (one per task), found {len(self.fusion.beta)}"

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from batchrl_mtf.core.fusion import Fusion
 from batchrl_mtf.errors import PolicyError
 from batchrl_mtf.policy import ConstantPolicy, Policy, TablePolicy
 
@@ -277,7 +278,7 @@ def make_policy(
     sigma: float,
     random_sigma: float,
     explore: bool = True,
-    fusion: tuple[str, Sequence[float]] | None = None,
+    fusion: Fusion | None = None,
 ) -> SimPolicy:
     """Resolve a simulator policy argument.
 
@@ -291,8 +292,8 @@ def make_policy(
         sigma: Standard deviation of ``action-noise`` (and of the ``mixed`` production half).
         random_sigma: Standard deviation of ``random`` (and of the ``mixed`` random half).
         explore: Sample weight tables that carry an exploration block (``False``: their means).
-        fusion: The environment's ``(formula, beta)``; a weight table made for another fusion
-            is refused.
+        fusion: The environment's fusion (one offset per task); a weight table made for another
+            fusion is refused.
 
     Raises:
         PolicyError: The argument is none of these.
@@ -322,11 +323,10 @@ def make_policy(
     policy = arg
     if isinstance(policy, TablePolicy) and fusion is not None:
         tf = policy.table.fusion  # type: ignore[attr-defined]
-        ours = (fusion[0], tuple(float(b) for b in fusion[1]) if fusion[0] == "logsum" else None)
-        if (tf.formula, tf.beta) != ours:
+        if tf != fusion:
             raise PolicyError(
-                f"{arg}: table fusion {tf.formula} beta={tf.beta} differs from the environment's "
-                f"{ours[0]} beta={ours[1]}"
+                f"{arg}: table fusion {tf.describe(tasks)} differs from the environment's "
+                f"{fusion.describe(tasks)}"
             )
     if (
         explore
@@ -361,5 +361,5 @@ def world_policy(
         world.high,
         ex.action_noise_sigma if sigma is None else sigma,
         ex.random_sigma if random_sigma is None else random_sigma,
-        fusion=(world.spec.fusion.formula, world.spec.fusion.beta),
+        fusion=world.fusion,
     )

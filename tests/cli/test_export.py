@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -13,7 +15,9 @@ from click.testing import CliRunner
 
 from batchrl_mtf.cli import export as export_cli
 from batchrl_mtf.cli import main
+from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.serving import Fusion, WeightTable
+from tests.logs_factory import make_logs
 
 NAMES = ("u_activity", "session_depth", "hour_sin")
 TASKS = ("click", "longview", "like")
@@ -162,7 +166,7 @@ def test_export_needs_dataset_and_formula(fake: tuple[Path, Path, FakeData]) -> 
     assert "--dataset: required" in result.output
     result = CliRunner().invoke(main, ["export", str(policy_dir), "--dataset", str(ds_dir)])
     assert result.exit_code == 2
-    assert "--formula: the dataset records no fusion formula" in result.output
+    assert re.search(r"--formula: the dataset \S+ records no fusion", result.output)
 
 
 def test_fusion_recorded_in_dataset_is_used() -> None:
@@ -171,8 +175,12 @@ def test_fusion_recorded_in_dataset_is_used() -> None:
         fusion: Any = None
 
     spec = SpecWithFusion(fusion=Fusion("logsum", (0.2, 0.3, 0.4)))
-    assert export_cli._fusion(spec, None, None) == Fusion("logsum", (0.2, 0.3, 0.4))
-    assert export_cli._fusion(spec, "sum", None) == Fusion("sum")
+    fusion, line = export_cli._fusion(spec, None, None, "the dataset ds")
+    assert fusion == Fusion("logsum", (0.2, 0.3, 0.4))
+    assert line == "fusion: logsum, beta click=0.2,longview=0.3,like=0.4 (the dataset ds's)"
+    fusion, line = export_cli._fusion(spec, "sum", None, "the dataset ds")
+    assert fusion == Fusion("sum")
+    assert "override the dataset ds's logsum, beta click=0.2" in line
 
 
 def test_network_export_without_training_is_a_clear_error(
@@ -192,3 +200,93 @@ def test_help_lists_the_flags() -> None:
     for flag in ("--keys", "--buckets", "--edges", "--min-support", "--max-delta", "--explore",
                  "--env", "--format", "--out", "--default"):  # fmt: skip
         assert flag in result.output
+
+
+# ---------------------------------------------------------------- the dataset's fusion, for real
+
+QUICK = ["--buckets", "2", "--fqe-steps", "1", "--fqe-fits", "1"]  # the fusion is what is tested
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A dataset built with ``--formula logsum --beta ...`` and a BC policy trained on it."""
+    tmp = tmp_path_factory.mktemp("fusion")
+    make_logs(n_users=6, sessions_per_user=2).to_parquet(tmp / "logs.parquet")
+    reward = tmp / "reward.toml"
+    reward.write_text("[reward]\nstickiness = { watch_time = 0.02 }\nactiveness = { like = 1.0 }\n")
+    ds, pol = tmp / "ds", tmp / "bc"
+    r = CliRunner().invoke(
+        main,
+        [
+            "build-dataset", str(tmp / "logs.parquet"), "--reward", str(reward), "--out", str(ds),
+            "--formula", "logsum", "--beta", "like=0.05,click=0.1,longview=0.2",
+        ],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "fusion recorded: logsum, beta click=0.1,longview=0.2,like=0.05" in r.output
+    assert "default" not in r.output
+    r = CliRunner().invoke(
+        main,
+        [
+            "train", str(ds), "--algo", "bc", "--n-steps", "5", "--seed", "0", "--out", str(pol),
+            "--set", "n_steps_per_epoch=5", "--set", "hidden_units=[8]", "--no-progress",
+        ],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    return ds, pol
+
+
+def test_export_uses_the_fusion_the_dataset_records(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ds, pol = built
+    assert json.loads((ds / "features.json").read_text())["fusion"] == {
+        "formula": "logsum",
+        "beta": {"click": 0.1, "longview": 0.2, "like": 0.05},
+        "source": "given",
+    }
+    out = tmp_path / "t.json"
+    args = ["export", str(pol), "--dataset", str(ds), "--keys", "session_depth", "--out", str(out)]
+    r = CliRunner().invoke(main, [*args, *QUICK, "--no-csv"])
+    assert r.exit_code == 0, r.output
+    assert WeightTable.load(out).fusion == Fusion("logsum", (0.1, 0.2, 0.05))
+    assert f"fusion: logsum, beta click=0.1,longview=0.2,like=0.05 (the dataset {ds}'s)" in r.output
+
+
+def test_a_fusion_flag_overrides_the_dataset_with_a_note(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ds, pol = built
+    out = tmp_path / "t.json"
+    args = ["export", str(pol), "--dataset", str(ds), "--keys", "session_depth", "--out", str(out)]
+    r = CliRunner().invoke(main, [*args, *QUICK, "--no-csv", "--formula", "sum"])
+    assert r.exit_code == 0, r.output
+    assert WeightTable.load(out).fusion == Fusion("sum")
+    assert (
+        f"fusion: sum (--formula/--beta override the dataset {ds}'s logsum, "
+        "beta click=0.1,longview=0.2,like=0.05)"
+    ) in r.output
+
+
+def test_a_dataset_written_before_fusion_was_recorded_loads_and_asks_for_the_flag(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ds, pol = built
+    old = tmp_path / "old_ds"
+    shutil.copytree(ds, old)
+    doc = json.loads((old / "features.json").read_text())
+    del doc["fusion"]
+    (old / "features.json").write_text(json.dumps(doc))
+    data = load_dataset(old)
+    assert data.spec.fusion is None and data.spec.fusion_source == ""
+    assert "fusion" not in data.spec.to_dict()
+    out = tmp_path / "t.json"
+    args = ["export", str(pol), "--dataset", str(old), "--keys", "session_depth", "--out", str(out)]
+    r = CliRunner().invoke(main, [*args, *QUICK, "--no-csv"])
+    assert r.exit_code == 2
+    assert r.output.startswith(f"error: --formula: the dataset {old} records no fusion")
+    assert r.output.count("\n") == 1 and not out.exists()
+    r = CliRunner().invoke(main, [*args, *QUICK, "--no-csv", "--beta", "0.1"])
+    assert r.exit_code == 0, r.output
+    assert WeightTable.load(out).fusion == Fusion("logsum", (0.1, 0.1, 0.1))
+    assert "fusion: logsum, beta 0.1 (--formula/--beta)" in r.output

@@ -4,6 +4,7 @@ replay check against the logs, the leave model, and clear errors for missing art
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tomllib
 from pathlib import Path
@@ -19,6 +20,7 @@ from gymnasium.utils.env_checker import check_env
 
 import batchrl_mtf.sim  # noqa: F401  (registers the environments)
 from batchrl_mtf.cli import main
+from batchrl_mtf.core.fusion import Fusion
 from batchrl_mtf.data.build import build_dataset
 from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.errors import ConfigError
@@ -107,7 +109,11 @@ def learned(logs_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
         [logs_path],
         REWARD,
         out,
-        LearnedEnvConfig(n_candidates=50, replay_sessions=N_LOGGED, seed=0),
+        # the fusion these tests were tuned with (0.01 was make-env's default before there was
+        # one package default, 0.1)
+        LearnedEnvConfig(
+            n_candidates=50, replay_sessions=N_LOGGED, seed=0, fusion=Fusion("logsum", (0.01,))
+        ),
     )
     return res.spec_path, res.report
 
@@ -317,6 +323,7 @@ def test_distilled_ranker_copies_the_logged_predictor(
     art = spec_path.parent / spec_path.stem
     scale = json.loads((art / "responses.json").read_text())["ranker_scale"]
     assert scale == {t: 0.01 for t in load_spec(spec_path).tasks}
+    assert report["fusion"]["source"] == "given"
     model = World(load_spec(spec_path)).learned
     logs = pd.read_parquet(logs_path)
     logs["session_id"] = logs["session_id"].astype(str)
@@ -456,6 +463,8 @@ def test_cli_make_env_then_rollout_and_simulate(logs_path: Path, tmp_path: Path)
         ],
     )
     assert res.exit_code == 0, res.output
+    assert re.search(r"fusion of the ranker: logsum, beta \w+=0.05,\w+=0.05,\w+=0.01,", res.output)
+    assert "(default" not in res.output
     assert "replay check (100 logged sessions" in res.output
     assert "session length (mean)" in res.output
     assert "leave model (held-out sessions)" in res.output
@@ -500,7 +509,7 @@ def test_cli_make_env_then_rollout_and_simulate(logs_path: Path, tmp_path: Path)
     ("args", "match"),
     [
         (["--out", "x.json"], r"--out x.json: expected a .toml file name"),
-        (["--beta", "0.1,0.2"], r"--beta: expected 1 or 6 values"),
+        (["--beta", "0.1,0.2"], r"--beta: expected 1 or 6 offsets"),
         (["--action-bounds", "0"], r"--action-bounds: expected LO,HI"),
         (["--predictor", "nope"], r"--predictor: nope: not a predictor artefact directory"),
         (["--leave-l2", "1,2"], r"--leave-l2: expected 'auto' or one number"),
@@ -682,6 +691,14 @@ def test_cli_leave_options_reach_the_saved_leave_model(logs_path: Path, tmp_path
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "l2 5" in res.output
+    # logs do not say how the platform fused: the default is used, and said to be
+    assert "fusion of the ranker: logsum, beta 0.1 (default: no --formula/--beta given)" in (
+        res.output
+    )
+    validation = json.loads((tmp_path / "envs" / "opts" / "validation.json").read_text())
+    assert validation["fusion"]["source"] == "default"
+    assert set(validation["fusion"]["beta"].values()) == {0.1}
+    assert load_spec(out).fusion.beta == (0.1,) * len(validation["fusion"]["beta"])
     doc = json.loads((tmp_path / "envs" / "opts" / "leave_model.json").read_text())
     assert doc["recency_decay"] is None
     assert doc["action_inputs"] is False

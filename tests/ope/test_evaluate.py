@@ -9,10 +9,11 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
+from batchrl_mtf.core.fusion import Fusion
 from batchrl_mtf.data.features import FeatureConfig, FeatureSpec
 from batchrl_mtf.data.spec import DatasetSpec
 from batchrl_mtf.data.transitions import Transitions
-from batchrl_mtf.errors import ConfigError, OPEInputError
+from batchrl_mtf.errors import ConfigError, FusionError, OPEInputError
 from batchrl_mtf.ope import (
     CFQE,
     DR,
@@ -360,8 +361,13 @@ def test_best_constant_picks_the_best_candidate() -> None:
     cfg = OPEConfig(estimators=("wpdis",), n_bootstrap=0, bandwidth=0.02)
     res = best_constant(data, "wpdis", n_candidates=8, seed=1, config=cfg)
     assert res.weights[0] == pytest.approx(cands[:, 0].max(), abs=1e-9)
-    table = best_constant_table(res, data)
+    with pytest.raises(FusionError, match="the dataset records no fusion"):
+        best_constant_table(res, data)  # a dataset written before datasets recorded a fusion
+    recorded = dataclasses.replace(data, spec=dataclasses.replace(data.spec, fusion=Fusion("sum")))
+    assert best_constant_table(res, recorded).fusion == Fusion("sum")  # type: ignore[attr-defined]
+    table = best_constant_table(res, recorded, Fusion("logsum", (0.05,)))
     doc = table.to_dict()  # type: ignore[attr-defined]
+    assert doc["fusion"] == {"formula": "logsum", "beta": {"a": 0.05}}
     assert doc["keys"] == []
     assert doc["rows"] == []
     assert doc["default"] == {"w_a": pytest.approx(res.weights[0])}

@@ -165,7 +165,7 @@ def test_bad_simulate_key_and_missing_logs(tmp_path: Path) -> None:
         load_pipeline(p)
     p.write_text('[data]\nlogs = ["../x.parquet"]\n', encoding="utf-8")
     (tmp_path.parent / "x.parquet").write_bytes(b"")
-    with pytest.raises(ConfigError, match=r"\[export\]: 'formula'"):
+    with pytest.raises(ConfigError, match=r"\[fusion\]: expected formula and beta"):
         load_pipeline(p)
 
 

@@ -356,7 +356,7 @@ def test_too_many_cells() -> None:
 
 def test_dataclass_construction_is_validated() -> None:
     with pytest.raises(ExportError, match=r"fusion\.beta: expected one offset per task"):
-        Fusion("logsum", None)
+        Fusion("logsum", ())
     with pytest.raises(ExportError, match=r"exploration.halfwidth\[1\]: expected a finite number"):
         Exploration("uniform", (0.1, -1.0))
     with pytest.raises(ExportError, match=r"rows\[0\].bounds: expected one bound per key"):
