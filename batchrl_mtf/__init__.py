@@ -14,11 +14,11 @@ from batchrl_mtf.core.version import __version__
 from batchrl_mtf.data.dataset import build_dataset, load_dataset
 from batchrl_mtf.data.mdp import DatasetConfig
 from batchrl_mtf.data.reward import RewardConfig, load_reward
-from batchrl_mtf.export import ExportConfig
+from batchrl_mtf.export import ExportConfig, ExportResult, export_table
 from batchrl_mtf.ope import OPEConfig, evaluate_policies
-from batchrl_mtf.policy import ConstantPolicy, Policy, TablePolicy
+from batchrl_mtf.policy import ConstantPolicy, LoggingPolicy, Policy, TablePolicy
 from batchrl_mtf.predictors import FrozenPredictor, load_predictor, predict
-from batchrl_mtf.resolve import resolve_policy, resolve_sim_policy
+from batchrl_mtf.resolve import resolve_ope_policy, resolve_policy, resolve_sim_policy
 from batchrl_mtf.serving import WeightTable, fuse, rank
 from batchrl_mtf.sim import register_envs
 from batchrl_mtf.training import TrainConfig, load_policy, train
@@ -27,7 +27,9 @@ __all__ = [
     "ConstantPolicy",
     "DatasetConfig",
     "ExportConfig",
+    "ExportResult",
     "FrozenPredictor",
+    "LoggingPolicy",
     "OPEConfig",
     "Policy",
     "RewardConfig",
@@ -37,6 +39,7 @@ __all__ = [
     "__version__",
     "build_dataset",
     "evaluate_policies",
+    "export_table",
     "fuse",
     "load_dataset",
     "load_policy",
@@ -45,6 +48,7 @@ __all__ = [
     "predict",
     "rank",
     "register_envs",
+    "resolve_ope_policy",
     "resolve_policy",
     "resolve_sim_policy",
     "train",

@@ -26,14 +26,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 from batchrl_mtf.errors import PolicyError
 from batchrl_mtf.policy import ConstantPolicy, Policy, TablePolicy
-from batchrl_mtf.policy.base import ConstantPolicy
 
 __all__ = [
     "NAMED_POLICIES",
@@ -69,8 +68,18 @@ class PolicyContext:
     rng: np.random.Generator
 
 
+@runtime_checkable
 class SimPolicy(Protocol):
-    """A policy the simulator can run: weights and (for stochastic ones) their log-density."""
+    """A policy the simulator can run: a :class:`~batchrl_mtf.policy.Policy` plus sampling.
+
+    Where a :class:`~batchrl_mtf.policy.Policy` maps states to weights, a simulator policy may
+    also sample them (the logging policies ``action-noise``, ``random``, ``mixed``; a weight table
+    with an exploration block) and then returns their exact log-density, the logs'
+    ``behavior_logp``; it also sees the :class:`PolicyContext` (user ids, the hidden segment, the
+    random source). A deterministic :class:`~batchrl_mtf.policy.Policy` runs as a
+    :class:`FixedPolicy`; :func:`batchrl_mtf.resolve.resolve_sim_policy` makes either from an
+    argument.
+    """
 
     @property
     def name(self) -> str:
@@ -204,7 +213,13 @@ class MixedPolicy:
 
 @dataclass(frozen=True)
 class FixedPolicy:
-    """A deterministic :class:`batchrl_mtf.policy.base.Policy` (constant, table, trained)."""
+    """A :class:`batchrl_mtf.policy.Policy` (constant, table, trained) run by the simulator.
+
+    It never samples: the weights are the policy's, ``behavior_logp`` is ``None``.
+
+    Attributes:
+        policy: The wrapped policy.
+    """
 
     policy: Policy
 
