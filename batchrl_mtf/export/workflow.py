@@ -193,12 +193,7 @@ def export_table(
     gap = tabulation_gap(
         actions, table_policy.act(data.observations), spec.tasks, spec.action_low, spec.action_high
     )
-    ope_cmp: ValueComparison | None = None
-    table_offline: PolicyResult | None = None
-    if ope is not None:
-        ope_cmp, table_offline = _offline_values(
-            policy, table_policy, data, ope, ope_split, network_offline
-        )
+    # the world first: a world that does not fit fails before the offline fits
     true_cmp: ValueComparison | None = None
     table_truth: TrueValue | None = None
     if env is not None:
@@ -208,6 +203,12 @@ def export_table(
         if network_true is None:
             network_true = true_value(where, policy, true_sessions, seed).mean
         true_cmp = ValueComparison(f"env:{env}", float(network_true), table_truth.mean)
+    ope_cmp: ValueComparison | None = None
+    table_offline: PolicyResult | None = None
+    if ope is not None:
+        ope_cmp, table_offline = _offline_values(
+            policy, table_policy, data, ope, ope_split, network_offline
+        )
     fid = fidelity_report(gap, ope_cmp, true_cmp)
     meta = {**table.meta, "fidelity": fid, "ope": None if ope_cmp is None else ope_cmp.to_dict()}
     table = dataclasses.replace(table, meta=meta)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
@@ -23,6 +24,7 @@ from batchrl_mtf.sim import TrueValue
 
 __all__ = [
     "bootstrap_difference",
+    "load_npz",
     "npz_bytes",
     "paired_difference",
     "rollout_arrays",
@@ -93,6 +95,14 @@ def bootstrap_difference(
     tail = (1.0 - level) / 2.0 * 100.0
     low, high = np.percentile(means, [tail, 100.0 - tail])
     return float(d.mean()), float(low), float(high)
+
+
+def load_npz(path: Path) -> dict[str, npt.NDArray[Any]]:
+    """The arrays of the ``.npz`` file ``path`` (empty when there is none)."""
+    if not path.is_file():
+        return {}
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
 
 
 def npz_bytes(arrays: dict[str, npt.NDArray[Any]]) -> bytes:

@@ -24,7 +24,7 @@ from batchrl_mtf.core.io import atomic_write_text, dumps_json
 from batchrl_mtf.core.version import __version__
 from batchrl_mtf.pipeline import figures
 from batchrl_mtf.pipeline.document import Document
-from batchrl_mtf.pipeline.glue import paired_difference
+from batchrl_mtf.pipeline.glue import load_npz, paired_difference
 from batchrl_mtf.serving import WeightTable
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["verdict_lines", "write_report"]
 
 logger = logging.getLogger("batchrl_mtf.pipeline")
+
 
 def _load(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
@@ -139,12 +140,12 @@ def _ope_rows(ctx: Context) -> tuple[list[str], list[list[str]], dict[str, Any]]
     tp = fid.get("table")
     prod_returns = None
     if truth is not None:
-        with np.load(ctx.folder("truth") / "rollouts.npz") as z:
-            arrays = {k: z[k] for k in z.files if k.startswith("returns|")}
-        export_npz = ctx.folder("export") / "rollouts.npz"
-        if export_npz.is_file():
-            with np.load(export_npz) as z:
-                arrays.update({k: z[k] for k in z.files if k.startswith("returns|")})
+        arrays = {
+            k: v
+            for stage in ("truth", "export")
+            for k, v in load_npz(ctx.folder(stage) / "rollouts.npz").items()
+            if k.startswith("returns|")
+        }
         prod_returns = arrays.get("returns|production")
 
     def truth_cells(name: str, value: Any) -> list[str]:
@@ -316,21 +317,14 @@ def _training_section(doc: Document, ctx: Context, figdir: Path, tasks: list[str
     )
 
 
-def _npz(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        return {}
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
-
-
 def _weights_section(
     doc: Document, ctx: Context, figdir: Path, spec: dict[str, Any], refs: dict[str, list[float]]
 ) -> None:
     """Weights per task and per segment, from the evaluate and export stages' ``weights.npz``."""
     cfg = ctx.config
     tasks = list(spec["tasks"])
-    evaluated = _npz(ctx.folder("evaluate") / "weights.npz")
-    exported = _npz(ctx.folder("export") / "weights.npz")
+    evaluated = load_npz(ctx.folder("evaluate") / "weights.npz")
+    exported = load_npz(ctx.folder("export") / "weights.npz")
     prefix = "actions|"
     samples = {a: evaluated[prefix + a] for a in cfg.train.algos}
     samples.update({k[len(prefix) :]: v for k, v in exported.items() if k.startswith(prefix)})
@@ -352,38 +346,7 @@ def _weights_section(
         "(violins with medians); lines: the constant baselines.",
     )
     truth = _load(ctx.folder("truth") / "values.json") if cfg.truth is not None else None
-    means: dict[str, dict[str, list[float]]] = {}
-    if truth is not None:
-        label = "hidden segment"
-        caption = (
-            "Mean fusion weight per task by **hidden user segment**, from the simulator rollouts "
-            f"of `[truth]` ({truth['sessions']} sessions): the simulator knows each user's "
-            "segment; the dataset does not."
-        )
-        pols = [*cfg.train.algos]
-        sources = dict(truth["policies"])
-        if fid.get("truth_table"):
-            pols.append(fid["table"])
-            sources[fid["table"]] = fid["truth_table"]
-        for p in pols:
-            wbs = sources.get(p, {}).get("weights_by_segment", {})
-            means[p] = {s: [wbs[s][f"w_{t}"] for t in tasks] for s in truth["segments"] if s in wbs}
-    else:
-        buckets = _load(ctx.folder("export") / "weights.json") or {}
-        feat, names = buckets["feature"], buckets["buckets"]
-        label = f"{feat} bucket"
-        caption = (
-            f"Mean fusion weight per task by **tertile of `{feat}`** on test states (the dataset "
-            "has no user segments; this is the user feature the learned policy's weights depend "
-            "on most, by R² of a 3-bucket split)."
-        )
-        cell = exported["cell"]
-        for p, w in samples.items():
-            means[p] = {
-                names[c]: list(w[cell == c].mean(axis=0))
-                for c in range(len(names))
-                if (cell == c).any()
-            }
+    label, caption, means = _segment_means(ctx, samples, tasks, truth, fid, exported)
     path = figures.segment_weights_figure(
         means, tasks, refs, label, figdir / "weights_by_segment.png"
     )
@@ -391,20 +354,70 @@ def _weights_section(
     rows = [[p, s, *[_num(x, 3) for x in w]] for p, segs in means.items() for s, w in segs.items()]
     doc.table(["policy", label, *[f"w_{t}" for t in tasks]], rows)
     if truth is not None:
-        ret: dict[str, dict[str, tuple[float, float, float]]] = {}
+        _truth_by_segment(doc, ctx, figdir, truth, fid)
+
+
+def _segment_means(
+    ctx: Context,
+    samples: dict[str, np.ndarray],
+    tasks: list[str],
+    truth: dict[str, Any] | None,
+    fid: dict[str, Any],
+    exported: dict[str, np.ndarray],
+) -> tuple[str, str, dict[str, dict[str, list[float]]]]:
+    """Mean weight per task per hidden segment (from the rollouts) or, without a simulator, per
+    tertile bucket of the export stage's chosen user feature: ``(label, caption, means)``."""
+    means: dict[str, dict[str, list[float]]] = {}
+    if truth is not None:
+        caption = (
+            "Mean fusion weight per task by **hidden user segment**, from the simulator rollouts "
+            f"of `[truth]` ({truth['sessions']} sessions): the simulator knows each user's "
+            "segment; the dataset does not."
+        )
+        pols = [*ctx.config.train.algos]
         sources = dict(truth["policies"])
         if fid.get("truth_table"):
+            pols.append(fid["table"])
             sources[fid["table"]] = fid["truth_table"]
-        order = [p for p in _ope_order(ctx) if p in sources]
-        for p in order + [p for p in sources if p not in order]:
-            by = sources[p].get("by_segment", {})
-            ret[p] = {
-                s: (by[s]["return"]["mean"], *by[s]["return"]["ci95"])
-                for s in truth["segments"]
-                if s in by
-            }
-        path = figures.segment_returns_figure(ret, figdir / "truth_by_segment.png")
-        doc.figure(path, "True mean session return per hidden user segment (simulator).")
+        for p in pols:
+            wbs = sources.get(p, {}).get("weights_by_segment", {})
+            means[p] = {s: [wbs[s][f"w_{t}"] for t in tasks] for s in truth["segments"] if s in wbs}
+        return "hidden segment", caption, means
+    buckets = _load(ctx.folder("export") / "weights.json") or {}
+    feat, names = buckets["feature"], buckets["buckets"]
+    caption = (
+        f"Mean fusion weight per task by **tertile of `{feat}`** on test states (the dataset "
+        "has no user segments; this is the user feature the learned policy's weights depend "
+        "on most, by R² of a 3-bucket split)."
+    )
+    cell = exported["cell"]
+    for p, w in samples.items():
+        means[p] = {
+            names[c]: list(w[cell == c].mean(axis=0))
+            for c in range(len(names))
+            if (cell == c).any()
+        }
+    return f"{feat} bucket", caption, means
+
+
+def _truth_by_segment(
+    doc: Document, ctx: Context, figdir: Path, truth: dict[str, Any], fid: dict[str, Any]
+) -> None:
+    """The figure of each policy's true return per hidden segment."""
+    ret: dict[str, dict[str, tuple[float, float, float]]] = {}
+    sources = dict(truth["policies"])
+    if fid.get("truth_table"):
+        sources[fid["table"]] = fid["truth_table"]
+    order = [p for p in _ope_order(ctx) if p in sources]
+    for p in order + [p for p in sources if p not in order]:
+        by = sources[p].get("by_segment", {})
+        ret[p] = {
+            s: (by[s]["return"]["mean"], *by[s]["return"]["ci95"])
+            for s in truth["segments"]
+            if s in by
+        }
+    path = figures.segment_returns_figure(ret, figdir / "truth_by_segment.png")
+    doc.figure(path, "True mean session return per hidden user segment (simulator).")
 
 
 def _ope_order(ctx: Context) -> list[str]:
@@ -477,32 +490,16 @@ def _interval(lo: float | None, hi: float | None) -> str:
     return f"{a}, {b})"
 
 
-def write_report(ctx: Context, folder: Path) -> None:
-    """Write ``report.md``, ``report.html``, ``headline.md`` and ``figures/`` into ``folder``."""
-    cfg = ctx.config
-    figdir = folder / "figures"
-    figdir.mkdir(parents=True, exist_ok=True)
-    spec = _load(ctx.folder("dataset") / "features.json")
-    tasks = list(spec["tasks"])
-    summary = _load(ctx.folder("evaluate") / "summary.json") or {}
-    refs = {"production": summary["production"]["weights"]} if "production" in summary else {}
-    if "best_constant" in summary:
-        refs["best-constant"] = summary["best_constant"]["weights"]
-
-    doc = Document(f"batchrl-mtf run: {Path(cfg.source).name if cfg.source else 'pipeline'}")
-    verdict = verdict_lines(ctx)
-    doc.heading("Verdict")
-    for line in verdict:
-        doc.para(line, "verdict")
-    header, rows, fig = _ope_rows(ctx)
-    total = sum(r.seconds for r in ctx.records.values())
-    doc.para(
-        f"Run by `{ctx.label or 'batchrl-mtf run'}` with batchrl-mtf {__version__}; stages took "
-        f"{total:.0f} s in all when they ran (see *Timing*). Folder: `{ctx.out}`."
-    )
-    _data_section(doc, ctx)
-    _training_section(doc, ctx, figdir, tasks)
-
+def _offline_section(
+    doc: Document,
+    ctx: Context,
+    figdir: Path,
+    summary: dict[str, Any],
+    header: list[str],
+    rows: list[list[str]],
+    fig: dict[str, Any],
+) -> None:
+    """The OPE table and figure, with what production and the best constant are."""
     doc.heading("Offline evaluation")
     ope = _load(ctx.folder("evaluate") / "ope.json")
     gamma = float(ope["gamma"])
@@ -541,6 +538,35 @@ def write_report(ctx: Context, folder: Path) -> None:
         )
         + ".",
     )
+
+
+def write_report(ctx: Context, folder: Path) -> None:
+    """Write ``report.md``, ``report.html``, ``headline.md`` and ``figures/`` into ``folder``."""
+    cfg = ctx.config
+    figdir = folder / "figures"
+    figdir.mkdir(parents=True, exist_ok=True)
+    spec = _load(ctx.folder("dataset") / "features.json")
+    tasks = list(spec["tasks"])
+    summary = _load(ctx.folder("evaluate") / "summary.json") or {}
+    refs = {"production": summary["production"]["weights"]} if "production" in summary else {}
+    if "best_constant" in summary:
+        refs["best-constant"] = summary["best_constant"]["weights"]
+
+    doc = Document(f"batchrl-mtf run: {Path(cfg.source).name if cfg.source else 'pipeline'}")
+    verdict = verdict_lines(ctx)
+    doc.heading("Verdict")
+    for line in verdict:
+        doc.para(line, "verdict")
+    header, rows, fig = _ope_rows(ctx)
+    total = sum(r.seconds for r in ctx.records.values())
+    doc.para(
+        f"Run by `{ctx.label or 'batchrl-mtf run'}` with batchrl-mtf {__version__}; stages took "
+        f"{total:.0f} s in all when they ran (see *Timing*). Folder: `{ctx.out}`."
+    )
+    _data_section(doc, ctx)
+    _training_section(doc, ctx, figdir, tasks)
+
+    _offline_section(doc, ctx, figdir, summary, header, rows, fig)
     _weights_section(doc, ctx, figdir, spec, refs)
     _export_section(doc, ctx, figdir)
 

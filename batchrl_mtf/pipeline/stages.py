@@ -43,7 +43,7 @@ from batchrl_mtf.pipeline.evaluation import (
     save_weights,
     write_export,
 )
-from batchrl_mtf.pipeline.glue import npz_bytes, rollout_arrays, truth_summary
+from batchrl_mtf.pipeline.glue import load_npz, npz_bytes, rollout_arrays, truth_summary
 from batchrl_mtf.pipeline.report import write_report
 from batchrl_mtf.pipeline.stage import Stage, input_hash
 from batchrl_mtf.policy import ConstantPolicy, LoggingPolicy, Policy
@@ -339,7 +339,7 @@ def _truth_stage(ctx: Context) -> Stage:
         world = ctx.world(env)
         check_env_fits(ctx, world, env)
         old = _json(folder / "values.json") if (folder / "values.json").is_file() else {}
-        old_arrays = _load_npz(folder / "rollouts.npz")
+        old_arrays = load_npz(folder / "rollouts.npz")
         values: dict[str, Any] = {}
         arrays: dict[str, np.ndarray] = {}
         todo = _truth_policies(ctx)
@@ -371,13 +371,6 @@ def _truth_stage(ctx: Context) -> Stage:
         return hash_files([folder / "values.json"]), {"reused": reused, "rolled_out": len(todo)}
 
     return Stage("truth", folder, 1, inputs, run, ("values.json", "rollouts.npz"))
-
-
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        return {}
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
 
 
 def _progress(items: list[Any], show: bool, desc: str) -> Any:

@@ -52,9 +52,13 @@ def _value(policy: Any) -> float:
 
 
 def fake_evaluate(data: Any, policies: list[Any], config: Any) -> Any:
-    rec = [SimpleNamespace(estimator="fqe", value=_value(p)) for p in policies]
     return SimpleNamespace(
-        policies=[SimpleNamespace(name=p.name, recommended=r) for p, r in zip(policies, rec)]
+        policies=[
+            SimpleNamespace(
+                name=p.name, recommended=SimpleNamespace(estimator="fqe", value=_value(p))
+            )
+            for p in policies
+        ]
     )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from batchrl_mtf.errors import PolicyError
 from batchrl_mtf.policy import (
     LOGGING_NAMES,
     ConstantPolicy,
