@@ -185,7 +185,10 @@ def test_resolve_policy_errors(
     [
         ("constant:1,2", "expected 6 weights"),
         ("nothing_here", "found no such file or directory"),
-        ("OTHER_FUSION", "table fusion logsum beta=.* differs from the environment's"),
+        (
+            "OTHER_FUSION",
+            r"f\.json: table fusion logsum beta=\(0\.3, .* differs from the environment's",
+        ),
     ],
 )
 def test_resolve_sim_policy_errors(world: World, tmp_path: Path, arg: str, match: str) -> None:

@@ -341,7 +341,7 @@ def make_policy(
         ours = (fusion[0], tuple(float(b) for b in fusion[1]) if fusion[0] == "logsum" else None)
         if (tf.formula, tf.beta) != ours:
             raise PolicyError(
-                f"{arg}: table fusion {tf.formula} beta={tf.beta} differs from the environment's "
+                f"{policy.name}: table fusion {tf.formula} beta={tf.beta} differs from the environment's "
                 f"{ours[0]} beta={ours[1]}"
             )
     if (
