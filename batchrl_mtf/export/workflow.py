@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from batchrl_mtf.data.dataset import DatasetSpec, MDPData
 from batchrl_mtf.errors import OPEInputError
@@ -32,14 +31,13 @@ from batchrl_mtf.export.builder import (
     tabulate_policy,
     tabulation_gap,
 )
-from batchrl_mtf.ope import OPEConfig, PolicyResult, evaluate_policies
+from batchrl_mtf.ope import OPEConfig, PolicyResult, Recommended, evaluate_policies
 from batchrl_mtf.policy import Policy, TablePolicy
 from batchrl_mtf.serving import Fusion, WeightTable
 from batchrl_mtf.sim import TrueValue, World, true_value
 
-__all__ = ["ExportResult", "export_table", "offline_config"]
+__all__ = ["TRUE_SESSIONS", "ExportResult", "export_table", "offline_config"]
 
-FloatArray = npt.NDArray[np.float64]
 TRUE_SESSIONS = 4000
 """Fresh simulated sessions per true value (``export --env``), as ``batchrl-mtf rollout``."""
 
@@ -122,18 +120,15 @@ def _offline_values(
     sessions = data if split is None else data.select(split)
     evaluated = [table_policy] if network_offline is not None else [policy, table_policy]
     result = evaluate_policies(sessions, evaluated, ope)
-    recommended = [r.recommended for r in result.policies]
-    for r, rec in zip(result.policies, recommended, strict=True):
-        if rec is None:
+    recommended: list[Recommended] = []
+    for r in result.policies:
+        if r.recommended is None:
             raise OPEInputError(f"policy {r.name!r}: no estimator gave a finite value")
-    table_rec = recommended[-1]
-    assert table_rec is not None
+        recommended.append(r.recommended)
     if network_offline is None:
-        net = recommended[0]
-        assert net is not None
-        network_offline = (net.estimator, float(net.value))
+        network_offline = (recommended[0].estimator, float(recommended[0].value))
     est, net_value = network_offline
-    cmp = ValueComparison(f"ope:{est}", float(net_value), float(table_rec.value))
+    cmp = ValueComparison(f"ope:{est}", float(net_value), float(recommended[-1].value))
     return cmp, result.policies[-1]
 
 

@@ -272,13 +272,19 @@ def write_export(ctx: Context, folder: Path, algo: str) -> dict[str, Any]:
         report = _json(ctx.folder("evaluate") / "ope.json")
         net = next(p for p in report["policies"] if p["name"] == algo)["estimates"][est]
         network_offline = (est, float(net["value"]))
-    env, world, network_true = None, None, None
+    truth: dict[str, Any] = {}
     if cfg.truth is not None:
         env = cfg.truth_env
         world = ctx.world(env)
         check_env_fits(ctx, world, env)
         values = _json(ctx.folder("truth") / "values.json")
-        network_true = float(values["policies"][algo]["return"]["mean"])
+        truth = {
+            "env": env,
+            "world": world,
+            "true_sessions": cfg.truth.sessions,
+            "true_seed": cfg.truth.seed,
+            "network_true": float(values["policies"][algo]["return"]["mean"]),
+        }
     result = export_table(
         load_trained(ctx, algo),
         data,
@@ -289,11 +295,7 @@ def write_export(ctx: Context, folder: Path, algo: str) -> dict[str, Any]:
         ope=ope,
         ope_split=cfg.evaluate.split,
         network_offline=network_offline,
-        env=env,
-        world=world,
-        true_sessions=cfg.truth.sessions if cfg.truth is not None else 0,
-        true_seed=cfg.truth.seed if cfg.truth is not None else None,
-        network_true=network_true,
+        **truth,
     )
     table = result.table
     facts: dict[str, Any] = {"policy": algo, "table": label, "keys": list(table.key_names)}
