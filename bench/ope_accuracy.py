@@ -51,7 +51,6 @@ from batchrl_mtf.data.build import build_dataset
 from batchrl_mtf.data.config import DatasetConfig
 from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.ope import (
-    BehaviorPolicy,
     Estimate,
     OPEConfig,
     best_constant,
@@ -59,11 +58,12 @@ from batchrl_mtf.ope import (
     evaluate_policies,
     recommend,
 )
-from batchrl_mtf.resolve import resolve_policy, resolve_sim_policy
+from batchrl_mtf.resolve import resolve_ope_policy, resolve_policy, resolve_sim_policy
 from batchrl_mtf.sim import (
     World,
     load_spec,
     run_sessions,
+    true_value,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,8 +244,8 @@ def main() -> None:
         }
         path = work / f"truth_{name}.npy"
         if not _stage(work, f"truth_{name}", t_key, args.reuse) or not path.exists():
-            st, _ = run_sessions(world, sim_policy(arg), args.true_sessions, args.seed + 1000)
-            np.save(path, np.asarray(st.returns, dtype=np.float64))
+            value = true_value(world, sim_policy(arg), args.true_sessions, args.seed + 1000)
+            np.save(path, value.returns)
             _done(work, f"truth_{name}", t_key)
         returns[name] = np.load(path)
     truth = {n: float(r.mean()) for n, r in returns.items()}
@@ -274,11 +274,9 @@ def main() -> None:
     if todo:
         policies: list[object] = []
         for name in todo:
-            if name == "behavior":
-                policies.append(BehaviorPolicy(tuple(spec.tasks)))
-            else:
-                p = resolve_policy(args_by_name[name], spec.tasks, spec.feature_names)
-                policies.append(_Renamed(p, name))
+            arg = "behavior" if name == "behavior" else args_by_name[name]
+            p = resolve_ope_policy(arg, spec.tasks, spec.feature_names)
+            policies.append(p.renamed(name))
         for pol in policies:  # one at a time, so an interrupted run keeps what it finished
             res = evaluate_policies(test, [pol], cfg)  # type: ignore[list-item]
             pr = res.policies[0]
@@ -449,18 +447,6 @@ def _estimate(name: str, d: dict[str, Any]) -> Estimate:
         n_sessions=int(d.get("n_sessions", 0)),
         fit_se=d.get("fit_se"),
     )
-
-
-class _Renamed:
-    """A policy under a short display name."""
-
-    def __init__(self, policy: object, name: str) -> None:
-        self._p = policy
-        self.name = name
-        self.tasks = tuple(policy.tasks)  # type: ignore[attr-defined]
-
-    def act(self, observations: np.ndarray) -> np.ndarray:
-        return self._p.act(observations)  # type: ignore[attr-defined,no-any-return]
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def prepare_data(work: Path, sessions: int, seed: int) -> Path:
     """Simulate ``mixed`` logs and build the dataset once (cached in ``work``)."""
     from batchrl_mtf.data.build import build_dataset
     from batchrl_mtf.data.config import DatasetConfig
-    from batchrl_mtf.sim.policies import make_policy
+    from batchrl_mtf.resolve import resolve_sim_policy
     from batchrl_mtf.sim.runner import run_sessions
     from batchrl_mtf.sim.spec import load_spec
     from batchrl_mtf.sim.world import World
@@ -56,17 +56,7 @@ def prepare_data(work: Path, sessions: int, seed: int) -> Path:
     world = World(load_spec(None))
     spec = world.spec
     if not logs_path.is_file():
-        f = spec.fusion
-        k = len(world.tasks)
-        policy = make_policy(
-            "mixed",
-            world.tasks,
-            f.production,
-            [f.low] * k,
-            [f.high] * k,
-            spec.exploration.action_noise_sigma,
-            spec.exploration.random_sigma,
-        )
+        policy = resolve_sim_policy(world, "mixed")
         t = time.perf_counter()
         _stats, logs = run_sessions(world, policy, sessions, seed, record=True)
         assert logs is not None
@@ -89,14 +79,10 @@ def true_value(policy: Any, sessions: int, seed: int) -> tuple[dict[str, Any], n
         The summary (mean, low, high, per-segment means) and the per-session returns, shape
         (sessions,), in the simulator's (round, user) order: the same users for every policy.
     """
-    from batchrl_mtf.sim.policies import FixedPolicy
-    from batchrl_mtf.sim.runner import rollout_summary, run_sessions
-    from batchrl_mtf.sim.spec import load_spec
-    from batchrl_mtf.sim.world import World
+    from batchrl_mtf.sim.runner import true_value as measure
 
-    world = World(load_spec(None))
-    stats, _ = run_sessions(world, FixedPolicy(policy), sessions, seed)
-    summary = rollout_summary(world, stats)
+    value = measure(None, policy, sessions, seed)
+    summary = value.summary
     ret = summary["return"]
     segments = {name: float(v["return"]["mean"]) for name, v in summary["by_segment"].items()}
     doc = {
@@ -105,7 +91,7 @@ def true_value(policy: Any, sessions: int, seed: int) -> tuple[dict[str, Any], n
         "high": float(ret["ci95"][1]),
         "by_segment": segments,
     }
-    return doc, np.asarray(stats.returns, dtype=np.float64)
+    return doc, value.returns
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray) -> dict[str, float]:

@@ -12,8 +12,6 @@ from batchrl_mtf.core.io import atomic_write_text, dumps_json
 from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.errors import ConfigError, DatasetError, OPEInputError
 from batchrl_mtf.ope import (
-    BEHAVIOR_NAMES,
-    BehaviorPolicy,
     OPEConfig,
     best_constant,
     best_constant_table,
@@ -22,7 +20,7 @@ from batchrl_mtf.ope import (
     plot_report,
     report_to_dict,
 )
-from batchrl_mtf.resolve import resolve_policy
+from batchrl_mtf.resolve import resolve_ope_policy
 
 __all__ = ["COMMANDS", "best_constant_command", "evaluate_command"]
 
@@ -178,12 +176,7 @@ def evaluate_command(
     full = load_dataset(dataset_dir)
     data = _select(full, split)
     spec = full.spec
-    resolved = [
-        BehaviorPolicy(tuple(spec.tasks), name=p)
-        if p in BEHAVIOR_NAMES
-        else resolve_policy(p, spec.tasks, spec.feature_names)
-        for p in policies
-    ]
+    resolved = [resolve_ope_policy(p, spec.tasks, spec.feature_names) for p in policies]
     result = evaluate_policies(data, resolved, config)  # type: ignore[arg-type]
     doc = report_to_dict(result, split, str(dataset_dir), spec.dataset_hash)
     atomic_write_text(out, dumps_json(doc))

@@ -33,11 +33,9 @@ import numpy.typing as npt
 from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.errors import OPEInputError
 from batchrl_mtf.ope.config import OPEConfig
-from batchrl_mtf.policy.base import Policy
+from batchrl_mtf.policy.base import LoggingPolicy, Policy
 
 __all__ = [
-    "BEHAVIOR_NAMES",
-    "BehaviorPolicy",
     "Estimate",
     "Estimator",
     "PolicyData",
@@ -54,31 +52,7 @@ logger = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-BEHAVIOR_NAMES = ("behavior", "logged")
-"""Policy arguments that mean "the logging policy itself" (on-policy sanity line)."""
-
 _BOOTSTRAP_CELLS = 4_000_000  # resample counts held in memory at once
-
-
-@dataclass(frozen=True)
-class BehaviorPolicy:
-    """The logging policy: its action at a logged state is the logged action.
-
-    It has no :meth:`act` of its own (it is stochastic and only known through the logs); the
-    estimators recognise it and use the logged actions, importance weights of exactly 1, and
-    SARSA-style FQE targets (next logged action), so every estimator gives the on-policy
-    average of the logged returns (FQE up to fitting error).
-    """
-
-    tasks: tuple[str, ...]
-    name: str = "behavior"
-
-    def act(self, observations: FloatArray) -> FloatArray:
-        """Not available: the logging policy is only known at logged states."""
-        raise OPEInputError(
-            f"policy {self.name!r}: the logging policy has no action for arbitrary states; "
-            "it can only be evaluated on its own logs"
-        )
 
 
 @dataclass(frozen=True)
@@ -138,9 +112,9 @@ class PolicyData:
 
     Attributes:
         data: The evaluated sessions.
-        policy: The evaluated policy.
+        policy: The evaluated policy, or the :class:`~batchrl_mtf.policy.LoggingPolicy` marker.
         gamma: Discount factor used.
-        is_behavior: Whether the policy is the logging policy.
+        is_behavior: Whether the policy is the logging policy (the marker).
         starts: First row of each session, shape (n_sessions,).
         lengths: Requests per session, shape (n_sessions,).
         session: Session index of each row, shape (n,).
@@ -150,17 +124,19 @@ class PolicyData:
         cache: Shared intermediate results (FQE fits, log-weights), keyed by name.
     """
 
-    def __init__(self, data: Transitions, policy: Policy, gamma: float) -> None:
+    def __init__(self, data: Transitions, policy: Policy | LoggingPolicy, gamma: float) -> None:
         self.data = data
         self.policy = policy
         self.gamma = gamma
-        self.is_behavior = isinstance(policy, BehaviorPolicy)
+        self.is_behavior = isinstance(policy, LoggingPolicy)
         starts = np.flatnonzero(np.asarray(data.step) == 0).astype(np.int64)
         self.starts = starts
         self.lengths = np.diff(np.append(starts, len(data))).astype(np.int64)
         self.session = np.repeat(np.arange(len(starts), dtype=np.int64), self.lengths)
         self.t = np.arange(len(data), dtype=np.int64) - starts[self.session]
-        self.policy_actions = data.actions if self.is_behavior else _policy_actions(data, policy)
+        self.policy_actions = (
+            data.actions if isinstance(policy, LoggingPolicy) else _policy_actions(data, policy)
+        )
         self.cache: dict[str, object] = {}
 
     @property
@@ -206,12 +182,15 @@ def _policy_actions(data: Transitions, policy: Policy) -> FloatArray:
     return actions
 
 
-def prepare(data: Transitions, policy: Policy, gamma: float | None = None) -> PolicyData:
+def prepare(
+    data: Transitions, policy: Policy | LoggingPolicy, gamma: float | None = None
+) -> PolicyData:
     """Validate a dataset split and a policy for evaluation.
 
     Args:
         data: The sessions to evaluate on (for example ``load_dataset(d).select("test")``).
-        policy: A :class:`~batchrl_mtf.policy.base.Policy` or :class:`BehaviorPolicy`.
+        policy: A :class:`~batchrl_mtf.policy.Policy`, or the
+            :class:`~batchrl_mtf.policy.LoggingPolicy` marker for the logging policy itself.
         gamma: Discount factor; ``None`` = the dataset's.
 
     Raises:
@@ -343,7 +322,7 @@ class Estimator(ABC):
     def estimate(
         self,
         data: Transitions | PolicyData,
-        policy: Policy | None = None,
+        policy: Policy | LoggingPolicy | None = None,
         gamma: float | None = None,
     ) -> Estimate:
         """Estimate the value of ``policy`` on ``data``.

@@ -30,7 +30,7 @@ from batchrl_mtf.ope.config import OPEConfig
 from batchrl_mtf.ope.dr import DR, WDR
 from batchrl_mtf.ope.fqe import CFQE, FQE
 from batchrl_mtf.ope.importance import PDIS, WPDIS, bandwidth_for
-from batchrl_mtf.policy.base import Policy
+from batchrl_mtf.policy.base import LoggingPolicy, Policy
 
 __all__ = [
     "ESS_GUARDED",
@@ -208,7 +208,7 @@ def recommend(
 
 
 def evaluate_policies(
-    data: Transitions, policies: Sequence[Policy], config: OPEConfig | None = None
+    data: Transitions, policies: Sequence[Policy | LoggingPolicy], config: OPEConfig | None = None
 ) -> OPEResult:
     """Estimate the value of each policy with each of ``config.estimators``.
 
@@ -217,7 +217,8 @@ def evaluate_policies(
 
     Args:
         data: The sessions to evaluate on (typically the held-out ``test`` split).
-        policies: Policies (``BehaviorPolicy`` for the logging policy itself).
+        policies: Policies (the :class:`~batchrl_mtf.policy.LoggingPolicy` marker for the
+            logging policy itself: the on-policy average).
         config: Estimators and their settings.
 
     Raises:
@@ -274,7 +275,7 @@ def evaluate_policies(
 
 
 def estimate_policy_value(
-    policy: Policy, data: Transitions, config: OPEConfig | None = None
+    policy: Policy | LoggingPolicy, data: Transitions, config: OPEConfig | None = None
 ) -> Recommended:
     """The recommended offline estimate of one policy on a dataset's held-out sessions.
 

@@ -18,10 +18,9 @@ from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.errors import ConfigError, PolicyError
 from batchrl_mtf.export import logged_centre
 from batchrl_mtf.pipeline.config import IMPORTANCE_WEIGHTED, PipelineConfig
-from batchrl_mtf.pipeline.glue import NamedPolicy
 from batchrl_mtf.pipeline.stage import StageRecord
 from batchrl_mtf.sim import World, feature_names_of, load_spec
-from batchrl_mtf.training import load_policy
+from batchrl_mtf.training import TrainedPolicy, load_policy
 
 __all__ = [
     "Context",
@@ -76,11 +75,11 @@ class Context:
         return self._cache[key]
 
 
-def load_trained(ctx: Context, algo: str) -> Any:
+def load_trained(ctx: Context, algo: str) -> TrainedPolicy:
     """The trained policy ``algo`` of this run, named ``algo``."""
 
     data = ctx.dataset()
-    return NamedPolicy(load_policy(ctx.folder(f"train:{algo}"), spec=data.spec), algo)
+    return load_policy(ctx.folder(f"train:{algo}"), spec=data.spec).renamed(algo)
 
 
 def production_weights(ctx: Context) -> tuple[tuple[float, ...], str]:

@@ -26,7 +26,7 @@ from batchrl_mtf.core.io import (
     hash_files,
 )
 from batchrl_mtf.data.build import build_dataset
-from batchrl_mtf.ope import BehaviorPolicy, best_constant, best_constant_table, report_to_dict
+from batchrl_mtf.ope import best_constant, best_constant_table, report_to_dict
 from batchrl_mtf.pipeline.config import IMPORTANCE_WEIGHTED, PipelineConfig
 from batchrl_mtf.pipeline.context import (
     Context,
@@ -36,13 +36,19 @@ from batchrl_mtf.pipeline.context import (
     ope_config,
     production_weights,
 )
-from batchrl_mtf.pipeline.evaluation import evaluate_each, export_table, paired_vs, save_rollouts
-from batchrl_mtf.pipeline.glue import npz_bytes, rollout
+from batchrl_mtf.pipeline.evaluation import (
+    evaluate_each,
+    paired_vs,
+    save_rollouts,
+    save_weights,
+    write_export,
+)
+from batchrl_mtf.pipeline.glue import load_npz, npz_bytes, rollout_arrays, truth_summary
 from batchrl_mtf.pipeline.report import write_report
 from batchrl_mtf.pipeline.stage import Stage, input_hash
-from batchrl_mtf.policy import ConstantPolicy
-from batchrl_mtf.resolve import resolve_policy, resolve_sim_policy
-from batchrl_mtf.sim import load_spec, run_sessions
+from batchrl_mtf.policy import ConstantPolicy, LoggingPolicy, Policy
+from batchrl_mtf.resolve import resolve_ope_policy, resolve_sim_policy
+from batchrl_mtf.sim import load_spec, run_sessions, true_value
 from batchrl_mtf.training import train
 
 __all__ = ["Context", "plan"]
@@ -215,11 +221,9 @@ def _evaluate_stage(ctx: Context) -> Stage:
             "production": {"weights": list(prod), "source": prod_source},
             "estimators": list(ope.estimators),
         }
-        policies: list[Any] = []
+        policies: list[Policy | LoggingPolicy] = []
         for p in ev.policies:
-            if p == "behavior":
-                policies.append(BehaviorPolicy(tasks, name="behavior"))
-            elif p == "production":
+            if p == "production":
                 policies.append(ConstantPolicy(prod, tasks, name="production"))
             elif p == "best-constant":
                 est = ev.best_constant_estimator
@@ -247,9 +251,11 @@ def _evaluate_stage(ctx: Context) -> Stage:
                 }
                 policies.append(ConstantPolicy(best.weights, tasks, name="best-constant"))
             else:
-                policies.append(resolve_policy(p, tasks, spec.feature_names))
-        policies.extend(load_trained(ctx, a) for a in algos)
+                policies.append(resolve_ope_policy(p, tasks, spec.feature_names))
+        trained = [load_trained(ctx, a) for a in algos]
+        policies.extend(trained)
         result, per_session = evaluate_each(data, policies, ope, ctx.progress)
+        save_weights(folder, data, trained)
         doc = report_to_dict(result, ev.split, str(ctx.folder("dataset")), spec.dataset_hash)
         atomic_write_text(folder / "ope.json", dumps_json(doc))
 
@@ -262,7 +268,12 @@ def _evaluate_stage(ctx: Context) -> Stage:
         return hash_files(files), {"ranking": list(result.ranking)}
 
     return Stage(
-        "evaluate", folder, 1, inputs, run, ("ope.json", "per_session.npz", "summary.json")
+        "evaluate",
+        folder,
+        1,
+        inputs,
+        run,
+        ("ope.json", "per_session.npz", "summary.json", "weights.npz"),
     )
 
 
@@ -327,7 +338,7 @@ def _truth_stage(ctx: Context) -> Stage:
         world = ctx.world(env)
         check_env_fits(ctx, world, env)
         old = _json(folder / "values.json") if (folder / "values.json").is_file() else {}
-        old_arrays = _load_npz(folder / "rollouts.npz")
+        old_arrays = load_npz(folder / "rollouts.npz")
         values: dict[str, Any] = {}
         arrays: dict[str, np.ndarray] = {}
         todo = _truth_policies(ctx)
@@ -341,13 +352,12 @@ def _truth_stage(ctx: Context) -> Stage:
                 arrays.update({k: v for k, v in old_arrays.items() if k.endswith(f"|{name}")})
                 reused += 1
                 continue
-            res = rollout(
+            res = true_value(
                 world, _make_sim_policy(ctx, world, name, identity), truth.sessions, truth.seed
             )
-            values[name] = {"key": key, **res.summary}
-            arrays.update(_rollout_arrays(name, res))
-            r = res.summary["return"]
-            logger.info("true value of %s: %.3f", name, r["mean"])  # type: ignore[index]
+            values[name] = {"key": key, **truth_summary(res)}
+            arrays.update(rollout_arrays(name, res))
+            logger.info("true value of %s: %.3f", name, res.mean)
         doc = {
             "env": env,
             "sessions": truth.sessions,
@@ -360,20 +370,6 @@ def _truth_stage(ctx: Context) -> Stage:
         return hash_files([folder / "values.json"]), {"reused": reused, "rolled_out": len(todo)}
 
     return Stage("truth", folder, 1, inputs, run, ("values.json", "rollouts.npz"))
-
-
-def _rollout_arrays(name: str, res: Any) -> dict[str, np.ndarray]:
-    out = {f"returns|{name}": res.returns, f"segment|{name}": res.segment}
-    for seg, sample in res.samples.items():
-        out[f"weights|{seg}|{name}"] = sample
-    return out
-
-
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        return {}
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
 
 
 def _progress(items: list[Any], show: bool, desc: str) -> Any:
@@ -404,11 +400,16 @@ def _export_stage(ctx: Context) -> Stage:
 
     def run() -> tuple[str, dict[str, Any]]:
 
-        summary = export_table(ctx, folder, algo)
+        summary = write_export(ctx, folder, algo)
         return hash_files([folder / "weight_table.json"]), summary
 
     return Stage(
-        "export", folder, 1, inputs, run, ("weight_table.json", "weight_table.csv", "fidelity.json")
+        "export",
+        folder,
+        1,
+        inputs,
+        run,
+        ("weight_table.json", "weight_table.csv", "fidelity.json", "weights.npz", "weights.json"),
     )
 
 

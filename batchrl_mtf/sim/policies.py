@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -69,8 +69,18 @@ class PolicyContext:
     rng: np.random.Generator
 
 
+@runtime_checkable
 class SimPolicy(Protocol):
-    """A policy the simulator can run: weights and (for stochastic ones) their log-density."""
+    """A policy the simulator can run: a :class:`~batchrl_mtf.policy.Policy` plus sampling.
+
+    Where a :class:`~batchrl_mtf.policy.Policy` maps states to weights, a simulator policy may
+    also sample them (the logging policies ``action-noise``, ``random``, ``mixed``; a weight table
+    with an exploration block) and then returns their exact log-density, the logs'
+    ``behavior_logp``; it also sees the :class:`PolicyContext` (user ids, the hidden segment, the
+    random source). A deterministic :class:`~batchrl_mtf.policy.Policy` runs as a
+    :class:`FixedPolicy`; :func:`batchrl_mtf.resolve.resolve_sim_policy` makes either from an
+    argument.
+    """
 
     @property
     def name(self) -> str:
@@ -204,7 +214,13 @@ class MixedPolicy:
 
 @dataclass(frozen=True)
 class FixedPolicy:
-    """A deterministic :class:`batchrl_mtf.policy.base.Policy` (constant, table, trained)."""
+    """A :class:`batchrl_mtf.policy.Policy` (constant, table, trained) run by the simulator.
+
+    It never samples: the weights are the policy's, ``behavior_logp`` is ``None``.
+
+    Attributes:
+        policy: The wrapped policy.
+    """
 
     policy: Policy
 
@@ -325,7 +341,7 @@ def make_policy(
         tf = policy.table.fusion  # type: ignore[attr-defined]
         if tf != fusion:
             raise PolicyError(
-                f"{arg}: table fusion {tf.describe(tasks)} differs from the environment's "
+                f"{policy.name}: table fusion {tf.describe(tasks)} differs from the environment's "
                 f"{fusion.describe(tasks)}"
             )
     if (

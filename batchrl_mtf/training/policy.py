@@ -78,6 +78,10 @@ class TrainedPolicy:
         """Upper weight bounds, shape (n_tasks,)."""
         return self._high.copy()
 
+    def renamed(self, name: str) -> TrainedPolicy:
+        """The same networks shown as ``name`` (``bcq`` instead of its directory)."""
+        return TrainedPolicy(self.algo, self.spec, name, self.manifest)
+
     def check(self, other: DatasetSpec | FeatureSpec | Sequence[str], source: str) -> None:
         """Raise :class:`PolicyError` unless ``other`` matches the training features and tasks."""
         check_feature_spec(self.spec, other, self._name, source)

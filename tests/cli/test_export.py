@@ -1,4 +1,5 @@
-"""Tests of ``batchrl-mtf export`` (weight tables), with the dataset and policy loaders faked."""
+"""Tests of ``batchrl-mtf export`` (weight tables), with the dataset and policy loaders, OPE and
+the simulator faked (``tests/export/test_workflow.py`` runs the real ones)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import numpy as np
@@ -16,6 +18,7 @@ from click.testing import CliRunner
 from batchrl_mtf.cli import export as export_cli
 from batchrl_mtf.cli import main
 from batchrl_mtf.data.formats import load_dataset
+from batchrl_mtf.export import workflow
 from batchrl_mtf.serving import Fusion, WeightTable
 from tests.logs_factory import make_logs
 
@@ -39,6 +42,33 @@ class FakeData:
     actions: np.ndarray
     spec: Any = FakeSpec()
 
+    @property
+    def split(self) -> np.ndarray:
+        return np.full(len(self.observations), "test")
+
+    def select(self, split: str) -> FakeData:
+        return self
+
+
+def _value(policy: Any) -> float:
+    """The faked value of a policy: 2.0 for the network, 1.75 for its table."""
+    return 2.0 if isinstance(policy, FakePolicy) else 1.75
+
+
+def fake_evaluate(data: Any, policies: list[Any], config: Any) -> Any:
+    return SimpleNamespace(
+        policies=[
+            SimpleNamespace(
+                name=p.name, recommended=SimpleNamespace(estimator="fqe", value=_value(p))
+            )
+            for p in policies
+        ]
+    )
+
+
+def fake_true_value(world: Any, policy: Any, sessions: int, seed: int) -> Any:
+    return SimpleNamespace(mean=_value(policy))
+
 
 class FakePolicy:
     name = "fake"
@@ -58,7 +88,8 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Path, Path, F
     )
     data = FakeData(obs, np.tile([1.5, 0.2, 0.2], (n, 1)))
     monkeypatch.setattr(export_cli, "_load_inputs", lambda p, d: (FakePolicy(), data))
-    monkeypatch.setattr(export_cli, "_hook", lambda module, name: None)
+    monkeypatch.setattr(workflow, "evaluate_policies", fake_evaluate)
+    monkeypatch.setattr(workflow, "true_value", fake_true_value)
     (tmp_path / "policy").mkdir()
     (tmp_path / "ds").mkdir()
     return tmp_path / "policy", tmp_path / "ds", data
@@ -92,7 +123,8 @@ def test_export_table_writes_json_csv_and_report(
     meta: Any = table.meta
     assert meta["policy"] == str(policy_dir)
     assert meta["dataset_hash"] == "sha256:abc"
-    assert meta["ope"] is None
+    assert meta["ope"] == {"source": "ope:fqe", "network": 2.0, "table": 1.75, "value_lost": 0.25}
+    assert meta["fidelity"]["true"] is None  # no --env
     gap = meta["fidelity"]["action_gap"]
     assert 0 < gap["mean_abs_scaled"] < 0.2
     assert "action gap (table vs network)" in result.output
@@ -102,14 +134,9 @@ def test_export_table_writes_json_csv_and_report(
 
 
 def test_export_reports_offline_and_true_values(
-    fake: tuple[Path, Path, FakeData], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake: tuple[Path, Path, FakeData], tmp_path: Path
 ) -> None:
     policy_dir, ds_dir, _ = fake
-
-    def value(*args: Any, **kwargs: Any) -> float:  # (policy, data) or (env_spec, policy, seed=)
-        return 2.0 if any(isinstance(a, FakePolicy) for a in args) else 1.75
-
-    monkeypatch.setattr(export_cli, "_hook", lambda module, name: value)
     out = tmp_path / "t.json"
     result = run(
         str(policy_dir), "--dataset", str(ds_dir), "--keys", "auto", "--n-keys", "1",
@@ -191,7 +218,7 @@ def test_network_export_without_training_is_a_clear_error(
         main, ["export", str(policy_dir), "--format", "onnx", "--out", str(tmp_path / "p.onnx")]
     )
     assert result.exit_code == 2
-    assert "training is not available" in result.output
+    assert "not a policy directory (missing policy.json)" in result.output
 
 
 def test_help_lists_the_flags() -> None:

@@ -21,7 +21,6 @@ from batchrl_mtf.ope import (
     PDIS,
     WDR,
     WPDIS,
-    BehaviorPolicy,
     Estimate,
     OPEConfig,
     best_constant,
@@ -36,7 +35,7 @@ from batchrl_mtf.ope import (
 from batchrl_mtf.ope.base import fit_standard_error, widen_ci
 from batchrl_mtf.ope.fqe import QValues, q_cache_key
 from batchrl_mtf.ope.kernel import log_kernel_ratio
-from batchrl_mtf.policy.base import ConstantPolicy
+from batchrl_mtf.policy.base import ConstantPolicy, LoggingPolicy
 
 # h = 1/sqrt(2 pi): a 1-task Gaussian kernel is exactly 1 at distance 0
 H_UNIT = 1.0 / math.sqrt(2.0 * math.pi)
@@ -183,7 +182,7 @@ def test_behavior_policy_gives_on_policy_average(estimator: type) -> None:
     data = make_data(ONPOLICY, gamma=gamma)
     expected = np.mean([sum(gamma**t * s[t][2] for t in range(len(s))) for s in ONPOLICY])
     cfg = OPEConfig(n_bootstrap=0, fqe_n_steps=5)
-    est = estimator(cfg).estimate(data, BehaviorPolicy(("a",)))
+    est = estimator(cfg).estimate(data, LoggingPolicy(("a",)))
     assert est.value == pytest.approx(expected, abs=1e-9)
     assert est.ess == pytest.approx(3.0)
 
@@ -228,7 +227,7 @@ def test_cfqe_is_below_fqe_far_from_data() -> None:
 
 def test_behavior_fqe_is_close_to_on_policy_average() -> None:
     data = _one_step_data(800, 3)
-    est = FQE(FAST_FQE).estimate(data, BehaviorPolicy(("a",)))
+    est = FQE(FAST_FQE).estimate(data, LoggingPolicy(("a",)))
     assert est.value == pytest.approx(float(data.rewards.mean()), abs=0.15)
 
 
@@ -341,7 +340,7 @@ def test_evaluate_policies_ranks_by_recommended_value() -> None:
     data = make_data(TINY)
     cfg = OPEConfig(estimators=("pdis", "wpdis"), n_bootstrap=10, bandwidth=H_UNIT)
     far = ConstantPolicy((0.9,), ("a",), name="far")
-    res = evaluate_policies(data, [far, POLICY, BehaviorPolicy(("a",))], cfg)
+    res = evaluate_policies(data, [far, POLICY, LoggingPolicy(("a",))], cfg)
     assert res.ranking == ("behavior", "constant:0.5", "far")
     assert [p.name for p in res.policies] == ["far", "constant:0.5", "behavior"]
     with pytest.raises(OPEInputError, match="distinct names"):

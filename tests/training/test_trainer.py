@@ -332,3 +332,14 @@ def test_env_with_other_tasks_is_a_clear_error(data: Transitions, tmp_path: Path
     pytest.importorskip("batchrl_mtf.sim.runner")
     with pytest.raises(PolicyError, match=r"--env short_video: task mismatch"):
         train(data, tmp_path / "p", tiny(algo="bc", env="short_video"))
+
+
+def test_trained_policy_renamed_keeps_its_networks(data: Transitions, trained: Path) -> None:
+    policy = load_policy(trained)
+    shown = policy.renamed("bc")
+    assert shown.name == "bc" and policy.name == str(trained)
+    assert type(shown) is type(policy) and shown.algo is policy.algo
+    assert shown.feature_names == policy.feature_names and shown.tasks == policy.tasks
+    assert shown.manifest == policy.manifest
+    obs = data.observations[:8]
+    np.testing.assert_array_equal(shown.act(obs), policy.act(obs))
