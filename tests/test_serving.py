@@ -329,7 +329,7 @@ def test_every_validation_rule(edit: Callable[[dict[str, Any]], None], match: st
         ("[]", "table: expected an object"),
         (
             json.dumps(table_doc()).replace("1.1", "NaN"),
-            r"rows\[0\].weights.w_click: expected a fin",
+            r"not valid JSON \(NaN is not JSON",
         ),
     ],
 )
