@@ -27,6 +27,7 @@ IntArray = npt.NDArray[np.int64]
 
 _NUMBER_TYPES = frozenset({int, float, np.float64, np.float32, np.int64, np.int32})
 _INT_TYPES = frozenset({int, np.int64, np.int32})
+_MAX_SUPPORT = (1 << 63) - 1
 
 
 class Grid:
@@ -154,7 +155,7 @@ def build_grid(
             bad |= ~(np.isfinite(w) & (w >= low) & (w <= high)).all(axis=1)
             sup = list(map(_SUPPORT, rows))
             types = set(map(type, sup))
-            ok = types <= _INT_TYPES
+            ok = types <= _INT_TYPES and max(sup) <= _MAX_SUPPORT
             plain = plain and types == {int}
         if ok:
             bad |= np.array(sup, dtype=np.int64) < 0
@@ -245,12 +246,9 @@ def _check_row(
     if not isinstance(row, TableRow):
         raise ExportError(f"{where}: expected a TableRow, found {type(row).__name__}")
     check_weights(row.weights, tasks, low, high, f"{where}.weights")
-    if (
-        isinstance(row.support, bool)
-        or not isinstance(row.support, (int, np.integer))
-        or row.support < 0
-    ):
-        raise ExportError(f"{where}.support: expected an integer >= 0, found {show(row.support)}")
+    s = row.support
+    if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 0 <= s <= _MAX_SUPPORT:
+        raise ExportError(f"{where}.support: expected an integer >= 0 (int64), found {show(s)}")
     if not isinstance(row.bounds, (tuple, list)) or len(row.bounds) != len(keys):
         n = len(row.bounds) if isinstance(row.bounds, (tuple, list)) else type(row.bounds).__name__
         raise ExportError(f"{where}.bounds: expected one bound per key ({len(keys)}), found {n}")

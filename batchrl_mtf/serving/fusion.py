@@ -89,6 +89,8 @@ def fuse(
         scores = cast(FloatArray, np.matmul(x, w[:, :, None])[:, :, 0])
     if nan.any():  # NaN policy: any missing prediction makes the candidate's score NaN
         scores[nan.any(axis=-1)] = np.nan
+    if np.isinf(scores).any():
+        raise ExportError("fuse: a score overflows a double (weights times predictions too large)")
     return scores
 
 
