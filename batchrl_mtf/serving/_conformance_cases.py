@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,7 @@ def _table(
     tasks: list[str],
     keys: list[tuple[str, list[float]]],
     default: list[float],
-    rows: list[tuple[dict[str, list[float | None]], list[float], int]],
+    rows: Sequence[tuple[Any, list[float], int]],
     formula: str = "logsum",
     beta: list[float] | None = None,
     bounds: tuple[float, float] | None = (0.0, 2.0),
@@ -62,11 +62,15 @@ def _table(
     return doc
 
 
-def _preds(rng: np.random.Generator, tasks: list[str], n: int, lo: float = 0.0, hi: float = 1.0) -> dict[str, list[float]]:
+def _preds(
+    rng: np.random.Generator, tasks: list[str], n: int, lo: float = 0.0, hi: float = 1.0
+) -> dict[str, list[float]]:
     return {t: [float(x) for x in rng.uniform(lo, hi, n)] for t in tasks}
 
 
-def _req(features: dict[str, float | None], preds: dict[str, list[Any]], **extra: Any) -> dict[str, Any]:
+def _req(
+    features: dict[str, float | None], preds: dict[str, list[Any]], **extra: Any
+) -> dict[str, Any]:
     return {"features": features, "preds": preds, **extra}
 
 
@@ -87,7 +91,10 @@ def _grid_table(rng: np.random.Generator, n_keys: int, tasks: list[str], name: s
         hi = list(cell)
         for j in range(n_keys):
             while hi[j] + 1 < shape[j] and rng.uniform() < 0.4:
-                box = tuple(slice(c, h + 1) for c, h in zip(cell, [*hi[:j], hi[j] + 1, *hi[j + 1 :]], strict=True))
+                box = tuple(
+                    slice(c, h + 1)
+                    for c, h in zip(cell, [*hi[:j], hi[j] + 1, *hi[j + 1 :]], strict=True)
+                )
                 if taken[box].any():
                     break
                 hi[j] += 1
@@ -100,11 +107,17 @@ def _grid_table(rng: np.random.Generator, n_keys: int, tasks: list[str], name: s
             lo_v = None if cell[j] == 0 else edges[cell[j] - 1]
             hi_v = None if hi[j] + 1 >= shape[j] else edges[hi[j]]
             bounds[kname] = [lo_v, hi_v]
-        rows.append((bounds, [round(float(x), 6) for x in rng.uniform(0, 2, len(tasks))], int(rng.integers(0, 500))))
+        rows.append(
+            (
+                bounds,
+                [round(float(x), 6) for x in rng.uniform(0, 2, len(tasks))],
+                int(rng.integers(0, 500)),
+            )
+        )
     beta = [float(b) for b in rng.choice([0.1, 0.01, 0.5, 1e-6], len(tasks))]
     table = _table(tasks, keys, [1.0] * len(tasks), rows, beta=beta)
     requests = []
-    for i in range(40):
+    for _ in range(40):
         feats: dict[str, float | None] = {}
         for kname, edges in keys:
             u = rng.uniform()
@@ -116,7 +129,9 @@ def _grid_table(rng: np.random.Generator, n_keys: int, tasks: list[str], name: s
                 feats[kname] = float(rng.normal(0, 1.5))
         feats["unused_feature"] = 123.0
         requests.append(_req(feats, _preds(rng, tasks, int(rng.integers(0, 12)))))
-    return Case(name, f"{n_keys} keys, random boxes of cells, states on edges and NaN", table, requests)
+    return Case(
+        name, f"{n_keys} keys, random boxes of cells, states on edges and NaN", table, requests
+    )
 
 
 def _valid_cases() -> list[Case]:
@@ -155,7 +170,20 @@ def _valid_cases() -> list[Case]:
         ({"x": [0.5, 2.0]}, [1.9, 0.0, 2.0], 30),
         ({"x": [2.0, None]}, [0.6, 0.7, 0.8], 40),
     ]
-    xs: list[float | None] = [-1e300, -1.0000000000000002, -1.0, -0.5, 0.0, -0.0, 0.49999999999999994, 0.5, 1.0, 2.0, 1e300, None]
+    xs: list[float | None] = [
+        -1e300,
+        -1.0000000000000002,
+        -1.0,
+        -0.5,
+        0.0,
+        -0.0,
+        0.49999999999999994,
+        0.5,
+        1.0,
+        2.0,
+        1e300,
+        None,
+    ]
     cases.append(
         Case(
             "keys1_edges",
@@ -180,7 +208,9 @@ def _valid_cases() -> list[Case]:
         Case(
             "keys2_no_action_bounds",
             "two keys, no action_bounds (optional: weights unbounded), boxes over several cells",
-            _table(t2, [("u", [-0.4, 0.3, 1.0]), ("d", [2.0, 5.0])], [1.5, 0.2], rows2, bounds=None),
+            _table(
+                t2, [("u", [-0.4, 0.3, 1.0]), ("d", [2.0, 5.0])], [1.5, 0.2], rows2, bounds=None
+            ),
             reqs2,
         )
     )
@@ -193,9 +223,22 @@ def _valid_cases() -> list[Case]:
         Case(
             "extreme_predictions",
             "p in {0, 1, denormal, 1e-300, ...}, beta down to 1e-300, weights up to +-50",
-            _table(t4, [], [50.0, -50.0, 0.001, -0.001], [], beta=[1e-300, 1e-12, 1e-3, 1e3], bounds=(-50.0, 50.0)),
+            _table(
+                t4,
+                [],
+                [50.0, -50.0, 0.001, -0.001],
+                [],
+                beta=[1e-300, 1e-12, 1e-3, 1e3],
+                bounds=(-50.0, 50.0),
+            ),
             [
-                _req({}, {t: [extreme[(i + j) % len(extreme)] for i in range(len(extreme))] for j, t in enumerate(t4)}),
+                _req(
+                    {},
+                    {
+                        t: [extreme[(i + j) % len(extreme)] for i in range(len(extreme))]
+                        for j, t in enumerate(t4)
+                    },
+                ),
                 _req({}, {t: list(reversed(extreme)) for t in t4}),
                 _req({}, {t: [0.0] * 3 for t in t4}),
             ],
@@ -209,7 +252,14 @@ def _valid_cases() -> list[Case]:
             _table(t3, [], [1.0, 1.0, 1.0], []),
             [
                 _req({}, {t: [0.3, 0.3, 0.3, 0.3] for t in t3}),
-                _req({}, {"click": [0.3, None, 0.9, 0.3, None], "like": [0.1, 0.1, 0.1, 0.1, 0.2], "share": [0.2, 0.2, None, 0.2, 0.2]}),
+                _req(
+                    {},
+                    {
+                        "click": [0.3, None, 0.9, 0.3, None],
+                        "like": [0.1, 0.1, 0.1, 0.1, 0.2],
+                        "share": [0.2, 0.2, None, 0.2, 0.2],
+                    },
+                ),
                 _req({}, {t: [None, None] for t in t3}),
             ],
         )
@@ -220,9 +270,27 @@ def _valid_cases() -> list[Case]:
         ({"x": [0.0, None]}, [1.0, 0.0, 2.0], 2),
     ]
     for name, dist, scale, bounds, about in [
-        ("explore_gaussian", "gaussian", [0.3, 0.5, 0.2], (0.0, 2.0), "truncated Gaussian: rejection consumes draws"),
-        ("explore_gaussian_unbounded", "gaussian", [0.3, 0.5, 0.2], None, "Gaussian without action_bounds: no truncation"),
-        ("explore_uniform", "uniform", [0.3, 0.5, 0.2], (0.0, 2.0), "uniform window clipped to the bounds"),
+        (
+            "explore_gaussian",
+            "gaussian",
+            [0.3, 0.5, 0.2],
+            (0.0, 2.0),
+            "truncated Gaussian: rejection consumes draws",
+        ),
+        (
+            "explore_gaussian_unbounded",
+            "gaussian",
+            [0.3, 0.5, 0.2],
+            None,
+            "Gaussian without action_bounds: no truncation",
+        ),
+        (
+            "explore_uniform",
+            "uniform",
+            [0.3, 0.5, 0.2],
+            (0.0, 2.0),
+            "uniform window clipped to the bounds",
+        ),
     ]:
         reqs = []
         for i in range(24):
@@ -236,7 +304,21 @@ def _valid_cases() -> list[Case]:
                 if i == 0:
                     draws = [0.0, 0.0, 0.0]
             reqs.append(_req({"x": x}, _preds(rng, t3, 5), draws=draws))
-        cases.append(Case(name, about, _table(t3, [("x", [0.0])], [1.0, 1.0, 1.0], rows_e, bounds=bounds, exploration=(dist, scale)), reqs))
+        cases.append(
+            Case(
+                name,
+                about,
+                _table(
+                    t3,
+                    [("x", [0.0])],
+                    [1.0, 1.0, 1.0],
+                    rows_e,
+                    bounds=bounds,
+                    exploration=(dist, scale),
+                ),
+                reqs,
+            )
+        )
     # The bench shape: 1,000 candidates x 8 tasks, 2 keys.
     t8 = [f"task{i}" for i in range(8)]
     e_u = [round(float(x), 4) for x in np.linspace(-2, 2, 9)]
@@ -253,7 +335,14 @@ def _valid_cases() -> list[Case]:
         _req({"u": float(rng.normal()), "d": float(rng.integers(0, 10))}, _preds(rng, t8, 1000))
         for _ in range(3)
     ]
-    cases.append(Case("bench_1000x8", "1,000 candidates x 8 tasks", _table(t8, [("u", e_u), ("d", e_d)], [1.0] * 8, rows8), reqs8))
+    cases.append(
+        Case(
+            "bench_1000x8",
+            "1,000 candidates x 8 tasks",
+            _table(t8, [("u", e_u), ("d", e_d)], [1.0] * 8, rows8),
+            reqs8,
+        )
+    )
     # Requests a port must refuse (one error line each; the rest still answered).
     base = _table(t3, [("x", [0.0])], [1.0, 1.0, 1.0], rows_e)
     good = _preds(rng, t3, 3)
@@ -276,7 +365,14 @@ def _valid_cases() -> list[Case]:
         "not json at all",
         _req({"x": 0.5}, good),
     ]
-    cases.append(Case("bad_requests", "requests a port must answer with an error line (then exit 2)", base, bad_requests))
+    cases.append(
+        Case(
+            "bad_requests",
+            "requests a port must answer with an error line (then exit 2)",
+            base,
+            bad_requests,
+        )
+    )
     return cases
 
 
@@ -320,10 +416,11 @@ _DELETE = object()
 def _too_many_cells() -> Doc:
     """Two keys of 2,048 edges each: 2,049^2 cells > MAX_CELLS (checked before the rows)."""
     doc = _base_doc()
-    side = int(math.isqrt(MAX_CELLS)) + 1
+    side = math.isqrt(MAX_CELLS) + 1
     for key in doc["keys"]:
         key["edges"] = [float(i) for i in range(side)]
     return doc
+
 
 INVALID_DOCS: list[tuple[str, str, Callable[[], Doc]]] = [
     ("format_tag", "another format tag", _edit("format", "batchrl-mtf/weight-table@2")),
@@ -358,14 +455,26 @@ INVALID_DOCS: list[tuple[str, str, Callable[[], Doc]]] = [
     ("default_text", "default weight as a string", _edit("default.w_like", "1")),
     ("default_bool", "default weight as a boolean", _edit("default.w_like", True)),
     ("row_weights_extra", "row weights with another task", _edit("rows.1.weights.w_x", 1.0)),
-    ("row_weight_bounds", "row weight outside the action bounds", _edit("rows.2.weights.w_like", -0.1)),
+    (
+        "row_weight_bounds",
+        "row weight outside the action bounds",
+        _edit("rows.2.weights.w_like", -0.1),
+    ),
     ("row_weight_null", "row weight null", _edit("rows.0.weights.w_click", None)),
     ("row_bounds_key", "row bounds miss a key", _edit("rows.0.bounds.session_depth", _DELETE)),
-    ("row_bound_off_edge", "a bound that is not an edge", _edit("rows.0.bounds.u_activity", [None, 0.0])),
+    (
+        "row_bound_off_edge",
+        "a bound that is not an edge",
+        _edit("rows.0.bounds.u_activity", [None, 0.0]),
+    ),
     ("row_bound_order", "bound lo > hi", _edit("rows.0.bounds.u_activity", [0.3, -0.4])),
     ("row_bound_empty", "bound lo = hi", _edit("rows.0.bounds.u_activity", [0.3, 0.3])),
     ("row_bound_text", "a bound that is a string", _edit("rows.0.bounds.u_activity", ["a", None])),
-    ("row_bound_shape", "a bound with three numbers", _edit("rows.0.bounds.u_activity", [None, -0.4, 0.3])),
+    (
+        "row_bound_shape",
+        "a bound with three numbers",
+        _edit("rows.0.bounds.u_activity", [None, -0.4, 0.3]),
+    ),
     ("overlap", "two rows overlap", _edit("rows.2.bounds.u_activity", [0.3, None])),
     ("support_negative", "support < 0", _edit("rows.0.support", -1)),
     ("support_float", "support 2.5", _edit("rows.0.support", 2.5)),
@@ -373,11 +482,29 @@ INVALID_DOCS: list[tuple[str, str, Callable[[], Doc]]] = [
     ("row_field", "an unknown row field", _edit("rows.0.note", "x")),
     ("rows_not_list", "rows is an object", _edit("rows", {})),
     ("row_not_object", "a row that is a list", _edit("rows.1", [1, 2])),
-    ("explore_kind", "unknown exploration distribution", _edit("exploration", {"distribution": "laplace"})),
+    (
+        "explore_kind",
+        "unknown exploration distribution",
+        _edit("exploration", {"distribution": "laplace"}),
+    ),
     ("explore_sigma_zero", "sigma = 0", _edit("exploration.sigma.w_click", 0.0)),
-    ("explore_field", "uniform with sigma", _edit("exploration", {"distribution": "uniform", "sigma": {"w_click": 0.1, "w_longview": 0.1, "w_like": 0.1}})),
+    (
+        "explore_field",
+        "uniform with sigma",
+        _edit(
+            "exploration",
+            {
+                "distribution": "uniform",
+                "sigma": {"w_click": 0.1, "w_longview": 0.1, "w_like": 0.1},
+            },
+        ),
+    ),
     ("meta_list", "meta is a list", _edit("meta", [1])),
-    ("meta_deep", "meta nested 70 levels deep", _edit("meta", json.loads('{"a": ' * 70 + "1" + "}" * 70))),
+    (
+        "meta_deep",
+        "meta nested 70 levels deep",
+        _edit("meta", json.loads('{"a": ' * 70 + "1" + "}" * 70)),
+    ),
     ("top_level_list", "the file is a list", lambda: [_base_doc()]),  # type: ignore[list-item, return-value]
 ]
 
@@ -395,23 +522,67 @@ def _replace_first(old: str, new: str) -> Callable[[str], str]:
 
 
 INVALID_TEXTS: list[tuple[str, str, Callable[[], bytes]]] = [
-    ("nan_token", "a NaN token in a weight", _text(_replace_first('"w_click": 1.1', '"w_click": NaN'))),
-    ("infinity_in_meta", "an Infinity token inside meta", _text(_replace_first('"suite": "batchrl-mtf conformance"', '"suite": Infinity'))),
+    (
+        "nan_token",
+        "a NaN token in a weight",
+        _text(_replace_first('"w_click": 1.1', '"w_click": NaN')),
+    ),
+    (
+        "infinity_in_meta",
+        "an Infinity token inside meta",
+        _text(_replace_first('"suite": "batchrl-mtf conformance"', '"suite": Infinity')),
+    ),
     ("minus_infinity", "-Infinity as an edge", _text(_replace_first("-0.4,", "-Infinity,"))),
-    ("overflow_in_meta", "1e999 inside meta (overflows a double)", _text(_replace_first('"suite": "batchrl-mtf conformance"', '"suite": 1e999'))),
-    ("overflow_weight", "1e999 as a weight", _text(_replace_first('"w_click": 1.1', '"w_click": 1e999'))),
-    ("long_integer", "a 5,000-digit integer as support", _text(_replace_first('"support": 12', '"support": ' + "9" * 5000))),
-    ("long_number", "a 200-character number", _text(_replace_first('"w_click": 1.1', '"w_click": 1.' + "1" * 200))),
-    ("deep_nesting", "100,000 nested lists inside meta", _text(_replace_first('"batchrl-mtf conformance"', "[" * 100_000 + "]" * 100_000))),
-    ("duplicate_key", "a key twice in one object", _text(_replace_first('"w_click": 1.1', '"w_click": 1.1, "w_click": 1.2'))),
+    (
+        "overflow_in_meta",
+        "1e999 inside meta (overflows a double)",
+        _text(_replace_first('"suite": "batchrl-mtf conformance"', '"suite": 1e999')),
+    ),
+    (
+        "overflow_weight",
+        "1e999 as a weight",
+        _text(_replace_first('"w_click": 1.1', '"w_click": 1e999')),
+    ),
+    (
+        "long_integer",
+        "a 5,000-digit integer as support",
+        _text(_replace_first('"support": 12', '"support": ' + "9" * 5000)),
+    ),
+    (
+        "long_number",
+        "a 200-character number",
+        _text(_replace_first('"w_click": 1.1', '"w_click": 1.' + "1" * 200)),
+    ),
+    (
+        "deep_nesting",
+        "100,000 nested lists inside meta",
+        _text(_replace_first('"batchrl-mtf conformance"', "[" * 100_000 + "]" * 100_000)),
+    ),
+    (
+        "duplicate_key",
+        "a key twice in one object",
+        _text(_replace_first('"w_click": 1.1', '"w_click": 1.1, "w_click": 1.2')),
+    ),
     ("utf16", "the table saved as UTF-16", lambda: json.dumps(_base_doc()).encode("utf-16")),
-    ("bad_utf8", "an invalid UTF-8 byte inside a string", lambda: json.dumps(_base_doc()).encode("utf-8").replace(b"conformance", b"conf\xffrmance")),
+    (
+        "bad_utf8",
+        "an invalid UTF-8 byte inside a string",
+        lambda: json.dumps(_base_doc()).encode("utf-8").replace(b"conformance", b"conf\xffrmance"),
+    ),
     ("empty", "an empty file", lambda: b""),
     ("trailing_garbage", "text after the JSON value", _text(lambda t: t + " x")),
-    ("trailing_comma", "a trailing comma", _text(_replace_first('"w_click": 1.1', '"w_click": 1.1,'))),
+    (
+        "trailing_comma",
+        "a trailing comma",
+        _text(_replace_first('"w_click": 1.1', '"w_click": 1.1,')),
+    ),
     ("comment", "a // comment", _text(lambda t: "// table\n" + t)),
     ("single_quotes", "a single-quoted string", _text(_replace_first('"gaussian"', "'gaussian'"))),
-    ("leading_zero", "a number with a leading zero", _text(_replace_first('"support": 12', '"support": 012'))),
+    (
+        "leading_zero",
+        "a number with a leading zero",
+        _text(_replace_first('"support": 12', '"support": 012')),
+    ),
     ("truncated", "the file cut in the middle", _text(lambda t: t[: len(t) // 2])),
 ]
 

@@ -155,7 +155,7 @@ def build_grid(
             bad |= ~(np.isfinite(w) & (w >= low) & (w <= high)).all(axis=1)
             sup = list(map(_SUPPORT, rows))
             types = set(map(type, sup))
-            ok = types <= _INT_TYPES and max(sup) <= _MAX_SUPPORT
+            ok = types <= _INT_TYPES and max(cast(list[int], sup)) <= _MAX_SUPPORT
             plain = plain and types == {int}
         if ok:
             bad |= np.array(sup, dtype=np.int64) < 0

@@ -21,6 +21,7 @@ tolerance may come in either order.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -80,7 +81,7 @@ def _expected_error(message: str) -> str:
     if text.startswith(("<", "/", "line ")) or text.split(": ", 1)[0].endswith(".json"):
         text = text.split(": ", 1)[1]
     for prefix in ("not valid JSON", "not UTF-8 text", "nesting"):
-        if text.startswith(prefix) or prefix == "nesting" and "nesting" in text:
+        if text.startswith(prefix) or (prefix == "nesting" and "nesting" in text):
             return prefix
     return text.split(": ", 1)[0] + ": "
 
@@ -92,7 +93,9 @@ def write_suite(out: str | os.PathLike[str]) -> Path:
         ExportError: ``out`` exists, is not empty, and is not a conformance suite.
     """
     root = Path(out)
-    if root.exists() and (not root.is_dir() or (any(root.iterdir()) and not (root / "manifest.json").is_file())):
+    if root.exists() and (
+        not root.is_dir() or (any(root.iterdir()) and not (root / "manifest.json").is_file())
+    ):
         raise ExportError(
             f"--out {root}: exists and is not a conformance suite (no manifest.json); "
             "choose a new or empty directory"
@@ -100,11 +103,16 @@ def write_suite(out: str | os.PathLike[str]) -> Path:
     manifest = _Manifest()
     for case in VALID_CASES:
         table = WeightTable.from_dict(case.table, source=case.name)
-        lines = [json.dumps(r, separators=(",", ":"), allow_nan=False) if not isinstance(r, str) else r for r in case.requests]
+        lines = [
+            json.dumps(r, separators=(",", ":"), allow_nan=False) if not isinstance(r, str) else r
+            for r in case.requests
+        ]
         expected = []
         for number, line in enumerate(lines, start=1):
             try:
-                expected.append(format_response(score_request(table, loads_strict(line, f"line {number}"))))
+                expected.append(
+                    format_response(score_request(table, loads_strict(line, f"line {number}")))
+                )
             except ExportError as exc:
                 expected.append(json.dumps({"error": _expected_error(str(exc))}))
         base = root / "valid" / case.name
@@ -188,7 +196,9 @@ def check_scorer(
         if proc.returncode != want_rc:
             tail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
             failures.append(
-                Failure(name, 0, f"exit status {proc.returncode}, expected {want_rc}: {tail[0][:200]}")
+                Failure(
+                    name, 0, f"exit status {proc.returncode}, expected {want_rc}: {tail[0][:200]}"
+                )
             )
         got = proc.stdout.decode("utf-8", "replace").splitlines()
         if len(got) != len(expected):
@@ -223,7 +233,9 @@ def check_scorer(
     return failures
 
 
-def _run(cmd: list[str], stdin: bytes, timeout_s: float) -> subprocess.CompletedProcess[bytes] | None:
+def _run(
+    cmd: list[str], stdin: bytes, timeout_s: float
+) -> subprocess.CompletedProcess[bytes] | None:
     try:
         return subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
@@ -267,7 +279,7 @@ def _compare(got_line: str, want: dict[str, object], scales: list[float], tol: f
         if w is None:
             if g is not None:
                 out.append(f"scores[{i}] = {g!r}, expected null (a missing prediction)")
-        elif not _close(g, w, tol * max(float(scales[i]), 1e-300)):  # type: ignore[arg-type]
+        elif not _close(g, w, tol * max(float(scales[i]), 1e-300)):
             out.append(f"scores[{i}] = {g!r}, expected {w!r}")
     out.extend(_check_order(got["order"], ws, scales, tol))
     return out
@@ -277,11 +289,13 @@ def _close(got: object, want: float, tol: float) -> bool:
     return isinstance(got, (int, float)) and not isinstance(got, bool) and abs(got - want) <= tol
 
 
-def _check_order(order: object, scores: list[float | None], scales: list[float], tol: float) -> list[str]:
+def _check_order(
+    order: object, scores: list[float | None], scales: list[float], tol: float
+) -> list[str]:
     n = len(scores)
     if not isinstance(order, list) or sorted(order) != list(range(n)):
         return [f"order is not a permutation of 0..{n - 1}: {str(order)[:120]}"]
-    for pos, (a, b) in enumerate(zip(order, order[1:], strict=False)):
+    for pos, (a, b) in enumerate(itertools.pairwise(order)):
         sa, sb = scores[a], scores[b]
         if sa is None or sb is None:
             ok = sb is None and (sa is not None or a < b)
@@ -314,7 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--out", help="write the suite into this directory")
     group.add_argument("--check", help="check a port's score program against this suite")
-    parser.add_argument("scorer", nargs="*", help="with --check: the score command, e.g. serving/bin/score-java")
+    parser.add_argument(
+        "scorer", nargs="*", help="with --check: the score command, e.g. serving/bin/score-java"
+    )
     args = parser.parse_args(argv)
     try:
         if args.out:

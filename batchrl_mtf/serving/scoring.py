@@ -101,7 +101,9 @@ def score_request(table: WeightTable, request: object) -> dict[str, object]:
         if not isinstance(col, list):
             raise ExportError(f"preds.{t}: expected a list, found {show(col)}")
         if n >= 0 and len(col) != n:
-            raise ExportError(f"preds.{t}: expected {n} predictions (as the first task), found {len(col)}")
+            raise ExportError(
+                f"preds.{t}: expected {n} predictions (as the first task), found {len(col)}"
+            )
         n = len(col)
         for i, v in enumerate(col):
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):

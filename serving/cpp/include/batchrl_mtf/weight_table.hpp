@@ -76,6 +76,7 @@ class WeightTable {
 
  private:
   WeightTable() = default;
+  Status fuse_logsum(const double* preds, std::size_t n, const double* w, double* scores) const noexcept;
   std::vector<std::string> tasks_;
   bool logsum_ = true;
   std::vector<double> beta_;
