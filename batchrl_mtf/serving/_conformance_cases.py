@@ -69,7 +69,7 @@ def _preds(
 
 
 def _req(
-    features: dict[str, float | None], preds: dict[str, list[Any]], **extra: Any
+    features: dict[str, Any], preds: dict[str, list[Any]], **extra: Any
 ) -> dict[str, Any]:
     return {"features": features, "preds": preds, **extra}
 
@@ -387,7 +387,7 @@ def _base_doc() -> Doc:
         tasks,
         [("u_activity", [-0.4, 0.3, 1.0]), ("session_depth", [2, 5])],
         [1.5, 0.2, 0.2],
-        rows,  # type: ignore[arg-type]
+        rows,
         exploration=("gaussian", [0.05, 0.05, 0.05]),
     )
 
