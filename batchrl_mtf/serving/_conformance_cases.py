@@ -68,9 +68,7 @@ def _preds(
     return {t: [float(x) for x in rng.uniform(lo, hi, n)] for t in tasks}
 
 
-def _req(
-    features: dict[str, Any], preds: dict[str, list[Any]], **extra: Any
-) -> dict[str, Any]:
+def _req(features: dict[str, Any], preds: dict[str, list[Any]], **extra: Any) -> dict[str, Any]:
     return {"features": features, "preds": preds, **extra}
 
 

@@ -83,10 +83,11 @@ def fuse(
         if not good.all():
             _raise_bad(p, good, "a finite number (or NaN: no prediction)")
         x = p
-    if ok_2d:
-        scores = cast(FloatArray, x @ w)
-    else:
-        scores = cast(FloatArray, np.matmul(x, w[:, :, None])[:, :, 0])
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
+        if ok_2d:
+            scores = cast(FloatArray, x @ w)
+        else:
+            scores = cast(FloatArray, np.matmul(x, w[:, :, None])[:, :, 0])
     if nan.any():  # NaN policy: any missing prediction makes the candidate's score NaN
         scores[nan.any(axis=-1)] = np.nan
     if np.isinf(scores).any():
@@ -103,7 +104,7 @@ def _floats(x: object, name: str) -> FloatArray:
 
 def _raise_bad(p: FloatArray, good: npt.NDArray[np.bool_], expected: str) -> None:
     where = tuple(int(i) for i in np.argwhere(~good)[0])
-    raise ExportError(f"fuse: preds{list(where)}: expected {expected}, found {p[where]!r}")
+    raise ExportError(f"fuse: preds{list(where)}: expected {expected}, found {float(p[where])!r}")
 
 
 def rank(
