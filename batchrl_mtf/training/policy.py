@@ -80,6 +80,7 @@ def deterministic_bcq(algo: Any) -> bool:
 
     impl._sample_repeated_action = sample
     impl._batchrl_fixed_latent = fixed
+    impl._batchrl_sampled_candidates = original  # d3rlpy's own (fresh draws), for comparisons
     return True
 
 

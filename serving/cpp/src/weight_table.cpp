@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -176,10 +177,17 @@ std::string join(const std::vector<std::string>& v) {
   return s + "]";
 }
 
+/** Whether object o has exactly the keys of want (no set built: size, then lookups). */
+bool same_keys(const json& o, const std::vector<std::string>& want) {
+  if (o.size() != want.size()) return false;
+  for (const auto& k : want)
+    if (!o.contains(k)) return false;
+  return true;
+}
+
 std::vector<double> per_weight(const json& x, const std::vector<std::string>& names, const std::string& where) {
   const json& m = obj(x, where);
-  std::set<std::string> want(names.begin(), names.end());
-  if (keys_of(m) != want)
+  if (!same_keys(m, names))
     throw TableError(where + ": expected exactly the keys " + join(names) + " (tasks match weights), found " + show(m));
   std::vector<double> out;
   for (const auto& n : names) {
@@ -355,16 +363,14 @@ WeightTable TableBuilder::build(const json& doc) {
   t.n_rows_ = nr;
   t.weights_.assign((nr + 1) * k, 0.0);
   std::copy(dflt.begin(), dflt.end(), t.weights_.begin() + nr * k);
-  std::set<std::string> key_set(t.key_names_.begin(), t.key_names_.end());
-  static const std::set<std::string> f3 = {"bounds", "weights", "support"}, f2 = {"bounds", "weights"};
+  static const std::vector<std::string> f3 = {"bounds", "weights", "support"}, f2 = {"bounds", "weights"};
   for (std::size_t r = 0; r < nr; ++r) {
     std::string where = "rows[" + std::to_string(r) + "]";
     const json& rd = obj(rows[r], where);
-    auto f = keys_of(rd);
-    if (f != f3 && f != f2)
+    if (!same_keys(rd, f3) && !same_keys(rd, f2))
       throw TableError(where + ": expected fields bounds, weights and (optional) support, found " + show(rd));
     const json& bd = obj(rd["bounds"], where + ".bounds");
-    if (keys_of(bd) != key_set)
+    if (!same_keys(bd, t.key_names_))
       throw TableError(where + ".bounds: expected one bound per key " + join(t.key_names_) + ", found " + show(bd));
     for (const auto& name : t.key_names_) {
       const json& pair = list(bd[name], where + ".bounds." + name);
@@ -485,7 +491,10 @@ __attribute__((target("avx2"))) void log_avx2(double* x, std::size_t n) noexcept
   for (; i + 4 <= n; i += 4) _mm256_storeu_pd(x + i, _ZGVdN4v_log(_mm256_loadu_pd(x + i)));
   for (; i < n; ++i) x[i] = std::log(x[i]);
 }
-const bool kHaveAvx2 = __builtin_cpu_supports("avx2");
+const bool kHaveAvx2 = [] {
+  __builtin_cpu_init();  // needed before main (static initialisation)
+  return __builtin_cpu_supports("avx2") != 0;
+}();
 #endif
 
 /** x[i] = log(x[i]) for n values (vectorised where the CPU allows). */
@@ -534,33 +543,41 @@ Status WeightTable::fuse(const double* preds, std::size_t n, const double* w, do
 }
 
 Status WeightTable::fuse_logsum(const double* preds, std::size_t n, const double* w, double* scores) const noexcept {
-  // Check every prediction first, then take all logarithms in one vectorised pass.
+  // One pass: x = p + beta and a branch-free range check; a second pass only when some value is
+  // NaN (a missing prediction) or out of range. Then all logarithms in one vectorised pass.
   const std::size_t k = tasks_.size(), m = n * k;
-  bool any_nan = false;
-  for (std::size_t j = 0; j < m; ++j) {
-    double v = preds[j];
-    if (!(v >= 0.0 && v <= 1.0)) {
-      if (std::isnan(v)) {
-        any_nan = true;
-        continue;
-      }
-      std::size_t i = j / k, t = j % k;
-      try {
-        return Status::error("preds." + tasks_[t] + "[" + std::to_string(i) +
-                             "]: expected a probability in [0, 1] or null, found " + num(v));
-      } catch (...) {
-        return Status{false, {}};
-      }
-    }
-  }
   thread_local std::vector<double> x;
   try {
     if (x.size() < m) x.resize(m);
   } catch (...) {
     return Status{false, {}};
   }
-  for (std::size_t i = 0; i < n; ++i)
-    for (std::size_t t = 0; t < k; ++t) x[i * k + t] = preds[i * k + t] + beta_[t];
+  bool all_in = true;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double* p = preds + i * k;
+    double* xi = &x[i * k];
+    for (std::size_t t = 0; t < k; ++t) {
+      all_in &= (p[t] >= 0.0) & (p[t] <= 1.0);
+      xi[t] = p[t] + beta_[t];
+    }
+  }
+  bool any_nan = false;
+  if (!all_in) {
+    for (std::size_t j = 0; j < m; ++j) {
+      double v = preds[j];
+      if (v >= 0.0 && v <= 1.0) continue;
+      if (std::isnan(v)) {
+        any_nan = true;
+        continue;
+      }
+      try {
+        return Status::error("preds." + tasks_[j % k] + "[" + std::to_string(j / k) +
+                             "]: expected a probability in [0, 1] or null, found " + num(v));
+      } catch (...) {
+        return Status{false, {}};
+      }
+    }
+  }
   log_inplace(x.data(), m);
   for (std::size_t i = 0; i < n; ++i) {
     const double* xi = &x[i * k];
@@ -579,14 +596,64 @@ Status WeightTable::fuse_logsum(const double* preds, std::size_t n, const double
 }
 
 void WeightTable::rank(const double* s, std::size_t n, int* order) noexcept {
-  for (std::size_t i = 0; i < n; ++i) order[i] = static_cast<int>(i);
-  std::sort(order, order + n, [s](int a, int b) {
-    double x = s[a], y = s[b];
-    bool nx = std::isnan(x), ny = std::isnan(y);
-    if (nx || ny) return nx == ny ? a < b : ny;
-    if (x != y) return x > y;
-    return a < b;
-  });
+  // Stable LSD radix sort on 64-bit keys that order the scores from best to worst (NaN last):
+  // no data-dependent branches, and equal scores (0.0 and -0.0 too) keep the candidates' order.
+  if (n == 0) return;
+  thread_local std::vector<std::uint64_t> keys, keys2;
+  thread_local std::vector<int> idx2;
+  try {
+    if (keys.size() < n) {
+      keys.resize(n);
+      keys2.resize(n);
+      idx2.resize(n);
+    }
+  } catch (...) {  // out of memory: an insertion sort needs no buffer
+    for (std::size_t i = 0; i < n; ++i) order[i] = static_cast<int>(i);
+    for (std::size_t i = 1; i < n; ++i) {
+      int v = order[i];
+      std::size_t j = i;
+      auto better = [s](int a, int b) { return !std::isnan(s[a]) && (std::isnan(s[b]) || s[a] > s[b]); };
+      while (j > 0 && better(v, order[j - 1])) {
+        order[j] = order[j - 1];
+        --j;
+      }
+      order[j] = v;
+    }
+    return;
+  }
+  std::uint64_t* k = keys.data();
+  std::uint64_t* k2 = keys2.data();
+  int* o = order;
+  int* o2 = idx2.data();
+  std::size_t count[8][256] = {};
+  for (std::size_t i = 0; i < n; ++i) {
+    double d = s[i] == 0.0 ? 0.0 : s[i];  // -0.0 ties with 0.0
+    std::uint64_t b;
+    std::memcpy(&b, &d, sizeof b);
+    std::uint64_t asc = (b >> 63) ? ~b : (b | (std::uint64_t(1) << 63));  // ascending order of d
+    std::uint64_t key = std::isnan(d) ? ~std::uint64_t(0) : ~asc;          // best first, NaN last
+    k[i] = key;
+    o[i] = static_cast<int>(i);
+    for (int p = 0; p < 8; ++p) ++count[p][(key >> (8 * p)) & 0xFF];
+  }
+  for (int p = 0; p < 8; ++p) {
+    std::size_t* c = count[p];
+    if (c[(k[0] >> (8 * p)) & 0xFF] == n) continue;  // every key has this digit: nothing to do
+    std::size_t sum = 0;
+    for (int b = 0; b < 256; ++b) {
+      std::size_t t = c[b];
+      c[b] = sum;
+      sum += t;
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      std::size_t dst = c[(k[i] >> (8 * p)) & 0xFF]++;
+      k2[dst] = k[i];
+      o2[dst] = o[i];
+    }
+    std::swap(k, k2);
+    std::swap(o, o2);
+  }
+  if (o != order) std::memcpy(order, o, n * sizeof(int));
 }
 
 Status WeightTable::score(const double* key_values, const double* preds, std::size_t n, double* scores,

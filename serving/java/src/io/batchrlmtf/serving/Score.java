@@ -6,7 +6,6 @@ import java.io.InputStream;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
-import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashSet;
 import java.util.List;
@@ -204,33 +203,48 @@ public final class Score {
     return sb.append('"').toString();
   }
 
-  /** Lines of raw bytes (split at '\n'), so that each line is checked as UTF-8 by itself. */
+  /** Lines of raw bytes (split at '\n', read as they come), each checked as UTF-8 by itself. */
   private static final class LineReader implements Iterable<byte[]> {
     private final InputStream in;
 
     LineReader(InputStream in) {
-      this.in = in;
+      this.in = new java.io.BufferedInputStream(in, 1 << 16);
     }
 
     @Override
     public java.util.Iterator<byte[]> iterator() {
-      List<byte[]> lines = new ArrayList<>();
-      try {
-        byte[] all = in.readAllBytes();
-        int start = 0;
-        for (int i = 0; i < all.length; i++) {
-          if (all[i] == '\n') {
-            lines.add(Arrays.copyOfRange(all, start, i));
-            start = i + 1;
+      return new java.util.Iterator<byte[]>() {
+        private byte[] next = read();
+
+        private byte[] read() {
+          java.io.ByteArrayOutputStream buf = new java.io.ByteArrayOutputStream(256);
+          try {
+            int b = in.read();
+            if (b < 0) {
+              return null;
+            }
+            while (b >= 0 && b != '\n') {
+              buf.write(b);
+              b = in.read();
+            }
+          } catch (IOException e) {
+            throw new java.io.UncheckedIOException(e);
           }
+          return buf.toByteArray();
         }
-        if (start < all.length) {
-          lines.add(Arrays.copyOfRange(all, start, all.length));
+
+        @Override
+        public boolean hasNext() {
+          return next != null;
         }
-      } catch (IOException e) {
-        throw new java.io.UncheckedIOException(e);
-      }
-      return lines.iterator();
+
+        @Override
+        public byte[] next() {
+          byte[] line = next;
+          next = read();
+          return line;
+        }
+      };
     }
   }
 }

@@ -246,16 +246,15 @@ public final class WeightTable {
     weights[nRows] = dflt;
     int[][] loCell = new int[nRows][d];
     int[][] hiCell = new int[nRows][d];
-    Set<String> keySet = new HashSet<>(Arrays.asList(keyNames));
     for (int r = 0; r < nRows; r++) { // structure of every row first (as the reference)
       String where = "rows[" + r + "]";
       Map<String, Object> rd = obj(rowsRaw.get(r), where);
-      Set<String> f = rd.keySet();
-      if (!(f.equals(Set.of("bounds", "weights", "support")) || f.equals(Set.of("bounds", "weights")))) {
-        throw new TableException(where + ": expected fields bounds, weights and (optional) support, found " + f);
+      if (!(sameKeys(rd, "bounds", "weights", "support") || sameKeys(rd, "bounds", "weights"))) {
+        throw new TableException(where + ": expected fields bounds, weights and (optional) support, found "
+            + rd.keySet());
       }
       Map<String, Object> bd = obj(rd.get("bounds"), where + ".bounds");
-      if (!bd.keySet().equals(keySet)) {
+      if (!sameKeys(bd, keyNames)) {
         throw new TableException(where + ".bounds: expected one bound per key " + Arrays.toString(keyNames)
             + ", found " + bd.keySet());
       }
@@ -692,9 +691,22 @@ public final class WeightTable {
     return x == StrictJson.NULL || x instanceof StrictJson.Num;
   }
 
+  /** Whether map m has exactly the keys {@code names} (no set built: size, then lookups). */
+  private static boolean sameKeys(Map<String, Object> m, String... names) {
+    if (m.size() != names.length) {
+      return false;
+    }
+    for (String n : names) {
+      if (!m.containsKey(n)) {
+        return false;
+      }
+    }
+    return true;
+  }
+
   private static double[] perWeight(Object x, String[] names, String where) throws TableException {
     Map<String, Object> m = obj(x, where);
-    if (!m.keySet().equals(new HashSet<>(Arrays.asList(names)))) {
+    if (!sameKeys(m, names)) {
       throw new TableException(where + ": expected exactly the keys " + Arrays.toString(names)
           + " (tasks match weights), found " + show(m.keySet()));
     }
