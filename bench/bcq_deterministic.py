@@ -54,18 +54,58 @@ def run(args: list[str]) -> None:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        run(["simulate", "--sessions", "3000", "--policy", "mixed", "--seed", "0", "--out", str(t / "logs.parquet")])
-        run(["build-dataset", str(t / "logs.parquet"), "--reward", str(ROOT / "envs/reward_default.toml"), "--out", str(t / "ds")])
-        run(["train", str(t / "ds"), "--algo", "bcq", "--n-steps", "300", "--seed", "0", "--out", str(t / "bcq")])
+        run(
+            [
+                "simulate",
+                "--sessions",
+                "3000",
+                "--policy",
+                "mixed",
+                "--seed",
+                "0",
+                "--out",
+                str(t / "logs.parquet"),
+            ]
+        )
+        run(
+            [
+                "build-dataset",
+                str(t / "logs.parquet"),
+                "--reward",
+                str(ROOT / "envs/reward_default.toml"),
+                "--out",
+                str(t / "ds"),
+            ]
+        )
+        run(
+            [
+                "train",
+                str(t / "ds"),
+                "--algo",
+                "bcq",
+                "--n-steps",
+                "300",
+                "--seed",
+                "0",
+                "--out",
+                str(t / "bcq"),
+            ]
+        )
         policy = load_policy(t / "bcq")
         fixed, fresh = [], []
         for seed in (11, 12, 13):
             fixed.append(true_value(None, policy, seed=seed, sessions=4000))
             fresh.append(true_value(None, FreshDraws(policy), seed=seed, sessions=4000))  # type: ignore[arg-type]
         d = np.array(fixed) - np.array(fresh)
-        print(f"true value, fixed draws (served): {np.mean(fixed):.4f}  per seed {np.round(fixed, 4).tolist()}")
-        print(f"true value, fresh draws (d3rlpy): {np.mean(fresh):.4f}  per seed {np.round(fresh, 4).tolist()}")
-        print(f"fixed - fresh: {d.mean():+.4f} (paired over 3 seeds of 4,000 sessions; sd {d.std(ddof=1):.4f})")
+        print(
+            f"true value, fixed draws (served): {np.mean(fixed):.4f}  per seed {np.round(fixed, 4).tolist()}"
+        )
+        print(
+            f"true value, fresh draws (d3rlpy): {np.mean(fresh):.4f}  per seed {np.round(fresh, 4).tolist()}"
+        )
+        print(
+            f"fixed - fresh: {d.mean():+.4f} (paired over 3 seeds of 4,000 sessions; sd {d.std(ddof=1):.4f})"
+        )
 
 
 if __name__ == "__main__":

@@ -86,8 +86,14 @@ def bench_python(request_table: Path, big_table: Path) -> dict[str, float]:
             cpu.append((time.thread_time_ns() - c) / 1e9)
     p50, p99 = percentiles(times)
     c50, c99 = percentiles(cpu)
-    return {"load_s": load_s, "load_cpu_s": load_cpu_s, "p50_us": p50, "p99_us": p99,
-            "cpu_p50_us": c50, "cpu_p99_us": c99}
+    return {
+        "load_s": load_s,
+        "load_cpu_s": load_cpu_s,
+        "p50_us": p50,
+        "p99_us": p99,
+        "cpu_p50_us": c50,
+        "cpu_p99_us": c99,
+    }
 
 
 def bench_port(lang: str, request_table: Path, big_table: Path) -> dict[str, float] | str:

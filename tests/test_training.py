@@ -11,8 +11,8 @@ import pytest
 
 from batchrl_mtf.dataset import MDPData, build_dataset, load_dataset
 from batchrl_mtf.errors import ConfigError, DatasetError, PolicyError
-from batchrl_mtf.reward import RewardConfig
 from batchrl_mtf.export.network import export_network
+from batchrl_mtf.reward import RewardConfig
 from batchrl_mtf.training import (
     ALGORITHMS,
     POLICY_FORMAT,

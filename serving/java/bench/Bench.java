@@ -26,6 +26,9 @@ public final class Bench {
     }
     double[] x = new double[d];
     double[] scores = new double[n];
+    int[] order = new int[n];
+    long[] keys = new long[2 * n];
+    int[] tmp = new int[n];
     long[] times = new long[iters];
     long[] cpuTimes = new long[iters];
     long sink = 0;
@@ -38,7 +41,7 @@ public final class Bench {
       long s = System.nanoTime();
       double[] w = table.lookup(x);
       table.fuseInto(preds, n, w, scores);
-      int[] order = WeightTable.rank(scores, n);
+      WeightTable.rankInto(scores, n, order, keys, tmp);
       long e = System.nanoTime();
       long ce = mx.getCurrentThreadCpuTime();
       sink += order[0];

@@ -540,52 +540,60 @@ public final class WeightTable {
   /** Candidate indices from the best score to the worst; ties by index; NaN last. */
   public static int[] rank(double[] scores, int n) {
     int[] order = new int[n];
-    int[] tmp = new int[n];
-    for (int i = 0; i < n; i++) {
-      order[i] = i;
-    }
-    mergeSort(order, tmp, 0, n, scores);
+    rankInto(scores, n, order, new long[2 * n], new int[n]);
     return order;
   }
 
-  private static boolean before(double[] s, int a, int b) {
-    // strictly better: a higher score, or a number against NaN
-    double x = s[a];
-    double y = s[b];
-    if (Double.isNaN(x)) {
-      return false;
-    }
-    return Double.isNaN(y) || x > y;
-  }
-
-  private static void mergeSort(int[] a, int[] tmp, int lo, int hi, double[] s) {
-    if (hi - lo <= 16) { // stable insertion sort
-      for (int i = lo + 1; i < hi; i++) {
-        int v = a[i];
-        int j = i - 1;
-        while (j >= lo && before(s, v, a[j])) {
-          a[j + 1] = a[j];
-          j--;
-        }
-        a[j + 1] = v;
-      }
+  /**
+   * As {@link #rank} into {@code order} (length >= n) with caller-owned scratch arrays ({@code
+   * keys} length >= 2n, {@code tmp} length >= n): no allocation on the hot path. A stable LSD radix
+   * sort on keys that order the scores best first (NaN last; 0.0 ties with -0.0).
+   */
+  public static void rankInto(double[] scores, int n, int[] order, long[] keys, int[] tmp) {
+    if (n == 0) {
       return;
     }
-    int mid = (lo + hi) >>> 1;
-    mergeSort(a, tmp, lo, mid, s);
-    mergeSort(a, tmp, mid, hi, s);
-    if (!before(s, a[mid], a[mid - 1])) {
-      return;
-    }
-    System.arraycopy(a, lo, tmp, lo, hi - lo);
-    int i = lo;
-    int j = mid;
-    for (int o = lo; o < hi; o++) {
-      if (j >= hi || (i < mid && !before(s, tmp[j], tmp[i]))) {
-        a[o] = tmp[i++];
-      } else {
-        a[o] = tmp[j++];
+    int[] count = new int[8 * 256];
+    for (int i = 0; i < n; i++) {
+      double d = scores[i] == 0.0 ? 0.0 : scores[i];
+      long b = Double.doubleToRawLongBits(d);
+      long asc = b < 0 ? ~b : (b | Long.MIN_VALUE); // unsigned ascending order of d
+      long key = Double.isNaN(d) ? -1L : ~asc; // best first, NaN last (unsigned)
+      keys[i] = key;
+      order[i] = i;
+      for (int p = 0; p < 8; p++) {
+        count[(p << 8) | (int) ((key >>> (8 * p)) & 0xFF)]++;
       }
+    }
+    int[] o = order;
+    int[] o2 = tmp;
+    int ka = 0; // keys[ka .. ka + n) are current, the other half is scratch
+    for (int p = 0; p < 8; p++) {
+      int base = p << 8;
+      int shift = 8 * p;
+      if (count[base | (int) ((keys[ka] >>> shift) & 0xFF)] == n) {
+        continue;
+      }
+      int sum = 0;
+      for (int b = 0; b < 256; b++) {
+        int t = count[base + b];
+        count[base + b] = sum;
+        sum += t;
+      }
+      int kb = n - ka; // 0 or n
+      for (int i = 0; i < n; i++) {
+        long key = keys[ka + i];
+        int dst = count[base | (int) ((key >>> shift) & 0xFF)]++;
+        keys[kb + dst] = key;
+        o2[dst] = o[i];
+      }
+      ka = kb;
+      int[] t = o;
+      o = o2;
+      o2 = t;
+    }
+    if (o != order) {
+      System.arraycopy(o, 0, order, 0, n);
     }
   }
 
