@@ -26,11 +26,62 @@ from batchrl_mtf.data.features import FeatureSpec
 from batchrl_mtf.data.spec import DatasetSpec, check_feature_spec
 from batchrl_mtf.errors import DatasetError, PolicyError
 
-__all__ = ["POLICY_FORMAT", "TrainedPolicy", "load_policy", "read_manifest"]
+__all__ = [
+    "POLICY_FORMAT",
+    "TrainedPolicy",
+    "deterministic_bcq",
+    "load_policy",
+    "read_manifest",
+]
 
 POLICY_FORMAT = "batchrl-mtf/policy@1"
 FloatArray = npt.NDArray[np.float64]
 ACT_SEED = 0
+BCQ_LATENT_SEED = 0
+"""Seed of BCQ's fixed latent draws for acting and serving (see :func:`deterministic_bcq`)."""
+
+
+def deterministic_bcq(algo: Any) -> bool:
+    """Make a BCQ policy's action a fixed function of the state, so that it can be served.
+
+    d3rlpy's BCQ acts by drawing ``n_action_samples`` latent vectors ``z ~ N(0, I)`` clipped to
+    ``[-0.5, 0.5]``, decoding each with the VAE into a candidate action, perturbing it, and taking
+    the candidate with the highest Q (Fujimoto et al., 2019, Algorithm 1). The draws change on
+    every call, so a traced TorchScript/ONNX graph is not the policy. Here the draws are drawn once
+    (seed :data:`BCQ_LATENT_SEED`) and reused for every state and call: the same candidates-then-
+    argmax rule with fixed candidates' latents. Training (the target actions) keeps fresh draws.
+
+    Args:
+        algo: A built d3rlpy algorithm; anything but BCQ is left alone.
+
+    Returns:
+        Whether ``algo`` was BCQ (and is now deterministic).
+    """
+    impl = getattr(algo, "impl", None)
+    if impl is None or type(impl).__name__ != "BCQImpl":
+        return False
+    if getattr(impl, "_batchrl_fixed_latent", None) is not None:
+        return True
+    import torch
+
+    n, k = int(impl._n_action_samples), int(impl._action_size)
+    gen = torch.Generator().manual_seed(BCQ_LATENT_SEED)
+    fixed = torch.randn(n, 2 * k, generator=gen).clamp(-0.5, 0.5).to(impl.device)
+    original = impl._sample_repeated_action
+
+    def sample(repeated_x: Any, target: bool = False) -> Any:
+        if target:
+            return original(repeated_x, True)
+        # (batch, n, d) -> (batch * n, d); latent row b * n + j is fixed[j] (no size op: traceable)
+        flat_x = repeated_x.reshape(-1, repeated_x.shape[-1])
+        latent = (torch.zeros_like(repeated_x[..., :1]) + fixed).reshape(-1, 2 * k)
+        action = impl._modules.policy(flat_x, impl._modules.vae_decoder(flat_x, latent))
+        return action.squashed_mu.view(-1, n, k)
+
+    impl._sample_repeated_action = sample
+    impl._batchrl_fixed_latent = fixed
+    impl._batchrl_sampled_candidates = original  # d3rlpy's own (fresh draws), for comparisons
+    return True
 
 
 class TrainedPolicy:
@@ -47,6 +98,7 @@ class TrainedPolicy:
         self, algo: Any, spec: DatasetSpec, name: str, manifest: dict[str, Any] | None = None
     ) -> None:
         self.algo = algo
+        deterministic_bcq(algo)
         self.spec = spec
         self.manifest: dict[str, Any] = dict(manifest or {})
         self._name = name

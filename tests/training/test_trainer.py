@@ -15,6 +15,7 @@ from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.data.reward import RewardConfig
 from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.errors import ConfigError, DatasetError, PolicyError
+from batchrl_mtf.export.network import export_network
 from batchrl_mtf.training import (
     ALGORITHMS,
     POLICY_FORMAT,
@@ -83,9 +84,12 @@ def test_every_algorithm_trains_saves_loads_and_acts_within_bounds(
     assert (weights <= np.asarray(data.spec.action_high) + 1e-9).all()
     # deterministic: the same states give the same weights on every call
     np.testing.assert_array_equal(policy.act(obs[:5]), policy.act(obs[:5]))
-    if algo != "bcq":  # BCQ samples candidate actions per batch; the others are per-row functions
-        one_by_one = np.vstack([policy.act(o) for o in obs[:3]])
-        np.testing.assert_allclose(policy.act(obs[:3]), one_by_one, atol=1e-5)
+    # a function of the state alone (BCQ: fixed latent draws), so a traced network is the policy
+    one_by_one = np.vstack([policy.act(o) for o in obs[:3]])
+    np.testing.assert_allclose(policy.act(obs[:3]), one_by_one, atol=1e-5)
+    for fmt, suffix in (("torchscript", ".pt"), ("onnx", ".onnx")):
+        diff = export_network(policy.algo, tmp_path / f"net{suffix}", fmt, data.observations[:64])
+        assert diff <= 1e-5 and (tmp_path / f"net{suffix}").is_file(), (fmt, diff)
     # the d3rlpy model is usable on its own (for exporters)
     raw = d3rlpy.load_learnable(str(out / "model.d3"))
     assert type(raw) is type(policy.algo)
