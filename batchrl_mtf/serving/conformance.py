@@ -34,9 +34,10 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from batchrl_mtf.core.io import atomic_write_text
 from batchrl_mtf.errors import ExportError
 from batchrl_mtf.serving._conformance_cases import INVALID_DOCS, INVALID_TEXTS, VALID_CASES
-from batchrl_mtf.serving._json import atomic_write_text, loads_strict
+from batchrl_mtf.serving._json import loads_strict
 from batchrl_mtf.serving.scoring import format_response, score_request
 from batchrl_mtf.serving.table import WeightTable
 
