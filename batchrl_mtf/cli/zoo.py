@@ -62,7 +62,7 @@ def list_command(as_json: bool) -> None:
 @click.argument("name")
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     required=True,
     help="Spec TOML to write.",
 )
