@@ -48,6 +48,7 @@ import tomli_w
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from train_quality import ColumnPolicy  # noqa: E402
 from zoo_report import aggregate, print_report, world_metrics  # noqa: E402
 
 from batchrl_mtf.sim import FixedPolicy, World, feature_names_of  # noqa: E402
@@ -105,25 +106,6 @@ def has_command(name: str) -> bool:
     """Whether the installed ``batchrl-mtf`` has command ``name``."""
     proc = subprocess.run([*CLI, name, "--help"], capture_output=True, check=False)
     return proc.returncode == 0
-
-
-class ColumnPolicy:
-    """A d3rlpy model that sees only some observation columns (the by-hand script's state)."""
-
-    def __init__(self, algo: Any, columns: list[int], tasks: tuple[str, ...], lo: Any, hi: Any):
-        self.algo, self.columns, self._tasks, self.lo, self.hi = algo, columns, tasks, lo, hi
-
-    @property
-    def name(self) -> str:
-        return "by-hand d3rlpy"
-
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        return self._tasks
-
-    def act(self, observations: np.ndarray) -> np.ndarray:
-        x = np.asarray(observations)[:, self.columns].astype(np.float32)
-        return np.clip(np.asarray(self.algo.predict(x), dtype=np.float64), self.lo, self.hi)
 
 
 def summary(r: np.ndarray) -> dict[str, Any]:
