@@ -106,7 +106,9 @@ def main() -> None:
         "algo": args.algo,
     }
     (args.out / "state.json").write_text(json.dumps(meta))
-    print(f"by-hand {args.algo}: {args.n_steps} steps in {secs:.0f}s ({args.n_steps / secs:.1f} steps/s)")
+    print(
+        f"by-hand {args.algo}: {args.n_steps} steps in {secs:.0f}s ({args.n_steps / secs:.1f} steps/s)"
+    )
 
 
 if __name__ == "__main__":
