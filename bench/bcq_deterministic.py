@@ -94,8 +94,8 @@ def main() -> None:
         policy = load_policy(t / "bcq")
         fixed, fresh = [], []
         for seed in (11, 12, 13):
-            fixed.append(true_value(None, policy, seed=seed, sessions=4000))
-            fresh.append(true_value(None, FreshDraws(policy), seed=seed, sessions=4000))  # type: ignore[arg-type]
+            fixed.append(true_value(None, policy, seed=seed, sessions=4000).mean)
+            fresh.append(true_value(None, FreshDraws(policy), seed=seed, sessions=4000).mean)  # type: ignore[arg-type]
         d = np.array(fixed) - np.array(fresh)
         print(
             f"true value, fixed draws (served): {np.mean(fixed):.4f}  per seed {np.round(fixed, 4).tolist()}"
