@@ -13,6 +13,7 @@ from batchrl_mtf.errors import ConfigError
 __all__ = ["COMMANDS", "best_constant_command", "evaluate_command"]
 
 ESTIMATOR_CHOICES = ("fqe", "cfqe", "pdis", "wpdis", "dr", "wdr")
+FQE_ENGINES = ("batched", "d3rlpy")  # batchrl_mtf.ope.config.FQE_ENGINES (a test checks)
 
 
 def _config(
@@ -24,6 +25,7 @@ def _config(
     fqe_steps: int | None,
     cfqe_alpha: float | None,
     fqe_fits: int | None = None,
+    fqe_engine: str | None = None,
 ) -> object:
     from batchrl_mtf.ope import OPEConfig
 
@@ -40,6 +42,8 @@ def _config(
         fields["cfqe_alpha"] = cfqe_alpha
     if fqe_fits is not None:
         fields["fqe_n_fits"] = fqe_fits
+    if fqe_engine is not None:
+        fields["fqe_engine"] = fqe_engine
     return OPEConfig(**fields)  # type: ignore[arg-type]
 
 
@@ -126,6 +130,13 @@ See docs/ope.md for formulas, the bandwidth rule, the recommended-estimate rule 
     help="Independent FQE fits averaged per policy; intervals include their spread [default: 3].",
 )
 @click.option(
+    "--fqe-engine",
+    type=click.Choice(FQE_ENGINES),
+    default=None,
+    help="batched: every FQE fit as one vectorised ensemble with early stopping; d3rlpy: one "
+    "d3rlpy FQE after another, fqe-steps each (reference) [default: batched].",
+)
+@click.option(
     "--out", "out", required=True, type=click.Path(path_type=Path), help="Report JSON to write."
 )
 @click.option(
@@ -147,6 +158,7 @@ def evaluate_command(
     fqe_steps: int | None,
     cfqe_alpha: float | None,
     fqe_fits: int | None,
+    fqe_engine: str | None,
     out: Path,
     plot: Path | None,
 ) -> None:
@@ -173,7 +185,9 @@ def evaluate_command(
         raise ConfigError(
             f"--estimators: expected names among {', '.join(ESTIMATOR_CHOICES)}, found {unknown}"
         )
-    config = _config(names, gamma, n_bootstrap, seed, bandwidth, fqe_steps, cfqe_alpha, fqe_fits)
+    config = _config(
+        names, gamma, n_bootstrap, seed, bandwidth, fqe_steps, cfqe_alpha, fqe_fits, fqe_engine
+    )
     full = load_dataset(dataset_dir)
     data = _select(full, split)
     spec = full.spec
