@@ -119,12 +119,14 @@ class PolicyResult:
         estimates: Estimates by estimator name.
         recommended: The recommended estimate (``None`` when no estimate is finite).
         fqe_loss: Final TD loss of the FQE fits by estimator (diagnostic).
+        fqe_steps: Gradient steps of the FQE fits by estimator (mean over fits; diagnostic).
     """
 
     name: str
     estimates: dict[str, Estimate]
     recommended: Recommended | None
     fqe_loss: dict[str, float] = field(default_factory=dict)
+    fqe_steps: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -276,19 +278,20 @@ def evaluate_policies(
             estimates[est.name] = done.get((i, est.name)) or _estimate(est, pdata)
         if bandwidth is None and any(n in IMPORTANCE_WEIGHTED for n in config.estimators):
             bandwidth = bandwidth_for(pdata, config)
-        losses = {
-            ("fqe" if float(key.split(":")[1]) == 0 else "cfqe"): float(
-                getattr(v, "final_loss", float("nan"))
-            )
+        fits = {
+            ("fqe" if float(key.split(":")[1]) == 0 else "cfqe"): v
             for key, v in pdata.cache.items()
             if key.startswith("q:")
         }
+        losses = {k: float(getattr(v, "final_loss", float("nan"))) for k, v in fits.items()}
+        steps = {k: float(getattr(v, "steps", float("nan"))) for k, v in fits.items()}
         results.append(
             PolicyResult(
                 name=policy.name,
                 estimates=estimates,
                 recommended=recommend(estimates, pdata.n_sessions, config),
                 fqe_loss=losses,
+                fqe_steps=steps,
             )
         )
     ranked = sorted(

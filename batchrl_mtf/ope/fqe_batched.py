@@ -33,12 +33,16 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from batchrl_mtf.ope.base import PolicyData
 from batchrl_mtf.ope.config import OPEConfig
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["FQETransitions", "Member", "MemberFit", "fit_members", "fqe_transitions", "step_budget"]
 
@@ -249,29 +253,30 @@ def fit_members(
         mean, std = obs_raw.mean(axis=0).astype(np.float64), obs_raw.std(axis=0).astype(np.float64)
     std = np.where(std > 1e-8, std, 1.0)
 
-    def s_obs(x: F32) -> torch.Tensor:
-        return torch.from_numpy(((x - mean.astype(np.float32)) / (std.astype(np.float32) + _OBS_EPS)).astype(np.float32))
+    mean32, std32 = mean.astype(np.float32), std.astype(np.float32)
 
-    def s_act(a: F32) -> torch.Tensor:
+    def s_obs(x: F32) -> torch.Tensor:  # d3rlpy's StandardObservationScaler
+        return torch.from_numpy(((x - mean32) / (std32 + _OBS_EPS)).astype(np.float32))
+
+    def s_act(a: F32) -> torch.Tensor:  # d3rlpy's MinMaxActionScaler, to [-1, 1]
         return torch.from_numpy((((a - low) / (high - low)) * 2.0 - 1.0).astype(np.float32))
 
     prev_threads = torch.get_num_threads()
     if config.torch_threads > 0:
         torch.set_num_threads(config.torch_threads)
     try:
-        with torch.no_grad():
-            obs = s_obs(obs_raw)
-            act = s_act(data.actions.astype(np.float32))
-            pis = torch.stack([s_act(p.policy_actions.astype(np.float32)) for p in pdatas])
-            next_obs = s_obs(trans[0].next_obs)
-            next_act = torch.stack([s_act(t.next_act) for t in trans])  # (P, m, k)
-            rewards = torch.from_numpy((data.rewards[rows] / scale).astype(np.float32))
-            terms = torch.from_numpy(trans[0].terminals)
+        inp = _Inputs(
+            obs=s_obs(obs_raw),
+            act=s_act(data.actions.astype(np.float32)),
+            pis=torch.stack([s_act(p.policy_actions.astype(np.float32)) for p in pdatas]),
+            next_obs=s_obs(trans[0].next_obs),
+            next_act=torch.stack([s_act(t.next_act) for t in trans]),
+            rewards=torch.from_numpy((data.rewards[rows] / scale).astype(np.float32)),
+            terms=torch.from_numpy(trans[0].terminals),
+            rows=torch.from_numpy(rows),
+        )
         order = sorted(range(len(members)), key=lambda j: (members[j].alpha > 0, j))
-        fits = _train(
-            [members[j] for j in order], config, budget, horizon, gamma,
-            obs, act, pis, next_obs, next_act, rewards, terms, rows,
-        )  # fmt: skip
+        fits = _train([members[j] for j in order], config, budget, horizon, gamma, inp)
         out: list[MemberFit | None] = [None] * len(members)
         for pos, j in enumerate(order):
             q_logged, v_policy, loss, steps = fits[pos]
@@ -284,46 +289,76 @@ def fit_members(
     return [f for f in out if f is not None]
 
 
-def _forward(params: list[object], x: object) -> object:
-    """Q-values of stacked members: ``x`` (M, B, d+k) -> (M, B).
+def _shapes(sizes: list[int]) -> list[tuple[int, int]]:
+    """Per-member shapes of the parameters :func:`_forward` takes, in order.
 
-    ``params`` holds per hidden layer ``(W (M, in, out), b (M, 1, out), ln_w, ln_b)`` flattened,
-    then the output layer's ``W (M, h, 1), b (M, 1, 1)``.
+    Per hidden layer ``W (in, out), b (1, out), ln_w (1, out), ln_b (1, out)``, then the output
+    layer's ``W (h, 1), b (1, 1)``.
     """
+    out: list[tuple[int, int]] = []
+    n_layers = len(sizes) - 1
+    for li in range(n_layers):
+        out += [(sizes[li], sizes[li + 1]), (1, sizes[li + 1])]
+        if li < n_layers - 1:
+            out += [(1, sizes[li + 1]), (1, sizes[li + 1])]
+    return out
+
+
+def _views(flat: torch.Tensor, shapes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """The parameters as views of the members' flat vectors ``flat`` (M, n_params)."""
+    out, lo = [], 0
+    for a, b in shapes:
+        out.append(flat[:, lo : lo + a * b].view(-1, a, b))
+        lo += a * b
+    return out
+
+
+def _forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Q-values of stacked members (parameters from :func:`_views`): ``x`` (M, B, d+k) -> (M, B)."""
     import torch
     import torch.nn.functional as F
 
-    h: torch.Tensor = x  # type: ignore[assignment]
-    p: list[torch.Tensor] = params  # type: ignore[assignment]
-    n_hidden = (len(p) - 2) // 4
-    for i in range(n_hidden):
-        w, b, g, beta = p[4 * i : 4 * i + 4]
+    h = x
+    for i in range((len(params) - 2) // 4):
+        w, b, g, beta = params[4 * i : 4 * i + 4]
         h = torch.relu(torch.baddbmm(b, h, w))
         h = F.layer_norm(h, (h.shape[-1],), eps=_LN_EPS) * g + beta
-    return torch.baddbmm(p[-1], h, p[-2]).squeeze(-1)
+    return torch.baddbmm(params[-1], h, params[-2]).squeeze(-1)
 
 
-def _stacked_init(seeds: list[int], sizes: list[int], k: int) -> list[object]:
-    """Stacked initial parameters (see :func:`_forward`) of members with ``seeds``."""
+def _flat_init(seeds: list[int], sizes: list[int], k: int) -> torch.Tensor:
+    """The members' initial parameters as flat vectors, shape (M, n_params)."""
     import torch
 
-    per = [_init_weights(s, sizes, k) for s in seeds]
-    params: list[torch.Tensor] = []
-    n_layers = len(sizes) - 1
-    for li in range(n_layers):
-        w = torch.from_numpy(np.stack([p[li][0] for p in per]))
-        b = torch.from_numpy(np.stack([p[li][1] for p in per]))[:, None, :]
-        params += [w, b]
-        if li < n_layers - 1:
-            out = sizes[li + 1]
-            params += [torch.ones(len(seeds), 1, out), torch.zeros(len(seeds), 1, out)]
-    return [p.clone().requires_grad_(True) for p in params]
+    rows = []
+    for s in seeds:
+        parts: list[F32] = []
+        layers = _init_weights(s, sizes, k)
+        for li, (w, b) in enumerate(layers):
+            parts += [w.ravel(), b.ravel()]
+            if li < len(layers) - 1:
+                parts += [np.ones(len(b), np.float32), np.zeros(len(b), np.float32)]
+        rows.append(np.concatenate(parts))
+    return torch.from_numpy(np.stack(rows).astype(np.float32))
+
+
+@dataclass
+class _Inputs:
+    """The scaled training tensors shared by every member (see :func:`fit_members`)."""
+
+    obs: torch.Tensor  # (n, d) every logged state
+    act: torch.Tensor  # (n, k) every logged action
+    pis: torch.Tensor  # (P, n, k) each policy's action at every logged state
+    next_obs: torch.Tensor  # (m, d) per transition
+    next_act: torch.Tensor  # (P, m, k) per policy and transition
+    rewards: torch.Tensor  # (m,) scaled
+    terms: torch.Tensor  # (m,)
+    rows: torch.Tensor  # (m,) row of each transition
 
 
 def _train(
     members: list[Member], config: OPEConfig, budget: int, horizon: int, gamma: float,
-    obs: object, act: object, pis: object, next_obs: object, next_act: object, rewards: object,
-    terms: object, rows: npt.NDArray[np.int64],
+    inp: _Inputs,
 ) -> list[tuple[FloatArray, FloatArray, float, int]]:  # fmt: skip
     """Train ``members`` (plain ones first, then conservative ones) and evaluate them.
 
@@ -332,75 +367,70 @@ def _train(
     import torch
 
     big_m = len(members)
-    m = len(rows)
-    d, k = obs.shape[1], act.shape[1]  # type: ignore[attr-defined]
+    m = len(inp.rows)
+    d, k = inp.obs.shape[1], inp.act.shape[1]
     sizes = [d + k, *config.fqe_hidden_units, 1]
-    params: list[torch.Tensor] = _stacked_init([mb.seed for mb in members], sizes, k)  # type: ignore[assignment]
-    targ = [p.detach().clone() for p in params]
-    avg = [torch.zeros_like(p) for p in params]
-    avg_sq = [torch.zeros_like(p) for p in params]
+    shapes = _shapes(sizes)
+    flat = _flat_init([mb.seed for mb in members], sizes, k).requires_grad_(True)
+    targ = flat.detach().clone()
+    avg = torch.zeros_like(targ)
+    avg_sq = torch.zeros_like(targ)
     seeds = sorted({mb.seed for mb in members})
     rngs = [np.random.default_rng(s) for s in seeds]
     seed_of = np.array([seeds.index(mb.seed) for mb in members])
-    pol_of = np.array([mb.policy for mb in members])
+    pol_of = np.array([mb.policy for mb in members], dtype=np.int64)
     alpha_of = np.array([mb.alpha for mb in members])
     active = np.arange(big_m)
-    rows_t = torch.from_numpy(rows)
     plateau = _Plateau(config, budget, horizon, big_m)
     loss_buf = np.zeros((budget, big_m), dtype=np.float64)
-    finals: dict[int, list[torch.Tensor]] = {}
+    finals: dict[int, torch.Tensor] = {}
     steps_of = np.zeros(big_m, dtype=np.int64)
-    lr0 = config.fqe_learning_rate
     b1, b2 = _ADAM_BETAS
-    block = 256
-    idx_block = np.zeros((len(seeds), 0, config.fqe_batch_size), dtype=np.int64)
     bs = config.fqe_batch_size
-    for step in range(budget):
-        if m == 0 or len(active) == 0:
-            break
+    block = 256
+    idx_block = np.zeros((len(seeds), 0, bs), dtype=np.int64)
+    for step in range(budget if m > 0 else 0):
         j = step % block
-        if j == 0:
+        if j == 0:  # the same stream as one rng.integers(0, m, size=bs) call per step
             size = min(block, budget - step)
             idx_block = np.stack([r.integers(0, m, size=(size, bs)) for r in rngs])
         idx = torch.from_numpy(idx_block[seed_of[active], j])  # (M, B)
         pol = torch.from_numpy(pol_of[active])
-        src = rows_t[idx]
-        x_obs = obs[src]  # type: ignore[index]
+        src = inp.rows[idx]
+        x_obs = inp.obs[src]
         with torch.no_grad():
-            nxt = torch.cat([next_obs[idx], next_act[pol[:, None], idx]], dim=-1)  # type: ignore[index]
-            y = rewards[idx] + gamma * _forward(targ, nxt) * (1.0 - terms[idx])  # type: ignore[index,operator]
-        q_b = _forward(params, torch.cat([x_obs, act[src]], dim=-1))  # type: ignore[index]
+            nxt = torch.cat([inp.next_obs[idx], inp.next_act[pol[:, None], idx]], dim=-1)
+            q_next = _forward(_views(targ, shapes), nxt)
+            y = inp.rewards[idx] + gamma * q_next * (1.0 - inp.terms[idx])
+        params = _views(flat, shapes)
+        q_b = _forward(params, torch.cat([x_obs, inp.act[src]], dim=-1))
         td = ((q_b - y) ** 2).mean(dim=1)
         loss = td.sum()
         c0 = int(np.sum(alpha_of[active] <= 0))
         if c0 < len(active):
             alphas = torch.from_numpy(alpha_of[active][c0:].astype(np.float32))
-            x_pi = torch.cat([x_obs[c0:], pis[pol[c0:, None], src[c0:]]], dim=-1)  # type: ignore[index]
+            x_pi = torch.cat([x_obs[c0:], inp.pis[pol[c0:, None], src[c0:]]], dim=-1)
             q_pi = _forward([p[c0:] for p in params], x_pi)
             loss = loss + (alphas * (q_pi.mean(dim=1) - q_b[c0:].mean(dim=1))).sum()
-        for p in params:
-            p.grad = None
+        flat.grad = None
         loss.backward()  # type: ignore[no-untyped-call]
         phase = plateau.phase(step)
-        if config.fqe_lr_schedule == "cosine":
-            lr = lr0 * (1.0 + np.cos(np.pi * phase)) / 2.0
-        else:
-            lr = np.full(len(active), lr0)
+        lr = config.fqe_learning_rate * (
+            (1.0 + np.cos(np.pi * phase)) / 2.0
+            if config.fqe_lr_schedule == "cosine"
+            else np.ones(len(active))
+        )
         t = step + 1
-        with torch.no_grad():
-            step_size = torch.from_numpy((lr / (1.0 - b1**t)).astype(np.float32))
-            bc2 = math.sqrt(1.0 - b2**t)
-            for p, ma, va in zip(params, avg, avg_sq, strict=True):
-                g = p.grad
-                assert g is not None
-                ma.lerp_(g, 1.0 - b1)
-                va.mul_(b2).addcmul_(g, g, value=1.0 - b2)
-                denom = (va.sqrt() / bc2).add_(_ADAM_EPS)
-                shape = (-1,) + (1,) * (p.dim() - 1)
-                p.sub_(step_size.view(shape) * ma / denom)
+        with torch.no_grad():  # torch.optim.Adam's update, with a learning rate per member
+            g = flat.grad
+            assert g is not None
+            avg.lerp_(g, 1.0 - b1)
+            avg_sq.mul_(b2).addcmul_(g, g, value=1.0 - b2)
+            denom = (avg_sq.sqrt() / math.sqrt(1.0 - b2**t)).add_(_ADAM_EPS)
+            step_size = torch.from_numpy((lr / (1.0 - b1**t)).astype(np.float32))[:, None]
+            flat.sub_(step_size * avg / denom)
             if step % config.fqe_target_update_interval == 0:
-                for tp, p in zip(targ, params, strict=True):
-                    tp.copy_(p)
+                targ.copy_(flat)
         loss_buf[step, active] = td.detach().numpy()
         if (step + 1) % config.fqe_plateau_window == 0:
             window = loss_buf[step + 1 - config.fqe_plateau_window : step + 1, active]
@@ -408,26 +438,24 @@ def _train(
         done = step + 1 >= plateau.end
         if done.any():
             for pos in np.flatnonzero(done):
-                finals[int(active[pos])] = [p.detach()[pos : pos + 1].clone() for p in params]
+                finals[int(active[pos])] = flat.detach()[pos].clone()
                 steps_of[active[pos]] = step + 1
             keep = np.flatnonzero(~done)
             kt = torch.from_numpy(keep)
-            params = [p.detach()[kt].clone().requires_grad_(True) for p in params]
-            targ = [p[kt] for p in targ]
-            avg = [p[kt] for p in avg]
-            avg_sq = [p[kt] for p in avg_sq]
+            flat = flat.detach()[kt].clone().requires_grad_(True)
+            targ, avg, avg_sq = targ[kt], avg[kt], avg_sq[kt]
             plateau.select(keep)
             active = active[keep]
-    for pos, g in enumerate(active):  # only when m == 0: never trained
-        finals[int(g)] = [p.detach()[pos : pos + 1].clone() for p in params]
-    stacked = [torch.cat([finals[g][i] for g in range(big_m)]) for i in range(len(params))]
-    q_logged, v_policy = _predict(stacked, obs, act, pis, pol_of)
+    for pos, g_idx in enumerate(active):  # only when m == 0: never trained
+        finals[int(g_idx)] = flat.detach()[pos].clone()
+    stacked = torch.stack([finals[g_idx] for g_idx in range(big_m)])
+    q_logged, v_policy = _predict(_views(stacked, shapes), inp, pol_of)
     out = []
-    for g in range(big_m):
-        steps = int(steps_of[g])
-        tail = loss_buf[max(0, steps - max(1, steps // 10)) : steps, g]
-        loss = float(np.mean(tail)) if steps > 0 else float("nan")
-        out.append((q_logged[g], v_policy[g], loss, steps))
+    for g_idx in range(big_m):
+        steps = int(steps_of[g_idx])
+        tail = loss_buf[max(0, steps - max(1, steps // 10)) : steps, g_idx]
+        final_loss = float(np.mean(tail)) if steps > 0 else float("nan")
+        out.append((q_logged[g_idx], v_policy[g_idx], final_loss, steps))
     if big_m:
         logger.info(
             "batched FQE: %d fits, budget %d steps, stopped after %d-%d",
@@ -437,12 +465,12 @@ def _train(
 
 
 def _predict(
-    params: list[object], obs: object, act: object, pis: object, pol_of: npt.NDArray[np.int64]
+    params: list[torch.Tensor], inp: _Inputs, pol_of: npt.NDArray[np.int64]
 ) -> tuple[FloatArray, FloatArray]:
     """``Q(s_t, a_t)`` and ``Q(s_t, pi(s_t))`` of every member at every row, each (M, n)."""
     import torch
 
-    n = obs.shape[0]  # type: ignore[attr-defined]
+    n = inp.obs.shape[0]
     big_m = len(pol_of)
     q_logged = np.zeros((big_m, n), dtype=np.float64)
     v_policy = np.zeros((big_m, n), dtype=np.float64)
@@ -450,9 +478,9 @@ def _predict(
     with torch.no_grad():
         for lo in range(0, n, _PREDICT_ROWS):
             hi = min(n, lo + _PREDICT_ROWS)
-            o = obs[lo:hi].unsqueeze(0).expand(big_m, -1, -1)  # type: ignore[index]
-            x_b = torch.cat([o, act[lo:hi].unsqueeze(0).expand(big_m, -1, -1)], dim=-1)  # type: ignore[index]
+            o = inp.obs[lo:hi].unsqueeze(0).expand(big_m, -1, -1)
+            x_b = torch.cat([o, inp.act[lo:hi].unsqueeze(0).expand(big_m, -1, -1)], dim=-1)
             q_logged[:, lo:hi] = _forward(params, x_b).numpy()
-            x_pi = torch.cat([o, pis[pol, lo:hi]], dim=-1)  # type: ignore[index]
+            x_pi = torch.cat([o, inp.pis[pol, lo:hi]], dim=-1)
             v_policy[:, lo:hi] = _forward(params, x_pi).numpy()
     return q_logged, v_policy
