@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load() -> str:
-    return "load average %.2f %.2f %.2f" % os.getloadavg()
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def _dataset(work: Path, sessions: int, seed: int) -> Path:

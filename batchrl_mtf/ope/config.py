@@ -68,8 +68,9 @@ class OPEConfig:
         fqe_plateau_patience: Flat windows in a row that start the tail.
         fqe_tail_fraction: Length of the annealing tail after a plateau, as a fraction of the
             step budget.
-        torch_threads: Torch CPU threads while fitting (restored afterwards); 0 = leave as is
-            (torch's default: one per core).
+        torch_threads: Torch CPU threads while fitting (restored afterwards); 0 = one per
+            available core (the batched ensemble's matrix products use them; on a machine shared
+            with other jobs 1 can be faster).
         min_ess_fraction: A pure importance-sampling estimate (``pdis``, ``wpdis``) is eligible
             as the recommended one only when its effective sample size is at least this
             fraction of the sessions.

@@ -48,7 +48,7 @@ import numpy.typing as npt
 
 from batchrl_mtf.ope.base import Estimator, PolicyData, Term
 from batchrl_mtf.ope.config import OPEConfig
-from batchrl_mtf.ope.fqe_batched import Member, fit_members, fqe_transitions
+from batchrl_mtf.ope.fqe_batched import Member, fit_members, fqe_transitions, torch_thread_count
 
 __all__ = ["CFQE", "FQE", "QValues", "fit_q", "fit_q_many", "q_cache_key"]
 
@@ -281,7 +281,7 @@ def _fit_one(pdata: PolicyData, config: OPEConfig, alpha: float, seed: int) -> Q
 
     data = pdata.data
     spec = data.spec
-    n, d = data.observations.shape
+    d = data.observations.shape[1]
     k = data.actions.shape[1]
     obs = data.observations.astype(np.float32)
     act = data.actions.astype(np.float32)
@@ -299,7 +299,7 @@ def _fit_one(pdata: PolicyData, config: OPEConfig, alpha: float, seed: int) -> Q
     m = len(rows)
     losses: list[float] = []
     mini = d3rlpy.dataset.TransitionMiniBatch
-    with _torch_threads(config.torch_threads), torch.random.fork_rng():
+    with _torch_threads(torch_thread_count(config)), torch.random.fork_rng():
         torch.manual_seed(seed)
         fqe = _build_fqe(config, alpha, pdata.gamma, mean, std, low, high)
         fqe.create_impl((d,), k)

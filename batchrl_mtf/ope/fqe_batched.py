@@ -30,8 +30,10 @@ Step budget and early stopping (this engine only; the d3rlpy engine runs exactly
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -44,7 +46,15 @@ from batchrl_mtf.ope.config import OPEConfig
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["FQETransitions", "Member", "MemberFit", "fit_members", "fqe_transitions", "step_budget"]
+__all__ = [
+    "FQETransitions",
+    "Member",
+    "MemberFit",
+    "fit_members",
+    "fqe_transitions",
+    "step_budget",
+    "torch_thread_count",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +106,13 @@ def fqe_transitions(pdata: PolicyData) -> FQETransitions:
     source = act if pdata.is_behavior else pi
     next_act = np.where(term_rows[:, None], act[rows], source[nxt]).astype(np.float32)
     return FQETransitions(rows.astype(np.int64), next_obs, next_act, term_rows.astype(np.float32))
+
+
+def torch_thread_count(config: OPEConfig) -> int:
+    """Torch threads while fitting: ``config.torch_threads``, or one per available core (0)."""
+    if config.torch_threads > 0:
+        return config.torch_threads
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
 def step_budget(config: OPEConfig, n_transitions: int) -> int:
@@ -208,14 +225,16 @@ def _init_weights(seed: int, sizes: list[int], k: int) -> list[tuple[F32, F32]]:
     """
     import torch
 
-    pairs = list(zip(sizes[:-1], sizes[1:], strict=True))
+    pairs = list(itertools.pairwise(sizes))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         layers = [torch.nn.Linear(a, b) for a, b in pairs[:-1]]
         torch.rand(2, sizes[0] - k)
         torch.rand(2, k)
         layers.append(torch.nn.Linear(*pairs[-1]))
-    return [(lin.weight.detach().T.contiguous().numpy(), lin.bias.detach().numpy()) for lin in layers]
+    return [
+        (lin.weight.detach().T.contiguous().numpy(), lin.bias.detach().numpy()) for lin in layers
+    ]
 
 
 def fit_members(
@@ -236,8 +255,7 @@ def fit_members(
 
     data = pdatas[0].data
     spec = data.spec
-    n, d = data.observations.shape
-    k = data.actions.shape[1]
+    d = data.observations.shape[1]
     trans = [fqe_transitions(p) for p in pdatas]
     rows = trans[0].rows
     m = len(rows)
@@ -262,8 +280,7 @@ def fit_members(
         return torch.from_numpy((((a - low) / (high - low)) * 2.0 - 1.0).astype(np.float32))
 
     prev_threads = torch.get_num_threads()
-    if config.torch_threads > 0:
-        torch.set_num_threads(config.torch_threads)
+    torch.set_num_threads(torch_thread_count(config))
     try:
         inp = _Inputs(
             obs=s_obs(obs_raw),
@@ -316,13 +333,13 @@ def _views(flat: torch.Tensor, shapes: list[tuple[int, int]]) -> list[torch.Tens
 def _forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """Q-values of stacked members (parameters from :func:`_views`): ``x`` (M, B, d+k) -> (M, B)."""
     import torch
-    import torch.nn.functional as F
+    from torch.nn.functional import layer_norm
 
     h = x
     for i in range((len(params) - 2) // 4):
         w, b, g, beta = params[4 * i : 4 * i + 4]
         h = torch.relu(torch.baddbmm(b, h, w))
-        h = F.layer_norm(h, (h.shape[-1],), eps=_LN_EPS) * g + beta
+        h = layer_norm(h, (h.shape[-1],), eps=_LN_EPS) * g + beta
     return torch.baddbmm(params[-1], h, params[-2]).squeeze(-1)
 
 
@@ -413,7 +430,7 @@ def _train(
             q_pi = _forward([p[c0:] for p in params], x_pi)
             loss = loss + (alphas * (q_pi.mean(dim=1) - q_b[c0:].mean(dim=1))).sum()
         flat.grad = None
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss.backward()
         phase = plateau.phase(step)
         lr = config.fqe_learning_rate * (
             (1.0 + np.cos(np.pi * phase)) / 2.0
@@ -446,9 +463,9 @@ def _train(
             targ, avg, avg_sq = targ[kt], avg[kt], avg_sq[kt]
             plateau.select(keep)
             active = active[keep]
-    for pos, g_idx in enumerate(active):  # only when m == 0: never trained
-        finals[int(g_idx)] = flat.detach()[pos].clone()
-    stacked = torch.stack([finals[g_idx] for g_idx in range(big_m)])
+    for pos, left in enumerate(active):  # only when m == 0: never trained
+        finals[int(left)] = flat.detach()[pos].clone()
+    stacked = torch.stack([finals[g] for g in range(big_m)])
     q_logged, v_policy = _predict(_views(stacked, shapes), inp, pol_of)
     out = []
     for g_idx in range(big_m):

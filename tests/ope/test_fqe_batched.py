@@ -186,7 +186,8 @@ def test_transitions_drop_timeouts_and_bootstrap_from_zero_after_terminals() -> 
     assert len(tr.rows) == 600 and tr.terminals.sum() == 150
     end = tr.terminals == 1
     assert (tr.next_obs[end] == 0).all()
-    np.testing.assert_array_equal(tr.next_act[~end], DATA.actions[tr.rows[~end] + 1])
+    nxt = DATA.actions[tr.rows[~end] + 1].astype(np.float32)
+    np.testing.assert_array_equal(tr.next_act[~end], nxt)
 
 
 @pytest.mark.parametrize(
