@@ -86,10 +86,12 @@ def main() -> None:
           f"{len(policies)} policies; estimators {','.join(config.estimators)}; "
           f"{config.fqe_n_fits} fits each; {os.cpu_count()} cores")  # fmt: skip
     print(f"start: {_load()}")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     new = evaluate_policies(data, policies, config)  # type: ignore[arg-type]
-    t_new = time.perf_counter() - t0
-    print(f"batched: {t_new:.1f} s wall for {len(policies)} policies ({_load()})")
+    t_new, c_new = time.perf_counter() - t0, time.process_time() - c0
+    print(
+        f"batched: {t_new:.1f} s wall, {c_new:.1f} s CPU for {len(policies)} policies ({_load()})"
+    )
     steps = [s for p in new.policies for s in p.fqe_steps.values()]
     budget = step_budget(config, len(fqe_transitions(prepare(data, policies[0], 1.0)).rows))  # type: ignore[arg-type]
     print(f"  batched fits: budget {budget} steps, took {min(steps):.0f}-{max(steps):.0f} "
@@ -97,13 +99,14 @@ def main() -> None:
     k = min(args.d3rlpy_policies, len(policies))
     if k > 0:
         ref_cfg = dataclasses.replace(config, fqe_engine="d3rlpy", torch_threads=1)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         ref = evaluate_policies(data, policies[:k], ref_cfg)  # type: ignore[arg-type]
-        t_ref = time.perf_counter() - t0
-        scaled = t_ref * len(policies) / k
-        print(f"d3rlpy: {t_ref:.1f} s wall for {k} policies -> {scaled:.0f} s for "
-              f"{len(policies)} (scaled; fits run one after another) ({_load()})")  # fmt: skip
-        print(f"ratio d3rlpy / batched: {scaled / t_new:.1f}x")
+        t_ref, c_ref = time.perf_counter() - t0, time.process_time() - c0
+        scaled, c_scaled = t_ref * len(policies) / k, c_ref * len(policies) / k
+        print(f"d3rlpy: {t_ref:.1f} s wall, {c_ref:.1f} s CPU for {k} policies -> {scaled:.0f} s "
+              f"wall, {c_scaled:.0f} s CPU for {len(policies)} (scaled; fits run one after "
+              f"another) ({_load()})")  # fmt: skip
+        print(f"ratio d3rlpy / batched: {scaled / t_new:.1f}x wall, {c_scaled / c_new:.1f}x CPU")
         worst = 0.0
         for r, b in zip(ref.policies, new.policies, strict=False):
             for name, est in r.estimates.items():

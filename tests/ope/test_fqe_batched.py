@@ -227,3 +227,10 @@ def test_cli_fqe_engine_flag_reaches_the_report(tmp_path: Path) -> None:
         assert json.loads(out.read_text())["config"]["fqe_engine"] == engine
     res = CliRunner().invoke(cli_main, [*args, "--fqe-engine", "jax"])
     assert res.exit_code == 2 and "--fqe-engine" in res.output
+
+
+def test_batched_fits_are_reproducible() -> None:
+    cfg = dataclasses.replace(EXACT, fqe_n_steps=60, fqe_n_fits=2)
+    a, b = (_fit_values(cfg, [NEAR, FAR], 0.05) for _ in range(2))
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
