@@ -118,7 +118,10 @@ See docs/ope.md for formulas, the bandwidth rule, the recommended-estimate rule 
     help="Kernel bandwidth on [0,1]-normalised actions [default: Scott's rule].",
 )
 @click.option(
-    "--fqe-steps", type=int, default=None, help="Gradient steps per FQE fit [default: 5000]."
+    "--fqe-steps",
+    type=int,
+    default=None,
+    help="Gradient steps per FQE fit (the batched engine: at most, see docs/ope.md) [default: 5000].",
 )
 @click.option(
     "--cfqe-alpha", type=float, default=None, help="Conservative penalty of cfqe [default: 0.5e-3]."
@@ -273,7 +276,10 @@ The winner is written as a weight table without keys: its weights are the table'
     help="Bootstrap resamples for the winner's interval.",
 )
 @click.option(
-    "--fqe-steps", type=int, default=None, help="Gradient steps per FQE fit [default: 5000]."
+    "--fqe-steps",
+    type=int,
+    default=None,
+    help="Gradient steps per FQE fit (the batched engine: at most, see docs/ope.md) [default: 5000].",
 )
 @click.option(
     "--formula",

@@ -60,7 +60,7 @@ BEHAVIOR_NAMES = ("behavior", "logged")
 """Policy arguments that mean "the logging policy itself" (on-policy sanity line)."""
 
 _BOOTSTRAP_CELLS = 4_000_000  # resample counts held in memory at once
-_CACHED_CELLS = 32_000_000  # resample counts kept between calls (int32: 128 MB) at most
+_CACHED_CELLS = 32_000_000  # resample counts kept for the next call (int32: 128 MB) at most
 
 
 @dataclass(frozen=True)
@@ -305,7 +305,7 @@ def _resamples(
     return _draw_resamples(n_sessions, n_bootstrap, seed)
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=1)
 def _cached_resamples(n_sessions: int, n_bootstrap: int, seed: int) -> list[tuple[int, FloatArray]]:
     return [(lo, c.astype(np.int32)) for lo, c in _draw_resamples(n_sessions, n_bootstrap, seed)]
 

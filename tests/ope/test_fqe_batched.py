@@ -17,7 +17,15 @@ from batchrl_mtf.cli.evaluate import FQE_ENGINES as CLI_ENGINES
 from batchrl_mtf.dataset import DatasetSpec, MDPData, build_dataset
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.features import FeatureConfig, FeatureSpec
-from batchrl_mtf.ope import CFQE, FQE, BehaviorPolicy, OPEConfig, evaluate_policies, prepare
+from batchrl_mtf.ope import (
+    CFQE,
+    FQE,
+    BehaviorPolicy,
+    OPEConfig,
+    best_constant,
+    evaluate_policies,
+    prepare,
+)
 from batchrl_mtf.ope.config import FQE_ENGINES
 from batchrl_mtf.ope.fqe import fit_q, fit_q_many
 from batchrl_mtf.ope.fqe_batched import fqe_transitions, step_budget
@@ -234,3 +242,15 @@ def test_batched_fits_are_reproducible() -> None:
     a, b = (_fit_values(cfg, [NEAR, FAR], 0.05) for _ in range(2))
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_best_constant_fits_every_candidate_in_one_ensemble() -> None:
+    cfg = dataclasses.replace(EXACT, estimators=("fqe",), fqe_n_fits=1, fqe_n_steps=200)
+    picks = [
+        best_constant(DATA, "fqe", n_candidates=4, seed=3, config=c)
+        for c in (cfg, dataclasses.replace(cfg, fqe_engine="d3rlpy"))
+    ]
+    assert picks[0].weights == picks[1].weights
+    np.testing.assert_allclose(
+        [v for _, v in picks[0].candidates], [v for _, v in picks[1].candidates], rtol=2e-3
+    )
