@@ -277,9 +277,11 @@ def main() -> None:
             arg = "behavior" if name == "behavior" else args_by_name[name]
             p = resolve_ope_policy(arg, spec.tasks, spec.feature_names)
             policies.append(p.renamed(name))
-        for pol in policies:  # one at a time, so an interrupted run keeps what it finished
-            res = evaluate_policies(test, [pol], cfg)  # type: ignore[list-item]
-            pr = res.policies[0]
+        # d3rlpy engine: one at a time, so an interrupted run keeps what it finished; batched:
+        # all at once (their fits train as one ensemble)
+        groups = [policies] if cfg.fqe_engine == "batched" else [[p] for p in policies]
+        results = (evaluate_policies(test, g, cfg) for g in groups)  # type: ignore[arg-type]
+        for pr in (pr for res in results for pr in res.policies):
             est_cache[pr.name] = {
                 "estimates": {
                     e: {

@@ -25,6 +25,7 @@ from batchrl_mtf.resolve import resolve_ope_policy
 __all__ = ["COMMANDS", "best_constant_command", "evaluate_command"]
 
 ESTIMATOR_CHOICES = ("fqe", "cfqe", "pdis", "wpdis", "dr", "wdr")
+FQE_ENGINES = ("batched", "d3rlpy")  # batchrl_mtf.ope.config.FQE_ENGINES (a test checks)
 
 
 def _config(
@@ -36,6 +37,7 @@ def _config(
     fqe_steps: int | None,
     cfqe_alpha: float | None,
     fqe_fits: int | None = None,
+    fqe_engine: str | None = None,
 ) -> object:
 
     fields: dict[str, object] = {
@@ -51,6 +53,8 @@ def _config(
         fields["cfqe_alpha"] = cfqe_alpha
     if fqe_fits is not None:
         fields["fqe_n_fits"] = fqe_fits
+    if fqe_engine is not None:
+        fields["fqe_engine"] = fqe_engine
     return OPEConfig(**fields)  # type: ignore[arg-type]
 
 
@@ -124,7 +128,10 @@ See docs/ope.md for formulas, the bandwidth rule, the recommended-estimate rule 
     help="Kernel bandwidth on [0,1]-normalised actions [default: Scott's rule].",
 )
 @click.option(
-    "--fqe-steps", type=int, default=None, help="Gradient steps per FQE fit [default: 5000]."
+    "--fqe-steps",
+    type=int,
+    default=None,
+    help="Gradient steps per FQE fit (the batched engine: at most, see docs/ope.md) [default: 5000].",
 )
 @click.option(
     "--cfqe-alpha", type=float, default=None, help="Conservative penalty of cfqe [default: 0.5e-3]."
@@ -134,6 +141,13 @@ See docs/ope.md for formulas, the bandwidth rule, the recommended-estimate rule 
     type=int,
     default=None,
     help="Independent FQE fits averaged per policy; intervals include their spread [default: 3].",
+)
+@click.option(
+    "--fqe-engine",
+    type=click.Choice(FQE_ENGINES),
+    default=None,
+    help="batched: every FQE fit as one vectorised ensemble with early stopping; d3rlpy: one "
+    "d3rlpy FQE after another, fqe-steps each (reference) [default: batched].",
 )
 @click.option(
     "--out", "out", required=True, type=click.Path(path_type=Path), help="Report JSON to write."
@@ -157,6 +171,7 @@ def evaluate_command(
     fqe_steps: int | None,
     cfqe_alpha: float | None,
     fqe_fits: int | None,
+    fqe_engine: str | None,
     out: Path,
     plot: Path | None,
 ) -> None:
@@ -172,7 +187,9 @@ def evaluate_command(
         raise ConfigError(
             f"--estimators: expected names among {', '.join(ESTIMATOR_CHOICES)}, found {unknown}"
         )
-    config = _config(names, gamma, n_bootstrap, seed, bandwidth, fqe_steps, cfqe_alpha, fqe_fits)
+    config = _config(
+        names, gamma, n_bootstrap, seed, bandwidth, fqe_steps, cfqe_alpha, fqe_fits, fqe_engine
+    )
     full = load_dataset(dataset_dir)
     data = _select(full, split)
     spec = full.spec
@@ -234,7 +251,10 @@ The winner is written as a weight table without keys: its weights are the table'
     help="Bootstrap resamples for the winner's interval.",
 )
 @click.option(
-    "--fqe-steps", type=int, default=None, help="Gradient steps per FQE fit [default: 5000]."
+    "--fqe-steps",
+    type=int,
+    default=None,
+    help="Gradient steps per FQE fit (the batched engine: at most, see docs/ope.md) [default: 5000].",
 )
 @fusion_override_options
 @click.option(

@@ -22,8 +22,10 @@ cumulative importance weight (their weight still counts in the denominators of W
 
 from __future__ import annotations
 
+import functools
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -53,6 +55,7 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 _BOOTSTRAP_CELLS = 4_000_000  # resample counts held in memory at once
+_CACHED_CELLS = 32_000_000  # resample counts kept for the next call (int32: 128 MB) at most
 
 
 @dataclass(frozen=True)
@@ -251,13 +254,9 @@ def bootstrap_ci(
     """
     if n_bootstrap <= 0:
         return None
-    rng = np.random.default_rng(seed)
     values = np.zeros(n_bootstrap, dtype=np.float64)
-    chunk = max(1, _BOOTSTRAP_CELLS // max(n_sessions, 1))
-    probs = np.full(n_sessions, 1.0 / n_sessions)
-    for lo in range(0, n_bootstrap, chunk):
-        size = min(chunk, n_bootstrap - lo)
-        counts = rng.multinomial(n_sessions, probs, size=size).astype(np.float64)
+    for lo, counts in _resamples(n_sessions, n_bootstrap, seed):
+        size = len(counts)
         out = np.zeros(size, dtype=np.float64)
         for term in terms:
             num = counts @ term.numer
@@ -270,6 +269,35 @@ def bootstrap_ci(
     tail = (1.0 - level) / 2.0 * 100.0
     low, high = np.percentile(values, [tail, 100.0 - tail])
     return float(low), float(high)
+
+
+def _resamples(
+    n_sessions: int, n_bootstrap: int, seed: int
+) -> list[tuple[int, FloatArray]] | Iterator[tuple[int, FloatArray]]:
+    """The bootstrap's session counts in chunks ``(first resample, counts (size, n_sessions))``.
+
+    Every estimator of every policy resamples with the same seed, so the counts are drawn once
+    and kept (:func:`_cached_resamples`) unless they would exceed ``_CACHED_CELLS`` cells.
+    """
+    if n_sessions * n_bootstrap <= _CACHED_CELLS:
+        return _cached_resamples(n_sessions, n_bootstrap, seed)
+    return _draw_resamples(n_sessions, n_bootstrap, seed)
+
+
+@functools.lru_cache(maxsize=1)
+def _cached_resamples(n_sessions: int, n_bootstrap: int, seed: int) -> list[tuple[int, FloatArray]]:
+    return [(lo, c.astype(np.int32)) for lo, c in _draw_resamples(n_sessions, n_bootstrap, seed)]
+
+
+def _draw_resamples(
+    n_sessions: int, n_bootstrap: int, seed: int
+) -> Iterator[tuple[int, FloatArray]]:
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _BOOTSTRAP_CELLS // max(n_sessions, 1))
+    probs = np.full(n_sessions, 1.0 / n_sessions)
+    for lo in range(0, n_bootstrap, chunk):
+        size = min(chunk, n_bootstrap - lo)
+        yield lo, rng.multinomial(n_sessions, probs, size=size).astype(np.float64)
 
 
 def fit_standard_error(fit_values: FloatArray | None) -> float | None:

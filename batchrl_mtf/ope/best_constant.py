@@ -25,8 +25,9 @@ from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.errors import FusionError, OPEInputError
 from batchrl_mtf.ope.base import Estimate, prepare
 from batchrl_mtf.ope.config import OPEConfig
-from batchrl_mtf.ope.evaluate import make_estimator
-from batchrl_mtf.policy.base import ConstantPolicy
+from batchrl_mtf.ope.evaluate import Q_BASED, make_estimator
+from batchrl_mtf.ope.fqe import fit_q_many
+from batchrl_mtf.policy import ConstantPolicy
 from batchrl_mtf.serving import WeightTable
 
 __all__ = ["BestConstant", "best_constant", "best_constant_table", "constant_candidates"]
@@ -107,10 +108,16 @@ def best_constant(
     cands = constant_candidates(data, n_candidates, seed)
     best: tuple[int, Estimate] | None = None
     values: list[tuple[tuple[float, ...], float]] = []
-    for i, c in enumerate(cands):
+    pdatas = []
+    for c in cands:
         w = tuple(float(x) for x in c)
         name = "constant:" + ",".join(f"{x:.6g}" for x in w)
-        pdata = prepare(data, ConstantPolicy(w, tasks, name=name), config.gamma)
+        pdatas.append(prepare(data, ConstantPolicy(w, tasks, name=name), config.gamma))
+    if estimator in Q_BASED:  # every candidate's fits at once (one ensemble when batched)
+        fit_q_many(pdatas, config, (config.cfqe_alpha if estimator == "cfqe" else 0.0,))
+    for i, pdata in enumerate(pdatas):
+        w = tuple(float(x) for x in cands[i])
+        name = pdata.policy.name
         e = est.estimate(pdata)
         values.append((w, float(e.value)))
         logger.info("candidate %d/%d %s: %s = %.4g", i + 1, len(cands), name, estimator, e.value)

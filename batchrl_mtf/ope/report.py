@@ -10,15 +10,16 @@ JSON (``batchrl-mtf/ope-report@1``; other tools read it; extra keys may be added
                                  "wpdis": {"value": 20.8, "ci": [18.9, 22.9], "ess": 412.5}},
                    "recommended": {"estimator": "wdr", "value": 21.0, "ci": [19.9, 22.2],
                                    "reason": "..."},
-                   "diagnostics": {"fqe_final_loss": 0.12}}],
+                   "diagnostics": {"fqe_final_loss": 0.12, "fqe_steps": 2650.0}}],
      "ranking": ["<name of the best policy>", ...],
      "recommend_rule": "...", "config": {...}, "versions": {...}}
 
 ``ci`` is the 95% percentile bootstrap interval over sessions (``null`` with ``--n-bootstrap 0``);
 ``ess`` (importance-weighted estimators only) is Kish's effective sample size of the sessions'
 trajectory weights; ``fit_se`` (``fqe``, ``cfqe``, ``dr``, ``wdr`` with ``fqe_n_fits >= 2``) is the
-standard error over the FQE fits, already folded into ``ci``. Non-finite numbers are written as
-``null``.
+standard error over the FQE fits, already folded into ``ci``; ``diagnostics`` holds the final TD
+loss and the gradient steps (mean over fits; fewer than the budget after an early stop) of the
+``fqe`` and ``cfqe`` fits. Non-finite numbers are written as ``null``.
 """
 
 from __future__ import annotations
@@ -54,7 +55,10 @@ def report_to_dict(
             "recommended": None if p.recommended is None else p.recommended.to_dict(),
         }
         if p.fqe_loss:
-            doc["diagnostics"] = {f"{k}_final_loss": v for k, v in p.fqe_loss.items()}
+            doc["diagnostics"] = {
+                **{f"{k}_final_loss": v for k, v in p.fqe_loss.items()},
+                **{f"{k}_steps": v for k, v in p.fqe_steps.items()},
+            }
         policies.append(doc)
     return {
         "format": REPORT_FORMAT,

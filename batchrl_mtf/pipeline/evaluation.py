@@ -1,9 +1,10 @@
 """The evaluate and export stages' work: OPE per policy, paired differences, the weight table, and
 the policies' weights on a sample of states that the report plots (the report only reads files).
 
-Policies are evaluated one at a time with :func:`batchrl_mtf.ope.evaluate_policies` (same config,
-same seed, same sessions, so the bootstrap intervals stay paired) and the results merged, so that
-a progress bar can follow them. Differences against production use the per-session values of
+Policies are evaluated with :func:`batchrl_mtf.ope.evaluate_policies` (same config, same seed,
+same sessions, so the bootstrap intervals stay paired): all in one call with the batched FQE engine
+(its fits train as one ensemble), else one at a time and merged, so that a progress bar can follow
+them. Differences against production use the per-session values of
 each estimate (:func:`batchrl_mtf.pipeline.glue.bootstrap_difference`).
 """
 
@@ -63,23 +64,25 @@ MAX_STATES = 5000
 def evaluate_each(
     data: Any, policies: Sequence[Any], config: Any, progress: bool
 ) -> tuple[Any, dict[str, np.ndarray]]:
-    """Evaluate ``policies`` one by one and merge the results.
+    """Evaluate ``policies`` (together with the batched FQE engine, else one by one) and merge.
 
     Returns:
         The merged ``OPEResult`` and the per-session values keyed ``"<policy>|<estimator>"``.
     """
     from tqdm.auto import tqdm
 
-    parts = []
     per_session: dict[str, np.ndarray] = {}
-    for policy in tqdm(policies, desc="evaluate", unit="policy", disable=not progress, leave=False):
-        res = evaluate_policies(data, [policy], config)
-        parts.append(res)
-        for est_name, est in res.policies[0].estimates.items():
-            per_session[f"{policy.name}|{est_name}"] = np.asarray(est.per_session, dtype=np.float64)
-        rec = res.policies[0].recommended
-        if rec is not None:
-            logger.info("%s: %s = %.4g", policy.name, rec.estimator, rec.value)
+    if config.fqe_engine == "batched":
+        parts = [evaluate_policies(data, list(policies), config)]
+    else:
+        bar = tqdm(policies, desc="evaluate", unit="policy", disable=not progress, leave=False)
+        parts = [evaluate_policies(data, [policy], config) for policy in bar]
+    for res in parts:
+        for p in res.policies:
+            for est_name, est in p.estimates.items():
+                per_session[f"{p.name}|{est_name}"] = np.asarray(est.per_session, dtype=np.float64)
+            if p.recommended is not None:
+                logger.info("%s: %s = %.4g", p.name, p.recommended.estimator, p.recommended.value)
     results = tuple(p for r in parts for p in r.policies)
     ranked = sorted(
         results, key=lambda r: -(r.recommended.value if r.recommended is not None else -math.inf)
