@@ -129,7 +129,7 @@ class DataSection:
     Attributes:
         logs: Log files or folders (schema v1); empty when ``simulate`` makes them.
         simulate: Simulate the logs first (``[data.simulate]``).
-        dataset: The :class:`~batchrl_mtf.data.mdp.DatasetConfig` (every other ``[data]`` key, and
+        dataset: The :class:`~batchrl_mtf.data.config.DatasetConfig` (every other ``[data]`` key, and
             ``[features]``); with ``simulate`` the action bounds default to the spec's.
     """
 
