@@ -230,7 +230,8 @@ def _floats_close(a: object, b: object, path: str = "") -> None:
 
 def test_spark_and_local_engines_are_equivalent(tmp_path: Path) -> None:
     pytest.importorskip("pyspark")
-    from batchrl_mtf.data.spark import SparkOptions, build_dataset_spark, hash_parts
+    from batchrl_mtf.data.spark import SparkOptions, build_dataset_spark
+    from batchrl_mtf.data.spark_io import hash_parts
 
     df = bad_logs()
     half = df["request_id"] % 2 == 0  # two input files, problems attributed to each
