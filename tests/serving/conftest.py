@@ -32,7 +32,8 @@ def ports() -> dict[str, Path]:
     if os.environ.get(SKIP_ENV) == "1":
         pytest.skip(f"{SKIP_ENV}=1: the Java and C++ ports are not built or tested")
     progs = {"java": SERVING / "bin" / "score-java", "cpp": SERVING / "bin" / "score-cpp"}
-    if any(_stale(p) for p in progs.values()):
+    others = [SERVING / "bin" / f"{p}-{lang}" for p in ("bench", "thread-check") for lang in progs]
+    if any(_stale(p) for p in [*progs.values(), *others]):
         proc = subprocess.run(
             [str(SERVING / "build")], capture_output=True, text=True, timeout=900, check=False
         )

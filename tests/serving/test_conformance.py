@@ -178,6 +178,21 @@ def test_port_passes_the_whole_suite(ports: dict[str, Path], lang: str) -> None:
     assert not failures, "\n".join(map(str, failures[:30]))
 
 
+@pytest.mark.parametrize("lang", ["cpp", "java"])
+def test_port_is_thread_safe_after_load(ports: dict[str, Path], lang: str) -> None:
+    import subprocess
+
+    prog = ports[lang].parent / f"thread-check-{lang}"
+    proc = subprocess.run(
+        [str(prog), str(SUITE / "valid" / "keys3_grid.json")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "8 threads agree with the serial run" in proc.stdout
+
+
 def _mini_suite(tmp_path: Path) -> Path:
     root = tmp_path / "mini"
     manifest = json.loads((SUITE / "manifest.json").read_text())

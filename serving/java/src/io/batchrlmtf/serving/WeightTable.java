@@ -2,6 +2,7 @@ package io.batchrlmtf.serving;
 
 import java.io.IOException;
 import java.io.InputStream;
+import java.io.Reader;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -80,6 +81,27 @@ public final class WeightTable {
       return parse(in.readAllBytes(), source);
     } catch (IOException e) {
       throw new TableException(source + ": cannot read weight table (" + e.getMessage() + ")");
+    }
+  }
+
+  /** Reads and validates a table from characters (already decoded); messages start with source. */
+  public static WeightTable load(Reader reader, String source) throws TableException {
+    StringBuilder sb = new StringBuilder();
+    char[] buf = new char[1 << 16];
+    try {
+      for (int r; (r = reader.read(buf)) >= 0; ) {
+        sb.append(buf, 0, r);
+        if (sb.length() > StrictJson.MAX_BYTES) {
+          throw new TableException(source + ": expected at most " + StrictJson.MAX_BYTES + " bytes of JSON");
+        }
+      }
+    } catch (IOException e) {
+      throw new TableException(source + ": cannot read weight table (" + e.getMessage() + ")");
+    }
+    try {
+      return new WeightTable(StrictJson.parse(sb.toString()));
+    } catch (TableException e) {
+      throw new TableException(source + ": " + e.getMessage());
     }
   }
 
@@ -503,9 +525,28 @@ public final class WeightTable {
     return out;
   }
 
+  /** Scores of {@code preds.length} candidates, {@code preds[i]} in task order (see {@link #fuse}). */
+  public double[] fuse(double[][] preds, double[] w) {
+    int k = tasks.length;
+    double[] flat = new double[preds.length * k];
+    for (int i = 0; i < preds.length; i++) {
+      if (preds[i].length != k) {
+        throw new IllegalArgumentException("fuse: expected " + k + " predictions for candidate " + i
+            + ", found " + preds[i].length);
+      }
+      System.arraycopy(preds[i], 0, flat, i * k, k);
+    }
+    return fuse(flat, preds.length, w);
+  }
+
   /** As {@link #fuse}, writing into {@code out} (length >= n): no allocation on the hot path. */
   public void fuseInto(double[] preds, int n, double[] w, double[] out) {
     int k = tasks.length;
+    if (n < 0 || preds.length < n * k || w.length != k || out.length < n) {
+      throw new IllegalArgumentException("fuse: expected preds of length >= n*k = " + (n * k) + ", "
+          + k + " weights and out of length >= " + n + ", found " + preds.length + ", " + w.length
+          + " and " + out.length);
+    }
     for (int i = 0; i < n; i++) {
       double s = 0;
       boolean nan = false;
