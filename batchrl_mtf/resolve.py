@@ -64,7 +64,7 @@ def resolve_policy(arg: str, tasks: Sequence[str], feature_names: Sequence[str])
         policy = load_policy(path)
         if tuple(policy.tasks) != tuple(tasks):
             raise PolicyError(f"{arg}: policy tasks {list(policy.tasks)} differ from {list(tasks)}")
-        check_feature_spec(policy.spec, feature_names, arg, "the data it is applied to")
+        check_feature_spec(policy.feature_names, feature_names, arg, "the data it is applied to")
         return policy
     raise PolicyError(
         f"--policy {arg}: expected constant:w1,w2,..., a weight-table .json file, or a trained "

@@ -187,7 +187,7 @@ def test_resolve_policy_errors(
         ("nothing_here", "found no such file or directory"),
         (
             "OTHER_FUSION",
-            r"f\.json: table fusion logsum beta=\(0\.3, .* differs from the environment's",
+            r"f\.json: table fusion logsum, beta 0\.3 differs from the environment's",
         ),
     ],
 )

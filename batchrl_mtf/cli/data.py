@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import click
+import pandas as pd
 
 from batchrl_mtf.cli._common import EXIT_USER_ERROR, parse_float_list
 from batchrl_mtf.core.fusion import DEFAULT_BETA, DEFAULT_FORMULA, FORMULAS, Fusion
@@ -29,8 +30,6 @@ def _parse_time_ms(text: str | None, flag: str) -> int | None:
         return None
     if text.lstrip("-").isdigit():
         return int(text)
-    import pandas as pd
-
     try:
         ts = pd.Timestamp(text)
     except ValueError:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from batchrl_mtf.cli._common import progress_enabled
 from batchrl_mtf.core.config import parse_overrides
@@ -43,8 +44,6 @@ QUIET_BY_DEFAULT = (
 @contextlib.contextmanager
 def _stage_logging() -> Iterator[None]:
     """Stage-level messages only (unless --verbose), printed above the progress bars."""
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     root = logging.getLogger("batchrl_mtf")
     saved = {name: logging.getLogger(name).level for name in QUIET_BY_DEFAULT}
     if root.getEffectiveLevel() == logging.INFO:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import tomli_w
 
 from batchrl_mtf.errors import ConfigError
 
@@ -99,8 +100,6 @@ class RewardConfig:
 
     def to_toml(self) -> str:
         """Serialise in the public TOML shape."""
-        import tomli_w
-
         doc = {
             "reward": {
                 "valid_play_s": self.valid_play_s,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+from tqdm.auto import tqdm
 
 from batchrl_mtf.core.io import atomic_write_bytes, atomic_write_text, dumps_json
 from batchrl_mtf.data.transitions import Transitions
@@ -69,8 +70,6 @@ def evaluate_each(
     Returns:
         The merged ``OPEResult`` and the per-session values keyed ``"<policy>|<estimator>"``.
     """
-    from tqdm.auto import tqdm
-
     per_session: dict[str, np.ndarray] = {}
     if config.fqe_engine == "batched":
         parts = [evaluate_policies(data, list(policies), config)]

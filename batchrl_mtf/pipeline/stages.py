@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from batchrl_mtf.core.config import config_to_dict
 from batchrl_mtf.core.io import (
@@ -373,8 +374,6 @@ def _truth_stage(ctx: Context) -> Stage:
 
 
 def _progress(items: list[Any], show: bool, desc: str) -> Any:
-    from tqdm.auto import tqdm
-
     return tqdm(items, desc=desc, unit="policy", disable=not show, leave=False)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from batchrl_mtf.core.d3rlpy import load_d3rlpy
 from batchrl_mtf.core.io import atomic_dir, dumps_json, package_versions
@@ -325,7 +326,6 @@ def train(
         PolicyError: ``out`` exists and is not a policy directory.
     """
     import torch
-    from tqdm.auto import tqdm
 
     load_d3rlpy()  # quiet import before torch work
 
