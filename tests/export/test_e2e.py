@@ -89,7 +89,7 @@ def test_table_for_another_fusion_than_the_world_is_refused(
     assert r.exit_code == 2, r.output
     assert r.output.startswith("error: ") and len(r.output.strip().splitlines()) == 1
     assert f"{out}: table fusion logsum, beta 0.1 differs from the environment's" in r.output
-    assert "differs from the environment's logsum beta=(0.05, " in r.output
+    assert "differs from the environment's logsum, beta click=0.05," in r.output
     assert not out.exists()  # nothing half-written
 
 
