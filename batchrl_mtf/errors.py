@@ -16,6 +16,7 @@ __all__ = [
     "EnvError",
     "ExportError",
     "OPEInputError",
+    "OutputError",
     "PolicyError",
     "PredictorError",
     "Problem",
@@ -94,3 +95,8 @@ class EnvError(BatchRLMTFError):
 
 class PredictorError(BatchRLMTFError):
     """A multi-task predictor cannot be trained, loaded, or applied."""
+
+
+class OutputError(BatchRLMTFError):
+    """An output path (``--out``) cannot be written safely: not ours, an input, locked, read-only,
+    or the disk is full. Nothing was replaced."""

@@ -9,9 +9,16 @@ from typing import Any
 
 import click
 
+from batchrl_mtf.core.io import describe_os_error
 from batchrl_mtf.errors import BatchRLMTFError, ConfigError, SchemaError
 
-__all__ = ["EXIT_USER_ERROR", "BatchRLGroup", "echo_json_path", "parse_float_list"]
+__all__ = [
+    "EXIT_USER_ERROR",
+    "BatchRLGroup",
+    "echo_json_path",
+    "overwrite_option",
+    "parse_float_list",
+]
 
 EXIT_USER_ERROR = 2
 
@@ -30,6 +37,21 @@ class BatchRLGroup(click.Group):
         except BatchRLMTFError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_USER_ERROR)
+        except OSError as exc:
+            # disk full, read-only file system, permission denied: the environment, not a bug;
+            # every writer removes its temporary file or directory before this is reached
+            if exc.errno is None and not isinstance(exc, FileNotFoundError):
+                raise
+            click.echo(f"error: {describe_os_error(exc)}; nothing was replaced", err=True)
+            sys.exit(EXIT_USER_ERROR)
+
+
+overwrite_option = click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an output this toolkit wrote before at --out (anything else is never replaced).",
+)
+"""The ``--overwrite`` flag of every command that writes a directory."""
 
 
 def setup_logging(quiet: bool, verbose: bool) -> None:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any, cast
 
 import click
 
-from batchrl_mtf.cli._common import EXIT_USER_ERROR, parse_float_list
-from batchrl_mtf.core.io import atomic_write_text, dumps_json
+from batchrl_mtf.cli._common import EXIT_USER_ERROR, overwrite_option, parse_float_list
+from batchrl_mtf.core.io import atomic_write_text, dumps_json, output_dir
 from batchrl_mtf.data.dataset import build_dataset, write_d3rlpy_file_from_transitions
 from batchrl_mtf.data.features import FeatureConfig
 from batchrl_mtf.data.mdp import DatasetConfig, account, check_logs
@@ -186,6 +187,7 @@ def validate_command(
     "--hist-n", default=500, show_default=True, type=int, help="User-history window (impressions)."
 )
 @click.option("--feedback", help="Feedback columns for session/prev/hist features (default: all).")
+@overwrite_option
 def build_dataset_command(
     logs: tuple[str, ...],
     reward: str,
@@ -202,6 +204,7 @@ def build_dataset_command(
     spark_master: str | None,
     spark_partitions: int,
     from_transitions: str | None,
+    overwrite: bool,
 ) -> None:
     """Turn impression LOGS into a d3rlpy-ready MDP dataset directory.
 
@@ -239,11 +242,19 @@ def build_dataset_command(
     cfg = _dataset_config(
         gamma, action_bounds, session_gap, window_end, window_margin, on_error, hist_n, feedback
     )
-    if engine == "spark":
-        opts = SparkOptions(master=spark_master, partitions=spark_partitions)
-        report = build_dataset_spark(list(logs), reward, out, cast(DatasetConfig, cfg), opts)
-    else:
-        report = build_dataset(list(logs), reward, out, cast(DatasetConfig, cfg))
+    remote = "://" in out
+    claim = (
+        contextlib.nullcontext()
+        if remote
+        else output_dir(out, "dataset", inputs=[*logs, reward], overwrite=overwrite)
+    )
+    with claim:
+        if engine == "spark":
+            opts = SparkOptions(master=spark_master, partitions=spark_partitions)
+            report = build_dataset_spark(list(logs), reward, out, cast(DatasetConfig, cfg), opts)
+        else:
+            dcfg = cast(DatasetConfig, cfg)
+            report = build_dataset(list(logs), reward, out, dcfg, overwrite=overwrite)
     acc = cast(dict[str, dict[str, Any]], report["accounting"])
     rows, req, ses = acc["rows"], acc["requests"], acc["sessions"]
     click.echo(

@@ -33,7 +33,15 @@ import pyarrow.parquet as pq
 
 from batchrl_mtf.core.config import config_to_dict
 from batchrl_mtf.core.d3rlpy import load_d3rlpy
-from batchrl_mtf.core.io import atomic_dir, dumps_json, hash_bytes, hash_files, package_versions
+from batchrl_mtf.core.io import (
+    atomic_dir,
+    check_output_dir,
+    dumps_json,
+    hash_bytes,
+    hash_files,
+    output_dir,
+    package_versions,
+)
 from batchrl_mtf.core.version import __version__
 from batchrl_mtf.data.features import FeatureSpec
 from batchrl_mtf.data.mdp import (
@@ -474,6 +482,7 @@ def build_dataset(
     reward: RewardConfig | str | Path,
     out_dir: str | Path,
     config: DatasetConfig | None = None,
+    overwrite: bool = False,
 ) -> dict[str, object]:
     """Read logs, validate them, and write a dataset directory atomically.
 
@@ -482,6 +491,8 @@ def build_dataset(
         reward: A reward config or the path of a reward TOML file.
         out_dir: The dataset directory to create (replaced only when the build succeeds).
         config: Dataset options; defaults to :class:`DatasetConfig()`.
+        overwrite: Replace a dataset already in ``out_dir`` (see
+            :func:`~batchrl_mtf.core.io.output_dir` for what is refused).
 
     Returns:
         The report written to ``report.json``.
@@ -491,6 +502,8 @@ def build_dataset(
         ConfigError: The reward or options do not fit the logs.
     """
     config = config or DatasetConfig()
+    inputs = [*paths, *([] if isinstance(reward, RewardConfig) else [reward])]
+    check_output_dir(out_dir, "dataset", inputs=inputs, overwrite=overwrite)
     reward_cfg = reward if isinstance(reward, RewardConfig) else load_reward(reward)
     with ThreadPoolExecutor(1) as pool:  # hashing the input overlaps reading and validating it
         hash_job = pool.submit(hash_files, list(paths))
@@ -503,7 +516,8 @@ def build_dataset(
     acc = prepared.accounting
     del prepared  # holds the logs as read; the transitions are all that is left to write
     data = _to_data(t, spec, split, None)
-    with atomic_dir(out_dir) as tmp:
+    claim = output_dir(out_dir, "dataset", inputs=inputs, overwrite=overwrite)
+    with claim, atomic_dir(out_dir, kind="dataset") as tmp:
         (tmp / "transitions.parquet").write_bytes(parquet)
         (tmp / "features.json").write_text(dumps_json(spec.to_dict()), encoding="utf-8")
         (tmp / "reward.toml").write_text(reward_cfg.to_toml(), encoding="utf-8")

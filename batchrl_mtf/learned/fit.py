@@ -33,9 +33,11 @@ from batchrl_mtf.core.config import config_from_mapping, config_to_dict, require
 from batchrl_mtf.core.io import (
     atomic_dir,
     atomic_write_text,
+    check_output_dir,
     dumps_json,
     hash_files,
     package_versions,
+    read_marker,
 )
 from batchrl_mtf.data.features import FeatureConfig
 from batchrl_mtf.data.mdp import (
@@ -50,7 +52,7 @@ from batchrl_mtf.data.mdp import (
     raise_problems,
 )
 from batchrl_mtf.data.reward import RewardConfig, load_reward
-from batchrl_mtf.errors import ConfigError, PredictorError
+from batchrl_mtf.errors import ConfigError, OutputError, PredictorError
 from batchrl_mtf.learned.leave import LeaveData, fit_leave_on_logs
 from batchrl_mtf.learned.runtime import RESPONSES_FORMAT
 from batchrl_mtf.learned.validate import LoggedSessions, format_replay, replay_check
@@ -430,6 +432,7 @@ def make_env(
     out: str | Path,
     config: LearnedEnvConfig | None = None,
     predictor_dir: str | Path | None = None,
+    overwrite: bool = False,
 ) -> MakeEnvResult:
     """Learn a world from logs; write ``out`` (a spec TOML) and its artefacts; run the replay check.
 
@@ -439,6 +442,7 @@ def make_env(
         out: The spec to write, ``NAME.toml``; the artefacts go to ``NAME/`` beside it.
         config: Fitting options.
         predictor_dir: The platform's frozen predictor (the ranker); ``None`` fits one.
+        overwrite: Replace an environment this command wrote before at ``out``.
 
     Raises:
         SchemaError: The logs break schema v1.
@@ -449,6 +453,13 @@ def make_env(
     out_path = Path(out)
     if out_path.suffix.lower() != ".toml":
         raise ConfigError(f"--out {out}: expected a .toml file name")
+    inputs = [*paths, *([] if isinstance(reward, RewardConfig) else [reward])]
+    check_output_dir(out_path.with_suffix(""), "env", inputs=inputs, overwrite=overwrite)
+    if out_path.exists() and not (overwrite and read_marker(out_path.with_suffix("")) == "env"):
+        raise OutputError(
+            f"--out {out}: exists; refusing to replace it (pass --overwrite to replace an "
+            "environment make-env wrote)"
+        )
     reward_cfg = reward if isinstance(reward, RewardConfig) else load_reward(reward)
     logs = read_logs(paths)
     dcfg = DatasetConfig(
@@ -566,7 +577,7 @@ def make_env(
     slate = min(slate, n_cand)
     stem = out_path.stem
     art = out_path.parent / stem
-    with atomic_dir(art) as tmp:
+    with atomic_dir(art, kind="env") as tmp:
         catalogue.to_parquet(tmp / "catalogue.parquet", index=False)
         start_df.to_parquet(tmp / "start_states.parquet", index=False)
         scale = list(beta) if config.formula == "logsum" else [1.0] * k

@@ -12,7 +12,8 @@ import pytest
 from batchrl_mtf.core.d3rlpy import load_d3rlpy
 from batchrl_mtf.data.dataset import MDPData, build_dataset, load_dataset
 from batchrl_mtf.data.reward import RewardConfig
-from batchrl_mtf.errors import ConfigError, DatasetError, PolicyError
+from batchrl_mtf.errors import ConfigError, DatasetError, OutputError, PolicyError
+from batchrl_mtf.training.checkpoint import load_algo
 from batchrl_mtf.training import (
     ALGORITHMS,
     POLICY_FORMAT,
@@ -58,7 +59,16 @@ def test_every_algorithm_trains_saves_loads_and_acts_within_bounds(
     result = train(data, out, tiny(algo=algo))
     assert result.n_steps_done == 24
     assert [int(r["step"]) for r in result.metrics] == [10, 20, 24]  # short last epoch
-    for name in ("model.d3", "config.json", "features.json", "metrics.csv", "policy.json"):
+    for name in (
+        "model.json",
+        "model.safetensors",
+        "rng_state.json",
+        "config.json",
+        "features.json",
+        "metrics.csv",
+        "policy.json",
+        ".batchrl-mtf.json",
+    ):
         assert (out / name).is_file(), name
     manifest = json.loads((out / "policy.json").read_text())
     assert manifest["format"] == POLICY_FORMAT
@@ -84,9 +94,10 @@ def test_every_algorithm_trains_saves_loads_and_acts_within_bounds(
     if algo != "bcq":  # BCQ samples candidate actions per batch; the others are per-row functions
         one_by_one = np.vstack([policy.act(o) for o in obs[:3]])
         np.testing.assert_allclose(policy.act(obs[:3]), one_by_one, atol=1e-5)
-    # the d3rlpy model is usable on its own (for exporters)
-    raw = d3rlpy.load_learnable(str(out / "model.d3"))
+    # the d3rlpy model is rebuilt from its config (no pickle) and usable on its own (exporters)
+    raw = load_algo(out / "model.json", out / "model.safetensors", "cpu:0")
     assert type(raw) is type(policy.algo)
+    assert isinstance(raw.config, getattr(d3rlpy.algos, ALGORITHMS[algo].d3rlpy_config))
     header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
     assert f"action_mean_{data.spec.tasks[0]}" in header
     if ALGORITHMS[algo].has_q:
@@ -201,9 +212,37 @@ def test_policy_dir_is_picked_up_by_resolve_policy(data: MDPData, trained: Path)
 
 def test_out_that_is_not_a_policy_is_not_replaced(data: MDPData, tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_text("precious")
-    with pytest.raises(PolicyError, match="not a policy directory; refusing"):
+    with pytest.raises(OutputError, match="not written by batchrl-mtf"):
         train(data, tmp_path, tiny(algo="bc"))
     assert (tmp_path / "keep.txt").read_text() == "precious"
+
+
+def test_an_existing_policy_is_replaced_only_with_overwrite(data: MDPData, tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    train(data, out, tiny(algo="bc", n_steps=5))
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(OutputError, match="pass --overwrite"):
+        train(data, out, tiny(algo="bc", n_steps=5, seed=9))
+    assert (out / "model.safetensors").read_bytes() == before
+    train(data, out, tiny(algo="bc", n_steps=5, seed=9), overwrite=True)
+    assert (out / "model.safetensors").read_bytes() != before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]  # no lock or temp left
+
+
+def test_non_finite_data_is_refused_and_no_policy_written(data: MDPData, tmp_path: Path) -> None:
+    rewards = data.rewards.copy()
+    rewards[3] = 1e39  # finite in float64, infinite in float32
+    bad = dataclasses.replace(data, rewards=rewards)
+    with pytest.raises(DatasetError, match="rewards that are not finite in float32"):
+        train(bad, tmp_path / "p", tiny(algo="bc", n_steps=5))
+    assert not (tmp_path / "p").exists()
+
+
+def test_a_diverged_policy_is_never_saved(data: MDPData, tmp_path: Path) -> None:
+    huge = dataclasses.replace(data, rewards=np.full_like(data.rewards, 3e38))
+    with pytest.raises(PolicyError, match="training diverged at step"):
+        train(huge, tmp_path / "p", tiny(algo="td3bc", n_steps=10, reward_scale=1e10))
+    assert not (tmp_path / "p").exists()
 
 
 # --- configuration -------------------------------------------------------------------------------
