@@ -29,7 +29,14 @@ from batchrl_mtf.data.features import (
 from batchrl_mtf.data.reward import RewardConfig, request_reward
 from batchrl_mtf.errors import ConfigError, Problem, SchemaError
 from batchrl_mtf.logs.schema import LogColumns, LogFrame, discover_columns, missing_required
-from batchrl_mtf.logs.validate import RULES, Codes, RowFlags, encode, validate_rows
+from batchrl_mtf.logs.validate import (
+    FLOAT32_MAX,
+    RULES,
+    Codes,
+    RowFlags,
+    encode,
+    validate_rows,
+)
 
 __all__ = [
     "Accounting",
@@ -290,7 +297,12 @@ def check_columns(
     return columns
 
 
-def check_rows(logs: LogFrame, columns: LogColumns, config: DatasetConfig) -> Checked:
+def check_rows(
+    logs: LogFrame,
+    columns: LogColumns,
+    config: DatasetConfig,
+    reward: RewardConfig | None = None,
+) -> Checked:
     """Make the sessions (logged or from ``session_gap_s``) and apply every row-level rule.
 
     Works on any set of complete users (every row of each user, and every row sharing a request
@@ -303,8 +315,21 @@ def check_rows(logs: LogFrame, columns: LogColumns, config: DatasetConfig) -> Ch
         else frame["session_id"]
     )
     codes = encode(frame, session)
-    flags = validate_rows(frame, columns, logs.files, session, codes)
+    weights = reward.largest_weights() if reward is not None else None
+    flags = validate_rows(frame, columns, logs.files, session, codes, weights)
     return Checked(columns, session, codes, flags)
+
+
+def _check_float32_reward(total: FloatArray, prepared: Prepared, first_rows: IntArray) -> None:
+    """Raise :class:`ConfigError` when a request's reward is not finite in float32."""
+    bad = ~(np.abs(total) <= FLOAT32_MAX)
+    if bad.any():
+        ids = prepared.values("request_id", first_rows[np.flatnonzero(bad)[:5]], object)
+        raise ConfigError(
+            f"reward: {int(bad.sum())} request(s) have a reward beyond float32 (e.g. "
+            f"{float(total[bad][0])!r}; request_id {', '.join(map(str, ids))}); lower the reward "
+            "weights or fix the feedback values"
+        )
 
 
 def log_source(files: Sequence[str]) -> str:
@@ -321,7 +346,7 @@ def check_logs(logs: LogFrame, reward: RewardConfig | None, config: DatasetConfi
         ConfigError: The reward or ``features.feedback`` names a column absent from the logs.
     """
     columns = check_columns(logs.frame, log_source(logs.files), reward, config)
-    return check_rows(logs, columns, config)
+    return check_rows(logs, columns, config, reward)
 
 
 def prepare_logs(logs: LogFrame, reward: RewardConfig, config: DatasetConfig) -> Prepared:
@@ -406,6 +431,14 @@ def _count_by_reason(
 BoolArrayT = npt.NDArray[np.bool_]
 
 
+def _spread(r: npt.NDArray[np.int16], codes: IntArray, n: int) -> npt.NDArray[np.int16]:
+    """Every row of a group (non-null ``codes``) takes the group's smallest reason."""
+    valid = codes >= 0
+    worst = np.full(n, np.iinfo(np.int8).max, dtype=np.int16)
+    np.minimum.at(worst, codes[valid], r[valid])
+    return np.where(valid, worst[np.where(valid, codes, 0)], r)
+
+
 def account(codes: Codes, reason: npt.NDArray[np.int8]) -> tuple[BoolArrayT, Accounting]:
     """Which rows are kept (sessions with no flagged row) and the accounting by first reason."""
     n = len(reason)
@@ -421,12 +454,12 @@ def account(codes: Codes, reason: npt.NDArray[np.int8]) -> tuple[BoolArrayT, Acc
             sessions_kept=codes.n_sessions,
             sessions_dropped={},
         )
-    # a session's reason is the first rule that flagged any of its rows
-    sess_reason = np.full(codes.n_sessions, np.iinfo(np.int8).max, dtype=np.int16)
-    has_sess = codes.session >= 0
+    # a session's reason is the first rule that flagged any of its rows; a request with a
+    # flagged row is dropped whole first (its row may lack the session id: issue 17)
     r = np.where(reason >= 0, reason, np.iinfo(np.int8).max).astype(np.int16)
-    np.minimum.at(sess_reason, codes.session[has_sess], r[has_sess])
-    row_reason = np.where(has_sess, sess_reason[np.where(has_sess, codes.session, 0)], r)
+    r = _spread(r, codes.request, codes.n_requests)
+    row_reason = _spread(r, codes.session, codes.n_sessions)
+    row_reason = _spread(row_reason, codes.request, codes.n_requests)
     row_reason = np.where(row_reason == np.iinfo(np.int8).max, -1, row_reason).astype(np.int8)
     keep = row_reason < 0
     rows_dropped = {rule: int(np.count_nonzero(row_reason == i)) for i, rule in enumerate(RULES)}
@@ -662,6 +695,7 @@ def compute_transitions(
         for c in reward.columns()
     }
     parts_r = request_reward(reward, reward_cols, request_of_row, n_req)
+    _check_float32_reward(parts_r.total(), prepared, first_rows)
     last = np.concatenate([req_first_in_session[1:], [True]]) if n_req else np.zeros(0, dtype=bool)
     timeout = np.zeros(n_req, dtype=bool)
     if config.window_end_ms is not None:
