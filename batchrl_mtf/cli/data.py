@@ -16,7 +16,7 @@ from batchrl_mtf.data.features import FeatureConfig
 from batchrl_mtf.data.mdp import DatasetConfig, account, check_logs
 from batchrl_mtf.data.reward import load_reward
 from batchrl_mtf.data.spark import SparkOptions, build_dataset_spark
-from batchrl_mtf.errors import ConfigError
+from batchrl_mtf.errors import ConfigError, SchemaError
 from batchrl_mtf.logs.schema import read_logs
 
 __all__ = ["COMMANDS", "build_dataset_command", "validate_command"]
@@ -95,6 +95,8 @@ def validate_command(
     frame = read_logs(list(logs))
     checked = check_logs(frame, reward_cfg, DatasetConfig(session_gap_s=session_gap))
     _keep, acc = account(checked.codes, checked.flags.reason)
+    if acc.rows_read == 0:
+        raise SchemaError(f"{', '.join(map(str, logs))}: no rows; nothing to validate or build")
     cols = checked.columns
     click.echo(
         f"read {acc.rows_read} rows, {acc.requests_read} requests, {acc.sessions_read} sessions"

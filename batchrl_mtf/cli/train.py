@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
 import click
 
 from batchrl_mtf.cli._common import overwrite_option, progress_enabled
-from batchrl_mtf.core.config import parse_overrides
+from batchrl_mtf.core.config import parse_overrides, read_toml
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.training import config_for_resume, resolve_config, train
 
@@ -19,12 +18,7 @@ ALGOS = ("bcq", "cql", "iql", "td3bc", "awac", "bc")
 
 
 def _read_config_file(path: Path) -> Mapping[str, object]:
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"--config {path}: cannot read ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
+    doc = read_toml(path, "--config file")
     table = doc.get("train", doc)
     if not isinstance(table, Mapping):
         raise ConfigError(f"--config {path}: expected a [train] table")

@@ -434,6 +434,8 @@ BoolArrayT = npt.NDArray[np.bool_]
 def _spread(r: npt.NDArray[np.int16], codes: IntArray, n: int) -> npt.NDArray[np.int16]:
     """Every row of a group (non-null ``codes``) takes the group's smallest reason."""
     valid = codes >= 0
+    if not valid.any():
+        return r
     worst = np.full(n, np.iinfo(np.int8).max, dtype=np.int16)
     np.minimum.at(worst, codes[valid], r[valid])
     return np.where(valid, worst[np.where(valid, codes, 0)], r)
@@ -695,7 +697,7 @@ def compute_transitions(
         for c in reward.columns()
     }
     parts_r = request_reward(reward, reward_cols, request_of_row, n_req)
-    _check_float32_reward(parts_r.total(), prepared, first_rows)
+    _check_float32_reward(parts_r.total, prepared, first_rows)
     last = np.concatenate([req_first_in_session[1:], [True]]) if n_req else np.zeros(0, dtype=bool)
     timeout = np.zeros(n_req, dtype=bool)
     if config.window_end_ms is not None:

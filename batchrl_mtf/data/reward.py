@@ -26,7 +26,6 @@ where ``x_{i,valid_play} = 1[watch_time_i >= valid_play_s]``.
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from batchrl_mtf.core.config import read_toml
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.logs.validate import FLOAT32_MAX
 
@@ -177,13 +177,7 @@ def load_reward(path: str | Path) -> RewardConfig:
         ConfigError: The file is missing, is not TOML, or has unknown keys or non-numeric weights.
     """
     p = Path(path)
-    try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: reward file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
-    return parse_reward(doc, str(p))
+    return parse_reward(read_toml(p, "reward file"), str(p))
 
 
 @dataclass(frozen=True)

@@ -145,7 +145,13 @@ def _read_one(path: Path) -> pd.DataFrame:
         if suffix in (".csv", ".tsv") or path.name.endswith((".csv.gz", ".tsv.gz")):
             sep = "\t" if ".tsv" in path.name else ","
             return pd.read_csv(path, sep=sep, low_memory=False)
-    except (pa.ArrowInvalid, OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except (
+        pa.ArrowInvalid,
+        OSError,
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        UnicodeDecodeError,
+    ) as exc:
         raise SchemaError(f"{path}: cannot read as {suffix.lstrip('.')} ({exc})") from None
     raise SchemaError(f"{path}: unsupported file type {suffix!r}; expected .parquet or .csv")
 

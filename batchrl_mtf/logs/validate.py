@@ -382,6 +382,9 @@ def validate_rows(
             col.skip()
             continue
         bad = ~_not_float32(_numeric(frame, c)) & _not_float32(v)
+        if not bad.any():
+            col.skip()
+            continue
         col.flag(
             "non_finite",
             c,

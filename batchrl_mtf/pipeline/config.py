@@ -553,6 +553,8 @@ def read_pipeline_doc(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{p}: pipeline file not found") from None
     except IsADirectoryError:
         raise ConfigError(f"{p}: expected a pipeline .toml file, found a folder") from None
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise ConfigError(f"{p}: not a readable UTF-8 TOML file ({type(exc).__name__})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML ({exc})") from None
 
