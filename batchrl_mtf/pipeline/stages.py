@@ -11,6 +11,7 @@ import dataclasses
 import io
 import json
 import logging
+import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -373,10 +374,18 @@ def _rollout_arrays(name: str, res: Any) -> dict[str, np.ndarray]:
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    """The cached arrays of ``path``; a missing or unreadable cache is empty (recomputed).
+
+    ``np.load`` never unpickles here (``allow_pickle=False``): an object array is unreadable.
+    """
     if not path.is_file():
         return {}
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        logger.warning("%s: unreadable cache, recomputing it (%s)", path, exc)
+        return {}
 
 
 def _progress(items: list[Any], show: bool, desc: str) -> Any:

@@ -279,20 +279,21 @@ def load_predictor(path: str | Path) -> FrozenPredictor:
         _read(root / f) for f in (WEIGHTS, CONFIG, VOCAB, META)
     )
     try:
+        config_text, vocab_text = config_bytes.decode(), vocab_bytes.decode()
         meta = json.loads(meta_bytes)
-        cfg = json.loads(config_bytes)
-        vocab_json = json.loads(vocab_bytes)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        cfg = json.loads(config_text)
+        vocab_json = json.loads(vocab_text)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise PredictorError(f"{root}: corrupt JSON in the predictor artefact: {exc}") from None
     expected = meta.get("content_hash") if isinstance(meta, dict) else None
-    actual = hash_bytes(_joined(weights, config_bytes.decode(), vocab_bytes.decode()))
+    actual = hash_bytes(_joined(weights, config_text, vocab_text))
     if expected != actual:
         raise PredictorError(
             f"{root}: content hash mismatch (meta.json says {expected}, files hash to {actual})"
         )
-    if cfg.get("format_version") != FORMAT_VERSION:
+    if not isinstance(cfg, dict) or cfg.get("format_version") != FORMAT_VERSION:
         raise PredictorError(
-            f"{root / CONFIG}: expected format_version {FORMAT_VERSION}, found {cfg.get('format_version')!r}"
+            f"{root / CONFIG}: expected format_version {FORMAT_VERSION}, found {cfg.get('format_version') if isinstance(cfg, dict) else type(cfg).__name__!r}"
         )
     try:
         config = config_from_mapping(

@@ -120,6 +120,20 @@ def _decode(doc: Any, tensors: Mapping[str, Any], where: str) -> Any:
     raise PolicyError(f"{where}: malformed state-dict value {doc!r:.60}")
 
 
+def _check_finite(state: Any, where: str) -> None:
+    import torch
+
+    if isinstance(state, torch.Tensor):
+        if state.is_floating_point() and not bool(torch.isfinite(state).all()):
+            raise PolicyError(f"{where}: weights are not finite (NaN or inf); refused")
+    elif isinstance(state, dict):
+        for v in state.values():
+            _check_finite(v, where)
+    elif isinstance(state, (list, tuple)):
+        for v in state:
+            _check_finite(v, where)
+
+
 def _checkpoint_modules(algo: Any) -> dict[str, Any]:
     impl = algo.impl
     if impl is None:
@@ -190,6 +204,7 @@ def load_algo(config_path: Path, weights_path: Path, device: str) -> Any:
         )
     for name, module in modules.items():
         state = _decode(states[name], tensors, f"{config_path} [{name}]")
+        _check_finite(state, f"{weights_path} [{name}]")
         try:
             module.load_state_dict(state)
         except Exception as exc:  # torch raises RuntimeError/KeyError/ValueError on a mismatch

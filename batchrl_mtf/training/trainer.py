@@ -265,7 +265,7 @@ def _resume_state(out: Path, config: TrainConfig, spec: DatasetSpec) -> tuple[An
             f"the dataset given is {spec.dataset_hash}"
         )
     # through resolve_config, so that settings added since the save compare at their defaults
-    saved = resolve_config([], base=json.loads((out / "config.json").read_text(encoding="utf-8")))
+    saved = resolve_config([], base=_saved_config(out))
     saved_doc, now = saved.to_dict(), config.to_dict()
     differ = sorted(
         k
@@ -494,8 +494,18 @@ def _train(
 
 def config_for_resume(out: str | Path, layers: list[tuple[str, Any]]) -> TrainConfig:
     """The saved config of policy directory ``out`` with ``layers`` of overrides on top."""
-    path = Path(out) / "config.json"
+    return resolve_config(layers, base=_saved_config(Path(out)))
+
+
+def _saved_config(out: Path) -> dict[str, Any]:
+    """The ``config.json`` of policy directory ``out``, checked to be a JSON object."""
+    path = out / "config.json"
     if not path.is_file():
         raise PolicyError(f"--resume {out}: no config.json there; nothing to resume")
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    return resolve_config(layers, base=saved)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise PolicyError(f"--resume {path}: not valid JSON ({exc}); cannot resume") from None
+    if not isinstance(doc, dict):
+        raise PolicyError(f"--resume {path}: expected a JSON object; cannot resume")
+    return doc
