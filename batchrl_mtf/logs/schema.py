@@ -197,7 +197,9 @@ def _id_kind(series: pd.Series) -> str:
         return "int"
     if pd.api.types.is_float_dtype(series):
         vals = series.dropna().to_numpy()
-        return "int" if np.all(vals == np.floor(vals)) else "str"
+        # integers only when every value fits int64 (inf and 1e39 are integral floats too)
+        fits = np.isfinite(vals) & (np.abs(vals) < 2.0**63) & (vals == np.floor(vals))
+        return "int" if np.all(fits) else "str"
     return "str"
 
 

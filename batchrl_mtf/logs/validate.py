@@ -347,6 +347,8 @@ def validate_rows(
             mask = ts_missing
         else:
             mask = frame[c].isna().to_numpy()
+            if c == "position" and not _is_plain_int(frame, c):  # inf is no position either
+                mask = mask | ~np.isfinite(_numeric(frame, c))
         col.flag("null_id", c, mask, "a value in every row", "a missing value")
     ok_ids = (codes.user >= 0) & (codes.session >= 0) & (codes.request >= 0) & ~ts_missing
 

@@ -13,7 +13,6 @@ from batchrl_mtf.core.d3rlpy import load_d3rlpy
 from batchrl_mtf.data.dataset import MDPData, build_dataset, load_dataset
 from batchrl_mtf.data.reward import RewardConfig
 from batchrl_mtf.errors import ConfigError, DatasetError, OutputError, PolicyError
-from batchrl_mtf.training.checkpoint import load_algo
 from batchrl_mtf.training import (
     ALGORITHMS,
     POLICY_FORMAT,
@@ -22,6 +21,7 @@ from batchrl_mtf.training import (
     resolve_config,
     train,
 )
+from batchrl_mtf.training.checkpoint import load_algo
 from tests.logs_factory import make_logs
 
 TINY = {"n_steps": 24, "n_steps_per_epoch": 10, "hidden_units": [16], "batch_size": 16}
