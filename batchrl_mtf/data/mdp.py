@@ -460,9 +460,8 @@ def account(codes: Codes, reason: npt.NDArray[np.int8]) -> tuple[BoolArrayT, Acc
     # flagged row is dropped whole first (its row may lack the session id: issue 17)
     r = np.where(reason >= 0, reason, np.iinfo(np.int8).max).astype(np.int16)
     r = _spread(r, codes.request, codes.n_requests)
-    row_reason = _spread(r, codes.session, codes.n_sessions)
-    row_reason = _spread(row_reason, codes.request, codes.n_requests)
-    row_reason = np.where(row_reason == np.iinfo(np.int8).max, -1, row_reason).astype(np.int8)
+    spread = _spread(_spread(r, codes.session, codes.n_sessions), codes.request, codes.n_requests)
+    row_reason = np.where(spread == np.iinfo(np.int8).max, -1, spread).astype(np.int8)
     keep = row_reason < 0
     rows_dropped = {rule: int(np.count_nonzero(row_reason == i)) for i, rule in enumerate(RULES)}
     rows_dropped = {k: v for k, v in rows_dropped.items() if v}

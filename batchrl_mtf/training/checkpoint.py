@@ -219,7 +219,7 @@ def rng_state_json(grad_step: int) -> str:
     import torch
 
     version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     return dumps_json(
         {
             "format": RNG_FORMAT,
@@ -249,7 +249,7 @@ def load_rng_state(path: Path) -> dict[str, Any]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         py, npy, tch = doc["python"], doc["numpy"], doc["torch"]
-        state = {
+        state: dict[str, Any] = {
             "grad_step": int(doc["grad_step"]),
             "python": (int(py["version"]), tuple(int(v) for v in py["state"]), py["gauss_next"]),
             "numpy": (

@@ -136,13 +136,13 @@ def check_finite_data(data: MDPData) -> None:
                 f"{where}: {name} is not finite in float32 ({arr.tolist()!r:.120}); rebuild the "
                 "dataset from logs that pass `batchrl-mtf validate`"
             )
-    for name, values in (
+    for name, column in (
         ("observations", data.observations),
         ("actions", data.actions),
         ("rewards", data.rewards),
     ):
         with np.errstate(over="ignore", invalid="ignore"):
-            bad = ~np.isfinite(np.asarray(values, dtype=np.float64).astype(np.float32))
+            bad = ~np.isfinite(np.asarray(column, dtype=np.float64).astype(np.float32))
         if bad.any():
             rows = np.flatnonzero(bad.reshape(len(bad), -1).any(axis=1))
             sessions = sorted({str(s) for s in np.asarray(data.session_id)[rows[:3]]})
