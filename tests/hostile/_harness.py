@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pickle
 import traceback
@@ -10,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 from click.testing import CliRunner
 
 from batchrl_mtf.cli import main
@@ -115,3 +117,14 @@ def judge(
             return "partial"
         return "clean"
     return "ok" if ended.exit_code == 0 else "wrong"
+
+
+def check_accounting(out: Path) -> None:
+    """Kept + dropped = read for rows, requests and sessions; kept = what the dataset holds."""
+    acc = json.loads((out / "report.json").read_text())["accounting"]
+    for level in ("rows", "requests", "sessions"):
+        a = acc[level]
+        assert a["kept"] + sum(a["dropped"].values()) == a["read"], (level, a)
+    trans = pd.read_parquet(out / "transitions.parquet")
+    assert acc["requests"]["kept"] == len(trans)
+    assert acc["sessions"]["kept"] == trans["session_id"].nunique()

@@ -8,7 +8,6 @@ exactly once and the kept counts are what the dataset holds.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.hostile._harness import judge, leftovers, run_cli, snapshot
+from tests.hostile._harness import check_accounting, judge, leftovers, run_cli, snapshot
 from tests.logs_factory import make_logs
 
 BASE = make_logs(n_users=4, sessions_per_user=2, requests_per_session=3)
@@ -106,13 +105,7 @@ def _fuzz_one(ops: list[tuple[object, ...]], shuffle: int, fmt: str, on_error: s
         assert outcome in ("ok", "clean"), (outcome, ended.output, ended.traceback)
         assert not leftovers(tmp)
         if ended.exit_code == 0:
-            acc = json.loads((out / "report.json").read_text())["accounting"]
-            for level in ("rows", "requests", "sessions"):
-                a = acc[level]
-                assert a["kept"] + sum(a["dropped"].values()) == a["read"], (level, a)
-            trans = pd.read_parquet(out / "transitions.parquet")
-            assert acc["requests"]["kept"] == len(trans)
-            assert acc["sessions"]["kept"] == trans["session_id"].nunique()
+            check_accounting(out)
         v = run_cli(["validate", logs])
         assert not v.traceback and v.exit_code in (0, 2), v.traceback
 

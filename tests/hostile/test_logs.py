@@ -8,7 +8,6 @@ must account for every row, request and session exactly once.
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,7 @@ import pandas as pd
 import pytest
 
 from batchrl_mtf.core.io import MARKER, output_dir
-from tests.hostile._harness import judge, run_cli, snapshot
+from tests.hostile._harness import check_accounting, judge, run_cli, snapshot
 from tests.logs_factory import make_logs
 
 REWARD = """[reward]
@@ -120,17 +119,6 @@ CORRUPTIONS: dict[str, tuple[Corrupt, str]] = {
 ACCEPTED = {"extra column"}
 
 
-def _check_accounting(out: Path) -> None:
-    report = json.loads((out / "report.json").read_text())
-    acc = report["accounting"]
-    for level in ("rows", "requests", "sessions"):
-        a = acc[level]
-        assert a["kept"] + sum(a["dropped"].values()) == a["read"], (level, a)
-    trans = pd.read_parquet(out / "transitions.parquet")
-    assert acc["requests"]["kept"] == len(trans)
-    assert acc["sessions"]["kept"] == trans["session_id"].nunique()
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
     return make_logs(n_users=4, sessions_per_user=2, requests_per_session=3)
@@ -165,7 +153,7 @@ def test_corrupt_logs(
     tally(f"logs/{command}/{name}", outcome)
     assert outcome in ("clean", "ok"), (outcome, ended.output, ended.traceback)
     if command != "validate" and outcome == "ok":
-        _check_accounting(out)
+        check_accounting(out)
 
 
 UTF16 = "user_id,session_id\n1,a\n".encode("utf-16")
