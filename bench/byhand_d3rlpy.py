@@ -10,7 +10,7 @@ Usage::
 
     python bench/byhand_d3rlpy.py LOGS.parquet --out runs/byhand --n-steps 10000
 
-Writes ``<out>/model.d3`` and ``<out>/state.json`` (the state's column names, for evaluation).
+Writes ``<out>/model.json`` + ``<out>/model.safetensors`` (no pickle) and ``<out>/state.json`` (the state's column names, for evaluation).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from batchrl_mtf.training.checkpoint import save_algo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,7 +91,7 @@ def main() -> None:
         )
     secs = time.perf_counter() - t
     args.out.mkdir(parents=True, exist_ok=True)
-    algo.save(str(args.out / "model.d3"))
+    save_algo(algo, args.out)
     meta = {"state": state, "tasks": tasks, "n_steps": args.n_steps, "seconds": secs}
     (args.out / "state.json").write_text(json.dumps(meta))
     print(f"by-hand BCQ: {args.n_steps} steps in {secs:.0f}s ({args.n_steps / secs:.1f} steps/s)")
