@@ -25,6 +25,11 @@ def upgrade_command(policy_dir: Path, trust_pickle: bool) -> None:
     names, so current releases refuse it. Only if you trust where POLICY_DIR came from, convert it
     once with --trust-pickle: the directory is rewritten (atomically) as model.json +
     model.safetensors + rng_state.json and never needs pickle again. See docs/security.md.
+
+    \b
+    Examples:
+      batchrl-mtf upgrade runs/bcq-old                  # refused: says what --trust-pickle does
+      batchrl-mtf upgrade runs/bcq-old --trust-pickle   # convert, once, a directory you trust
     """
     if upgrade_policy(policy_dir, trust_pickle=trust_pickle):
         click.echo(f"upgraded {policy_dir} (model.safetensors + model.json; no pickle)")

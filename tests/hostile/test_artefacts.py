@@ -7,16 +7,17 @@ payload did not run) and that the load failed with one line.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
+import random
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.numpy import save_file
+import torch
+from safetensors.numpy import load_file, save_file
 
 from batchrl_mtf.core.io import MARKER
 from batchrl_mtf.data.dataset import MDPData, build_dataset, load_dataset
@@ -27,7 +28,7 @@ from batchrl_mtf.pipeline.stages import _load_npz
 from batchrl_mtf.predictors import PredictorConfig, fit_predictor, load_predictor, save_predictor
 from batchrl_mtf.sim.spec import load_spec
 from batchrl_mtf.training import load_policy, resolve_config, train
-from tests.hostile._harness import judge, malicious_pickle, run_call, run_cli, snapshot
+from tests.hostile._harness import Payload, judge, malicious_pickle, run_call, run_cli, snapshot
 from tests.logs_factory import make_logs
 
 TINY = {"n_steps": 6, "n_steps_per_epoch": 3, "hidden_units": [8], "batch_size": 8, "algo": "bc"}
@@ -105,10 +106,6 @@ def _resume(p: Path, data: MDPData, tmp: Path) -> Callable[[], object]:
     return lambda: train(data, p, cfg, resume=True)
 
 
-def _upgrade_untrusted(p: Path, data: MDPData, tmp: Path) -> list[object]:
-    return ["upgrade", p]
-
-
 LOADERS = {"load": _load, "export": _export_cli, "resume": _resume}
 
 Mutate = Callable[[Path, Path], None]
@@ -143,8 +140,6 @@ def _wrong_shapes(p: Path, marker: Path) -> None:
 
 
 def _nan_weights(p: Path, marker: Path) -> None:
-    from safetensors.numpy import load_file
-
     tensors = load_file(p / "model.safetensors")
     name = sorted(k for k in tensors if k.endswith("weight"))[0]
     tensors[name] = np.full_like(tensors[name], np.nan)
@@ -262,16 +257,13 @@ def test_hostile_policy_directory(
 def test_upgrade_with_trust_converts_a_genuine_previous_release_directory(
     policy_dir: Path, data: MDPData, tmp_path: Path
 ) -> None:
-    d3rlpy = pytest.importorskip("d3rlpy")
-    import torch
-
     p = _copy(policy_dir, tmp_path)
     genuine = load_policy(policy_dir)
     genuine.algo.save(str(p / "model.d3"))  # what the previous release wrote
     torch.save(
         {
             "rng": {
-                "python": __import__("random").getstate(),
+                "python": random.getstate(),
                 "numpy": np.random.get_state(),
                 "torch": torch.get_rng_state(),
             },
@@ -298,7 +290,6 @@ def test_upgrade_with_trust_converts_a_genuine_previous_release_directory(
     cfg = resolve_config([("test", {**TINY, "n_steps": 9})])
     assert train(data, p, cfg, resume=True).n_steps_done == 9
     assert run_cli(["upgrade", p]).output.strip().endswith("nothing to do")
-    del d3rlpy
 
 
 PREDICTOR_MUTATIONS: dict[str, Mutate] = {
@@ -374,8 +365,6 @@ def test_hostile_learned_environment_files(
 def _object_npz(path: Path, marker: Path) -> None:
     """An .npz whose array is an object array holding the payload (needs allow_pickle)."""
     arr = np.empty(1, dtype=object)
-    from tests.hostile._harness import Payload
-
     arr[0] = Payload(marker)
     np.savez(path, values=arr)
 
@@ -413,4 +402,3 @@ def test_the_policy_directory_holds_no_pickle(policy_dir: Path) -> None:
     for f in policy_dir.iterdir():
         if f.is_file():
             assert not f.read_bytes().startswith(b"\x80"), f  # pickle protocol 2+ header
-    assert dataclasses.is_dataclass(resolve_config([("t", TINY)]))
