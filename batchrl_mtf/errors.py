@@ -17,6 +17,7 @@ __all__ = [
     "ExportError",
     "FusionError",
     "OPEInputError",
+    "OutputError",
     "PolicyError",
     "PredictorError",
     "Problem",
@@ -103,3 +104,8 @@ class EnvError(BatchRLMTFError):
 
 class PredictorError(BatchRLMTFError):
     """A multi-task predictor cannot be trained, loaded, or applied."""
+
+
+class OutputError(BatchRLMTFError):
+    """An output path (``--out``) cannot be written safely: not ours, an input, locked, read-only,
+    or the disk is full. Nothing was replaced."""

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from batchrl_mtf.core.d3rlpy import load_d3rlpy
+from batchrl_mtf.training.checkpoint import load_algo
 
 HERE = Path(__file__).resolve().parent
 
@@ -306,14 +306,12 @@ def main() -> None:
         add(f"{algo} ({label}, {n_steps} steps)", load_policy(out), minutes, role=role, load=load)
 
     if not args.skip_byhand:
-        d3rlpy = load_d3rlpy()
-
         steps = args.byhand_steps or n_steps
         out = args.work / "byhand"
         state_path = out / "state.json"
         meta = json.loads(state_path.read_text()) if state_path.is_file() else {}
         load = None
-        if args.reuse and meta.get("n_steps") == steps and (out / "model.d3").is_file():
+        if args.reuse and meta.get("n_steps") == steps and (out / "model.safetensors").is_file():
             minutes = float(meta["seconds"]) / 60
         else:
             logs = next(args.work.glob(f"logs_mixed_{args.sessions}_{args.log_seed}.parquet"))
@@ -338,7 +336,7 @@ def main() -> None:
 
         names = feature_names_of(world)
         cols = [names.index(c) for c in meta["state"]]
-        algo = d3rlpy.load_learnable(str(out / "model.d3"))
+        algo = load_algo(out / "model.json", out / "model.safetensors", "cpu:0")
         pol = ColumnPolicy(algo, cols, tasks, world.spec.fusion.low, world.spec.fusion.high)
         add(
             f"by-hand d3rlpy BCQ ({steps} steps)",

@@ -9,7 +9,19 @@ from __future__ import annotations
 
 import click
 
-from batchrl_mtf.cli import data, demo, evaluate, export, learned, predictor, score, sim, train, zoo
+from batchrl_mtf.cli import (
+    data,
+    demo,
+    evaluate,
+    export,
+    learned,
+    predictor,
+    score,
+    sim,
+    train,
+    upgrade,
+    zoo,
+)
 from batchrl_mtf.cli._common import BatchRLGroup, setup_logging
 from batchrl_mtf.core.version import __version__
 
@@ -31,6 +43,6 @@ def main(quiet: bool, verbose: bool) -> None:
     setup_logging(quiet, verbose)
 
 
-for _module in (data, sim, predictor, learned, train, evaluate, export, score, demo, zoo):
+for _module in (data, sim, predictor, learned, train, evaluate, export, score, demo, zoo, upgrade):
     for _command in _module.COMMANDS:
         main.add_command(_command)

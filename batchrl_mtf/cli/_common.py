@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from batchrl_mtf.core.fusion import DEFAULT_BETA, FORMULAS
+from batchrl_mtf.core.io import describe_os_error
 from batchrl_mtf.errors import BatchRLMTFError, ConfigError, SchemaError
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "BatchRLGroup",
     "echo_json_path",
     "fusion_override_options",
+    "overwrite_option",
     "parse_float_list",
 ]
 
@@ -37,6 +39,21 @@ class BatchRLGroup(click.Group):
         except BatchRLMTFError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_USER_ERROR)
+        except OSError as exc:
+            # disk full, read-only file system, permission denied: the environment, not a bug;
+            # every writer removes its temporary file or directory before this is reached
+            if exc.errno is None and not isinstance(exc, FileNotFoundError):
+                raise
+            click.echo(f"error: {describe_os_error(exc)}; nothing was replaced", err=True)
+            sys.exit(EXIT_USER_ERROR)
+
+
+overwrite_option = click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an output this toolkit wrote before at --out (anything else is never replaced).",
+)
+"""The ``--overwrite`` flag of every command that writes a directory."""
 
 
 def setup_logging(quiet: bool, verbose: bool) -> None:

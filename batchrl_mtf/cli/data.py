@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any, cast
@@ -9,9 +10,9 @@ from typing import Any, cast
 import click
 import pandas as pd
 
-from batchrl_mtf.cli._common import EXIT_USER_ERROR, parse_float_list
+from batchrl_mtf.cli._common import EXIT_USER_ERROR, overwrite_option, parse_float_list
 from batchrl_mtf.core.fusion import DEFAULT_BETA, DEFAULT_FORMULA, FORMULAS, Fusion
-from batchrl_mtf.core.io import atomic_write_text, dumps_json
+from batchrl_mtf.core.io import atomic_write_text, dumps_json, output_dir
 from batchrl_mtf.data.build import build_dataset
 from batchrl_mtf.data.clean import account, check_logs
 from batchrl_mtf.data.config import DatasetConfig
@@ -19,7 +20,7 @@ from batchrl_mtf.data.features import FeatureConfig
 from batchrl_mtf.data.formats import write_d3rlpy_file_from_transitions
 from batchrl_mtf.data.reward import load_reward
 from batchrl_mtf.data.spark import SparkOptions, build_dataset_spark
-from batchrl_mtf.errors import ConfigError
+from batchrl_mtf.errors import ConfigError, SchemaError
 from batchrl_mtf.logs.schema import read_logs
 
 __all__ = ["COMMANDS", "build_dataset_command", "validate_command"]
@@ -98,6 +99,8 @@ def validate_command(
     frame = read_logs(list(logs))
     checked = check_logs(frame, reward_cfg, DatasetConfig(session_gap_s=session_gap))
     _keep, acc = account(checked.codes, checked.flags.reason)
+    if acc.rows_read == 0:
+        raise SchemaError(f"{', '.join(map(str, logs))}: no rows; nothing to validate or build")
     cols = checked.columns
     click.echo(
         f"read {acc.rows_read} rows, {acc.requests_read} requests, {acc.sessions_read} sessions"
@@ -201,6 +204,7 @@ def validate_command(
     help="Its logsum offsets: one number, one per task in task order, or task=number,... "
     f"(default: {DEFAULT_BETA:g} for every task).",
 )
+@overwrite_option
 def build_dataset_command(
     logs: tuple[str, ...],
     reward: str,
@@ -219,6 +223,7 @@ def build_dataset_command(
     from_transitions: str | None,
     formula: str | None,
     beta: str | None,
+    overwrite: bool,
 ) -> None:
     """Turn impression LOGS into a d3rlpy-ready MDP dataset directory.
 
@@ -266,11 +271,19 @@ def build_dataset_command(
         feedback,
         Fusion.parse(formula, beta) if given else None,
     )
-    if engine == "spark":
-        opts = SparkOptions(master=spark_master, partitions=spark_partitions)
-        report = build_dataset_spark(list(logs), reward, out, cast(DatasetConfig, cfg), opts)
-    else:
-        report = build_dataset(list(logs), reward, out, cast(DatasetConfig, cfg))
+    remote = "://" in out
+    claim = (
+        contextlib.nullcontext()
+        if remote
+        else output_dir(out, "dataset", inputs=[*logs, reward], overwrite=overwrite)
+    )
+    with claim:
+        if engine == "spark":
+            opts = SparkOptions(master=spark_master, partitions=spark_partitions)
+            report = build_dataset_spark(list(logs), reward, out, cast(DatasetConfig, cfg), opts)
+        else:
+            dcfg = cast(DatasetConfig, cfg)
+            report = build_dataset(list(logs), reward, out, dcfg, overwrite=overwrite)
     acc = cast(dict[str, dict[str, Any]], report["accounting"])
     rows, req, ses = acc["rows"], acc["requests"], acc["sessions"]
     click.echo(

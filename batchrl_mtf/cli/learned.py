@@ -7,9 +7,10 @@ from typing import cast
 
 import click
 
-from batchrl_mtf.cli._common import echo_json_path, parse_float_list
+from batchrl_mtf.cli._common import echo_json_path, overwrite_option, parse_float_list
 from batchrl_mtf.core.config import config_from_mapping
 from batchrl_mtf.core.fusion import DEFAULT_BETA, DEFAULT_FORMULA, FORMULAS, Fusion
+from batchrl_mtf.core.io import output_dir
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.learned import LearnedEnvConfig, make_env
 
@@ -128,6 +129,7 @@ __all__ = ["COMMANDS", "make_env_command"]
     "--on-error", type=click.Choice(["fail", "drop-session"]), default="fail", show_default=True
 )
 @click.option("--seed", type=int, default=0, show_default=True)
+@overwrite_option
 def make_env_command(
     logs: tuple[Path, ...],
     reward: Path,
@@ -152,6 +154,7 @@ def make_env_command(
     session_gap: float | None,
     on_error: str,
     seed: int,
+    overwrite: bool,
 ) -> None:
     """Learn a Gymnasium environment (a world model) from LOGS and validate it against them.
 
@@ -201,7 +204,9 @@ def make_env_command(
             raise ConfigError(f"--action-bounds: expected LO,HI, found {action_bounds!r}")
         mapping["action_bounds"] = list(lo_hi)
     config = config_from_mapping(LearnedEnvConfig, mapping, "make-env")
-    res = make_env(list(logs), reward, out, config, predictor_dir)
+    inputs = [*logs, reward, *([predictor_dir] if predictor_dir else [])]
+    with output_dir(out.with_suffix(""), "env", inputs=inputs, overwrite=overwrite):
+        res = make_env(list(logs), reward, out, config, predictor_dir, overwrite=overwrite)
     leave = res.report["leave_model"]
     assert isinstance(leave, dict)
     fusion = cast(dict[str, object], res.report["fusion"])

@@ -10,9 +10,11 @@ the key, and turns them back into plain mappings for the run metadata.
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 import types
 import typing
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from batchrl_mtf.core.fusion import Fusion
@@ -190,3 +192,34 @@ def parse_overrides(pairs: Sequence[str], where: str = "--set") -> dict[str, obj
             value = raw
         out[key] = value
     return out
+
+
+def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+    """Read a TOML file; every way it can be unreadable is one :class:`ConfigError` line.
+
+    Args:
+        path: The file.
+        what: What it is, for the message (``"reward file"``, ``"--config"``).
+
+    Raises:
+        ConfigError: Missing, a folder, unreadable, not UTF-8 (binary, UTF-16), not TOML, or
+            nested too deeply to parse.
+    """
+    p = Path(path)
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: {what} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: expected a {what} (.toml), found a folder") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the {what} ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{p}: the {what} is not UTF-8 text (byte {exc.start}: {exc.reason}); TOML files are "
+            "UTF-8"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: the {what} is nested too deeply to parse") from None

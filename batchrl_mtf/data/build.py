@@ -32,7 +32,15 @@ import numpy as np
 import numpy.typing as npt
 
 from batchrl_mtf.core.config import config_to_dict
-from batchrl_mtf.core.io import atomic_dir, dumps_json, hash_bytes, hash_files, package_versions
+from batchrl_mtf.core.io import (
+    atomic_dir,
+    check_output_dir,
+    dumps_json,
+    hash_bytes,
+    hash_files,
+    output_dir,
+    package_versions,
+)
 from batchrl_mtf.core.version import __version__
 from batchrl_mtf.data.config import DatasetConfig
 from batchrl_mtf.data.features import FeatureSpec
@@ -224,6 +232,7 @@ def build_dataset(
     reward: RewardConfig | str | Path,
     out_dir: str | Path,
     config: DatasetConfig | None = None,
+    overwrite: bool = False,
 ) -> dict[str, object]:
     """Read logs, validate them, and write a dataset directory atomically.
 
@@ -232,6 +241,8 @@ def build_dataset(
         reward: A reward config or the path of a reward TOML file.
         out_dir: The dataset directory to create (replaced only when the build succeeds).
         config: Dataset options; defaults to :class:`DatasetConfig()`.
+        overwrite: Replace a dataset already in ``out_dir`` (see
+            :func:`~batchrl_mtf.core.io.output_dir` for what is refused).
 
     Returns:
         The report written to ``report.json``.
@@ -241,6 +252,8 @@ def build_dataset(
         ConfigError: The reward or options do not fit the logs.
     """
     config = config or DatasetConfig()
+    inputs = [*paths, *([] if isinstance(reward, RewardConfig) else [reward])]
+    check_output_dir(out_dir, "dataset", inputs=inputs, overwrite=overwrite)
     reward_cfg = reward if isinstance(reward, RewardConfig) else load_reward(reward)
     with ThreadPoolExecutor(1) as pool:  # hashing the input overlaps reading and validating it
         hash_job = pool.submit(hash_files, list(paths))
@@ -254,7 +267,8 @@ def build_dataset(
     data, parquet, report = _finish(result, problems, reward_cfg, config, files, data_hash)
     acc = result.summary.accounting
     del result
-    with atomic_dir(out_dir) as tmp:
+    claim = output_dir(out_dir, "dataset", inputs=inputs, overwrite=overwrite)
+    with claim, atomic_dir(out_dir, kind="dataset") as tmp:
         (tmp / "transitions.parquet").write_bytes(parquet)
         (tmp / "features.json").write_text(dumps_json(data.spec.to_dict()), encoding="utf-8")
         (tmp / "reward.toml").write_text(reward_cfg.to_toml(), encoding="utf-8")

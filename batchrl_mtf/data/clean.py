@@ -22,7 +22,14 @@ from batchrl_mtf.data.config import DatasetConfig
 from batchrl_mtf.data.reward import RewardConfig
 from batchrl_mtf.errors import ConfigError, Problem, SchemaError
 from batchrl_mtf.logs.schema import LogColumns, LogFrame, discover_columns, missing_required
-from batchrl_mtf.logs.validate import RULES, Codes, RowFlags, encode, validate_rows
+from batchrl_mtf.logs.validate import (
+    FLOAT32_MAX,
+    RULES,
+    Codes,
+    RowFlags,
+    encode,
+    validate_rows,
+)
 
 __all__ = [
     "Accounting",
@@ -225,7 +232,12 @@ def check_columns(
     return columns
 
 
-def check_rows(logs: LogFrame, columns: LogColumns, config: DatasetConfig) -> Checked:
+def check_rows(
+    logs: LogFrame,
+    columns: LogColumns,
+    config: DatasetConfig,
+    reward: RewardConfig | None = None,
+) -> Checked:
     """Make the sessions (logged or from ``session_gap_s``) and apply every row-level rule.
 
     Works on any set of complete users (every row of each user, and every row sharing a request
@@ -238,7 +250,8 @@ def check_rows(logs: LogFrame, columns: LogColumns, config: DatasetConfig) -> Ch
         else frame["session_id"]
     )
     codes = encode(frame, session)
-    flags = validate_rows(frame, columns, logs.files, session, codes)
+    weights = reward.largest_weights() if reward is not None else None
+    flags = validate_rows(frame, columns, logs.files, session, codes, weights)
     return Checked(columns, session, codes, flags)
 
 
@@ -256,7 +269,7 @@ def check_logs(logs: LogFrame, reward: RewardConfig | None, config: DatasetConfi
         ConfigError: The reward or ``features.feedback`` names a column absent from the logs.
     """
     columns = check_columns(logs.frame, log_source(logs.files), reward, config)
-    return check_rows(logs, columns, config)
+    return check_rows(logs, columns, config, reward)
 
 
 def raise_problems(problems: Sequence[Problem]) -> None:
@@ -322,6 +335,16 @@ def _count_by_reason(
 BoolArrayT = npt.NDArray[np.bool_]
 
 
+def _spread(r: npt.NDArray[np.int16], codes: IntArray, n: int) -> npt.NDArray[np.int16]:
+    """Every row of a group (non-null ``codes``) takes the group's smallest reason."""
+    valid = codes >= 0
+    if not valid.any():
+        return r
+    worst = np.full(n, np.iinfo(np.int8).max, dtype=np.int16)
+    np.minimum.at(worst, codes[valid], r[valid])
+    return np.where(valid, worst[np.where(valid, codes, 0)], r)
+
+
 def account(codes: Codes, reason: npt.NDArray[np.int8]) -> tuple[BoolArrayT, Accounting]:
     """Which rows are kept (sessions with no flagged row) and the accounting by first reason."""
     n = len(reason)
@@ -337,13 +360,12 @@ def account(codes: Codes, reason: npt.NDArray[np.int8]) -> tuple[BoolArrayT, Acc
             sessions_kept=codes.n_sessions,
             sessions_dropped={},
         )
-    # a session's reason is the first rule that flagged any of its rows
-    sess_reason = np.full(codes.n_sessions, np.iinfo(np.int8).max, dtype=np.int16)
-    has_sess = codes.session >= 0
+    # a session's reason is the first rule that flagged any of its rows; a request with a
+    # flagged row is dropped whole first (its row may lack the session id: issue 17)
     r = np.where(reason >= 0, reason, np.iinfo(np.int8).max).astype(np.int16)
-    np.minimum.at(sess_reason, codes.session[has_sess], r[has_sess])
-    row_reason = np.where(has_sess, sess_reason[np.where(has_sess, codes.session, 0)], r)
-    row_reason = np.where(row_reason == np.iinfo(np.int8).max, -1, row_reason).astype(np.int8)
+    r = _spread(r, codes.request, codes.n_requests)
+    spread = _spread(_spread(r, codes.session, codes.n_sessions), codes.request, codes.n_requests)
+    row_reason = np.where(spread == np.iinfo(np.int8).max, -1, spread).astype(np.int8)
     keep = row_reason < 0
     rows_dropped = {rule: int(np.count_nonzero(row_reason == i)) for i, rule in enumerate(RULES)}
     rows_dropped = {k: v for k, v in rows_dropped.items() if v}

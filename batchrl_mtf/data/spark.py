@@ -485,7 +485,7 @@ def _build(
         if is_uri(str(out_dir)):
             report_text = write_remote(spark, str(out_dir), writer, reward, documents)
         else:
-            with atomic_dir(out_dir) as tmp:
+            with atomic_dir(out_dir, kind="dataset") as tmp:
                 writer.parquet((tmp / "transitions").resolve().as_uri())
                 for crc in (tmp / "transitions").glob(".*.crc"):
                     crc.unlink()

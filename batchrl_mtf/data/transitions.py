@@ -30,7 +30,8 @@ from batchrl_mtf.data.features import StateParts, assemble, feature_spec
 from batchrl_mtf.data.reward import RewardConfig, request_reward
 from batchrl_mtf.data.spec import DatasetSpec
 from batchrl_mtf.data.split import session_split
-from batchrl_mtf.errors import DatasetError
+from batchrl_mtf.errors import ConfigError, DatasetError
+from batchrl_mtf.logs.validate import FLOAT32_MAX
 
 __all__ = ["Transitions", "compute_transitions"]
 
@@ -139,6 +140,18 @@ class Transitions:
 
 def _segment_first(keys: IntArray) -> BoolArrayT:
     return np.concatenate([[True], keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, dtype=bool)
+
+
+def _check_float32_reward(total: FloatArray, prepared: Prepared, first_rows: IntArray) -> None:
+    """Raise :class:`ConfigError` when a request's reward is not finite in float32."""
+    bad = ~(np.abs(total) <= FLOAT32_MAX)
+    if bad.any():
+        ids = prepared.values("request_id", first_rows[np.flatnonzero(bad)[:5]], object)
+        raise ConfigError(
+            f"reward: {int(bad.sum())} request(s) have a reward beyond float32 (e.g. "
+            f"{float(total[bad][0])!r}; request_id {', '.join(map(str, ids))}); lower the reward "
+            "weights or fix the feedback values"
+        )
 
 
 def compute_transitions(
@@ -259,6 +272,7 @@ def compute_transitions(
         for c in reward.columns()
     }
     parts_r = request_reward(reward, reward_cols, request_of_row, n_req)
+    _check_float32_reward(parts_r.total, prepared, first_rows)
     last = np.concatenate([req_first_in_session[1:], [True]]) if n_req else np.zeros(0, dtype=bool)
     timeout = np.zeros(n_req, dtype=bool)
     if config.window_end_ms is not None:

@@ -60,7 +60,7 @@ def read_json(path: str | Path, key: str) -> dict[str, Any]:
         doc = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"learned.{key}: {p}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise ConfigError(f"learned.{key}: {p}: not valid JSON ({exc})") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"learned.{key}: {p}: expected a JSON object")
@@ -100,7 +100,10 @@ def read_ranker_scale(path: str | Path) -> dict[str, float]:
         ConfigError: Bad entries (the file itself is checked by :func:`read_responses`).
     """
     p = Path(path)
-    doc = json.loads(p.read_text(encoding="utf-8"))
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ConfigError(f"learned.responses: {p}: not valid JSON ({exc})") from None
     raw = doc.get("ranker_scale", {}) if isinstance(doc, dict) else {}
     try:
         out = {str(k): float(v) for k, v in dict(raw).items()}

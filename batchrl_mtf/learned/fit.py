@@ -32,9 +32,11 @@ from batchrl_mtf.core.fusion import Fusion
 from batchrl_mtf.core.io import (
     atomic_dir,
     atomic_write_text,
+    check_output_dir,
     dumps_json,
     hash_files,
     package_versions,
+    read_marker,
 )
 from batchrl_mtf.data.clean import Accounting, log_source
 from batchrl_mtf.data.config import DatasetConfig
@@ -43,7 +45,7 @@ from batchrl_mtf.data.parts import process_logs
 from batchrl_mtf.data.reward import RewardConfig, load_reward
 from batchrl_mtf.data.spec import action_bounds
 from batchrl_mtf.data.transitions import Transitions
-from batchrl_mtf.errors import ConfigError
+from batchrl_mtf.errors import ConfigError, OutputError
 from batchrl_mtf.learned.artefacts import RESPONSES_FORMAT
 from batchrl_mtf.learned.config import LearnedEnvConfig
 from batchrl_mtf.learned.leave import LeaveData, fit_leave_on_logs
@@ -350,7 +352,7 @@ def _write_artefacts(
     leave model); return the predictors' metrics."""
     model, calib, pairs, excluded = leave
     k = len(logged.tasks)
-    with atomic_dir(art) as tmp:
+    with atomic_dir(art, kind="env") as tmp:
         catalogue.to_parquet(tmp / "catalogue.parquet", index=False)
         start_df.to_parquet(tmp / "start_states.parquet", index=False)
         beta = fusion.fusion.beta
@@ -408,6 +410,7 @@ def make_env(
     out: str | Path,
     config: LearnedEnvConfig | None = None,
     predictor_dir: str | Path | None = None,
+    overwrite: bool = False,
 ) -> MakeEnvResult:
     """Learn a world from logs; write ``out`` (a spec TOML) and its artefacts; run the replay check.
 
@@ -417,6 +420,7 @@ def make_env(
         out: The spec to write, ``NAME.toml``; the artefacts go to ``NAME/`` beside it.
         config: Fitting options.
         predictor_dir: The platform's frozen predictor (the ranker); ``None`` fits one.
+        overwrite: Replace an environment this command wrote before at ``out``.
 
     Raises:
         SchemaError: The logs break schema v1.
@@ -427,6 +431,13 @@ def make_env(
     out_path = Path(out)
     if out_path.suffix.lower() != ".toml":
         raise ConfigError(f"--out {out}: expected a .toml file name")
+    inputs = [*paths, *([] if isinstance(reward, RewardConfig) else [reward])]
+    check_output_dir(out_path.with_suffix(""), "env", inputs=inputs, overwrite=overwrite)
+    if out_path.exists() and not (overwrite and read_marker(out_path.with_suffix("")) == "env"):
+        raise OutputError(
+            f"--out {out}: exists; refusing to replace it (pass --overwrite to replace an "
+            "environment make-env wrote)"
+        )
     reward_cfg = reward if isinstance(reward, RewardConfig) else load_reward(reward)
     dcfg = _dataset_config(config)
     logged = _read_logged(paths, reward_cfg, dcfg)

@@ -150,7 +150,13 @@ def _read_one(path: Path) -> pd.DataFrame:
         if suffix in (".csv", ".tsv") or path.name.endswith((".csv.gz", ".tsv.gz")):
             sep = "\t" if ".tsv" in path.name else ","
             return pd.read_csv(path, sep=sep, low_memory=False)
-    except (pa.ArrowInvalid, OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except (
+        pa.ArrowInvalid,
+        OSError,
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        UnicodeDecodeError,
+    ) as exc:
         raise SchemaError(f"{path}: cannot read as {suffix.lstrip('.')} ({exc})") from None
     raise SchemaError(f"{path}: unsupported file type {suffix!r}; expected .parquet or .csv")
 
@@ -203,7 +209,9 @@ def _id_kind(series: pd.Series) -> str:
         return "int"
     if pd.api.types.is_float_dtype(series):
         vals = series.dropna().to_numpy()
-        return "int" if np.all(vals == np.floor(vals)) else "str"
+        # integers only when every value fits int64 (inf and 1e39 are integral floats too)
+        fits = np.isfinite(vals) & (np.abs(vals) < 2.0**63) & (vals == np.floor(vals))
+        return "int" if np.all(fits) else "str"
     return "str"
 
 

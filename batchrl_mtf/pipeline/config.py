@@ -20,13 +20,12 @@ section and the key. Relative paths are resolved against the pipeline file's fol
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from batchrl_mtf.core.config import config_from_mapping, config_to_dict, require
+from batchrl_mtf.core.config import config_from_mapping, config_to_dict, read_toml, require
 from batchrl_mtf.core.fusion import Fusion
 from batchrl_mtf.data.config import DatasetConfig
 from batchrl_mtf.data.features import FeatureConfig
@@ -570,15 +569,7 @@ def read_pipeline_doc(path: str | Path) -> dict[str, Any]:
     Raises:
         ConfigError: Missing file or invalid TOML.
     """
-    p = Path(path)
-    try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: pipeline file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{p}: expected a pipeline .toml file, found a folder") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+    return read_toml(path, "pipeline file")
 
 
 def load_pipeline(

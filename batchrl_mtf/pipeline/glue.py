@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import io
+import logging
+import zipfile
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +23,8 @@ import numpy as np
 import numpy.typing as npt
 
 from batchrl_mtf.sim import TrueValue
+
+logger = logging.getLogger("batchrl_mtf.pipeline")
 
 __all__ = [
     "bootstrap_difference",
@@ -98,11 +102,18 @@ def bootstrap_difference(
 
 
 def load_npz(path: Path) -> dict[str, npt.NDArray[Any]]:
-    """The arrays of the ``.npz`` file ``path`` (empty when there is none)."""
+    """The arrays of the ``.npz`` file ``path``; a missing or unreadable cache is empty (recomputed).
+
+    ``np.load`` never unpickles here (``allow_pickle=False``): an object array is unreadable.
+    """
     if not path.is_file():
         return {}
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        logger.warning("%s: unreadable cache, recomputing it (%s)", path, exc)
+        return {}
 
 
 def npz_bytes(arrays: dict[str, npt.NDArray[Any]]) -> bytes:

@@ -11,6 +11,7 @@ import dataclasses
 import io
 import json
 import logging
+import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,9 @@ def _dataset_stage(ctx: Context) -> Stage:
     def run() -> tuple[str, dict[str, Any]]:
 
         ctx._cache.pop("dataset", None)
-        report = build_dataset(_log_paths(ctx), cfg.reward, folder, cfg.data.dataset)
+        report = build_dataset(
+            _log_paths(ctx), cfg.reward, folder, cfg.data.dataset, overwrite=True
+        )
         acc = report["accounting"]
         summary = {"accounting": acc, "episodes": report["episodes"], "reward": report["reward"]}
         return str(report["dataset_hash"]), summary
@@ -178,7 +181,7 @@ def _train_stage(ctx: Context, algo: str) -> Stage:
 
     def run() -> tuple[str, dict[str, Any]]:
 
-        result = train(ctx.dataset(), folder, tc, show_progress=ctx.progress)
+        result = train(ctx.dataset(), folder, tc, overwrite=True, show_progress=ctx.progress)
         last = dict(result.metrics[-1]) if result.metrics else {}
         summary = {
             "algo": algo,
@@ -186,9 +189,9 @@ def _train_stage(ctx: Context, algo: str) -> Stage:
             "train_seconds": result.seconds,
             "last": last,
         }
-        return hash_files([folder / "model.d3"]), summary
+        return hash_files([folder / "model.safetensors"]), summary
 
-    return Stage(name, folder, 1, inputs, run, ("model.d3", "policy.json", "metrics.csv"))
+    return Stage(name, folder, 1, inputs, run, ("model.safetensors", "policy.json", "metrics.csv"))
 
 
 # --------------------------------------------------------------------------------- evaluate

@@ -647,6 +647,8 @@ def load_spec(path: str | Path | None = None) -> PlatformSpec:
         doc = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{p}: platform spec not found") from None
+    except (OSError, UnicodeDecodeError, RecursionError) as exc:
+        raise ConfigError(f"{p}: not a readable UTF-8 TOML file ({type(exc).__name__})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML ({exc})") from None
     spec = parse_spec(doc, str(p))

@@ -2,13 +2,20 @@
 
 A policy directory (``batchrl-mtf train ... --out POLICY_DIR``) holds:
 
-- ``model.d3``: the d3rlpy model (``d3rlpy.load_learnable("model.d3")`` restores it, scalers
-  included); also the checkpoint ``--resume`` continues from;
-- ``rng_state.pt``: random-number-generator states and the gradient-step counter at the checkpoint;
+- ``model.json`` + ``model.safetensors``: the d3rlpy model without pickle (its serialised config,
+  scalers included, and the state dicts of its networks and optimizers; see
+  :mod:`batchrl_mtf.training.checkpoint`); also the checkpoint ``--resume`` continues from;
+- ``rng_state.json``: random-number-generator states and the gradient-step counter at the
+  checkpoint;
 - ``config.json``: the resolved :class:`~batchrl_mtf.training.config.TrainConfig`;
 - ``features.json``: the dataset's spec (features, normalisation statistics, tasks, bounds);
 - ``metrics.csv``: one row per epoch;
-- ``policy.json``: the manifest (format ``batchrl-mtf/policy@1``).
+- ``policy.json``: the manifest (format ``batchrl-mtf/policy@2``);
+- ``.batchrl-mtf.json``: the marker saying batchrl-mtf wrote the directory.
+
+Nothing in a policy directory is unpickled: a directory of the previous release
+(``batchrl-mtf/policy@1``, pickled ``model.d3``) is refused with a line saying how to re-create or
+convert it (``batchrl-mtf upgrade DIR --trust-pickle``).
 """
 
 from __future__ import annotations
@@ -25,16 +32,21 @@ from batchrl_mtf.core.d3rlpy import load_d3rlpy
 from batchrl_mtf.data.features import FeatureSpec
 from batchrl_mtf.data.spec import DatasetSpec, check_feature_spec
 from batchrl_mtf.errors import DatasetError, PolicyError
+from batchrl_mtf.training.checkpoint import MODEL_CONFIG, MODEL_WEIGHTS, inside, load_algo
 
 __all__ = [
+    "LEGACY_POLICY_FORMAT",
     "POLICY_FORMAT",
     "TrainedPolicy",
     "deterministic_bcq",
+    "legacy_message",
     "load_policy",
     "read_manifest",
 ]
 
-POLICY_FORMAT = "batchrl-mtf/policy@1"
+POLICY_FORMAT = "batchrl-mtf/policy@2"
+LEGACY_POLICY_FORMAT = "batchrl-mtf/policy@1"
+"""The previous release's format: the model is a pickle (``model.d3``), so it is never loaded."""
 FloatArray = npt.NDArray[np.float64]
 ACT_SEED = 0
 BCQ_LATENT_SEED = 0
@@ -181,11 +193,26 @@ class TrainedPolicy:
         return np.clip(out, self._low, self._high)
 
 
-def read_manifest(path: str | Path) -> dict[str, Any]:
+def legacy_message(root: Path) -> str:
+    """The one line that refuses a policy directory of the previous release."""
+    return (
+        f"{root}: a policy directory of the previous release (pickled model.d3, which could run "
+        "code when loaded); refused. Re-create it with `batchrl-mtf train DATASET --out DIR`, or, "
+        f"only if you trust where it came from, convert it: `batchrl-mtf upgrade {root} "
+        "--trust-pickle`"
+    )
+
+
+def read_manifest(path: str | Path, *, legacy_ok: bool = False) -> dict[str, Any]:
     """Read and check ``policy.json`` of a policy directory.
 
+    Args:
+        path: The policy directory.
+        legacy_ok: Accept the previous release's format (only ``batchrl-mtf upgrade`` does).
+
     Raises:
-        PolicyError: Missing directory or manifest, invalid JSON, or another format.
+        PolicyError: Missing directory or manifest, invalid JSON, another format, or a directory
+            of the previous release.
     """
     root = Path(path)
     if not root.is_dir():
@@ -195,9 +222,12 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise PolicyError(f"{root}: not a policy directory (missing policy.json)")
     try:
         doc = json.loads(mpath.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise PolicyError(f"{mpath}: not valid JSON ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("format") != POLICY_FORMAT:
+    if isinstance(doc, dict) and doc.get("format") == LEGACY_POLICY_FORMAT and not legacy_ok:
+        raise PolicyError(legacy_message(root))
+    allowed = (POLICY_FORMAT, LEGACY_POLICY_FORMAT) if legacy_ok else (POLICY_FORMAT,)
+    if not isinstance(doc, dict) or doc.get("format") not in allowed:
         found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise PolicyError(f"{mpath}: expected format {POLICY_FORMAT!r}, found {found!r}")
     return doc
@@ -221,21 +251,15 @@ def load_policy(
     """
     root = Path(path)
     manifest = read_manifest(root)
-    fpath = root / "features.json"
+    fpath = inside(root, manifest.get("features", "features.json"), "features")
     try:
         doc = json.loads(fpath.read_text(encoding="utf-8"))
         trained = DatasetSpec.from_dict(doc, str(fpath))
-    except (OSError, json.JSONDecodeError, DatasetError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, DatasetError) as exc:
         raise PolicyError(f"{fpath}: cannot read the policy's feature spec ({exc})") from None
-    model = root / str(manifest.get("model", "model.d3"))
-    if not model.is_file():
-        raise PolicyError(f"{root}: model file {model.name} is missing")
-    d3rlpy = load_d3rlpy()
-
-    try:
-        algo = d3rlpy.load_learnable(str(model), device=device or "cpu:0")
-    except Exception as exc:  # d3rlpy raises many types on a corrupt file
-        raise PolicyError(f"{model}: cannot load the d3rlpy model ({exc})") from exc
+    model = inside(root, manifest.get("model", MODEL_WEIGHTS), "model")
+    model_config = inside(root, manifest.get("model_config", MODEL_CONFIG), "model_config")
+    algo = load_algo(model_config, model, device or "cpu:0")
     policy = TrainedPolicy(algo, trained, name=str(path), manifest=manifest)
     if spec is not None:
         policy.check(spec, "the data it is applied to")

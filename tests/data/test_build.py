@@ -178,6 +178,7 @@ def test_directory_contents_and_load_round_trip(
     out = tmp_path / "ds"
     report = build_dataset([logs_parquet], reward_toml, out, DatasetConfig(gamma=0.9))
     assert sorted(p.name for p in out.iterdir()) == [
+        ".batchrl-mtf.json",  # the marker: batchrl-mtf wrote it (only then is it ever replaced)
         "dataset.h5",
         "features.json",
         "report.json",

@@ -14,7 +14,7 @@ from batchrl_mtf.data.build import build_dataset
 from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.data.reward import RewardConfig
 from batchrl_mtf.data.transitions import Transitions
-from batchrl_mtf.errors import ConfigError, DatasetError, PolicyError
+from batchrl_mtf.errors import ConfigError, DatasetError, OutputError, PolicyError
 from batchrl_mtf.export.network import export_network
 from batchrl_mtf.training import (
     ALGORITHMS,
@@ -24,6 +24,7 @@ from batchrl_mtf.training import (
     resolve_config,
     train,
 )
+from batchrl_mtf.training.checkpoint import load_algo
 from tests.logs_factory import make_logs
 
 TINY = {"n_steps": 24, "n_steps_per_epoch": 10, "hidden_units": [16], "batch_size": 16}
@@ -61,7 +62,16 @@ def test_every_algorithm_trains_saves_loads_and_acts_within_bounds(
     result = train(data, out, tiny(algo=algo))
     assert result.n_steps_done == 24
     assert [int(r["step"]) for r in result.metrics] == [10, 20, 24]  # short last epoch
-    for name in ("model.d3", "config.json", "features.json", "metrics.csv", "policy.json"):
+    for name in (
+        "model.json",
+        "model.safetensors",
+        "rng_state.json",
+        "config.json",
+        "features.json",
+        "metrics.csv",
+        "policy.json",
+        ".batchrl-mtf.json",
+    ):
         assert (out / name).is_file(), name
     manifest = json.loads((out / "policy.json").read_text())
     assert manifest["format"] == POLICY_FORMAT
@@ -90,9 +100,10 @@ def test_every_algorithm_trains_saves_loads_and_acts_within_bounds(
     for fmt, suffix in (("torchscript", ".pt"), ("onnx", ".onnx")):
         diff = export_network(policy.algo, tmp_path / f"net{suffix}", fmt, data.observations[:64])
         assert diff <= 1e-5 and (tmp_path / f"net{suffix}").is_file(), (fmt, diff)
-    # the d3rlpy model is usable on its own (for exporters)
-    raw = d3rlpy.load_learnable(str(out / "model.d3"))
+    # the d3rlpy model is rebuilt from its config (no pickle) and usable on its own (exporters)
+    raw = load_algo(out / "model.json", out / "model.safetensors", "cpu:0")
     assert type(raw) is type(policy.algo)
+    assert isinstance(raw.config, getattr(d3rlpy.algos, ALGORITHMS[algo].d3rlpy_config))
     header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
     assert f"action_mean_{data.spec.tasks[0]}" in header
     if ALGORITHMS[algo].has_q:
@@ -207,9 +218,37 @@ def test_policy_dir_is_picked_up_by_resolve_policy(data: Transitions, trained: P
 
 def test_out_that_is_not_a_policy_is_not_replaced(data: Transitions, tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_text("precious")
-    with pytest.raises(PolicyError, match="not a policy directory; refusing"):
+    with pytest.raises(OutputError, match="not written by batchrl-mtf"):
         train(data, tmp_path, tiny(algo="bc"))
     assert (tmp_path / "keep.txt").read_text() == "precious"
+
+
+def test_an_existing_policy_is_replaced_only_with_overwrite(data: Transitions, tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    train(data, out, tiny(algo="bc", n_steps=5))
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(OutputError, match="pass --overwrite"):
+        train(data, out, tiny(algo="bc", n_steps=5, seed=9))
+    assert (out / "model.safetensors").read_bytes() == before
+    train(data, out, tiny(algo="bc", n_steps=5, seed=9), overwrite=True)
+    assert (out / "model.safetensors").read_bytes() != before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]  # no lock or temp left
+
+
+def test_non_finite_data_is_refused_and_no_policy_written(data: Transitions, tmp_path: Path) -> None:
+    rewards = data.rewards.copy()
+    rewards[3] = 1e39  # finite in float64, infinite in float32
+    bad = dataclasses.replace(data, rewards=rewards)
+    with pytest.raises(DatasetError, match="rewards that are not finite in float32"):
+        train(bad, tmp_path / "p", tiny(algo="bc", n_steps=5))
+    assert not (tmp_path / "p").exists()
+
+
+def test_a_diverged_policy_is_never_saved(data: Transitions, tmp_path: Path) -> None:
+    huge = dataclasses.replace(data, rewards=np.full_like(data.rewards, 3e38))
+    with pytest.raises(PolicyError, match="training diverged at step"):
+        train(huge, tmp_path / "p", tiny(algo="td3bc", n_steps=10, reward_scale=1e10))
+    assert not (tmp_path / "p").exists()
 
 
 # --- configuration -------------------------------------------------------------------------------
