@@ -11,6 +11,7 @@ import click
 import pandas as pd
 
 from batchrl_mtf.cli._common import EXIT_USER_ERROR, overwrite_option, parse_float_list
+from batchrl_mtf.cli.options import ConfigOption, config_option
 from batchrl_mtf.core.fusion import DEFAULT_BETA, DEFAULT_FORMULA, FORMULAS, Fusion
 from batchrl_mtf.core.io import atomic_write_text, dumps_json, output_dir
 from batchrl_mtf.data.build import build_dataset
@@ -169,7 +170,7 @@ def validate_command(
     type=click.Path(),
     help="Write DIR/dataset.h5 from DIR's transitions (streaming; after a Spark build).",
 )
-@click.option("--gamma", default=0.95, show_default=True, type=float, help="Discount factor.")
+@config_option("--gamma", config=DatasetConfig, field="gamma", type=float, help="Discount factor.")
 @click.option("--action-bounds", help="LO,HI bounds of every weight (default: logged range + 10%).")
 @click.option("--session-gap", type=float, help="Make sessions from gaps > SECONDS per user.")
 @click.option(
@@ -177,20 +178,27 @@ def validate_command(
 )
 @click.option(
     "--window-margin",
-    default=1800.0,
-    show_default=True,
+    cls=ConfigOption,
+    config=DatasetConfig,
+    field="window_margin_s",
     type=float,
     help="Sessions ending within this many seconds of --window-end are timeouts.",
 )
 @click.option(
     "--on-error",
     type=click.Choice(["fail", "drop-session"]),
-    default="fail",
-    show_default=True,
+    cls=ConfigOption,
+    config=DatasetConfig,
+    field="on_error",
     help="Fail on any problem, or drop the affected sessions and account for them.",
 )
 @click.option(
-    "--hist-n", default=500, show_default=True, type=int, help="User-history window (impressions)."
+    "--hist-n",
+    cls=ConfigOption,
+    config=FeatureConfig,
+    field="hist_n",
+    type=int,
+    help="User-history window (impressions).",
 )
 @click.option("--feedback", help="Feedback columns for session/prev/hist features (default: all).")
 @click.option(

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from batchrl_mtf.cli._common import fusion_override_options, split_csv_option
+from batchrl_mtf.cli.options import ConfigOption
 from batchrl_mtf.core.fusion import choose_fusion
 from batchrl_mtf.core.io import atomic_write_text, dumps_json
 from batchrl_mtf.data.formats import load_dataset
@@ -114,12 +115,18 @@ See docs/ope.md for formulas, the bandwidth rule, the recommended-estimate rule 
 @click.option(
     "--n-bootstrap",
     type=int,
-    default=500,
-    show_default=True,
+    cls=ConfigOption,
+    config=OPEConfig,
+    field="n_bootstrap",
     help="Bootstrap resamples for the 95% intervals (0 = none).",
 )
 @click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and FQE."
+    "--seed",
+    type=int,
+    cls=ConfigOption,
+    config=OPEConfig,
+    field="seed",
+    help="Seed of the bootstrap and FQE.",
 )
 @click.option(
     "--bandwidth",
@@ -131,16 +138,21 @@ See docs/ope.md for formulas, the bandwidth rule, the recommended-estimate rule 
     "--fqe-steps",
     type=int,
     default=None,
-    help="Gradient steps per FQE fit (the batched engine: at most, see docs/ope.md) [default: 5000].",
+    help="Gradient steps per FQE fit (the batched engine: at most, see docs/ope.md) "
+    f"[default: {OPEConfig().fqe_n_steps}].",
 )
 @click.option(
-    "--cfqe-alpha", type=float, default=None, help="Conservative penalty of cfqe [default: 0.5e-3]."
+    "--cfqe-alpha",
+    type=float,
+    default=None,
+    help=f"Conservative penalty of cfqe [default: {OPEConfig().cfqe_alpha:g}].",
 )
 @click.option(
     "--fqe-fits",
     type=int,
     default=None,
-    help="Independent FQE fits averaged per policy; intervals include their spread [default: 3].",
+    help="Independent FQE fits averaged per policy; intervals include their spread "
+    f"[default: {OPEConfig().fqe_n_fits}].",
 )
 @click.option(
     "--fqe-engine",
@@ -254,7 +266,8 @@ The winner is written as a weight table without keys: its weights are the table'
     "--fqe-steps",
     type=int,
     default=None,
-    help="Gradient steps per FQE fit (the batched engine: at most, see docs/ope.md) [default: 5000].",
+    help="Gradient steps per FQE fit (the batched engine: at most, see docs/ope.md) "
+    f"[default: {OPEConfig().fqe_n_steps}].",
 )
 @fusion_override_options
 @click.option(

@@ -10,6 +10,7 @@ from typing import Any, Literal, cast
 import click
 
 from batchrl_mtf.cli._common import fusion_override_options, parse_float_list
+from batchrl_mtf.cli.options import ConfigOption, config_option
 from batchrl_mtf.core.fusion import choose_fusion
 from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.errors import ConfigError, ExportError
@@ -21,6 +22,7 @@ from batchrl_mtf.export import (
     export_table,
     offline_config,
 )
+from batchrl_mtf.ope import OPEConfig
 from batchrl_mtf.resolve import resolve_policy
 from batchrl_mtf.training import load_policy
 
@@ -119,16 +121,24 @@ def _print_result(result: ExportResult, written: tuple[Path, ...]) -> None:
     "--keys", default="auto", show_default=True, help="Comma-separated key features, or 'auto'."
 )
 @click.option(
-    "--n-keys", default=2, show_default=True, type=int, help="Keys picked by --keys auto."
+    "--n-keys",
+    cls=ConfigOption,
+    config=ExportConfig,
+    field="n_auto_keys",
+    type=int,
+    help="Keys picked by --keys auto.",
 )
-@click.option("--buckets", default=4, show_default=True, type=int, help="Quantile buckets per key.")
+@config_option(
+    "--buckets", config=ExportConfig, field="buckets", type=int, help="Quantile buckets per key."
+)
 @click.option(
     "--edges", multiple=True, help="Explicit edges KEY=e1,e2,... (repeatable); override --buckets."
 )
 @click.option(
     "--min-support",
-    default=200,
-    show_default=True,
+    cls=ConfigOption,
+    config=ExportConfig,
+    field="min_support",
     type=int,
     help="Buckets with fewer states shrink toward the default.",
 )
@@ -144,19 +154,23 @@ def _print_result(result: ExportResult, written: tuple[Path, ...]) -> None:
 @click.option("--csv/--no-csv", "write_csv", default=True, show_default=True, help="CSV twin.")
 @click.option(
     "--fqe-steps",
-    default=5000,
-    show_default=True,
+    cls=ConfigOption,
+    config=OPEConfig,
+    field="fqe_n_steps",
     type=click.IntRange(min=1),
     help="Gradient steps per FQE fit of the offline estimates (as in evaluate).",
 )
 @click.option(
     "--fqe-fits",
-    default=3,
-    show_default=True,
+    cls=ConfigOption,
+    config=OPEConfig,
+    field="fqe_n_fits",
     type=click.IntRange(min=1),
     help="FQE fits averaged per offline estimate (as in evaluate).",
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed (auto keys, env, FQE).")
+@config_option(
+    "--seed", config=ExportConfig, field="seed", type=int, help="Seed (auto keys, env, FQE)."
+)
 @click.option("--out", type=click.Path(dir_okay=False), help="Output file.")
 def export_command(
     policy_dir: str,

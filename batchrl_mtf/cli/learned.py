@@ -8,6 +8,7 @@ from typing import cast
 import click
 
 from batchrl_mtf.cli._common import echo_json_path, overwrite_option, parse_float_list
+from batchrl_mtf.cli.options import ConfigOption, config_option
 from batchrl_mtf.core.config import config_from_mapping
 from batchrl_mtf.core.fusion import DEFAULT_BETA, DEFAULT_FORMULA, FORMULAS, Fusion
 from batchrl_mtf.core.io import output_dir
@@ -39,15 +40,17 @@ __all__ = ["COMMANDS", "make_env_command"]
 @click.option(
     "--n-candidates",
     type=click.IntRange(min=1),
-    default=200,
-    show_default=True,
+    cls=ConfigOption,
+    config=LearnedEnvConfig,
+    field="n_candidates",
     help="Candidates drawn per request (at most the catalogue size).",
 )
 @click.option(
     "--candidates",
     type=click.Choice(["uniform", "exposure"]),
-    default="uniform",
-    show_default=True,
+    cls=ConfigOption,
+    config=LearnedEnvConfig,
+    field="candidates",
     help="Candidate sampler over the logged catalogue.",
 )
 @click.option(
@@ -60,8 +63,9 @@ __all__ = ["COMMANDS", "make_env_command"]
 @click.option(
     "--ranker-targets",
     type=click.Choice(["auto", "pred", "labels"]),
-    default="auto",
-    show_default=True,
+    cls=ConfigOption,
+    config=LearnedEnvConfig,
+    field="ranker_targets",
     help="A fitted ranker copies the logged pred_<task> (pred; auto when every task has one) "
     "or fits the labels.",
 )
@@ -85,16 +89,20 @@ __all__ = ["COMMANDS", "make_env_command"]
 @click.option(
     "--model",
     type=click.Choice(["soft-sharing", "shared-bottom", "mmoe", "ple", "esmm"]),
-    default="shared-bottom",
-    show_default=True,
+    cls=ConfigOption,
+    config=LearnedEnvConfig,
+    field="model",
     help="Architecture of the fitted predictors.",
 )
-@click.option("--epochs", "n_epochs", type=click.IntRange(min=1), default=3, show_default=True)
+@config_option(
+    "--epochs", "n_epochs", config=LearnedEnvConfig, field="n_epochs", type=click.IntRange(min=1)
+)
 @click.option(
     "--leave-recency",
     type=click.FloatRange(min=0.0, max=1.0, max_open=True),
-    default=0.85,
-    show_default=True,
+    cls=ConfigOption,
+    config=LearnedEnvConfig,
+    field="leave_recency_decay",
     help="Decay of the leave model's recent_* inputs (decayed feedback and weight sums); 0 = none.",
 )
 @click.option(
@@ -112,8 +120,9 @@ __all__ = ["COMMANDS", "make_env_command"]
 @click.option(
     "--leave-classes",
     type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
+    cls=ConfigOption,
+    config=LearnedEnvConfig,
+    field="leave_classes",
     help="Latent user classes of the leave model (a mixture fitted by EM when > 1).",
 )
 @click.option(

@@ -23,7 +23,6 @@ from batchrl_mtf.data.reward import RewardConfig
 from batchrl_mtf.errors import ConfigError, Problem, SchemaError
 from batchrl_mtf.logs.schema import LogColumns, LogFrame, discover_columns, missing_required
 from batchrl_mtf.logs.validate import (
-    FLOAT32_MAX,
     RULES,
     Codes,
     RowFlags,

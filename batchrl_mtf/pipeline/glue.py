@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import io
 import logging
-import zipfile
 import math
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from statistics import NormalDist

@@ -11,7 +11,6 @@ import dataclasses
 import io
 import json
 import logging
-import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any

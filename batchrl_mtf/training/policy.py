@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from batchrl_mtf.core.d3rlpy import load_d3rlpy
 from batchrl_mtf.data.features import FeatureSpec
 from batchrl_mtf.data.spec import DatasetSpec, check_feature_spec
 from batchrl_mtf.errors import DatasetError, PolicyError

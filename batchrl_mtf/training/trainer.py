@@ -369,7 +369,6 @@ def train(
             be resumed.
         OutputError: ``out`` cannot be written safely (see :func:`~batchrl_mtf.core.io.output_dir`).
     """
-    import torch
 
     load_d3rlpy()  # quiet import before torch work
 
@@ -401,7 +400,6 @@ def _train(
     env_evaluator: EnvEvaluator | None,
 ) -> TrainResult:
     import torch
-    from tqdm.auto import tqdm
 
     spec = data.spec
     if config.n_threads:

@@ -22,8 +22,8 @@ from safetensors.numpy import load_file, save_file
 from batchrl_mtf.core.io import MARKER
 from batchrl_mtf.data.build import build_dataset
 from batchrl_mtf.data.formats import load_dataset
-from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.data.reward import RewardConfig
+from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.learned.runtime import read_ranker_scale, read_responses
 from batchrl_mtf.pipeline.stage import read_record
 from batchrl_mtf.pipeline.stages import _load_npz

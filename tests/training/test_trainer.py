@@ -223,7 +223,9 @@ def test_out_that_is_not_a_policy_is_not_replaced(data: Transitions, tmp_path: P
     assert (tmp_path / "keep.txt").read_text() == "precious"
 
 
-def test_an_existing_policy_is_replaced_only_with_overwrite(data: Transitions, tmp_path: Path) -> None:
+def test_an_existing_policy_is_replaced_only_with_overwrite(
+    data: Transitions, tmp_path: Path
+) -> None:
     out = tmp_path / "p"
     train(data, out, tiny(algo="bc", n_steps=5))
     before = (out / "model.safetensors").read_bytes()
@@ -235,7 +237,9 @@ def test_an_existing_policy_is_replaced_only_with_overwrite(data: Transitions, t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]  # no lock or temp left
 
 
-def test_non_finite_data_is_refused_and_no_policy_written(data: Transitions, tmp_path: Path) -> None:
+def test_non_finite_data_is_refused_and_no_policy_written(
+    data: Transitions, tmp_path: Path
+) -> None:
     rewards = data.rewards.copy()
     rewards[3] = 1e39  # finite in float64, infinite in float32
     bad = dataclasses.replace(data, rewards=rewards)
