@@ -19,9 +19,17 @@ from batchrl_mtf.data.reward import RewardConfig, load_reward
 from batchrl_mtf.data.spec import DatasetSpec
 from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.export import ExportConfig, ExportResult, export_table
-from batchrl_mtf.ope import OPEConfig, evaluate_policies
+from batchrl_mtf.ope import OPEConfig, evaluate_policies, format_table
+from batchrl_mtf.pipeline import demo_document, load_pipeline, parse_pipeline, run_pipeline
 from batchrl_mtf.policy import ConstantPolicy, LoggingPolicy, Policy, TablePolicy
-from batchrl_mtf.predictors import FrozenPredictor, load_predictor, predict
+from batchrl_mtf.predictors import (
+    FrozenPredictor,
+    PredictorConfig,
+    fit_predictor,
+    load_predictor,
+    predict,
+    save_predictor,
+)
 from batchrl_mtf.resolve import resolve_ope_policy, resolve_policy, resolve_sim_policy
 from batchrl_mtf.serving import WeightTable, fuse, rank
 from batchrl_mtf.sim import register_envs
@@ -38,6 +46,7 @@ __all__ = [
     "LoggingPolicy",
     "OPEConfig",
     "Policy",
+    "PredictorConfig",
     "RewardConfig",
     "TablePolicy",
     "TrainConfig",
@@ -45,18 +54,25 @@ __all__ = [
     "WeightTable",
     "__version__",
     "build_dataset",
+    "demo_document",
     "evaluate_policies",
     "export_table",
+    "fit_predictor",
+    "format_table",
     "fuse",
     "load_dataset",
+    "load_pipeline",
     "load_policy",
     "load_predictor",
     "load_reward",
+    "parse_pipeline",
     "predict",
     "rank",
     "register_envs",
     "resolve_ope_policy",
     "resolve_policy",
     "resolve_sim_policy",
+    "run_pipeline",
+    "save_predictor",
     "train",
 ]

@@ -40,3 +40,35 @@ def test_every_command_has_help_with_examples(command: str) -> None:
     r = CliRunner().invoke(main, [command, "--help"])
     assert r.exit_code == 0, r.output
     assert "example" in r.output.lower(), f"{command} --help shows no example"
+
+
+def test_docs_import_only_from_the_public_api() -> None:
+    """Python in README.md and docs/*.md imports from ``batchrl_mtf`` itself, and the names exist."""
+    import ast
+    import re
+    from pathlib import Path
+
+    import batchrl_mtf
+
+    root = Path(__file__).resolve().parents[1]
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    deep, missing = [], []
+    for page in pages:
+        for block in re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.S):
+            for node in ast.walk(ast.parse(block)):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    "batchrl_mtf"
+                ):
+                    if node.module != "batchrl_mtf":
+                        deep.append(f"{page.name}: {node.module}")
+                    missing += [
+                        f"{page.name}: {a.name}"
+                        for a in node.names
+                        if node.module == "batchrl_mtf" and a.name not in batchrl_mtf.__all__
+                    ]
+                elif isinstance(node, ast.Import):
+                    deep += [
+                        f"{page.name}: {a.name}" for a in node.names if "batchrl_mtf." in a.name
+                    ]
+    assert not deep, f"docs importing from subpackages: {deep}"
+    assert not missing, f"names the docs import that batchrl_mtf does not export: {missing}"

@@ -10,11 +10,15 @@ import click
 from batchrl_mtf.cli._common import overwrite_option, progress_enabled
 from batchrl_mtf.core.config import parse_overrides, read_toml
 from batchrl_mtf.errors import ConfigError
-from batchrl_mtf.training import config_for_resume, resolve_config, train
+from batchrl_mtf.training import TrainConfig, config_for_resume, resolve_config, train
 
 __all__ = ["COMMANDS", "train_command"]
 
 ALGOS = ("bcq", "cql", "iql", "td3bc", "awac", "bc")
+
+_DEFAULTS = (
+    TrainConfig()
+)  # the --help defaults are the config's (these options merge with --config)
 
 
 def _read_config_file(path: Path) -> Mapping[str, object]:
@@ -51,9 +55,16 @@ See docs/training.md.""",
     type=click.Path(path_type=Path),
     help="Policy directory to write.",
 )
-@click.option("--algo", type=click.Choice(ALGOS), default=None, help="Algorithm [default: td3bc].")
-@click.option("--n-steps", type=int, default=None, help="Total gradient steps [default: 5000].")
-@click.option("--seed", type=int, default=None, help="Random seed [default: 0].")
+@click.option(
+    "--algo", type=click.Choice(ALGOS), default=None, help=f"Algorithm [default: {_DEFAULTS.algo}]."
+)
+@click.option(
+    "--n-steps",
+    type=int,
+    default=None,
+    help=f"Total gradient steps [default: {_DEFAULTS.n_steps}].",
+)
+@click.option("--seed", type=int, default=None, help=f"Random seed [default: {_DEFAULTS.seed}].")
 @click.option(
     "--config",
     "config_file",
@@ -70,12 +81,12 @@ See docs/training.md.""",
 )
 @click.option("--env", default=None, help="Simulator spec: report the true return while training.")
 @click.option("--eval-every", type=int, default=None, help="Epochs between simulator evaluations.")
-@click.option("--device", default=None, help="cpu, cuda, cuda:N [default: cpu].")
+@click.option("--device", default=None, help=f"cpu, cuda, cuda:N [default: {_DEFAULTS.device}].")
 @click.option(
     "--split",
     type=click.Choice(["train", "all"]),
     default=None,
-    help="Sessions to train on [default: train].",
+    help=f"Sessions to train on [default: {_DEFAULTS.split}].",
 )
 @click.option(
     "--resume", is_flag=True, help="Continue the policy in --out from its last checkpoint."
