@@ -1,11 +1,7 @@
 """Run the pipeline's stages in order, skipping those whose inputs have not changed.
 
-Every stage writes its outputs into its own folder under ``OUT`` and, last, a ``stage.json``
-record holding the hash of its inputs: its config section(s) as canonical JSON, the output hashes
-of the upstream stages it reads (the logs' hash, the ``dataset_hash``, each policy's model hash,
-the OPE report's hash, ...), the hash of any platform spec it reads, and the package version. On
-a re-run a stage whose input hash equals the recorded one (and whose outputs still exist) is
-skipped; otherwise its record is removed first, so an interrupted stage never looks complete.
+What a stage hashes, records and skips is :mod:`batchrl_mtf.pipeline.stage`'s; this module plans
+the run (:func:`run_pipeline`), executes the stages and writes ``run.json``.
 """
 
 from __future__ import annotations
