@@ -68,9 +68,10 @@ class OPEConfig:
         fqe_plateau_patience: Flat windows in a row that start the tail.
         fqe_tail_fraction: Length of the annealing tail after a plateau, as a fraction of the
             step budget.
-        torch_threads: Torch CPU threads while fitting (restored afterwards); 0 = one per
-            available core (the batched ensemble's matrix products use them; on a machine shared
-            with other jobs 1 can be faster).
+        torch_threads: Torch CPU threads while fitting (restored afterwards); 0 = automatic:
+            one per 12 fits trained together by the batched engine, at most one per available
+            core (so 10 policies x 6 fits use 2 cores, one policy's 6 fits one thread); one for
+            the d3rlpy engine, which fits one network at a time.
         min_ess_fraction: A pure importance-sampling estimate (``pdis``, ``wpdis``) is eligible
             as the recommended one only when its effective sample size is at least this
             fraction of the sessions.

@@ -66,6 +66,7 @@ _LN_EPS = 1e-5  # torch.nn.LayerNorm's default eps
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
 _PREDICT_ROWS = 8192  # rows per member evaluated at once after fitting
+_FITS_PER_THREAD = 12  # automatic torch threads: one per this many ensemble members
 
 
 @dataclass(frozen=True)
@@ -108,11 +109,15 @@ def fqe_transitions(pdata: PolicyData) -> FQETransitions:
     return FQETransitions(rows.astype(np.int64), next_obs, next_act, term_rows.astype(np.float32))
 
 
-def torch_thread_count(config: OPEConfig) -> int:
-    """Torch threads while fitting: ``config.torch_threads``, or one per available core (0)."""
+def torch_thread_count(config: OPEConfig, n_fits: int = 1) -> int:
+    """Torch threads for ``n_fits`` fits trained together: ``config.torch_threads``, or (0) one
+    per ``_FITS_PER_THREAD`` fits, at least 1 and at most one per available core (one small
+    network's products are too small to split; two threads for it were measured much slower on a
+    busy machine)."""
     if config.torch_threads > 0:
         return config.torch_threads
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    return max(1, min(cores, n_fits // _FITS_PER_THREAD))
 
 
 def step_budget(config: OPEConfig, n_transitions: int) -> int:
@@ -280,7 +285,7 @@ def fit_members(
         return torch.from_numpy((((a - low) / (high - low)) * 2.0 - 1.0).astype(np.float32))
 
     prev_threads = torch.get_num_threads()
-    torch.set_num_threads(torch_thread_count(config))
+    torch.set_num_threads(torch_thread_count(config, len(members)))
     try:
         inp = _Inputs(
             obs=s_obs(obs_raw),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from batchrl_mtf.ope import (
 )
 from batchrl_mtf.ope.config import FQE_ENGINES
 from batchrl_mtf.ope.fqe import fit_q, fit_q_many
-from batchrl_mtf.ope.fqe_batched import fqe_transitions, step_budget
+from batchrl_mtf.ope.fqe_batched import fqe_transitions, step_budget, torch_thread_count
 from batchrl_mtf.policy import ConstantPolicy, LoggingPolicy
 
 TASKS = ("a", "b")
@@ -258,3 +259,15 @@ def test_best_constant_fits_every_candidate_in_one_ensemble() -> None:
     np.testing.assert_allclose(
         [v for _, v in picks[0].candidates], [v for _, v in picks[1].candidates], rtol=2e-3
     )
+
+
+@pytest.mark.parametrize(
+    ("threads", "n_fits", "expected"),
+    [(3, 1, 3), (0, 1, 1), (0, 6, 1), (0, 12, 1), (0, 10_000, None)],
+)
+def test_torch_threads_follow_the_ensemble_size(
+    threads: int, n_fits: int, expected: int | None
+) -> None:
+    cores = len(os.sched_getaffinity(0))
+    want = cores if expected is None else min(expected, cores) if threads == 0 else expected
+    assert torch_thread_count(OPEConfig(torch_threads=threads), n_fits) == want
