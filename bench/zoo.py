@@ -19,7 +19,8 @@ For every world (``batchrl-mtf zoo list``) it drives the toolkit as a user would
    the sim-to-real rank correlation and median relative error of the same 8 policies.
 
 It prints one row per world and the aggregates, and writes JSON. Every stage is cached under
-``--work`` (keyed by its inputs); rerun to resume. Sizing (to fit a 2-core machine, documented in
+``--work`` (keyed by its inputs); rerun to resume (``--reuse-outputs`` also takes outputs that
+an interrupted run left on disk). Sizing (to fit a 2-core machine, documented in
 docs/zoo.md): ``evaluate`` runs ``--estimators fqe,dr,wdr,wpdis --fqe-fits 1 --fqe-steps 2000
 --n-bootstrap 200`` and ``export`` ``--fqe-fits 1 --fqe-steps 1000`` (only its fidelity line;
 the table does not depend on it).
@@ -241,22 +242,23 @@ def bench_world(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
         torch.set_num_threads(1)
         out = wdir / "byhand"
-        run(
-            [
-                sys.executable,
-                str(HERE / "byhand_d3rlpy.py"),
-                str(logs),
-                "--out",
-                str(out),
-                "--reward",
-                str(reward),
-                "--algo",
-                "td3bc",
-                "--n-steps",
-                "5000",
-            ],
-            log,
-        )
+        if not (args.reuse_outputs and (out / "state.json").is_file()):
+            run(
+                [
+                    sys.executable,
+                    str(HERE / "byhand_d3rlpy.py"),
+                    str(logs),
+                    "--out",
+                    str(out),
+                    "--reward",
+                    str(reward),
+                    "--algo",
+                    "td3bc",
+                    "--n-steps",
+                    "5000",
+                ],
+                log,
+            )
         meta = json.loads((out / "state.json").read_text())
         world = World(zw.spec())
         names = feature_names_of(world)
@@ -287,7 +289,8 @@ def bench_world(name: str, args: argparse.Namespace) -> dict[str, Any]:
         cmd = [*CLI, "evaluate", str(ds), "--gamma", "1", "--out", str(ope_out)]
         for v in policies.values():
             cmd += ["--policy", v]
-        run(cmd + EVALUATE_SIZING, log)
+        if not (args.reuse_outputs and ope_out.is_file()):
+            run(cmd + EVALUATE_SIZING, log)
         doc = json.loads(ope_out.read_text())
         if len(doc["policies"]) != len(policies):
             raise RuntimeError(f"{ope_out}: expected {len(policies)} policies")
@@ -301,8 +304,10 @@ def bench_world(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
         def make_env() -> dict[str, Any]:
             cmd = [*CLI, "make-env", str(logs), "--reward", str(reward), "--out", str(env)]
-            run(cmd + fusion_flags, log)
-            val = json.loads((env.parent / "env" / "validation.json").read_text())
+            validation = env.parent / "env" / "validation.json"
+            if not (args.reuse_outputs and validation.is_file()):
+                run(cmd + fusion_flags, log)
+            val = json.loads(validation.read_text())
             rep = val["replay"]
             values = {
                 k: rollout(env, v, args.env_sessions, tcfg.eval_seed, wdir / f"env_{k}.json", log)
@@ -340,6 +345,12 @@ def main() -> None:
     parser.add_argument("--truth-sessions", type=int, default=4000)
     parser.add_argument("--env-sessions", type=int, default=1000)
     parser.add_argument("--skip-learned", action="store_true")
+    parser.add_argument(
+        "--reuse-outputs",
+        action="store_true",
+        help="Resume from outputs already on disk (by-hand model, ope.json, the learned env) "
+        "even where stages.json has no record of them (e.g. after an interrupted run).",
+    )
     args = parser.parse_args()
     args.work = args.work.resolve()
     if args.worlds:
