@@ -23,6 +23,7 @@ from batchrl_mtf.export import (
     offline_config,
 )
 from batchrl_mtf.ope import OPEConfig
+from batchrl_mtf.ope.config import FQE_ENGINES
 from batchrl_mtf.resolve import resolve_policy
 from batchrl_mtf.training import load_policy
 
@@ -168,6 +169,13 @@ def _print_result(result: ExportResult, written: tuple[Path, ...]) -> None:
     type=click.IntRange(min=1),
     help="FQE fits averaged per offline estimate (as in evaluate).",
 )
+@click.option(
+    "--fqe-engine",
+    type=click.Choice(FQE_ENGINES),
+    default=None,
+    help="FQE engine of the offline estimates (as in evaluate) "
+    f"[default: {OPEConfig().fqe_engine}].",
+)
 @config_option(
     "--seed", config=ExportConfig, field="seed", type=int, help="Seed (auto keys, env, FQE)."
 )
@@ -190,6 +198,7 @@ def export_command(
     write_csv: bool,
     fqe_steps: int,
     fqe_fits: int,
+    fqe_engine: str | None,
     seed: int,
     out: str | None,
 ) -> None:
@@ -238,7 +247,7 @@ def export_command(
         fusion,
         policy_name=policy_dir,
         table_name=str(target),
-        ope=offline_config(data.spec, fqe_steps, fqe_fits, seed),
+        ope=offline_config(data.spec, fqe_steps, fqe_fits, seed, fqe_engine),
         env=env_spec,
     )
     _print_result(result, result.save(target, csv=write_csv))

@@ -45,7 +45,11 @@ TRUE_SESSIONS = 4000
 
 
 def offline_config(
-    spec: DatasetSpec, fqe_steps: int = 5000, fqe_fits: int = 3, seed: int = 0
+    spec: DatasetSpec,
+    fqe_steps: int = 5000,
+    fqe_fits: int = 3,
+    seed: int = 0,
+    fqe_engine: str | None = None,
 ) -> OPEConfig:
     """The OPE settings of an export's offline values.
 
@@ -58,13 +62,15 @@ def offline_config(
         fqe_steps: Gradient steps per FQE fit.
         fqe_fits: Independent FQE fits averaged per estimate.
         seed: Seed of the fits and the bootstrap.
+        fqe_engine: ``"batched"`` or ``"d3rlpy"`` (``None``: :class:`OPEConfig`'s default).
     """
-    return OPEConfig(
+    config = OPEConfig(
         estimators=("dr", "wdr", "fqe") if spec.has_behavior_logp else ("fqe",),
         fqe_n_steps=fqe_steps,
         fqe_n_fits=fqe_fits,
         seed=seed,
     )
+    return config if fqe_engine is None else dataclasses.replace(config, fqe_engine=fqe_engine)
 
 
 @dataclass(frozen=True)
