@@ -75,7 +75,7 @@ def process_part(
         reward: The reward.
         config: Dataset options.
     """
-    checked = check_rows(logs, columns, config)
+    checked = check_rows(logs, columns, config, reward)
     keep, accounting = account(checked.codes, checked.flags.reason)
     t: Transitions | None = None
     prepared: Prepared | None = None

@@ -25,8 +25,8 @@ from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.data.reward import RewardConfig
 from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.learned.runtime import read_ranker_scale, read_responses
+from batchrl_mtf.pipeline.glue import load_npz
 from batchrl_mtf.pipeline.stage import read_record
-from batchrl_mtf.pipeline.stages import _load_npz
 from batchrl_mtf.predictors import PredictorConfig, fit_predictor, load_predictor, save_predictor
 from batchrl_mtf.sim.spec import load_spec
 from batchrl_mtf.training import load_policy, resolve_config, train
@@ -381,10 +381,10 @@ def test_hostile_pipeline_caches(name: str, tmp_path: Path, tally: Callable[...,
         ended = run_call(lambda: read_record(folder) is None or 1 / 0)
     elif name == "npz object array":
         _object_npz(folder / "values.npz", marker)
-        ended = run_call(lambda: _load_npz(folder / "values.npz") == {} or 1 / 0)
+        ended = run_call(lambda: load_npz(folder / "values.npz") == {} or 1 / 0)
     else:
         (folder / "values.npz").write_bytes(b"PK\x03\x04garbage")
-        ended = run_call(lambda: _load_npz(folder / "values.npz") == {} or 1 / 0)
+        ended = run_call(lambda: load_npz(folder / "values.npz") == {} or 1 / 0)
     watched = snapshot([folder])
     outcome = judge(ended, expect="ok", watched=watched, marker=marker, folders=[tmp_path])
     tally(f"cache/{name}", outcome)  # a tampered cache is a cache miss: recomputed, never run
