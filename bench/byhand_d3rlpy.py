@@ -2,13 +2,15 @@
 
 State: the raw ``u_*`` user features and the session depth (request index), no normalisation.
 Action: the logged ``w_*`` weights (d3rlpy's min-max action scaler, as in its BCQ examples).
-Reward: the default reward of ``envs/reward_default.toml`` (stickiness + activeness) summed over
-the request's items, unscaled. Episode: one session. Algorithm: ``d3rlpy.algos.BCQConfig()`` with
-every other setting at d3rlpy's defaults; the same number of gradient steps as the toolkit run.
+Reward: the reward TOML (default ``envs/reward_default.toml``: stickiness + activeness) summed
+over the request's items, unscaled. Episode: one session. Algorithm: ``d3rlpy.algos.BCQConfig()``
+(or ``--algo td3bc``: ``d3rlpy.algos.TD3PlusBCConfig()``, alpha 2.5) with every other setting at
+d3rlpy's defaults; the same number of gradient steps as the toolkit run.
 
 Usage::
 
     python bench/byhand_d3rlpy.py LOGS.parquet --out runs/byhand --n-steps 10000
+    python bench/byhand_d3rlpy.py LOGS.parquet --reward reward.toml --algo td3bc --out runs/bh
 
 Writes ``<out>/model.d3`` and ``<out>/state.json`` (the state's column names, for evaluation).
 """
@@ -36,6 +38,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--n-steps", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reward", type=Path, default=ROOT / "envs" / "reward_default.toml")
+    parser.add_argument("--algo", choices=["bcq", "td3bc"], default="bcq")
     args = parser.parse_args()
 
     import d3rlpy
@@ -44,11 +48,14 @@ def main() -> None:
     torch.set_num_threads(1)
     d3rlpy.seed(args.seed)
     df = pd.read_parquet(args.logs)
-    cfg = tomllib.loads((ROOT / "envs" / "reward_default.toml").read_text())["reward"]
-    valid = (df["watch_time"] >= cfg["valid_play_s"]).astype(float)
+    cfg = tomllib.loads(args.reward.read_text())["reward"]
     item_reward = np.zeros(len(df))
-    for col, w in {**cfg["stickiness"], **cfg["activeness"]}.items():
-        item_reward += w * (valid if col == "valid_play" else df[col].astype(float))
+    for col, w in {**cfg.get("stickiness", {}), **cfg.get("activeness", {})}.items():
+        if col == "valid_play":
+            valid = (df["watch_time"] >= cfg.get("valid_play_s", 10.0)).astype(float)
+            item_reward += w * valid
+        else:
+            item_reward += w * df[col].astype(float)
     df["r"] = item_reward
     users = sorted(c for c in df.columns if c.startswith("u_"))
     tasks = [c for c in df.columns if c.startswith("w_")]
@@ -75,7 +82,8 @@ def main() -> None:
         terminals=terminals.astype(np.float32),
         action_space=d3rlpy.ActionSpace.CONTINUOUS,
     )
-    algo = d3rlpy.algos.BCQConfig(action_scaler=d3rlpy.preprocessing.MinMaxActionScaler()).create(
+    algo_config = d3rlpy.algos.TD3PlusBCConfig if args.algo == "td3bc" else d3rlpy.algos.BCQConfig
+    algo = algo_config(action_scaler=d3rlpy.preprocessing.MinMaxActionScaler()).create(
         device="cpu:0"
     )
     t = time.perf_counter()
@@ -90,9 +98,15 @@ def main() -> None:
     secs = time.perf_counter() - t
     args.out.mkdir(parents=True, exist_ok=True)
     algo.save(str(args.out / "model.d3"))
-    meta = {"state": state, "tasks": tasks, "n_steps": args.n_steps, "seconds": secs}
+    meta = {
+        "state": state,
+        "tasks": tasks,
+        "n_steps": args.n_steps,
+        "seconds": secs,
+        "algo": args.algo,
+    }
     (args.out / "state.json").write_text(json.dumps(meta))
-    print(f"by-hand BCQ: {args.n_steps} steps in {secs:.0f}s ({args.n_steps / secs:.1f} steps/s)")
+    print(f"by-hand {args.algo}: {args.n_steps} steps in {secs:.0f}s ({args.n_steps / secs:.1f} steps/s)")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,18 @@ from __future__ import annotations
 
 import click
 
-from batchrl_mtf.cli import data, demo, evaluate, export, learned, predictor, sim, train
+from batchrl_mtf.cli import (
+    data,
+    demo,
+    evaluate,
+    export,
+    learned,
+    predictor,
+    select,
+    sim,
+    train,
+    zoo,
+)
 from batchrl_mtf.cli._common import BatchRLGroup, setup_logging
 from batchrl_mtf.core.version import __version__
 
@@ -31,6 +42,6 @@ def main(quiet: bool, verbose: bool) -> None:
     setup_logging(quiet, verbose)
 
 
-for _module in (data, sim, predictor, learned, train, evaluate, export, demo):
+for _module in (data, sim, predictor, learned, train, evaluate, export, demo, zoo):
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -334,6 +334,8 @@ class SessionBatch:
             root * world.sat_item[seg[:, None], items]
         ).sum(axis=1)
         ss = spec.session
+        if ss.sat_reward:
+            gain = gain + ss.sat_reward * (stick + act)
         self.satisfaction[r] = ss.sat_decay * self.satisfaction[r] + gain - ss.sat_cost
         leave_p = _sigmoid(
             self.leave_base[r]
@@ -341,6 +343,8 @@ class SessionBatch:
             - ss.leave_sat * self.satisfaction[r]
         )
         terminated = rng.random(n) < leave_p
+        if ss.leave_below > -np.inf:
+            terminated |= self.satisfaction[r] < ss.leave_below
         return self._advance(r, items, shown_preds, fb, stick, act, terminated)
 
     def _advance(

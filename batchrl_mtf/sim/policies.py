@@ -9,6 +9,10 @@ Named logging policies (``simulate --policy NAME``):
 - ``mixed``: the paper's mixed multi-exploration: users with an even ``user_id`` get
   ``action-noise``, users with an odd ``user_id`` get ``random`` (half the users each).
 
+With ``exploration.tail_share > 0`` the ``action-noise`` draws (also ``mixed``'s production half)
+are heavy-tailed: a share ``tail_share`` of requests draws with ``tail_sigma`` instead of ``sigma``
+(:class:`TailedGaussianPolicy`; ``behavior_logp`` is the exact mixture density).
+
 Every Gaussian is truncated to the bounds ``[fusion.low, fusion.high]`` by rejection (each weight
 is redrawn until it lands inside), so the logged ``behavior_logp`` is the exact log-density of
 the truncated Gaussian: ``sum_k [log phi(z_k) - log sigma_k - log(Phi(b_k) - Phi(a_k))]``.
@@ -43,6 +47,7 @@ __all__ = [
     "SegmentPolicy",
     "SimPolicy",
     "TableSamplePolicy",
+    "TailedGaussianPolicy",
     "make_policy",
     "truncnorm_logpdf",
 ]
@@ -176,10 +181,58 @@ class GaussianPolicy:
 
 
 @dataclass(frozen=True)
+class TailedGaussianPolicy:
+    """A heavy-tailed Gaussian: each request draws from ``tail`` with probability ``share``,
+    else from ``base`` (both truncated to the bounds by rejection).
+
+    ``behavior_logp = log((1 - share) f_base(w) + share f_tail(w))``, the exact mixture density.
+
+    Attributes:
+        base: The usual component.
+        tail: The wide component (same mean, larger sigma).
+        share: Probability of a tail draw, in (0, 1).
+        name: Display name.
+    """
+
+    base: GaussianPolicy
+    tail: GaussianPolicy
+    share: float
+    name: str = "tailed-gaussian"
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        """The components' common mean."""
+        return self.base.mean
+
+    @property
+    def stochastic(self) -> bool:
+        """Always ``True``."""
+        return True
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
+        """``n`` weight vectors and their mixture log-density."""
+        pick = rng.random(n) < self.share
+        w = np.empty((n, len(self.base.mean)))
+        for mask, comp in ((~pick, self.base), (pick, self.tail)):
+            m = int(mask.sum())
+            if m:
+                w[mask] = comp.sample(m, rng)[0]
+        lo, hi = np.asarray(self.base.low), np.asarray(self.base.high)
+        lb = truncnorm_logpdf(w, np.asarray(self.base.mean), np.asarray(self.base.sigma), lo, hi)
+        lt = truncnorm_logpdf(w, np.asarray(self.tail.mean), np.asarray(self.tail.sigma), lo, hi)
+        logp = np.logaddexp(math.log1p(-self.share) + lb, math.log(self.share) + lt)
+        return w, logp
+
+    def act(self, observations: FloatArray, ctx: PolicyContext) -> tuple[FloatArray, FloatArray]:
+        """Sample one weight vector per state."""
+        return self.sample(len(observations), ctx.rng)
+
+
+@dataclass(frozen=True)
 class MixedPolicy:
     """The paper's mixed multi-exploration: even ``user_id`` -> ``even``, odd -> ``odd``."""
 
-    even: GaussianPolicy
+    even: GaussianPolicy | TailedGaussianPolicy
     odd: GaussianPolicy
     name: str = "mixed"
 
@@ -278,6 +331,8 @@ def make_policy(
     random_sigma: float,
     explore: bool = True,
     fusion: tuple[str, Sequence[float]] | None = None,
+    tail_share: float = 0.0,
+    tail_sigma: float = 1.0,
 ) -> SimPolicy:
     """Resolve a simulator policy argument.
 
@@ -293,6 +348,8 @@ def make_policy(
         explore: Sample weight tables that carry an exploration block (``False``: their means).
         fusion: The environment's ``(formula, beta)``; a weight table made for another fusion
             is refused.
+        tail_share: Share of heavy-tailed ``action-noise`` draws (0: none).
+        tail_sigma: Standard deviation of those draws.
 
     Raises:
         PolicyError: The argument is none of these.
@@ -302,7 +359,17 @@ def make_policy(
     prod = tuple(float(x) for x in production)
     if sigma <= 0 or random_sigma <= 0:
         raise PolicyError(f"--sigma: expected a number > 0, found {min(sigma, random_sigma)}")
-    noise = GaussianPolicy(prod, (sigma,) * k, lo, hi, name=f"action-noise:{sigma:g}")
+    noise: GaussianPolicy | TailedGaussianPolicy = GaussianPolicy(
+        prod, (sigma,) * k, lo, hi, name=f"action-noise:{sigma:g}"
+    )
+    if tail_share > 0:
+        wide = GaussianPolicy(prod, (tail_sigma,) * k, lo, hi, name="tail")
+        noise = TailedGaussianPolicy(
+            noise,  # type: ignore[arg-type]
+            wide,
+            tail_share,
+            name=f"action-noise:{sigma:g}+tail:{tail_share:g}x{tail_sigma:g}",
+        )
     centre = tuple((a + b) / 2 for a, b in zip(lo, hi, strict=True))
     rand = GaussianPolicy(centre, (random_sigma,) * k, lo, hi, name="random")
     if arg == "production":
@@ -362,4 +429,6 @@ def world_policy(
         ex.action_noise_sigma if sigma is None else sigma,
         ex.random_sigma if random_sigma is None else random_sigma,
         fusion=(world.spec.fusion.formula, world.spec.fusion.beta),
+        tail_share=ex.tail_share,
+        tail_sigma=ex.tail_sigma,
     )

@@ -234,8 +234,11 @@ class SessionSpec:
     """Session dynamics: hidden satisfaction, leaving, the request cap and timing.
 
     Satisfaction after request t: ``s <- sat_decay * s + gain_t - sat_cost``, with ``gain_t``
-    from the segment's ``sat_feedback``/``sat_factors``. The user leaves after request t with
-    probability ``sigmoid(leave_base + leave_depth * t - leave_sat * s)``.
+    from the segment's ``sat_feedback``/``sat_factors`` plus ``sat_reward * r_t`` (``r_t`` the
+    request's reward). The user leaves after request t with probability
+    ``sigmoid(leave_base + leave_depth * t - leave_sat * s)``, and always when
+    ``s < leave_below``. (``sat_decay = 0.95``, ``sat_reward = 0.05``, ``leave_below = 0.1`` and
+    ``max_requests = 97`` is the xMTF KuaiRand protocol, ``s <- 0.95 s + 0.05 r``.)
 
     Attributes:
         max_requests: Cap on requests per session (truncation).
@@ -247,6 +250,9 @@ class SessionSpec:
         overhead_s: Seconds per shown item on top of its watch time (scrolling).
         gap_h: Hours between a user's consecutive session days.
         start_ms: Epoch milliseconds of the first day.
+        sat_reward: Satisfaction gained per unit of the request's reward (default 0: none).
+        leave_below: The user leaves as soon as satisfaction is below this (default ``-inf``:
+            never; only the leave probability decides).
     """
 
     max_requests: int = 30
@@ -258,8 +264,16 @@ class SessionSpec:
     overhead_s: float = 1.5
     gap_h: float = 24.0
     start_ms: int = 1_700_000_000_000
+    sat_reward: float = 0.0
+    leave_below: float = -math.inf
 
     def __post_init__(self) -> None:
+        require(_finite(self.sat_reward), "session.sat_reward", "expected a finite number")
+        require(
+            not math.isnan(self.leave_below) and self.leave_below < math.inf,
+            "session.leave_below",
+            f"expected a number or -inf, found {self.leave_below}",
+        )
         require(
             1 <= self.max_requests < 1000,
             "session.max_requests",
@@ -368,14 +382,22 @@ class ExplorationSpec:
     Attributes:
         action_noise_sigma: Standard deviation of ``action-noise`` around production.
         random_sigma: Standard deviation of ``random`` around the centre of the bounds.
+        tail_share: Share of ``action-noise`` draws (also the production half of ``mixed``) taken
+            with ``tail_sigma`` instead: heavy-tailed logged weights, a few extreme actions
+            (default 0: none).
+        tail_sigma: Standard deviation of those tail draws.
     """
 
     action_noise_sigma: float = 0.2
     random_sigma: float = 0.6
+    tail_share: float = 0.0
+    tail_sigma: float = 1.0
 
     def __post_init__(self) -> None:
         require(self.action_noise_sigma > 0, "exploration.action_noise_sigma", "expected > 0")
         require(self.random_sigma > 0, "exploration.random_sigma", "expected > 0")
+        require(0 <= self.tail_share < 1, "exploration.tail_share", "expected a number in [0, 1)")
+        require(self.tail_sigma > 0, "exploration.tail_sigma", "expected > 0")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,386 @@
+"""The world-zoo bench: today's defaults, end to end, on every world of a half (``docs/zoo.md``).
+
+For every world (``batchrl-mtf zoo list``) it drives the toolkit as a user would, through the
+``batchrl-mtf`` commands (subprocesses, default flags):
+
+1. ``zoo make`` the spec, ``simulate`` the logs with the world's logging recipe;
+2. ``build-dataset`` (the world's reward TOML) -> ``train`` (default algorithm and steps) ->
+   ``export`` (default table; the platform's ``--formula``/``--beta`` are facts, not tuning);
+   and ``select`` once the toolkit has that command (issue 16; see :data:`SELECT_HOOK`);
+3. the truth (in the simulator): production, best constant (online CEM), per-segment oracle
+   (``batchrl_mtf.sim.zoo_truth``, cached) and the default table, on the same fresh sessions;
+4. a by-hand d3rlpy script (``bench/byhand_d3rlpy.py --algo td3bc``: raw ``u_*`` + depth,
+   d3rlpy's defaults, the toolkit's step budget), valued in the simulator;
+5. ``evaluate`` of 8 policies (production, best constant, the default table and network, the box
+   centre, half-way to the best constant, two perturbations of production) against their truth:
+   the recommended estimate's Spearman, median relative error, 95% coverage, and how far the
+   default table's estimate is above its truth;
+6. ``make-env`` on the logs: replay divergence (logged weights replayed in the learned env) and
+   the sim-to-real rank correlation and median relative error of the same 8 policies.
+
+It prints one row per world and the aggregates, and writes JSON. Every stage is cached under
+``--work`` (keyed by its inputs); rerun to resume. Sizing (to fit a 2-core machine, documented in
+docs/zoo.md): ``evaluate`` runs ``--estimators fqe,dr,wdr,wpdis --fqe-fits 1 --fqe-steps 2000
+--n-bootstrap 200`` and ``export`` ``--fqe-fits 1 --fqe-steps 1000`` (only its fidelity line;
+the table does not depend on it).
+
+Usage::
+
+    nice python bench/zoo.py --half heldout --jobs 2 [--worlds h01,h02] [--work runs/zoo]
+        [--out runs/zoo/heldout.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomli_w
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from train_quality import ColumnPolicy  # noqa: E402
+from zoo_report import aggregate, print_report, world_metrics  # noqa: E402
+
+from batchrl_mtf.sim import FixedPolicy, World, feature_names_of  # noqa: E402
+from batchrl_mtf.sim.zoo import ZooWorld, get_world, zoo_worlds  # noqa: E402
+from batchrl_mtf.sim.zoo_truth import TruthConfig, policy_returns, world_truth  # noqa: E402
+
+CLI = [sys.executable, "-m", "batchrl_mtf"]
+SELECT_HOOK = "select"
+"""Issue 16's command: when ``batchrl-mtf select --help`` succeeds, the bench runs
+``select DATASET --out W/select`` and values ``W/select/table.json`` as the ``selected`` row."""
+EVALUATE_SIZING = [
+    "--estimators",
+    "fqe,dr,wdr,wpdis",
+    "--fqe-fits",
+    "1",
+    "--fqe-steps",
+    "2000",
+    "--n-bootstrap",
+    "200",
+]
+EXPORT_SIZING = ["--fqe-fits", "1", "--fqe-steps", "1000"]
+
+
+def run(cmd: list[str], log: Path) -> None:
+    """Run one command, appending its output to ``log``; raise with the log's tail on failure."""
+    with log.open("a") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n")
+        fh.flush()
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
+    if proc.returncode:
+        tail = log.read_text().splitlines()[-8:]
+        raise RuntimeError(f"{' '.join(cmd[2:5])} failed ({proc.returncode}):\n" + "\n".join(tail))
+
+
+class Stages:
+    """Stage cache of one world: ``W/stages.json`` maps a stage to the key of its inputs."""
+
+    def __init__(self, wdir: Path) -> None:
+        self.path = wdir / "stages.json"
+        self.done: dict[str, Any] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.seconds: dict[str, float] = {}
+
+    def fresh(self, name: str, key: object, outputs: list[Path]) -> bool:
+        """Whether stage ``name`` is cached with this key and its outputs exist."""
+        return self.done.get(name, {}).get("key") == key and all(p.exists() for p in outputs)
+
+    def record(self, name: str, key: object, seconds: float, result: object = None) -> None:
+        self.done[name] = {"key": key, "seconds": seconds, "result": result}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.done, indent=1))
+        os.replace(tmp, self.path)
+
+
+def has_command(name: str) -> bool:
+    """Whether the installed ``batchrl-mtf`` has command ``name``."""
+    proc = subprocess.run([*CLI, name, "--help"], capture_output=True, check=False)
+    return proc.returncode == 0
+
+
+def summary(r: np.ndarray) -> dict[str, Any]:
+    m, h = float(r.mean()), 1.96 * float(r.std(ddof=1)) / np.sqrt(len(r))
+    return {"mean": m, "ci95": [m - h, m + h]}
+
+
+def ope_policies(zw: ZooWorld, truth: dict[str, Any], wdir: Path) -> dict[str, str]:
+    """The 8 policies valued offline: name -> ``--policy`` argument."""
+    world = World(zw.spec())
+    lo, hi = float(world.low[0]), float(world.high[0])
+    prod = np.asarray(truth["production"]["weights"])
+    best = np.asarray(truth["best_constant"]["weights"])
+    rng = np.random.default_rng([zw.seed, 8])
+
+    def const(w: np.ndarray) -> str:
+        return "constant:" + ",".join(f"{x:.4g}" for x in np.clip(w, lo, hi))
+
+    out = {
+        "production": const(prod),
+        "best-constant": const(best),
+        "default-table": str(wdir / "table.json"),
+        "default-network": str(wdir / "train"),
+        "centre": const(np.full(len(prod), (lo + hi) / 2)),
+        "half-way": const((prod + best) / 2),
+    }
+    for i, scale in enumerate((0.15, 0.3)):
+        out[f"perturb-{i + 1}"] = const(prod + scale * (hi - lo) * rng.standard_normal(len(prod)))
+    return out
+
+
+def rollout(env: Path, policy: str, sessions: int, seed: int, out: Path, log: Path) -> dict:
+    """True (or learned-env) value of ``policy`` via ``batchrl-mtf rollout``."""
+    if not out.is_file():
+        cmd = [*CLI, "rollout", "--env", str(env), "--policy", policy]
+        run([*cmd, "--sessions", str(sessions), "--seed", str(seed), "--out", str(out)], log)
+    doc = json.loads(out.read_text())
+    return {"mean": doc["return"]["mean"], "ci95": doc["return"]["ci95"]}
+
+
+def bench_world(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Every stage of one world (cached); returns its raw results."""
+    zw = get_world(name)
+    wdir = args.work / name
+    wdir.mkdir(parents=True, exist_ok=True)
+    log = wdir / "commands.log"
+    st = Stages(wdir)
+    spec, logs, reward = wdir / "spec.toml", wdir / "logs.parquet", wdir / "reward.toml"
+    fusion = zw.doc["fusion"]
+    fusion_flags = ["--formula", fusion["formula"]]
+    if fusion["formula"] == "logsum":
+        fusion_flags += ["--beta", ",".join(str(b) for b in fusion["beta"])]
+    text = zw.to_toml()
+    t_all = time.perf_counter()
+
+    def stage(key_name: str, key: object, outputs: list[Path], fn: Any) -> Any:
+        if st.fresh(key_name, key, outputs):
+            return st.done[key_name].get("result")
+        t = time.perf_counter()
+        result = fn()
+        st.record(key_name, key, time.perf_counter() - t, result)
+        return result
+
+    def make_logs() -> None:
+        run([*CLI, "zoo", "make", name, "--out", str(spec)], log)
+        reward.write_text(tomli_w.dumps({"reward": zw.doc["reward"]}))
+        run(
+            [
+                *CLI,
+                "simulate",
+                "--env",
+                str(spec),
+                "--sessions",
+                str(zw.sessions),
+                "--policy",
+                zw.logging,
+                "--seed",
+                str(zw.log_seed),
+                "--out",
+                str(logs),
+            ],
+            log,
+        )
+
+    stage("logs", text, [spec, logs, reward], make_logs)
+    tcfg = TruthConfig(eval_sessions=args.truth_sessions)
+    truth = stage(
+        "truth",
+        [text, args.truth_sessions],
+        [],
+        lambda: world_truth(zw, tcfg, args.work / "truth"),
+    )
+    ds, pol, table = wdir / "ds", wdir / "train", wdir / "table.json"
+    stage(
+        "build-dataset",
+        text,
+        [ds],
+        lambda: run(
+            [*CLI, "build-dataset", str(logs), "--reward", str(reward), "--out", str(ds)], log
+        ),
+    )
+    stage("train", text, [pol], lambda: run([*CLI, "-q", "train", str(ds), "--out", str(pol)], log))
+    stage(
+        "export",
+        text,
+        [table],
+        lambda: run(
+            [
+                *CLI,
+                "export",
+                str(pol),
+                "--dataset",
+                str(ds),
+                "--out",
+                str(table),
+                *fusion_flags,
+                *EXPORT_SIZING,
+            ],
+            log,
+        ),
+    )
+    selected = None
+    if has_command(SELECT_HOOK):  # issue 16: off-policy selection
+        sel = wdir / "select"
+        stage(
+            "select", text, [sel], lambda: run([*CLI, SELECT_HOOK, str(ds), "--out", str(sel)], log)
+        )
+        selected = str(sel / "table.json")
+
+    def byhand() -> dict[str, Any]:
+        import d3rlpy
+        import torch
+
+        torch.set_num_threads(1)
+        out = wdir / "byhand"
+        run(
+            [
+                sys.executable,
+                str(HERE / "byhand_d3rlpy.py"),
+                str(logs),
+                "--out",
+                str(out),
+                "--reward",
+                str(reward),
+                "--algo",
+                "td3bc",
+                "--n-steps",
+                "5000",
+            ],
+            log,
+        )
+        meta = json.loads((out / "state.json").read_text())
+        world = World(zw.spec())
+        names = feature_names_of(world)
+        algo = d3rlpy.load_learnable(str(out / "model.d3"))
+        p = ColumnPolicy(
+            algo, [names.index(c) for c in meta["state"]], world.tasks, world.low, world.high
+        )
+        return summary(policy_returns(world, FixedPolicy(p), args.truth_sessions, tcfg.eval_seed))
+
+    hand = stage("byhand", [text, args.truth_sessions], [wdir / "byhand"], byhand)
+    policies = ope_policies(zw, truth, wdir)
+    if selected is not None:
+        policies["selected"] = selected
+
+    def truths() -> dict[str, Any]:
+        out = {"production": truth["production"], "best-constant": truth["best_constant"]}
+        for k, v in policies.items():
+            if k not in out:
+                out[k] = rollout(
+                    spec, v, args.truth_sessions, tcfg.eval_seed, wdir / f"true_{k}.json", log
+                )
+        return out
+
+    true_values = stage("policy-truth", [text, args.truth_sessions, list(policies)], [], truths)
+    ope_out = wdir / "ope.json"
+
+    def ope() -> dict[str, Any]:
+        cmd = [*CLI, "evaluate", str(ds), "--gamma", "1", "--out", str(ope_out)]
+        for v in policies.values():
+            cmd += ["--policy", v]
+        run(cmd + EVALUATE_SIZING, log)
+        doc = json.loads(ope_out.read_text())
+        if len(doc["policies"]) != len(policies):
+            raise RuntimeError(f"{ope_out}: expected {len(policies)} policies")
+        # the report lists the policies in --policy order
+        return {k: p.get("recommended") for k, p in zip(policies, doc["policies"], strict=True)}
+
+    estimates = stage("evaluate", [text, list(policies), EVALUATE_SIZING], [ope_out], ope)
+    learned = None
+    if not args.skip_learned:
+        env = wdir / "learned" / "env.toml"
+
+        def make_env() -> dict[str, Any]:
+            cmd = [*CLI, "make-env", str(logs), "--reward", str(reward), "--out", str(env)]
+            run(cmd + fusion_flags, log)
+            val = json.loads((env.parent / "env" / "validation.json").read_text())
+            rep = val["replay"]
+            values = {
+                k: rollout(env, v, args.env_sessions, tcfg.eval_seed, wdir / f"env_{k}.json", log)
+                for k, v in policies.items()
+            }
+            return {
+                "replay_return_logs": rep["logged"]["return_per_session"],
+                "replay_return_env": rep["learned"]["return_per_session"],
+                "replay_length_rel": rep["divergence"]["session_length_mean_rel"],
+                "values": values,
+            }
+
+        learned = stage("make-env", [text, args.env_sessions, list(policies)], [env], make_env)
+    return {
+        "world": zw.summary(),
+        "truth": truth,
+        "byhand": hand,
+        "true_values": true_values,
+        "estimates": estimates,
+        "learned": learned,
+        "seconds": {k: v.get("seconds") for k, v in st.done.items()},
+        "wall_s": time.perf_counter() - t_all,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--half", choices=["tuning", "heldout", "all"], default="heldout")
+    parser.add_argument("--worlds", default=None, help="Comma-separated names (override --half).")
+    parser.add_argument("--work", type=Path, default=Path("runs/zoo"))
+    parser.add_argument("--out", type=Path, default=None, help="default: WORK/<half>.json")
+    parser.add_argument("--jobs", type=int, default=1, help="Worlds run in parallel.")
+    parser.add_argument("--truth-sessions", type=int, default=4000)
+    parser.add_argument("--env-sessions", type=int, default=1000)
+    parser.add_argument("--skip-learned", action="store_true")
+    args = parser.parse_args()
+    args.work = args.work.resolve()
+    if args.worlds:
+        names = [n.strip() for n in args.worlds.split(",") if n.strip()]
+        for n in names:
+            get_world(n)
+    else:
+        names = [w.name for w in zoo_worlds() if args.half in ("all", w.half)]
+    out = args.out or args.work / f"{(args.worlds and 'subset') or args.half}.json"
+    t0 = time.perf_counter()
+    load0 = os.getloadavg()[0]
+    results: list[dict[str, Any]] = []
+    errors: dict[str, str] = {}
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = {n: pool.submit(bench_world, n, args) for n in names}
+        for n, f in futures.items():
+            try:
+                results.append(f.result())
+                print(f"{n}: done in {results[-1]['wall_s']:.0f}s", flush=True)
+            except Exception as exc:  # report every world, even when one fails
+                errors[n] = str(exc)
+                print(f"{n}: FAILED {exc}", flush=True)
+    rows = [world_metrics(r) for r in results]
+    agg = aggregate(rows)
+    wall = time.perf_counter() - t0
+    doc = {
+        "command": " ".join(sys.argv),
+        "worlds": rows,
+        "aggregate": agg,
+        "errors": errors,
+        "wall_s": wall,
+        "load_average": {"start": load0, "end": os.getloadavg()[0]},
+        "cpus": os.cpu_count(),
+        "raw": results,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1))
+    print_report(rows, agg)
+    print(f"\nwall {wall / 60:.1f} min; load average {load0:.2f} -> {os.getloadavg()[0]:.2f}")
+    print(f"json: {out}")
+
+
+if __name__ == "__main__":
+    main()
