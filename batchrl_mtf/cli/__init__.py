@@ -42,6 +42,6 @@ def main(quiet: bool, verbose: bool) -> None:
     setup_logging(quiet, verbose)
 
 
-for _module in (data, sim, predictor, learned, train, evaluate, export, demo, zoo):
+for _module in (data, sim, predictor, learned, train, evaluate, export, select, demo, zoo):
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -1,17 +1,14 @@
 """The evaluate and export stages' work: OPE per policy, paired differences, the weight table.
 
-Policies are evaluated one at a time with :func:`batchrl_mtf.ope.evaluate_policies` (same config,
-same seed, same sessions, so the bootstrap intervals stay paired) and the results merged, so that
-a progress bar can follow them. Differences against production use the per-session values of
-each estimate (:func:`batchrl_mtf.pipeline.glue.bootstrap_difference`).
+Policies are evaluated one at a time (:func:`batchrl_mtf.ope.paired.evaluate_each`: same config,
+same seed, same sessions, so the bootstrap intervals stay paired). Differences against production
+use the per-session values of each estimate (:func:`batchrl_mtf.ope.paired.bootstrap_difference`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +16,8 @@ import numpy as np
 
 from batchrl_mtf.core.io import atomic_write_bytes, atomic_write_text, dumps_json
 from batchrl_mtf.export import ValueComparison, fidelity_report, tabulate_policy, tabulation_gap
-from batchrl_mtf.ope import OPEResult, evaluate_policies
-from batchrl_mtf.ope.evaluate import eligible
+from batchrl_mtf.ope import evaluate_policies
+from batchrl_mtf.ope.paired import paired_difference
 from batchrl_mtf.pipeline.context import (
     check_env_fits,
     fusion,
@@ -28,100 +25,16 @@ from batchrl_mtf.pipeline.context import (
     ope_config,
     production_weights,
 )
-from batchrl_mtf.pipeline.glue import (
-    NamedPolicy,
-    bootstrap_difference,
-    npz_bytes,
-    paired_difference,
-    rollout,
-)
+from batchrl_mtf.pipeline.glue import NamedPolicy, npz_bytes, rollout
 from batchrl_mtf.policy.base import TablePolicy
 from batchrl_mtf.resolve import resolve_sim_policy
 
 if TYPE_CHECKING:
     from batchrl_mtf.pipeline.context import Context
 
-__all__ = ["evaluate_each", "export_table", "paired_vs", "save_rollouts"]
+__all__ = ["export_table", "save_rollouts"]
 
 logger = logging.getLogger("batchrl_mtf.pipeline")
-
-
-def evaluate_each(
-    data: Any, policies: Sequence[Any], config: Any, progress: bool
-) -> tuple[Any, dict[str, np.ndarray]]:
-    """Evaluate ``policies`` one by one and merge the results.
-
-    Returns:
-        The merged ``OPEResult`` and the per-session values keyed ``"<policy>|<estimator>"``.
-    """
-    from tqdm.auto import tqdm
-
-    parts = []
-    per_session: dict[str, np.ndarray] = {}
-    for policy in tqdm(policies, desc="evaluate", unit="policy", disable=not progress, leave=False):
-        res = evaluate_policies(data, [policy], config)
-        parts.append(res)
-        for est_name, est in res.policies[0].estimates.items():
-            per_session[f"{policy.name}|{est_name}"] = np.asarray(est.per_session, dtype=np.float64)
-        rec = res.policies[0].recommended
-        if rec is not None:
-            logger.info("%s: %s = %.4g", policy.name, rec.estimator, rec.value)
-    results = tuple(p for r in parts for p in r.policies)
-    ranked = sorted(
-        results, key=lambda r: -(r.recommended.value if r.recommended is not None else -math.inf)
-    )
-    first = parts[0]
-    merged = OPEResult(
-        gamma=first.gamma,
-        n_sessions=first.n_sessions,
-        n_requests=first.n_requests,
-        estimators=first.estimators,
-        policies=results,
-        ranking=tuple(r.name for r in ranked),
-        bandwidth=next((r.bandwidth for r in parts if r.bandwidth is not None), None),
-        config=first.config,
-    )
-    return merged, per_session
-
-
-def common_estimator(p: Any, base: Any, n_sessions: int, config: Any) -> str | None:
-    """The first estimator of ``config.recommend_order`` valid for both policies.
-
-    Valid: eligible for both under the guards of the recommended-estimate rule
-    (:func:`batchrl_mtf.ope.evaluate.eligible`: finite, the ESS floor for pure importance
-    sampling, the interval-width guard for doubly robust estimators), so a difference never mixes
-    a trusted and an untrusted value.
-    """
-
-    for name in config.recommend_order:
-        if all(eligible(name, e.estimates, n_sessions, config) for e in (p, base)):
-            return str(name)
-    return p.recommended.estimator if p.recommended is not None else None
-
-
-def paired_vs(
-    per_session: dict[str, np.ndarray], base: str, result: Any, config: Any
-) -> dict[str, dict[str, Any]]:
-    """Per policy: the difference to ``base`` with a paired 95% interval, for every estimator,
-    and the estimator to quote (:func:`common_estimator`)."""
-
-    ref = next(p for p in result.policies if p.name == base)
-    out: dict[str, dict[str, Any]] = {}
-    for p in result.policies:
-        if p.name == base:
-            continue
-        diffs: dict[str, dict[str, object]] = {}
-        for est in p.estimates:
-            a, b = per_session.get(f"{p.name}|{est}"), per_session.get(f"{base}|{est}")
-            if a is None or b is None or len(a) != len(b):
-                continue
-            d, lo, hi = bootstrap_difference(a, b, config.n_bootstrap, config.ci_level, config.seed)
-            diffs[est] = {"diff": d, "ci": [lo, hi]}
-        out[p.name] = {
-            "estimator": common_estimator(p, ref, result.n_sessions, config),
-            "by_estimator": diffs,
-        }
-    return out
 
 
 def save_rollouts(folder: Path, doc: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:

@@ -19,10 +19,10 @@ import numpy as np
 from batchrl_mtf.core.io import atomic_write_text, dumps_json
 from batchrl_mtf.core.version import __version__
 from batchrl_mtf.export import ExportConfig, quantile_edges, select_keys
+from batchrl_mtf.ope.paired import paired_difference
 from batchrl_mtf.pipeline import figures
 from batchrl_mtf.pipeline.context import load_trained
 from batchrl_mtf.pipeline.document import Document
-from batchrl_mtf.pipeline.glue import paired_difference
 from batchrl_mtf.policy.base import TablePolicy
 from batchrl_mtf.serving import WeightTable
 

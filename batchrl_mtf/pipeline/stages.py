@@ -27,6 +27,7 @@ from batchrl_mtf.core.io import (
 )
 from batchrl_mtf.data.dataset import build_dataset
 from batchrl_mtf.ope import BehaviorPolicy, best_constant, best_constant_table, report_to_dict
+from batchrl_mtf.ope.paired import evaluate_each, paired_vs
 from batchrl_mtf.pipeline.config import IMPORTANCE_WEIGHTED, PipelineConfig
 from batchrl_mtf.pipeline.context import (
     Context,
@@ -36,7 +37,7 @@ from batchrl_mtf.pipeline.context import (
     ope_config,
     production_weights,
 )
-from batchrl_mtf.pipeline.evaluation import evaluate_each, export_table, paired_vs, save_rollouts
+from batchrl_mtf.pipeline.evaluation import export_table, save_rollouts
 from batchrl_mtf.pipeline.glue import npz_bytes, rollout
 from batchrl_mtf.pipeline.report import write_report
 from batchrl_mtf.pipeline.stage import Stage, input_hash

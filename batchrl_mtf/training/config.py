@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from batchrl_mtf.core.config import config_from_mapping, config_to_dict, require
+from batchrl_mtf.data.box import DEFAULT_ACTION_BOX, parse_action_box
 from batchrl_mtf.errors import ConfigError
 
 __all__ = [
@@ -334,6 +335,11 @@ class TrainConfig:
         eval_every: Epochs between simulator evaluations (with ``env``); 0 = only at the end.
         eval_episodes: Simulated sessions per evaluation.
         checkpoint_every: Epochs between checkpoints written to the policy directory.
+        action_box: The policy's action bounds, from the training split's logged weights
+            (:mod:`batchrl_mtf.data.box`): ``"qLO-HI"`` = per-task quantiles (default
+            ``"q0.01-0.99"``: a few extreme logged weights do not let the policy extrapolate to
+            where the logs have almost no data), ``"minmax"`` = the raw logged min/max (the
+            dataset's ``action_low``/``action_high``, the behaviour before issue 16).
         bcq: BCQ hyper-parameters.
         cql: CQL hyper-parameters.
         iql: IQL hyper-parameters.
@@ -358,6 +364,7 @@ class TrainConfig:
     eval_every: int = 1
     eval_episodes: int = 500
     checkpoint_every: int = 1
+    action_box: str = DEFAULT_ACTION_BOX
     bcq: BCQParams = field(default_factory=BCQParams)
     cql: CQLParams = field(default_factory=CQLParams)
     iql: IQLParams = field(default_factory=IQLParams)
@@ -403,6 +410,7 @@ class TrainConfig:
             "hidden_units",
             f"expected positive layer sizes, found {list(self.hidden_units)}",
         )
+        parse_action_box(self.action_box)
         require(
             bool(_DEVICE.match(self.device)),
             "device",
