@@ -128,6 +128,8 @@ def _offline_values(
         source=f"ope:{getattr(net, 'estimator', 'default')}",
         network=float(getattr(net, "value", net)),
         table=float(getattr(tab, "value", tab)),
+        network_lower=getattr(net, "lower", None),
+        table_lower=getattr(tab, "lower", None),
     )
 
 
@@ -195,9 +197,14 @@ def export_table(
     click.echo(f"action gap (table vs network): mean |dw|/range = {gap['mean_abs_scaled']:.4f}")
     for label, cmp in (("offline estimate", ope), ("true value", true)):
         if cmp is not None:
+            bounds = ""
+            if cmp.table_lower is not None and cmp.network_lower is not None:
+                bounds = (
+                    f"; lower bounds: network {cmp.network_lower:.4f}, table {cmp.table_lower:.4f}"
+                )
             click.echo(
                 f"{label} ({cmp.source}): network {cmp.network:.4f}, table {cmp.table:.4f}, "
-                f"lost {cmp.value_lost:.4f}"
+                f"lost {cmp.value_lost:.4f}{bounds}"
             )
     return table
 

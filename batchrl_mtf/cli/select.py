@@ -13,7 +13,7 @@ from batchrl_mtf.cli.export import _fusion
 from batchrl_mtf.core.config import parse_overrides
 from batchrl_mtf.data.dataset import load_dataset
 from batchrl_mtf.errors import ConfigError
-from batchrl_mtf.selection import SelectConfig, resolve_select_config, select_policy
+from batchrl_mtf.selection import SelectConfig, check_out, resolve_select_config, select_policy
 
 __all__ = ["COMMANDS", "select_command"]
 
@@ -92,6 +92,7 @@ def select_command(
     Writes --out/table.json (weight-table@1), selection.json, selection.md, timing.json and
     candidates/. An existing --out is replaced only when select wrote it.
     """
+    check_out(out)  # before any work: refuse a directory select did not write
     layers: list[tuple[str, Mapping[str, object]]] = []
     if config_file is not None:
         layers.append((f"--config {config_file}", _read_config_file(config_file)))

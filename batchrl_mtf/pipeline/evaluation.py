@@ -98,7 +98,13 @@ def export_table(ctx: Context, folder: Path, algo: str) -> dict[str, Any]:
         tab_est = res.policies[0].estimates[est]
         report = json.loads((ctx.folder("evaluate") / "ope.json").read_text(encoding="utf-8"))
         net = next(p for p in report["policies"] if p["name"] == algo)["estimates"][est]
-        ope_cmp = ValueComparison(f"ope:{est}", float(net["value"]), float(tab_est.value))
+        ope_cmp = ValueComparison(
+            f"ope:{est}",
+            float(net["value"]),
+            float(tab_est.value),
+            network_lower=None if net.get("ci") is None else float(net["ci"][0]),
+            table_lower=None if tab_est.ci is None else float(tab_est.ci[0]),
+        )
         facts["ope_table"] = {
             "estimator": est,
             **tab_est.to_dict(),

@@ -280,9 +280,9 @@ def select_policy(
         by_name = {p.name: p for p in merged.policies}
         gains: list[Gain] = []
         candidates: list[Candidate] = []
-        for cname, pol, step, secs, skipped in rows:
+        for cname, pol, tstep, secs, skipped in rows:
             if skipped is not None:
-                candidates.append(Candidate(cname, pol, step, None, seconds=0.0, skipped=skipped))
+                candidates.append(Candidate(cname, pol, tstep, None, seconds=0.0, skipped=skipped))
                 continue
             gain = None
             est_name = None
@@ -302,7 +302,7 @@ def select_policy(
                 Candidate(
                     cname,
                     pol,
-                    step,
+                    tstep,
                     tables[cname],
                     estimate=_estimate(merged, cname, est_name),
                     gain=gain,

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from batchrl_mtf.cli import export as export_cli
 from batchrl_mtf.cli import main
+from batchrl_mtf.ope import Recommended
 from batchrl_mtf.serving import Fusion, WeightTable
 
 NAMES = ("u_activity", "session_depth", "hour_sin")
@@ -192,3 +193,28 @@ def test_help_lists_the_flags() -> None:
     for flag in ("--keys", "--buckets", "--edges", "--min-support", "--max-delta", "--explore",
                  "--env", "--format", "--out", "--default"):  # fmt: skip
         assert flag in result.output
+
+
+def test_export_fidelity_line_quotes_the_lower_bounds(
+    fake: tuple[Path, Path, FakeData], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy_dir, ds_dir, _ = fake
+
+    def value(policy: Any, *args: Any, **kwargs: Any) -> Recommended:
+        if isinstance(policy, FakePolicy):
+            return Recommended("dr", 2.0, (1.5, 2.5), "test")
+        return Recommended("dr", 1.75, (1.0, 2.5), "test")
+
+    monkeypatch.setattr(export_cli, "_hook", lambda module, name: value)
+    out = tmp_path / "t.json"
+    result = run(
+        str(policy_dir), "--dataset", str(ds_dir), "--keys", "auto", "--n-keys", "1",
+        "--formula", "sum", "--no-csv", "--out", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (
+        "offline estimate (ope:dr): network 2.0000, table 1.7500, lost 0.2500; "
+        "lower bounds: network 1.5000, table 1.0000"
+    ) in result.output
+    ope = cast(Any, WeightTable.load(out).meta)["ope"]
+    assert (ope["network_lower"], ope["table_lower"]) == (1.5, 1.0)
