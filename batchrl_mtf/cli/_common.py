@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -68,3 +70,21 @@ def split_csv_option(values: Sequence[str]) -> tuple[str, ...]:
     for v in values:
         out.extend(p.strip() for p in v.split(",") if p.strip())
     return tuple(out)
+
+
+def read_config_table(path: Path, section: str) -> Mapping[str, object]:
+    """The settings of a ``--config`` TOML file: its ``[section]`` table, else its top level.
+
+    Raises:
+        ConfigError: Unreadable file, invalid TOML, or ``section`` not a table.
+    """
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
+    table = doc.get(section, doc)
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"--config {path}: expected a [{section}] table")
+    return table

@@ -2,35 +2,20 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
 import click
 
-from batchrl_mtf.cli._common import parse_float_list, progress_enabled
+from batchrl_mtf.cli._common import parse_float_list, progress_enabled, read_config_table
 from batchrl_mtf.cli.export import _fusion
 from batchrl_mtf.core.config import parse_overrides
 from batchrl_mtf.data.dataset import load_dataset
-from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.selection import SelectConfig, check_out, resolve_select_config, select_policy
 
 __all__ = ["COMMANDS", "select_command"]
 
 _DEFAULT = SelectConfig()
-
-
-def _read_config_file(path: Path) -> Mapping[str, object]:
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"--config {path}: cannot read ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
-    table = doc.get("select", doc)
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"--config {path}: expected a [select] table")
-    return table
 
 
 @click.command(
@@ -95,7 +80,7 @@ def select_command(
     check_out(out)  # before any work: refuse a directory select did not write
     layers: list[tuple[str, Mapping[str, object]]] = []
     if config_file is not None:
-        layers.append((f"--config {config_file}", _read_config_file(config_file)))
+        layers.append((f"--config {config_file}", read_config_table(config_file, "select")))
     if overrides:
         layers.append(("--set", parse_overrides(overrides)))
     if budget_minutes is not None:

@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
 import click
 
-from batchrl_mtf.cli._common import progress_enabled
+from batchrl_mtf.cli._common import progress_enabled, read_config_table
 from batchrl_mtf.core.config import parse_overrides
-from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.training import config_for_resume, resolve_config, train
 
 __all__ = ["COMMANDS", "train_command"]
 
 ALGOS = ("bcq", "cql", "iql", "td3bc", "awac", "bc")
-
-
-def _read_config_file(path: Path) -> Mapping[str, object]:
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"--config {path}: cannot read ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
-    table = doc.get("train", doc)
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"--config {path}: expected a [train] table")
-    return table
 
 
 @click.command(
@@ -112,7 +97,7 @@ def train_command(
 
     layers: list[tuple[str, Mapping[str, object]]] = []
     if config_file is not None:
-        layers.append((f"--config {config_file}", _read_config_file(config_file)))
+        layers.append((f"--config {config_file}", read_config_table(config_file, "train")))
     flags: dict[str, object] = {}
     for key, value in (
         ("algo", algo),
