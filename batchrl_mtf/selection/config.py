@@ -82,6 +82,8 @@ class SelectConfig:
         budget_minutes: Wall-clock budget; candidates whose projected cost (mean time of the
             candidates so far) would pass it are skipped and listed as such; 0 = no budget.
         n_threads: torch CPU threads of training and FQE.
+        require_support: Leave out candidates the support diagnostic flags (more than
+            ``ope.support_max_outside`` of their actions outside the logged quantile box).
         ope: The OPE settings of every estimate.
         seed: Seed of the export's auto-key sample.
     """
@@ -99,6 +101,7 @@ class SelectConfig:
     min_support: int = 200
     budget_minutes: float = 10.0
     n_threads: int = 1
+    require_support: bool = True
     ope: OPEConfig = DEFAULT_SELECT_OPE
     seed: int = 0
 

@@ -4,7 +4,9 @@ Each candidate ``c`` has a paired estimate of its gain over production on the he
 ``g_c = V(c) - V(production)`` with a paired bootstrap interval ``[l_c, u_c]``
 (:func:`batchrl_mtf.ope.paired.paired_vs`, the estimator both may quote). The rule:
 
-1. candidates without a finite lower bound ``l_c`` are not eligible;
+1. candidates without a finite lower bound ``l_c`` are not eligible, nor (by default) those the
+   support diagnostic flags (their actions leave the logged support, so their estimates are
+   extrapolations: :mod:`batchrl_mtf.ope.support`);
 2. the chosen candidate maximises ``l_c`` (ties: larger ``g_c``, then the earlier candidate);
 3. when no ``l_c`` is above zero, nothing is reliably better than production: production is
    chosen (``reason`` says so). Trust-region steps are candidates of their own, so when the
@@ -36,12 +38,14 @@ class Gain:
         gain: Estimated gain ``V(candidate) - V(production)``.
         lower: Lower end of its paired interval (NaN when there is none).
         upper: Upper end.
+        supported: Whether its actions stay in the logged support (not flagged).
     """
 
     name: str
     gain: float
     lower: float
     upper: float
+    supported: bool = True
 
 
 @dataclass(frozen=True)
@@ -57,11 +61,25 @@ class Choice:
     reason: str
 
 
-def choose(gains: Sequence[Gain]) -> Choice:
-    """Apply the rule of the module docstring to the candidates' gains."""
+def choose(gains: Sequence[Gain], require_support: bool = True) -> Choice:
+    """Apply the rule of the module docstring to the candidates' gains.
+
+    Args:
+        gains: One per candidate (production excluded).
+        require_support: Leave out candidates whose actions leave the logged support.
+    """
     ok = [g for g in gains if math.isfinite(g.lower) and math.isfinite(g.gain)]
     if not ok:
         return Choice(PRODUCTION, "no candidate has a finite paired lower bound; keep production")
+    if require_support:
+        unsupported = [g.name for g in ok if not g.supported]
+        ok = [g for g in ok if g.supported]
+        if not ok:
+            return Choice(
+                PRODUCTION,
+                f"every candidate leaves the logged support ({', '.join(unsupported)}); "
+                "keep production",
+            )
     best = ok[0]
     for g in ok[1:]:
         if (g.lower, g.gain) > (best.lower, best.gain):

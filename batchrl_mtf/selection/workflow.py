@@ -297,7 +297,16 @@ def select_policy(
                         "lower": float(diff["ci"][0]),
                         "upper": float(diff["ci"][1]),
                     }
-                    gains.append(Gain(cname, gain["gain"], gain["lower"], gain["upper"]))
+                    sup = by_name[cname].support or {}
+                    gains.append(
+                        Gain(
+                            cname,
+                            gain["gain"],
+                            gain["lower"],
+                            gain["upper"],
+                            supported=not sup.get("flag", False),
+                        )
+                    )
             candidates.append(
                 Candidate(
                     cname,
@@ -310,7 +319,7 @@ def select_policy(
                     seconds=secs,
                 )
             )
-        choice = choose(gains)
+        choice = choose(gains, config.require_support)
         result = SelectionResult(out_path, prod, tuple(candidates), choice, budget.elapsed())
         write_selection(tmp, result, config, data)
     return result

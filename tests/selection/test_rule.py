@@ -40,3 +40,11 @@ def test_lower_bound_rule(gains: list[tuple], chosen: str, why: str) -> None:
     choice = choose([Gain(*g) for g in gains])
     assert choice.name == chosen
     assert why in choice.reason
+
+
+def test_candidates_outside_the_logged_support_are_left_out() -> None:
+    gains = [Gain("far", 3.0, 1.0, 5.0, supported=False), Gain("near", 0.5, 0.1, 0.9)]
+    assert choose(gains).name == "near"
+    assert choose(gains, require_support=False).name == "far"
+    only_far = choose(gains[:1])
+    assert only_far.name == PRODUCTION and "leaves the logged support (far)" in only_far.reason
