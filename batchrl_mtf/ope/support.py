@@ -8,6 +8,9 @@ share of the policy's actions with a weight outside the logged per-task quantile
 (:func:`batchrl_mtf.data.box.action_box`, ``OPEConfig.support_box``, default ``q0.01-0.99``) and
 flags the policy when that share exceeds ``OPEConfig.support_max_outside`` (default 5%). By
 construction about 2% of the logged actions themselves fall outside a ``q0.01-0.99`` box per task.
+A weight within :data:`SUPPORT_TOLERANCE` (1%) of the box's width beyond an edge counts as inside:
+the edges are estimates, and a logger truncated at a hard bound (production at weight 0, logged
+weights in ``[0, 2]``) puts its 1% quantile a hair inside that bound.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ import numpy.typing as npt
 
 from batchrl_mtf.data.box import action_box, outside_box
 
-__all__ = ["support_diagnostic"]
+__all__ = ["SUPPORT_TOLERANCE", "support_diagnostic"]
+
+SUPPORT_TOLERANCE = 0.01
+"""Slack beyond the box's edges, as a share of each task's box width."""
 
 
 def support_diagnostic(
@@ -43,7 +49,9 @@ def support_diagnostic(
         "outside_by_task": {"w_<task>": s_k}, "flag": bool}``.
     """
     low, high = action_box(logged_actions, box)
-    share, by_task = outside_box(np.asarray(policy_actions, dtype=np.float64), low, high)
+    share, by_task = outside_box(
+        np.asarray(policy_actions, dtype=np.float64), low, high, SUPPORT_TOLERANCE
+    )
     return {
         "box": box,
         "low": [float(x) for x in low],

@@ -15,8 +15,10 @@ LOGGED = np.random.default_rng(0).uniform(0.0, 1.0, size=(2000, 2))
     [
         (np.full((10, 2), 0.5), 0.0, False),  # the middle of the logs
         (np.tile([[0.5, 1.5]], (10, 1)), 1.0, True),  # one task beyond every logged weight
-        # the edge of the raw support is already outside the 1%-99% box
-        (np.tile([[0.5, 0.999]], (10, 1)), 1.0, True),
+        # just beyond the 1%-99% box (2% of its width) ...
+        (np.tile([[0.5, 1.02]], (10, 1)), 1.0, True),
+        # ... but a weight within 1% of the box width of its edge is inside (a hard bound)
+        (np.tile([[0.5, 0.995]], (10, 1)), 0.0, False),
         (np.vstack([np.full((97, 2), 0.5), np.full((3, 2), 2.0)]), 0.03, False),  # under 5%
         (np.vstack([np.full((90, 2), 0.5), np.full((10, 2), 2.0)]), 0.10, True),
     ],
