@@ -17,6 +17,7 @@ from gymnasium.utils.env_checker import check_env
 
 from batchrl_mtf.cli import main
 from batchrl_mtf.errors import ConfigError
+from batchrl_mtf.resolve import resolve_sim_policy
 from batchrl_mtf.sim import World, load_spec, parse_spec, run_sessions, world_policy
 from batchrl_mtf.sim.engine import SessionBatch, UserPool
 from batchrl_mtf.sim.env import FusionEnv
@@ -165,7 +166,7 @@ def test_production_optimal_world_beats_other_constants() -> None:
     for _ in range(3):
         w = rng.uniform(0, 2, len(world.tasks))
         arg = "constant:" + ",".join(f"{x:.3f}" for x in w)
-        other = run_sessions(world, world_policy(world, arg), 400, 5)[0].returns.mean()
+        other = run_sessions(world, resolve_sim_policy(world, arg), 400, 5)[0].returns.mean()
         assert prod > other
 
 
