@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from batchrl_mtf.errors import ConfigError
 
-__all__ = ["config_from_mapping", "config_to_dict", "parse_overrides", "require"]
+__all__ = ["config_from_mapping", "config_to_dict", "merge_layer", "parse_overrides", "require"]
 
 T = TypeVar("T")
 
@@ -162,3 +162,15 @@ def parse_overrides(pairs: Sequence[str], where: str = "--set") -> dict[str, obj
             value = raw
         out[key] = value
     return out
+
+
+def merge_layer(base: dict[str, object], layer: Mapping[str, object]) -> None:
+    """Merge the settings ``layer`` into ``base`` in place; nested tables merge key by key."""
+    for key, value in layer.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            merge_layer(base[key], value)  # type: ignore[arg-type]
+        elif isinstance(value, Mapping):
+            base[key] = {}
+            merge_layer(base[key], value)  # type: ignore[arg-type]
+        else:
+            base[key] = value

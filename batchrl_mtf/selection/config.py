@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from batchrl_mtf.core.config import config_from_mapping, config_to_dict, require
+from batchrl_mtf.core.config import config_from_mapping, config_to_dict, merge_layer, require
 from batchrl_mtf.data.box import DEFAULT_ACTION_BOX, parse_action_box
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.ope import OPEConfig
@@ -187,14 +187,6 @@ def portfolio(config: SelectConfig) -> list[CandidateSpec]:
     return out
 
 
-def _merge(base: dict[str, object], layer: Mapping[str, object]) -> None:
-    for key, value in layer.items():
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _merge(base[key], value)  # type: ignore[arg-type]
-        else:
-            base[key] = value
-
-
 def resolve_select_config(
     layers: list[tuple[str, Mapping[str, object]]], base: SelectConfig | None = None
 ) -> SelectConfig:
@@ -212,15 +204,15 @@ def resolve_select_config(
         for key, value in layer.items():
             head, dot, tail = key.partition(".")
             if dot and head in ("ope", "conservativeness") and "." not in tail:
-                _merge(nested, {head: {tail: value}})
+                merge_layer(nested, {head: {tail: value}})
             elif dot:
                 raise ConfigError(
                     f"{where}: unknown key {key!r}; dotted keys are ope.<field> or "
                     "conservativeness.<algo>"
                 )
             else:
-                _merge(nested, {key: value})
-        _merge(doc, nested)
+                merge_layer(nested, {key: value})
+        merge_layer(doc, nested)
     try:
         return config_from_mapping(SelectConfig, doc, "select config")
     except TypeError as exc:  # a dataclass rejecting a key the mapping coercion let through

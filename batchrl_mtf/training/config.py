@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from batchrl_mtf.core.config import config_from_mapping, config_to_dict, require
+from batchrl_mtf.core.config import config_from_mapping, config_to_dict, merge_layer, require
 from batchrl_mtf.data.box import DEFAULT_ACTION_BOX, parse_action_box
 from batchrl_mtf.errors import ConfigError
 
@@ -440,17 +440,6 @@ _ALGO_SECTIONS = frozenset(ALGORITHMS)
 _TOP_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 
 
-def _merge(base: dict[str, object], layer: Mapping[str, object]) -> None:
-    for key, value in layer.items():
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _merge(base[key], value)  # type: ignore[arg-type]
-        elif isinstance(value, Mapping):
-            base[key] = {}
-            _merge(base[key], value)  # type: ignore[arg-type]
-        else:
-            base[key] = value
-
-
 def _nest(layer: Mapping[str, object], algo: str, where: str) -> dict[str, object]:
     """Turn dotted and bare algorithm keys into nested sections; reject unknown keys."""
     algo_fields = {f.name for f in dataclasses.fields(ALGORITHMS[algo].params)}
@@ -463,11 +452,11 @@ def _nest(layer: Mapping[str, object], algo: str, where: str) -> dict[str, objec
                     f"{where}: unknown key {key!r}; dotted keys are <algo>.<field> with algo one "
                     f"of {', '.join(sorted(_ALGO_SECTIONS))}"
                 )
-            _merge(out, {section: {sub: value}})
+            merge_layer(out, {section: {sub: value}})
         elif key in _TOP_FIELDS:
-            _merge(out, {key: value})
+            merge_layer(out, {key: value})
         elif key in algo_fields:
-            _merge(out, {algo: {key: value}})
+            merge_layer(out, {algo: {key: value}})
         else:
             raise ConfigError(
                 f"{where}: unknown key {key!r}; expected one of {', '.join(sorted(_TOP_FIELDS))} "
@@ -506,11 +495,11 @@ def resolve_config(
             f"preset: algorithm {algo!r} has presets {', '.join(presets)}; found {preset_name!r}"
         )
     merged: dict[str, object] = {}
-    _merge(merged, _nest(base or {}, algo, "saved config"))
+    merge_layer(merged, _nest(base or {}, algo, "saved config"))
     if not base:  # a saved config already holds its preset's values and overrides
-        _merge(merged, _nest(presets[preset_name], algo, f"preset {preset_name!r}"))
+        merge_layer(merged, _nest(presets[preset_name], algo, f"preset {preset_name!r}"))
     for where, layer in layers:
-        _merge(merged, _nest(layer, algo, where))
+        merge_layer(merged, _nest(layer, algo, where))
     merged["algo"] = algo
     merged["preset"] = preset_name
     return config_from_mapping(TrainConfig, merged, "train config")
