@@ -10,8 +10,8 @@ from batchrl_mtf.selection import SelectConfig, portfolio, resolve_select_config
 
 def test_default_portfolio_is_algorithms_x_conservativeness_x_seeds() -> None:
     specs = portfolio(SelectConfig())
-    assert [s.name for s in specs] == ["td3bc-alpha2.5-s0", "td3bc-alpha10-s0", "bc-s0"]
-    assert specs[0].overrides["td3bc.alpha"] == 2.5
+    assert [s.name for s in specs] == ["td3bc-alpha10-s0", "td3bc-alpha2.5-s0", "bc-s0"]
+    assert specs[0].overrides["td3bc.alpha"] == 10.0
     assert specs[0].overrides["action_box"] == "q0.01-0.99"
     assert "bc.alpha" not in specs[2].overrides
 
