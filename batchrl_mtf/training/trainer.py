@@ -4,8 +4,9 @@ The loop is d3rlpy's own (``algo.update`` on sampled transition batches, as ``al
 run by us, so that no d3rlpy log directory appears in the user's working directory, epochs may be
 shorter than ``n_steps_per_epoch`` at the end, and an interrupted run still leaves a usable,
 resumable policy directory. Observations are standardised with the dataset's statistics and
-actions min-max scaled to the dataset's weight bounds, both inside the d3rlpy model, so the saved
-model maps raw states to weights.
+actions min-max scaled to the action box (``TrainConfig.action_box``: by default the training
+split's 1%-99% logged quantiles per task), both inside the d3rlpy model, so the saved model maps
+raw states to weights within that box.
 """
 
 from __future__ import annotations
