@@ -10,15 +10,19 @@ Everything a user needs is importable from here; torch and d3rlpy load on first 
 
 from __future__ import annotations
 
+from batchrl_mtf.core.fusion import Fusion
 from batchrl_mtf.core.version import __version__
-from batchrl_mtf.data.dataset import build_dataset, load_dataset
-from batchrl_mtf.data.mdp import DatasetConfig
+from batchrl_mtf.data.build import build_dataset
+from batchrl_mtf.data.config import DatasetConfig
+from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.data.reward import RewardConfig, load_reward
-from batchrl_mtf.export import ExportConfig
+from batchrl_mtf.data.spec import DatasetSpec
+from batchrl_mtf.data.transitions import Transitions
+from batchrl_mtf.export import ExportConfig, ExportResult, export_table
 from batchrl_mtf.ope import OPEConfig, evaluate_policies
-from batchrl_mtf.policy import ConstantPolicy, Policy, TablePolicy
+from batchrl_mtf.policy import ConstantPolicy, LoggingPolicy, Policy, TablePolicy
 from batchrl_mtf.predictors import FrozenPredictor, load_predictor, predict
-from batchrl_mtf.resolve import resolve_policy, resolve_sim_policy
+from batchrl_mtf.resolve import resolve_ope_policy, resolve_policy, resolve_sim_policy
 from batchrl_mtf.serving import WeightTable, fuse, rank
 from batchrl_mtf.sim import register_envs
 from batchrl_mtf.training import TrainConfig, load_policy, train
@@ -26,17 +30,23 @@ from batchrl_mtf.training import TrainConfig, load_policy, train
 __all__ = [
     "ConstantPolicy",
     "DatasetConfig",
+    "DatasetSpec",
     "ExportConfig",
+    "ExportResult",
     "FrozenPredictor",
+    "Fusion",
+    "LoggingPolicy",
     "OPEConfig",
     "Policy",
     "RewardConfig",
     "TablePolicy",
     "TrainConfig",
+    "Transitions",
     "WeightTable",
     "__version__",
     "build_dataset",
     "evaluate_policies",
+    "export_table",
     "fuse",
     "load_dataset",
     "load_policy",
@@ -45,6 +55,7 @@ __all__ = [
     "predict",
     "rank",
     "register_envs",
+    "resolve_ope_policy",
     "resolve_policy",
     "resolve_sim_policy",
     "train",

@@ -15,7 +15,9 @@ __all__ = [
     "DatasetError",
     "EnvError",
     "ExportError",
+    "FusionError",
     "OPEInputError",
+    "OutputError",
     "PolicyError",
     "PredictorError",
     "Problem",
@@ -88,9 +90,22 @@ class ExportError(BatchRLMTFError, ValueError):
     """A weight table or exported model is invalid or cannot be written."""
 
 
+class FusionError(ConfigError, ExportError):
+    """A fusion formula or its offsets are invalid (in a flag, a config file, a dataset or a table).
+
+    A :class:`ConfigError` and an :class:`ExportError` at once, so code that catches either (config
+    validation, weight-table validation) sees it.
+    """
+
+
 class EnvError(BatchRLMTFError):
     """A simulated or learned environment spec cannot be used."""
 
 
 class PredictorError(BatchRLMTFError):
     """A multi-task predictor cannot be trained, loaded, or applied."""
+
+
+class OutputError(BatchRLMTFError):
+    """An output path (``--out``) cannot be written safely: not ours, an input, locked, read-only,
+    or the disk is full. Nothing was replaced."""

@@ -6,6 +6,8 @@ pipeline's policy lists) is one of:
 - ``constant:1.5,0.2,...``: a constant weight vector, in task order;
 - a path to a weight-table JSON (``batchrl-mtf/weight-table@1``);
 - a trained policy directory (holding ``policy.json``);
+- for off-policy evaluation also ``behavior`` or ``logged``: the policy that wrote the logs (the
+  :class:`~batchrl_mtf.policy.LoggingPolicy` marker; :func:`resolve_ope_policy`);
 - in a simulated world also a named logging policy (``production``, ``action-noise``, ``random``,
   ``mixed``; :func:`resolve_sim_policy`).
 
@@ -17,15 +19,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from batchrl_mtf.data.spec import check_feature_spec
 from batchrl_mtf.errors import PolicyError
-from batchrl_mtf.policy import ConstantPolicy, Policy, TablePolicy
+from batchrl_mtf.policy import LOGGING_NAMES, ConstantPolicy, LoggingPolicy, Policy, TablePolicy
 from batchrl_mtf.serving import WeightTable
 from batchrl_mtf.sim.policies import NAMED_POLICIES, SimPolicy, world_policy
 from batchrl_mtf.sim.runner import feature_names_of
 from batchrl_mtf.sim.world import World
 from batchrl_mtf.training import load_policy
 
-__all__ = ["resolve_policy", "resolve_sim_policy"]
+__all__ = ["resolve_ope_policy", "resolve_policy", "resolve_sim_policy"]
 
 
 def resolve_policy(arg: str, tasks: Sequence[str], feature_names: Sequence[str]) -> Policy:
@@ -61,17 +64,31 @@ def resolve_policy(arg: str, tasks: Sequence[str], feature_names: Sequence[str])
         policy = load_policy(path)
         if tuple(policy.tasks) != tuple(tasks):
             raise PolicyError(f"{arg}: policy tasks {list(policy.tasks)} differ from {list(tasks)}")
-        theirs = tuple(getattr(policy, "feature_names", ()))
-        if theirs != tuple(feature_names):
-            raise PolicyError(
-                f"{arg}: feature spec mismatch: the policy was trained on features {list(theirs)}; "
-                f"the data it is applied to has {list(feature_names)}"
-            )
+        check_feature_spec(policy.feature_names, feature_names, arg, "the data it is applied to")
         return policy
     raise PolicyError(
         f"--policy {arg}: expected constant:w1,w2,..., a weight-table .json file, or a trained "
         "policy directory; found no such file or directory"
     )
+
+
+def resolve_ope_policy(
+    arg: str, tasks: Sequence[str], feature_names: Sequence[str]
+) -> Policy | LoggingPolicy:
+    """Turn a policy argument of off-policy evaluation into what the estimators take.
+
+    Args:
+        arg: ``behavior`` or ``logged`` (the logging policy itself), or any argument
+            :func:`resolve_policy` accepts.
+        tasks: The dataset's tasks, in action order.
+        feature_names: The dataset's state features, in observation order.
+
+    Raises:
+        PolicyError: As :func:`resolve_policy`.
+    """
+    if arg in LOGGING_NAMES:
+        return LoggingPolicy(tuple(tasks), name=arg)
+    return resolve_policy(arg, tasks, feature_names)
 
 
 def resolve_sim_policy(

@@ -125,7 +125,7 @@ def _peak(pid: int) -> int:
 def child(path: str, out: str, engine: str, master: str) -> None:
     import os
 
-    from batchrl_mtf.data.dataset import build_dataset
+    from batchrl_mtf.data.build import build_dataset
     from batchrl_mtf.data.reward import RewardConfig
 
     reward = RewardConfig(

@@ -12,7 +12,7 @@ Usage::
     python bench/byhand_d3rlpy.py LOGS.parquet --out runs/byhand --n-steps 10000
     python bench/byhand_d3rlpy.py LOGS.parquet --reward reward.toml --algo td3bc --out runs/bh
 
-Writes ``<out>/model.d3`` and ``<out>/state.json`` (the state's column names, for evaluation).
+Writes ``<out>/model.json`` + ``<out>/model.safetensors`` (no pickle) and ``<out>/state.json`` (the state's column names, for evaluation).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from batchrl_mtf.training.checkpoint import save_algo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,7 +99,7 @@ def main() -> None:
         )
     secs = time.perf_counter() - t
     args.out.mkdir(parents=True, exist_ok=True)
-    algo.save(str(args.out / "model.d3"))
+    save_algo(algo, args.out)
     meta = {
         "state": state,
         "tasks": tasks,
@@ -106,7 +108,9 @@ def main() -> None:
         "algo": args.algo,
     }
     (args.out / "state.json").write_text(json.dumps(meta))
-    print(f"by-hand {args.algo}: {args.n_steps} steps in {secs:.0f}s ({args.n_steps / secs:.1f} steps/s)")
+    print(
+        f"by-hand {args.algo}: {args.n_steps} steps in {secs:.0f}s ({args.n_steps / secs:.1f} steps/s)"
+    )
 
 
 if __name__ == "__main__":

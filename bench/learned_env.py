@@ -35,14 +35,14 @@ import torch
 
 from batchrl_mtf.learned import LearnedEnvConfig, make_env
 from batchrl_mtf.policy.base import ConstantPolicy
+from batchrl_mtf.resolve import resolve_sim_policy
 from batchrl_mtf.sim import (
-    FixedPolicy,
     PolicyContext,
     World,
     feature_names_of,
     load_spec,
-    make_policy,
     run_sessions,
+    true_value,
 )
 
 CONSTANTS = {
@@ -80,7 +80,7 @@ class HandRule:
 def policies(world: World) -> dict[str, object]:
     names = feature_names_of(world)
     out: dict[str, object] = {
-        k: FixedPolicy(ConstantPolicy(v, world.tasks, name=k)) for k, v in CONSTANTS.items()
+        k: ConstantPolicy(v, world.tasks, name=k) for k, v in CONSTANTS.items()
     }
     out["hand-rule"] = HandRule(names.index("u_age"), names.index("u_social"))
     return out
@@ -89,8 +89,7 @@ def policies(world: World) -> dict[str, object]:
 def returns(world: World, pol: object, n: int, seed: int) -> np.ndarray:
     """Per-session returns of ``pol`` (sessions in the runner's order, the same users for every
     policy under one seed)."""
-    stats, _ = run_sessions(world, pol, n, seed)  # type: ignore[arg-type]
-    return np.asarray(stats.returns, dtype=np.float64)
+    return true_value(world, pol, n, seed).returns  # type: ignore[arg-type]
 
 
 def mean_ci(r: np.ndarray) -> tuple[float, float]:
@@ -170,16 +169,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     sim = World(load_spec())
-    ex = sim.spec.exploration
-    mixed = make_policy(
-        "mixed",
-        sim.tasks,
-        sim.production,
-        sim.low,
-        sim.high,
-        ex.action_noise_sigma,
-        ex.random_sigma,
-    )
+    mixed = resolve_sim_policy(sim, "mixed")
     _, logs = run_sessions(sim, mixed, args.sessions, args.log_seed, record=True)
     assert logs is not None
     logs_path = work / "logs.parquet"
@@ -204,7 +194,7 @@ def main() -> None:
             leave_session_sums=args.leave_session_sums,
             leave_classes=args.leave_classes,
             leave_l2=args.leave_l2,
-            beta=tuple(sim.spec.fusion.beta),
+            fusion=sim.fusion,
             action_bounds=(sim.spec.fusion.low, sim.spec.fusion.high),
             production=tuple(sim.spec.fusion.production),
         ),

@@ -47,10 +47,10 @@ import numpy as np
 
 from batchrl_mtf.core.config import config_from_mapping, config_to_dict
 from batchrl_mtf.core.io import atomic_write_text, dumps_json
-from batchrl_mtf.data.dataset import build_dataset, load_dataset
-from batchrl_mtf.data.mdp import DatasetConfig
+from batchrl_mtf.data.build import build_dataset
+from batchrl_mtf.data.config import DatasetConfig
+from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.ope import (
-    BehaviorPolicy,
     Estimate,
     OPEConfig,
     best_constant,
@@ -58,11 +58,12 @@ from batchrl_mtf.ope import (
     evaluate_policies,
     recommend,
 )
-from batchrl_mtf.resolve import resolve_policy, resolve_sim_policy
+from batchrl_mtf.resolve import resolve_ope_policy, resolve_policy, resolve_sim_policy
 from batchrl_mtf.sim import (
     World,
     load_spec,
     run_sessions,
+    true_value,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,8 +180,7 @@ def main() -> None:
             seed=args.seed,
         )
         best = best_constant(train_split, "fqe", n_candidates=8, seed=args.seed, config=bc_cfg)
-        beta = dict(zip(world.tasks, world.spec.fusion.beta, strict=True))
-        table = best_constant_table(best, data, "logsum", beta)
+        table = best_constant_table(best, data, world.fusion)
         table.save(work / "best_constant.json")  # type: ignore[attr-defined]
         _done(work, "best_constant", bc_key)
     default = json.loads((work / "best_constant.json").read_text())["default"]
@@ -216,7 +216,6 @@ def main() -> None:
         tab_key = {**data_key, "train_steps": args.train_steps}
         if not _stage(work, "bcq_table", tab_key, args.reuse):
             from batchrl_mtf.export import ExportConfig, build_weight_table
-            from batchrl_mtf.serving import Fusion
 
             pol = resolve_policy(args_by_name["bcq"], spec.tasks, spec.feature_names)
             tab = build_weight_table(
@@ -226,7 +225,7 @@ def main() -> None:
                 spec.tasks,
                 spec.action_low,
                 spec.action_high,
-                Fusion("logsum", tuple(world.spec.fusion.beta)),
+                world.fusion,
                 ExportConfig(),
                 logged_actions=train_split.actions,
             )
@@ -245,8 +244,8 @@ def main() -> None:
         }
         path = work / f"truth_{name}.npy"
         if not _stage(work, f"truth_{name}", t_key, args.reuse) or not path.exists():
-            st, _ = run_sessions(world, sim_policy(arg), args.true_sessions, args.seed + 1000)
-            np.save(path, np.asarray(st.returns, dtype=np.float64))
+            value = true_value(world, sim_policy(arg), args.true_sessions, args.seed + 1000)
+            np.save(path, value.returns)
             _done(work, f"truth_{name}", t_key)
         returns[name] = np.load(path)
     truth = {n: float(r.mean()) for n, r in returns.items()}
@@ -275,14 +274,14 @@ def main() -> None:
     if todo:
         policies: list[object] = []
         for name in todo:
-            if name == "behavior":
-                policies.append(BehaviorPolicy(tuple(spec.tasks)))
-            else:
-                p = resolve_policy(args_by_name[name], spec.tasks, spec.feature_names)
-                policies.append(_Renamed(p, name))
-        for pol in policies:  # one at a time, so an interrupted run keeps what it finished
-            res = evaluate_policies(test, [pol], cfg)  # type: ignore[list-item]
-            pr = res.policies[0]
+            arg = "behavior" if name == "behavior" else args_by_name[name]
+            p = resolve_ope_policy(arg, spec.tasks, spec.feature_names)
+            policies.append(p.renamed(name))
+        # d3rlpy engine: one at a time, so an interrupted run keeps what it finished; batched:
+        # all at once (their fits train as one ensemble)
+        groups = [policies] if cfg.fqe_engine == "batched" else [[p] for p in policies]
+        results = (evaluate_policies(test, g, cfg) for g in groups)  # type: ignore[arg-type]
+        for pr in (pr for res in results for pr in res.policies):
             est_cache[pr.name] = {
                 "estimates": {
                     e: {
@@ -450,18 +449,6 @@ def _estimate(name: str, d: dict[str, Any]) -> Estimate:
         n_sessions=int(d.get("n_sessions", 0)),
         fit_se=d.get("fit_se"),
     )
-
-
-class _Renamed:
-    """A policy under a short display name."""
-
-    def __init__(self, policy: object, name: str) -> None:
-        self._p = policy
-        self.name = name
-        self.tasks = tuple(policy.tasks)  # type: ignore[attr-defined]
-
-    def act(self, observations: np.ndarray) -> np.ndarray:
-        return self._p.act(observations)  # type: ignore[attr-defined,no-any-return]
 
 
 if __name__ == "__main__":

@@ -22,13 +22,11 @@ import numpy as np
 from batchrl_mtf.core.io import atomic_write_text, dumps_json
 from batchrl_mtf.policy.base import ConstantPolicy
 from batchrl_mtf.sim import (
-    FixedPolicy,
     SegmentPolicy,
     World,
     load_spec,
-    rollout_summary,
-    run_sessions,
     search_constant,
+    true_value,
 )
 
 
@@ -47,10 +45,9 @@ def main() -> None:
     t0 = time.time()
 
     def value(policy: object) -> dict[str, object]:
-        stats, _ = run_sessions(world, policy, args.eval_sessions, args.eval_seed)  # type: ignore[arg-type]
-        return rollout_summary(world, stats)
+        return true_value(world, policy, args.eval_sessions, args.eval_seed).summary  # type: ignore[arg-type]
 
-    prod = value(FixedPolicy(ConstantPolicy(tuple(world.production), world.tasks, "production")))
+    prod = value(ConstantPolicy(tuple(world.production), world.tasks, "production"))
     best = search_constant(
         world,
         "cem",
@@ -61,7 +58,7 @@ def main() -> None:
         eval_sessions=200,
         seed=args.seed,
     )
-    const = value(FixedPolicy(ConstantPolicy(best.weights, world.tasks, "best-constant")))
+    const = value(ConstantPolicy(best.weights, world.tasks, "best-constant"))
     per_seg = []
     for g, name in enumerate(world.segment_names):
         r = search_constant(
@@ -83,9 +80,8 @@ def main() -> None:
         }
         vals = {}
         for label, w in cands.items():
-            pol = FixedPolicy(ConstantPolicy(tuple(w), world.tasks, label))
-            st, _ = run_sessions(world, pol, 2000, args.eval_seed + 1 + g, segment=g)
-            vals[label] = float(st.returns.mean())
+            pol = ConstantPolicy(tuple(w), world.tasks, label)
+            vals[label] = true_value(world, pol, 2000, args.eval_seed + 1 + g, segment=g).mean
         pick = max(vals, key=lambda k: vals[k])
         per_seg.append(tuple(cands[pick]))
         print(

@@ -36,16 +36,16 @@ from typing import Any
 
 import numpy as np
 
-from batchrl_mtf.core.d3rlpy import load_d3rlpy
+from batchrl_mtf.training.checkpoint import load_algo
 
 HERE = Path(__file__).resolve().parent
 
 
 def prepare_data(work: Path, sessions: int, seed: int) -> Path:
     """Simulate ``mixed`` logs and build the dataset once (cached in ``work``)."""
-    from batchrl_mtf.data.dataset import build_dataset
-    from batchrl_mtf.data.mdp import DatasetConfig
-    from batchrl_mtf.sim.policies import make_policy
+    from batchrl_mtf.data.build import build_dataset
+    from batchrl_mtf.data.config import DatasetConfig
+    from batchrl_mtf.resolve import resolve_sim_policy
     from batchrl_mtf.sim.runner import run_sessions
     from batchrl_mtf.sim.spec import load_spec
     from batchrl_mtf.sim.world import World
@@ -56,17 +56,7 @@ def prepare_data(work: Path, sessions: int, seed: int) -> Path:
     world = World(load_spec(None))
     spec = world.spec
     if not logs_path.is_file():
-        f = spec.fusion
-        k = len(world.tasks)
-        policy = make_policy(
-            "mixed",
-            world.tasks,
-            f.production,
-            [f.low] * k,
-            [f.high] * k,
-            spec.exploration.action_noise_sigma,
-            spec.exploration.random_sigma,
-        )
+        policy = resolve_sim_policy(world, "mixed")
         t = time.perf_counter()
         _stats, logs = run_sessions(world, policy, sessions, seed, record=True)
         assert logs is not None
@@ -89,14 +79,10 @@ def true_value(policy: Any, sessions: int, seed: int) -> tuple[dict[str, Any], n
         The summary (mean, low, high, per-segment means) and the per-session returns, shape
         (sessions,), in the simulator's (round, user) order: the same users for every policy.
     """
-    from batchrl_mtf.sim.policies import FixedPolicy
-    from batchrl_mtf.sim.runner import rollout_summary, run_sessions
-    from batchrl_mtf.sim.spec import load_spec
-    from batchrl_mtf.sim.world import World
+    from batchrl_mtf.sim.runner import true_value as measure
 
-    world = World(load_spec(None))
-    stats, _ = run_sessions(world, FixedPolicy(policy), sessions, seed)
-    summary = rollout_summary(world, stats)
+    value = measure(None, policy, sessions, seed)
+    summary = value.summary
     ret = summary["return"]
     segments = {name: float(v["return"]["mean"]) for name, v in summary["by_segment"].items()}
     doc = {
@@ -105,7 +91,7 @@ def true_value(policy: Any, sessions: int, seed: int) -> tuple[dict[str, Any], n
         "high": float(ret["ci95"][1]),
         "by_segment": segments,
     }
-    return doc, np.asarray(stats.returns, dtype=np.float64)
+    return doc, value.returns
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
@@ -204,7 +190,7 @@ def main() -> None:
     previous = json.loads(results_path.read_text()) if results_path.is_file() else {}
     obs = None
     try:
-        from batchrl_mtf.data.dataset import load_dataset
+        from batchrl_mtf.data.formats import load_dataset
 
         obs = load_dataset(ds).select("test").observations[:4096]
     except Exception:  # action statistics are informative only
@@ -278,7 +264,7 @@ def main() -> None:
                 break
 
     if args.offline_best_constant:
-        from batchrl_mtf.data.dataset import load_dataset
+        from batchrl_mtf.data.formats import load_dataset
         from batchrl_mtf.ope import best_constant
 
         t = time.perf_counter()
@@ -320,14 +306,12 @@ def main() -> None:
         add(f"{algo} ({label}, {n_steps} steps)", load_policy(out), minutes, role=role, load=load)
 
     if not args.skip_byhand:
-        d3rlpy = load_d3rlpy()
-
         steps = args.byhand_steps or n_steps
         out = args.work / "byhand"
         state_path = out / "state.json"
         meta = json.loads(state_path.read_text()) if state_path.is_file() else {}
         load = None
-        if args.reuse and meta.get("n_steps") == steps and (out / "model.d3").is_file():
+        if args.reuse and meta.get("n_steps") == steps and (out / "model.safetensors").is_file():
             minutes = float(meta["seconds"]) / 60
         else:
             logs = next(args.work.glob(f"logs_mixed_{args.sessions}_{args.log_seed}.parquet"))
@@ -352,7 +336,7 @@ def main() -> None:
 
         names = feature_names_of(world)
         cols = [names.index(c) for c in meta["state"]]
-        algo = d3rlpy.load_learnable(str(out / "model.d3"))
+        algo = load_algo(out / "model.json", out / "model.safetensors", "cpu:0")
         pol = ColumnPolicy(algo, cols, tasks, world.spec.fusion.low, world.spec.fusion.high)
         add(
             f"by-hand d3rlpy BCQ ({steps} steps)",

@@ -64,7 +64,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from batchrl_mtf.data.dataset import load_dataset
+    from batchrl_mtf.data.formats import load_dataset
 
     sys.path.insert(0, str(HERE))
     from train_quality import prepare_data

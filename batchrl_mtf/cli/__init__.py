@@ -16,9 +16,11 @@ from batchrl_mtf.cli import (
     export,
     learned,
     predictor,
+    score,
     select,
     sim,
     train,
+    upgrade,
     zoo,
 )
 from batchrl_mtf.cli._common import BatchRLGroup, setup_logging
@@ -42,6 +44,19 @@ def main(quiet: bool, verbose: bool) -> None:
     setup_logging(quiet, verbose)
 
 
-for _module in (data, sim, predictor, learned, train, evaluate, export, select, demo, zoo):
+for _module in (
+    data,
+    sim,
+    predictor,
+    learned,
+    train,
+    evaluate,
+    export,
+    select,
+    score,
+    demo,
+    zoo,
+    upgrade,
+):
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import logging
 import sys
-import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
+from batchrl_mtf.core.config import read_toml
+from batchrl_mtf.core.fusion import DEFAULT_BETA, FORMULAS
+from batchrl_mtf.core.io import describe_os_error
 from batchrl_mtf.errors import BatchRLMTFError, ConfigError, SchemaError
 
-__all__ = ["EXIT_USER_ERROR", "BatchRLGroup", "echo_json_path", "parse_float_list"]
+__all__ = [
+    "EXIT_USER_ERROR",
+    "BatchRLGroup",
+    "echo_json_path",
+    "fusion_override_options",
+    "overwrite_option",
+    "parse_float_list",
+    "read_config_table",
+]
 
 EXIT_USER_ERROR = 2
 
@@ -32,6 +42,21 @@ class BatchRLGroup(click.Group):
         except BatchRLMTFError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_USER_ERROR)
+        except OSError as exc:
+            # disk full, read-only file system, permission denied: the environment, not a bug;
+            # every writer removes its temporary file or directory before this is reached
+            if exc.errno is None and not isinstance(exc, FileNotFoundError):
+                raise
+            click.echo(f"error: {describe_os_error(exc)}; nothing was replaced", err=True)
+            sys.exit(EXIT_USER_ERROR)
+
+
+overwrite_option = click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an output this toolkit wrote before at --out (anything else is never replaced).",
+)
+"""The ``--overwrite`` flag of every command that writes a directory."""
 
 
 def setup_logging(quiet: bool, verbose: bool) -> None:
@@ -78,13 +103,26 @@ def read_config_table(path: Path, section: str) -> Mapping[str, object]:
     Raises:
         ConfigError: Unreadable file, invalid TOML, or ``section`` not a table.
     """
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"--config {path}: cannot read ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
+    doc = read_toml(path, "--config file")
     table = doc.get(section, doc)
     if not isinstance(table, Mapping):
         raise ConfigError(f"--config {path}: expected a [{section}] table")
     return table
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fusion_override_options(command: F) -> F:
+    """``--formula``/``--beta`` of a command that reads the dataset's fusion (they override it)."""
+    command = click.option(
+        "--beta",
+        help="logsum offsets: one number, one per task in task order, or task=number,... "
+        f"(default: the dataset's; with --formula alone, {DEFAULT_BETA:g}).",
+    )(command)
+    return click.option(
+        "--formula",
+        type=click.Choice(FORMULAS),
+        help="Fusion formula of the table (default: the one the dataset records; a flag "
+        "overrides it, with a note).",
+    )(command)

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any, cast
 
 import click
+import pandas as pd
 
-from batchrl_mtf.cli._common import EXIT_USER_ERROR, parse_float_list
-from batchrl_mtf.core.io import atomic_write_text, dumps_json
-from batchrl_mtf.data.dataset import build_dataset, write_d3rlpy_file_from_transitions
+from batchrl_mtf.cli._common import EXIT_USER_ERROR, overwrite_option, parse_float_list
+from batchrl_mtf.cli.options import ConfigOption, config_option
+from batchrl_mtf.core.fusion import DEFAULT_BETA, DEFAULT_FORMULA, FORMULAS, Fusion
+from batchrl_mtf.core.io import atomic_write_text, dumps_json, output_dir
+from batchrl_mtf.data.build import build_dataset
+from batchrl_mtf.data.clean import account, check_logs
+from batchrl_mtf.data.config import DatasetConfig
 from batchrl_mtf.data.features import FeatureConfig
-from batchrl_mtf.data.mdp import DatasetConfig, account, check_logs
+from batchrl_mtf.data.formats import write_d3rlpy_file_from_transitions
 from batchrl_mtf.data.reward import load_reward
 from batchrl_mtf.data.spark import SparkOptions, build_dataset_spark
-from batchrl_mtf.errors import ConfigError
+from batchrl_mtf.errors import ConfigError, SchemaError
 from batchrl_mtf.logs.schema import read_logs
 
 __all__ = ["COMMANDS", "build_dataset_command", "validate_command"]
@@ -26,8 +32,6 @@ def _parse_time_ms(text: str | None, flag: str) -> int | None:
         return None
     if text.lstrip("-").isdigit():
         return int(text)
-    import pandas as pd
-
     try:
         ts = pd.Timestamp(text)
     except ValueError:
@@ -48,6 +52,7 @@ def _dataset_config(
     on_error: str,
     hist_n: int,
     feedback: str | None,
+    fusion: Fusion | None = None,
 ) -> object:
 
     bounds = None
@@ -65,6 +70,7 @@ def _dataset_config(
         window_margin_s=window_margin,
         on_error=on_error,  # type: ignore[arg-type]
         features=FeatureConfig(hist_n=hist_n, feedback=fb),
+        fusion=fusion,
     )
 
 
@@ -94,6 +100,8 @@ def validate_command(
     frame = read_logs(list(logs))
     checked = check_logs(frame, reward_cfg, DatasetConfig(session_gap_s=session_gap))
     _keep, acc = account(checked.codes, checked.flags.reason)
+    if acc.rows_read == 0:
+        raise SchemaError(f"{', '.join(map(str, logs))}: no rows; nothing to validate or build")
     cols = checked.columns
     click.echo(
         f"read {acc.rows_read} rows, {acc.requests_read} requests, {acc.sessions_read} sessions"
@@ -162,7 +170,7 @@ def validate_command(
     type=click.Path(),
     help="Write DIR/dataset.h5 from DIR's transitions (streaming; after a Spark build).",
 )
-@click.option("--gamma", default=0.95, show_default=True, type=float, help="Discount factor.")
+@config_option("--gamma", config=DatasetConfig, field="gamma", type=float, help="Discount factor.")
 @click.option("--action-bounds", help="LO,HI bounds of every weight (default: logged range + 10%).")
 @click.option("--session-gap", type=float, help="Make sessions from gaps > SECONDS per user.")
 @click.option(
@@ -170,22 +178,41 @@ def validate_command(
 )
 @click.option(
     "--window-margin",
-    default=1800.0,
-    show_default=True,
+    cls=ConfigOption,
+    config=DatasetConfig,
+    field="window_margin_s",
     type=float,
     help="Sessions ending within this many seconds of --window-end are timeouts.",
 )
 @click.option(
     "--on-error",
     type=click.Choice(["fail", "drop-session"]),
-    default="fail",
-    show_default=True,
+    cls=ConfigOption,
+    config=DatasetConfig,
+    field="on_error",
     help="Fail on any problem, or drop the affected sessions and account for them.",
 )
 @click.option(
-    "--hist-n", default=500, show_default=True, type=int, help="User-history window (impressions)."
+    "--hist-n",
+    cls=ConfigOption,
+    config=FeatureConfig,
+    field="hist_n",
+    type=int,
+    help="User-history window (impressions).",
 )
 @click.option("--feedback", help="Feedback columns for session/prev/hist features (default: all).")
+@click.option(
+    "--formula",
+    type=click.Choice(FORMULAS),
+    help="Fusion formula the logged w_* weights were applied with, recorded in the dataset for "
+    f"train/evaluate/export (default: {DEFAULT_FORMULA}, recorded as source 'default').",
+)
+@click.option(
+    "--beta",
+    help="Its logsum offsets: one number, one per task in task order, or task=number,... "
+    f"(default: {DEFAULT_BETA:g} for every task).",
+)
+@overwrite_option
 def build_dataset_command(
     logs: tuple[str, ...],
     reward: str,
@@ -202,18 +229,22 @@ def build_dataset_command(
     spark_master: str | None,
     spark_partitions: int,
     from_transitions: str | None,
+    formula: str | None,
+    beta: str | None,
+    overwrite: bool,
 ) -> None:
     """Turn impression LOGS into a d3rlpy-ready MDP dataset directory.
 
     One session is one episode, one request one step; the action is the request's w_* vector and
     the reward is stickiness + activeness from the reward TOML. The directory holds
     transitions.parquet, dataset.h5 (d3rlpy), features.json, reward.toml and report.json, and is
-    written atomically.
+    written atomically. features.json records the fusion (--formula/--beta) the logged weights
+    were applied with; later commands (export, best-constant) read it from there.
 
     \b
     Examples:
       batchrl-mtf build-dataset logs/sample_short_video.parquet \\
-          --reward envs/reward_default.toml --out runs/ds
+          --reward envs/reward_default.toml --out runs/ds --formula logsum --beta 0.1
       batchrl-mtf build-dataset day*.parquet --reward reward.toml --out ds \\
           --on-error drop-session --window-end 2026-11-01T00:00:00 --gamma 0.9
       batchrl-mtf build-dataset hdfs:///logs/day=2026-11-01/ --reward reward.toml \\
@@ -236,14 +267,31 @@ def build_dataset_command(
     if reward is None or out is None:
         missing = "--reward" if reward is None else "--out"
         raise ConfigError(f"{missing}: required when building from LOGS")
+    given = formula is not None or beta is not None
     cfg = _dataset_config(
-        gamma, action_bounds, session_gap, window_end, window_margin, on_error, hist_n, feedback
+        gamma,
+        action_bounds,
+        session_gap,
+        window_end,
+        window_margin,
+        on_error,
+        hist_n,
+        feedback,
+        Fusion.parse(formula, beta) if given else None,
     )
-    if engine == "spark":
-        opts = SparkOptions(master=spark_master, partitions=spark_partitions)
-        report = build_dataset_spark(list(logs), reward, out, cast(DatasetConfig, cfg), opts)
-    else:
-        report = build_dataset(list(logs), reward, out, cast(DatasetConfig, cfg))
+    remote = "://" in out
+    claim = (
+        contextlib.nullcontext()
+        if remote
+        else output_dir(out, "dataset", inputs=[*logs, reward], overwrite=overwrite)
+    )
+    with claim:
+        if engine == "spark":
+            opts = SparkOptions(master=spark_master, partitions=spark_partitions)
+            report = build_dataset_spark(list(logs), reward, out, cast(DatasetConfig, cfg), opts)
+        else:
+            dcfg = cast(DatasetConfig, cfg)
+            report = build_dataset(list(logs), reward, out, dcfg, overwrite=overwrite)
     acc = cast(dict[str, dict[str, Any]], report["accounting"])
     rows, req, ses = acc["rows"], acc["requests"], acc["sessions"]
     click.echo(
@@ -251,6 +299,10 @@ def build_dataset_command(
         f"from {rows['read']} rows ({rows['read'] - rows['kept']} dropped: "
         f"{json.dumps(rows['dropped'])})"
     )
+    fusion = cast(dict[str, Any], cast(dict[str, Any], report["config"])["fusion"])
+    recorded = Fusion.from_dict(fusion, "report.json fusion", ignore=("source",))
+    note = " (default: no --formula/--beta given)" if fusion["source"] == "default" else ""
+    click.echo(f"fusion recorded: {recorded.describe()}{note}")
 
 
 COMMANDS: list[click.Command] = [validate_command, build_dataset_command]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from batchrl_mtf.cli._common import progress_enabled
 from batchrl_mtf.core.config import parse_overrides
@@ -30,9 +31,8 @@ def _progress() -> bool:
 
 
 QUIET_BY_DEFAULT = (
-    "batchrl_mtf.data.dataset",
+    "batchrl_mtf.data",
     "batchrl_mtf.export",
-    "batchrl_mtf.data.mdp",
     "batchrl_mtf.ope",
     "batchrl_mtf.sim",
     "batchrl_mtf.training",
@@ -44,8 +44,6 @@ QUIET_BY_DEFAULT = (
 @contextlib.contextmanager
 def _stage_logging() -> Iterator[None]:
     """Stage-level messages only (unless --verbose), printed above the progress bars."""
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     root = logging.getLogger("batchrl_mtf")
     saved = {name: logging.getLogger(name).level for name in QUIET_BY_DEFAULT}
     if root.getEffectiveLevel() == logging.INFO:
@@ -160,11 +158,14 @@ Examples:
 Sections of PIPELINE.toml (docs/pipeline.md has every key):
   [data]            logs = ["my_logs.parquet"] (schema v1), or a [data.simulate] table;
                     gamma, action_bounds, on_error, session_gap_s, ... (build-dataset options)
+  [fusion]          formula, beta: the fusion the logged weights were applied with (recorded
+                    in the dataset; required without [data.simulate], else the env's)
   [reward]          file = "reward.toml", or the [reward] table inline
   [features]        FeatureConfig keys (hist_n, feedback, ...)
   [train]           algos = ["bcq", "bc"], n_steps, seed, ... and [train.<algo>] tables
   [evaluate]        policies = ["behavior", "production", "best-constant"], estimators, ...
-  [export]          policy, keys, buckets, min_support, max_delta, formula, beta, ...
+  [export]          policy, keys, buckets, min_support, max_delta, ... (formula, beta: a table
+                    for another fusion than the dataset's)
   [truth]           env, sessions, seed: roll every policy out in a simulator (optional)
 Relative paths are resolved against the file's folder. A re-run skips every stage whose
 inputs (its section, the upstream outputs' hashes) are unchanged.""",

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import click
 
-from batchrl_mtf.cli._common import split_csv_option
+from batchrl_mtf.cli._common import fusion_override_options, split_csv_option
+from batchrl_mtf.cli.options import ConfigOption
+from batchrl_mtf.core.fusion import choose_fusion
 from batchrl_mtf.core.io import atomic_write_text, dumps_json
-from batchrl_mtf.data.dataset import load_dataset
+from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.errors import ConfigError, DatasetError, OPEInputError
 from batchrl_mtf.ope import (
-    BEHAVIOR_NAMES,
-    BehaviorPolicy,
     OPEConfig,
     best_constant,
     best_constant_table,
@@ -22,11 +21,12 @@ from batchrl_mtf.ope import (
     plot_report,
     report_to_dict,
 )
-from batchrl_mtf.resolve import resolve_policy
+from batchrl_mtf.resolve import resolve_ope_policy
 
 __all__ = ["COMMANDS", "best_constant_command", "evaluate_command"]
 
 ESTIMATOR_CHOICES = ("fqe", "cfqe", "pdis", "wpdis", "dr", "wdr")
+FQE_ENGINES = ("batched", "d3rlpy")  # batchrl_mtf.ope.config.FQE_ENGINES (a test checks)
 
 
 def _config(
@@ -38,6 +38,7 @@ def _config(
     fqe_steps: int | None,
     cfqe_alpha: float | None,
     fqe_fits: int | None = None,
+    fqe_engine: str | None = None,
 ) -> object:
 
     fields: dict[str, object] = {
@@ -53,6 +54,8 @@ def _config(
         fields["cfqe_alpha"] = cfqe_alpha
     if fqe_fits is not None:
         fields["fqe_n_fits"] = fqe_fits
+    if fqe_engine is not None:
+        fields["fqe_engine"] = fqe_engine
     return OPEConfig(**fields)  # type: ignore[arg-type]
 
 
@@ -112,12 +115,18 @@ See docs/ope.md for formulas, the bandwidth rule, the recommended-estimate rule 
 @click.option(
     "--n-bootstrap",
     type=int,
-    default=500,
-    show_default=True,
+    cls=ConfigOption,
+    config=OPEConfig,
+    field="n_bootstrap",
     help="Bootstrap resamples for the 95% intervals (0 = none).",
 )
 @click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap and FQE."
+    "--seed",
+    type=int,
+    cls=ConfigOption,
+    config=OPEConfig,
+    field="seed",
+    help="Seed of the bootstrap and FQE.",
 )
 @click.option(
     "--bandwidth",
@@ -126,16 +135,31 @@ See docs/ope.md for formulas, the bandwidth rule, the recommended-estimate rule 
     help="Kernel bandwidth on [0,1]-normalised actions [default: Scott's rule].",
 )
 @click.option(
-    "--fqe-steps", type=int, default=None, help="Gradient steps per FQE fit [default: 5000]."
+    "--fqe-steps",
+    type=int,
+    default=None,
+    help="Gradient steps per FQE fit (the batched engine: at most, see docs/ope.md) "
+    f"[default: {OPEConfig().fqe_n_steps}].",
 )
 @click.option(
-    "--cfqe-alpha", type=float, default=None, help="Conservative penalty of cfqe [default: 0.5e-3]."
+    "--cfqe-alpha",
+    type=float,
+    default=None,
+    help=f"Conservative penalty of cfqe [default: {OPEConfig().cfqe_alpha:g}].",
 )
 @click.option(
     "--fqe-fits",
     type=int,
     default=None,
-    help="Independent FQE fits averaged per policy; intervals include their spread [default: 3].",
+    help="Independent FQE fits averaged per policy; intervals include their spread "
+    f"[default: {OPEConfig().fqe_n_fits}].",
+)
+@click.option(
+    "--fqe-engine",
+    type=click.Choice(FQE_ENGINES),
+    default=None,
+    help="batched: every FQE fit as one vectorised ensemble with early stopping; d3rlpy: one "
+    "d3rlpy FQE after another, fqe-steps each (reference) [default: batched].",
 )
 @click.option(
     "--out", "out", required=True, type=click.Path(path_type=Path), help="Report JSON to write."
@@ -159,6 +183,7 @@ def evaluate_command(
     fqe_steps: int | None,
     cfqe_alpha: float | None,
     fqe_fits: int | None,
+    fqe_engine: str | None,
     out: Path,
     plot: Path | None,
 ) -> None:
@@ -174,16 +199,13 @@ def evaluate_command(
         raise ConfigError(
             f"--estimators: expected names among {', '.join(ESTIMATOR_CHOICES)}, found {unknown}"
         )
-    config = _config(names, gamma, n_bootstrap, seed, bandwidth, fqe_steps, cfqe_alpha, fqe_fits)
+    config = _config(
+        names, gamma, n_bootstrap, seed, bandwidth, fqe_steps, cfqe_alpha, fqe_fits, fqe_engine
+    )
     full = load_dataset(dataset_dir)
     data = _select(full, split)
     spec = full.spec
-    resolved = [
-        BehaviorPolicy(tuple(spec.tasks), name=p)
-        if p in BEHAVIOR_NAMES
-        else resolve_policy(p, spec.tasks, spec.feature_names)
-        for p in policies
-    ]
+    resolved = [resolve_ope_policy(p, spec.tasks, spec.feature_names) for p in policies]
     result = evaluate_policies(data, resolved, config)  # type: ignore[arg-type]
     doc = report_to_dict(result, split, str(dataset_dir), spec.dataset_hash)
     atomic_write_text(out, dumps_json(doc))
@@ -192,25 +214,6 @@ def evaluate_command(
     if plot is not None:
         plot_report(result, plot)
         click.echo(f"plot: {plot}")
-
-
-def _parse_beta(text: str) -> float | dict[str, float]:
-    """``0.01`` (every task) or ``click=0.01,like=0.001`` (per task)."""
-    if "=" not in text:
-        try:
-            return float(text)
-        except ValueError:
-            raise ConfigError(
-                f"--beta: expected a number or task=number,..., found {text!r}"
-            ) from None
-    out: dict[str, float] = {}
-    for part in text.split(","):
-        key, _, raw = part.partition("=")
-        try:
-            out[key.strip()] = float(tomllib.loads(f"v = {raw.strip()}")["v"])
-        except (tomllib.TOMLDecodeError, TypeError, ValueError):
-            raise ConfigError(f"--beta: expected task=number, found {part!r}") from None
-    return out
 
 
 @click.command(
@@ -260,18 +263,13 @@ The winner is written as a weight table without keys: its weights are the table'
     help="Bootstrap resamples for the winner's interval.",
 )
 @click.option(
-    "--fqe-steps", type=int, default=None, help="Gradient steps per FQE fit [default: 5000]."
+    "--fqe-steps",
+    type=int,
+    default=None,
+    help="Gradient steps per FQE fit (the batched engine: at most, see docs/ope.md) "
+    f"[default: {OPEConfig().fqe_n_steps}].",
 )
-@click.option(
-    "--formula",
-    type=click.Choice(["logsum", "sum"]),
-    default="logsum",
-    show_default=True,
-    help="Fusion formula recorded in the table.",
-)
-@click.option(
-    "--beta", default="0.01", show_default=True, help="logsum offset: one number or task=number,..."
-)
+@fusion_override_options
 @click.option(
     "--out",
     "out",
@@ -288,24 +286,32 @@ def best_constant_command(
     seed: int,
     n_bootstrap: int,
     fqe_steps: int | None,
-    formula: str,
-    beta: str,
+    formula: str | None,
+    beta: str | None,
     out: Path,
 ) -> None:
-    """Pick the constant fusion weights an offline estimator rates best; write them as a table."""
+    """Pick the constant fusion weights an offline estimator rates best; write them as a table.
 
-    beta_value = _parse_beta(beta)
+    The table is for the fusion the dataset records (build-dataset --formula/--beta);
+    --formula/--beta override it, with a note.
+    """
+
     config = _config((estimator,), gamma, n_bootstrap, seed, None, fqe_steps, None)
     full = load_dataset(dataset_dir)
+    spec = full.spec
+    fusion, fusion_line = choose_fusion(
+        spec.tasks, spec.fusion, formula, beta, spec.fusion_source, f"the dataset {dataset_dir}"
+    )
     data = _select(full, split)
     result = best_constant(data, estimator, n_candidates, seed, config)  # type: ignore[arg-type]
-    table = best_constant_table(result, data, formula, beta_value)  # type: ignore[arg-type]
+    table = best_constant_table(result, data, fusion)  # type: ignore[arg-type]
     table.save(out)  # type: ignore[attr-defined]
     w = ", ".join(f"w_{t}={x:.4g}" for t, x in zip(result.tasks, result.weights, strict=True))
     est = result.estimate
     ci = "" if est.ci is None else f" [{est.ci[0]:.4g}, {est.ci[1]:.4g}]"
     click.echo(f"best constant ({estimator} = {est.value:.4g}{ci}): {w}")
     click.echo(f"table: {out}")
+    click.echo(fusion_line)
 
 
 COMMANDS: list[click.Command] = [evaluate_command, best_constant_command]

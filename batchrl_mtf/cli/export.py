@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,22 +9,22 @@ from typing import Any, Literal, cast
 
 import click
 
-from batchrl_mtf.cli._common import parse_float_list
-from batchrl_mtf.data.dataset import load_dataset
+from batchrl_mtf.cli._common import fusion_override_options, parse_float_list
+from batchrl_mtf.cli.options import ConfigOption, config_option
+from batchrl_mtf.core.fusion import choose_fusion
+from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.errors import ConfigError, ExportError
 from batchrl_mtf.export import (
     NETWORK_FORMATS,
     ExportConfig,
-    ValueComparison,
+    ExportResult,
     export_network,
-    fidelity_report,
-    tabulate_policy,
-    tabulation_gap,
+    export_table,
+    offline_config,
 )
 from batchrl_mtf.ope import OPEConfig
-from batchrl_mtf.policy import TablePolicy
 from batchrl_mtf.resolve import resolve_policy
-from batchrl_mtf.serving import Fusion
+from batchrl_mtf.training import load_policy
 
 logger = logging.getLogger(__name__)
 
@@ -69,133 +68,32 @@ def _load_inputs(policy_dir: str, dataset_dir: str) -> tuple[Any, Any]:
     return policy, data
 
 
-def _fusion(spec: Any, formula: str | None, beta: str | None) -> Any:
+def _fusion(spec: Any, formula: str | None, beta: str | None, origin: str) -> tuple[Any, str]:
     """The fusion the table is for: ``--formula/--beta``, else the dataset's recorded fusion."""
 
-    tasks = tuple(spec.tasks)
-    recorded = getattr(spec, "fusion", None)
-    if formula is None and recorded is not None:
-        return recorded if isinstance(recorded, Fusion) else Fusion(recorded.formula, recorded.beta)
-    if formula is None:
-        raise ConfigError(
-            "--formula: the dataset records no fusion formula; give --formula logsum --beta 0.1 "
-            "(or --formula sum)"
-        )
-    if formula == "sum":
-        return Fusion("sum", None)
-    values = parse_float_list(beta or "0.1", "--beta")
-    if len(values) == 1:
-        values = values * len(tasks)
-    if len(values) != len(tasks):
-        raise ConfigError(f"--beta: expected 1 or {len(tasks)} offsets, found {len(values)}")
-    return Fusion("logsum", values)
-
-
-def _hook(module: str, name: str) -> Any:
-    """``module.name`` from another stage, or ``None`` when that stage does not provide it."""
-    import importlib
-
-    try:
-        return getattr(importlib.import_module(module), name, None)
-    except ImportError:
-        return None
-
-
-def _offline_values(
-    network: Any, table_policy: Any, data: Any, fqe_steps: int, fqe_fits: int, seed: int
-) -> Any:
-    """Offline (OPE) values of the network and its table, or ``None`` when OPE is unavailable.
-
-    The recommended estimate over ``fqe`` and, when the logs carry ``behavior_logp``, ``dr`` and
-    ``wdr`` (``cfqe`` is a lower bound and pure importance sampling is rarely usable with
-    continuous weights, so neither is fitted here; ``evaluate`` runs them all).
-    """
-
-    estimate_policy_value = _hook("batchrl_mtf.ope", "estimate_policy_value")
-    if estimate_policy_value is None:
-        logger.warning("off-policy evaluation is not available; the report has no offline values")
-        return None
-
-    config = OPEConfig(
-        estimators=("dr", "wdr", "fqe") if data.spec.has_behavior_logp else ("fqe",),
-        fqe_n_steps=fqe_steps,
-        fqe_n_fits=fqe_fits,
-        seed=seed,
-    )
-    net = estimate_policy_value(network, data, config)
-    tab = estimate_policy_value(table_policy, data, config)
-    return ValueComparison(
-        source=f"ope:{getattr(net, 'estimator', 'default')}",
-        network=float(getattr(net, "value", net)),
-        table=float(getattr(tab, "value", tab)),
-        network_lower=getattr(net, "lower", None),
-        table_lower=getattr(tab, "lower", None),
+    return choose_fusion(
+        spec.tasks,
+        getattr(spec, "fusion", None),
+        formula,
+        beta,
+        getattr(spec, "fusion_source", "given"),
+        origin,
     )
 
 
-def _true_values(env_spec: str, network: Any, table_policy: Any, seed: int) -> Any:
-    """True values of the network and its table in the simulated world ``env_spec``."""
-
-    true_value = _hook("batchrl_mtf.sim", "true_value")
-    if true_value is None:
-        raise ExportError(f"--env {env_spec}: the simulator is not available")
-    return ValueComparison(
-        source=f"env:{env_spec}",
-        network=float(true_value(env_spec, network, seed=seed)),
-        table=float(true_value(env_spec, table_policy, seed=seed)),
-    )
-
-
-def export_table(
-    network: Any,
-    data: Any,
-    config: Any,
-    fusion: Any,
-    out: Path,
-    policy_name: str,
-    env_spec: str | None = None,
-    write_csv: bool = True,
-    fqe_steps: int = 5000,
-    fqe_fits: int = 3,
-) -> Any:
-    """Build, check and write the table of ``network`` over ``data``'s states; return it.
-
-    Args:
-        network: A policy with ``act(observations (n, d)) -> (n, k)`` and ``tasks``.
-        data: A dataset with ``observations`` (n, d), ``actions`` (n, k) and ``spec``
-            (``feature_names``, ``tasks``, ``action_low``, ``action_high``, ``dataset_hash``).
-        config: An :class:`~batchrl_mtf.export.ExportConfig`.
-        fusion: The :class:`~batchrl_mtf.serving.Fusion` the weights are for.
-        out: Destination JSON; the CSV twin goes next to it with suffix ``.csv``.
-        policy_name: Recorded as ``meta.policy``.
-        env_spec: Simulated world to measure both true values in (``None``: skip).
-        write_csv: Also write the CSV twin.
-        fqe_steps: Gradient steps per FQE fit of the offline estimates.
-        fqe_fits: Independent FQE fits averaged per estimate.
-    """
-
-    spec = data.spec
-    names = tuple(spec.feature_names)
-    obs = data.observations
-    table, actions = tabulate_policy(network, data, config, fusion, policy_name)
-    table_policy = TablePolicy(table, names, name=str(out))
-    gap = tabulation_gap(
-        actions, table_policy.act(obs), spec.tasks, spec.action_low, spec.action_high
-    )
-    ope = _offline_values(network, table_policy, data, fqe_steps, fqe_fits, config.seed)
-    true = None if env_spec is None else _true_values(env_spec, network, table_policy, config.seed)
-    meta = {**table.meta, "fidelity": fidelity_report(gap, ope, true)}
-    meta["ope"] = None if ope is None else ope.to_dict()
-    table = dataclasses.replace(table, meta=meta)
-    table.save(out)
+def _print_result(result: ExportResult, written: tuple[Path, ...]) -> None:
+    """The lines ``export`` prints: files written, action gap, offline and true values."""
+    table = result.table
     click.echo(
-        f"wrote {out}: {len(table.rows)} rows over keys {', '.join(table.key_names) or '(none)'}"
+        f"wrote {written[0]}: {len(table.rows)} rows over keys "
+        f"{', '.join(table.key_names) or '(none)'}"
     )
-    if write_csv:
-        table.save_csv(out.with_suffix(".csv"))
-        click.echo(f"wrote {out.with_suffix('.csv')} (CSV twin)")
-    click.echo(f"action gap (table vs network): mean |dw|/range = {gap['mean_abs_scaled']:.4f}")
-    for label, cmp in (("offline estimate", ope), ("true value", true)):
+    for path in written[1:]:
+        click.echo(f"wrote {path} (CSV twin)")
+    click.echo(
+        f"action gap (table vs network): mean |dw|/range = {result.gap['mean_abs_scaled']:.4f}"
+    )
+    for label, cmp in (("offline estimate", result.ope), ("true value", result.true)):
         if cmp is not None:
             bounds = ""
             if cmp.table_lower is not None and cmp.network_lower is not None:
@@ -206,7 +104,6 @@ def export_table(
                 f"{label} ({cmp.source}): network {cmp.network:.4f}, table {cmp.table:.4f}, "
                 f"lost {cmp.value_lost:.4f}{bounds}"
             )
-    return table
 
 
 @click.command("export")
@@ -229,16 +126,24 @@ def export_table(
     "--keys", default="auto", show_default=True, help="Comma-separated key features, or 'auto'."
 )
 @click.option(
-    "--n-keys", default=2, show_default=True, type=int, help="Keys picked by --keys auto."
+    "--n-keys",
+    cls=ConfigOption,
+    config=ExportConfig,
+    field="n_auto_keys",
+    type=int,
+    help="Keys picked by --keys auto.",
 )
-@click.option("--buckets", default=4, show_default=True, type=int, help="Quantile buckets per key.")
+@config_option(
+    "--buckets", config=ExportConfig, field="buckets", type=int, help="Quantile buckets per key."
+)
 @click.option(
     "--edges", multiple=True, help="Explicit edges KEY=e1,e2,... (repeatable); override --buckets."
 )
 @click.option(
     "--min-support",
-    default=200,
-    show_default=True,
+    cls=ConfigOption,
+    config=ExportConfig,
+    field="min_support",
     type=int,
     help="Buckets with fewer states shrink toward the default.",
 )
@@ -249,29 +154,28 @@ def export_table(
     help="Default weights in task order (default: the logged actions' most common centre).",
 )
 @click.option("--explore", help="Add exploration: gaussian:SIGMA or uniform:HALFWIDTH.")
-@click.option(
-    "--formula",
-    type=click.Choice(["logsum", "sum"]),
-    help="Fusion formula of the table (default: the dataset's).",
-)
-@click.option("--beta", help="logsum offsets: one number, or one per task (default 0.1).")
+@fusion_override_options
 @click.option("--env", "env_spec", help="Simulated world: also report both true values.")
 @click.option("--csv/--no-csv", "write_csv", default=True, show_default=True, help="CSV twin.")
 @click.option(
     "--fqe-steps",
-    default=5000,
-    show_default=True,
+    cls=ConfigOption,
+    config=OPEConfig,
+    field="fqe_n_steps",
     type=click.IntRange(min=1),
     help="Gradient steps per FQE fit of the offline estimates (as in evaluate).",
 )
 @click.option(
     "--fqe-fits",
-    default=3,
-    show_default=True,
+    cls=ConfigOption,
+    config=OPEConfig,
+    field="fqe_n_fits",
     type=click.IntRange(min=1),
     help="FQE fits averaged per offline estimate (as in evaluate).",
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed (auto keys, env, FQE).")
+@config_option(
+    "--seed", config=ExportConfig, field="seed", type=int, help="Seed (auto keys, env, FQE)."
+)
 @click.option("--out", type=click.Path(dir_okay=False), help="Output file.")
 def export_command(
     policy_dir: str,
@@ -328,22 +232,22 @@ def export_command(
         seed=seed,
     )
     network, data = _load_inputs(policy_dir, dataset_dir)
-    fusion = _fusion(data.spec, formula, beta)
+    fusion, fusion_line = _fusion(data.spec, formula, beta, f"the dataset {dataset_dir}")
     target = Path(out) if out else Path(policy_dir) / "weight_table.json"
     if target.suffix != ".json":
         raise ConfigError(f"--out {target}: expected a .json file for a weight table")
-    export_table(
+    result = export_table(
         network,
         data,
         config,
         fusion,
-        target,
-        policy_dir,
-        env_spec,
-        write_csv,
-        fqe_steps,
-        fqe_fits,
+        policy_name=policy_dir,
+        table_name=str(target),
+        ope=offline_config(data.spec, fqe_steps, fqe_fits, seed),
+        env=env_spec,
     )
+    _print_result(result, result.save(target, csv=write_csv))
+    click.echo(fusion_line)
 
 
 def _export_network_command(
@@ -354,9 +258,6 @@ def _export_network_command(
 ) -> None:
 
     target = Path(out) if out else Path(policy_dir) / f"policy{NETWORK_FORMATS[fmt]}"
-    load_policy = _hook("batchrl_mtf.training", "load_policy")
-    if load_policy is None:
-        raise ExportError(f"{policy_dir}: cannot load trained policies (training is not available)")
     policy = load_policy(policy_dir)
     algo = getattr(policy, "algo", None)
     if algo is None:

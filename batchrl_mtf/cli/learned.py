@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import click
 
-from batchrl_mtf.cli._common import echo_json_path, parse_float_list
+from batchrl_mtf.cli._common import echo_json_path, overwrite_option, parse_float_list
+from batchrl_mtf.cli.options import ConfigOption, config_option
 from batchrl_mtf.core.config import config_from_mapping
+from batchrl_mtf.core.fusion import DEFAULT_BETA, DEFAULT_FORMULA, FORMULAS, Fusion
+from batchrl_mtf.core.io import output_dir
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.learned import LearnedEnvConfig, make_env
 
@@ -36,15 +40,17 @@ __all__ = ["COMMANDS", "make_env_command"]
 @click.option(
     "--n-candidates",
     type=click.IntRange(min=1),
-    default=200,
-    show_default=True,
+    cls=ConfigOption,
+    config=LearnedEnvConfig,
+    field="n_candidates",
     help="Candidates drawn per request (at most the catalogue size).",
 )
 @click.option(
     "--candidates",
     type=click.Choice(["uniform", "exposure"]),
-    default="uniform",
-    show_default=True,
+    cls=ConfigOption,
+    config=LearnedEnvConfig,
+    field="candidates",
     help="Candidate sampler over the logged catalogue.",
 )
 @click.option(
@@ -57,23 +63,24 @@ __all__ = ["COMMANDS", "make_env_command"]
 @click.option(
     "--ranker-targets",
     type=click.Choice(["auto", "pred", "labels"]),
-    default="auto",
-    show_default=True,
+    cls=ConfigOption,
+    config=LearnedEnvConfig,
+    field="ranker_targets",
     help="A fitted ranker copies the logged pred_<task> (pred; auto when every task has one) "
     "or fits the labels.",
 )
 @click.option(
     "--formula",
-    type=click.Choice(["logsum", "sum"]),
-    default="logsum",
-    show_default=True,
-    help="The platform's fusion formula.",
+    type=click.Choice(FORMULAS),
+    default=None,
+    help=f"The fusion formula of the platform that ranked the logged candidates "
+    f"(default: {DEFAULT_FORMULA}, reported as assumed).",
 )
 @click.option(
     "--beta",
-    default="0.01",
-    show_default=True,
-    help="logsum offsets: one value or one per task, comma-separated.",
+    default=None,
+    help=f"Its logsum offsets: one number, one per task in task order, or task=number,... "
+    f"(default: {DEFAULT_BETA:g}, reported as assumed).",
 )
 @click.option("--production", default=None, help="Production weights (default: median logged).")
 @click.option(
@@ -82,16 +89,20 @@ __all__ = ["COMMANDS", "make_env_command"]
 @click.option(
     "--model",
     type=click.Choice(["soft-sharing", "shared-bottom", "mmoe", "ple", "esmm"]),
-    default="shared-bottom",
-    show_default=True,
+    cls=ConfigOption,
+    config=LearnedEnvConfig,
+    field="model",
     help="Architecture of the fitted predictors.",
 )
-@click.option("--epochs", "n_epochs", type=click.IntRange(min=1), default=3, show_default=True)
+@config_option(
+    "--epochs", "n_epochs", config=LearnedEnvConfig, field="n_epochs", type=click.IntRange(min=1)
+)
 @click.option(
     "--leave-recency",
     type=click.FloatRange(min=0.0, max=1.0, max_open=True),
-    default=0.85,
-    show_default=True,
+    cls=ConfigOption,
+    config=LearnedEnvConfig,
+    field="leave_recency_decay",
     help="Decay of the leave model's recent_* inputs (decayed feedback and weight sums); 0 = none.",
 )
 @click.option(
@@ -109,8 +120,9 @@ __all__ = ["COMMANDS", "make_env_command"]
 @click.option(
     "--leave-classes",
     type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
+    cls=ConfigOption,
+    config=LearnedEnvConfig,
+    field="leave_classes",
     help="Latent user classes of the leave model (a mixture fitted by EM when > 1).",
 )
 @click.option(
@@ -126,6 +138,7 @@ __all__ = ["COMMANDS", "make_env_command"]
     "--on-error", type=click.Choice(["fail", "drop-session"]), default="fail", show_default=True
 )
 @click.option("--seed", type=int, default=0, show_default=True)
+@overwrite_option
 def make_env_command(
     logs: tuple[Path, ...],
     reward: Path,
@@ -135,8 +148,8 @@ def make_env_command(
     candidates: str,
     catalogue_size: int | None,
     ranker_targets: str,
-    formula: str,
-    beta: str,
+    formula: str | None,
+    beta: str | None,
     production: str | None,
     action_bounds: str | None,
     model: str,
@@ -150,6 +163,7 @@ def make_env_command(
     session_gap: float | None,
     on_error: str,
     seed: int,
+    overwrite: bool,
 ) -> None:
     """Learn a Gymnasium environment (a world model) from LOGS and validate it against them.
 
@@ -174,8 +188,7 @@ def make_env_command(
         "candidates": candidates,
         "catalogue_size": catalogue_size,
         "ranker_targets": ranker_targets,
-        "formula": formula,
-        "beta": list(parse_float_list(beta, "--beta")),
+        "fusion": None if formula is None and beta is None else Fusion.parse(formula, beta),
         "model": model,
         "n_epochs": n_epochs,
         "leave_recency_decay": leave_recency,
@@ -200,9 +213,15 @@ def make_env_command(
             raise ConfigError(f"--action-bounds: expected LO,HI, found {action_bounds!r}")
         mapping["action_bounds"] = list(lo_hi)
     config = config_from_mapping(LearnedEnvConfig, mapping, "make-env")
-    res = make_env(list(logs), reward, out, config, predictor_dir)
+    inputs = [*logs, reward, *([predictor_dir] if predictor_dir else [])]
+    with output_dir(out.with_suffix(""), "env", inputs=inputs, overwrite=overwrite):
+        res = make_env(list(logs), reward, out, config, predictor_dir, overwrite=overwrite)
     leave = res.report["leave_model"]
     assert isinstance(leave, dict)
+    fusion = cast(dict[str, object], res.report["fusion"])
+    used = Fusion.from_dict(fusion, "validation.json fusion", ignore=("source",))
+    assumed = " (default: no --formula/--beta given)" if fusion["source"] == "default" else ""
+    click.echo(f"fusion of the ranker: {used.describe()}{assumed}")
     click.echo(res.replay_text)
     click.echo(
         f"leave model (held-out sessions): mean predicted {leave['mean_predicted']:.4f}, "

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import click
 
-from batchrl_mtf.cli._common import echo_json_path, split_csv_option
+from batchrl_mtf.cli._common import echo_json_path, overwrite_option, split_csv_option
 from batchrl_mtf.core.config import config_from_mapping, parse_overrides
-from batchrl_mtf.core.io import hash_files
+from batchrl_mtf.core.io import hash_files, output_dir
+from batchrl_mtf.logs.schema import read_table
 from batchrl_mtf.predictors import (
     PredictorConfig,
     fit_predictor,
     format_metrics,
-    read_table,
     rescore_logs,
     save_predictor,
 )
@@ -66,6 +66,7 @@ _MODELS = ("soft-sharing", "shared-bottom", "mmoe", "ple", "esmm")
     help="Any PredictorConfig field, e.g. --set hidden_dims=[32] --set learning_rate=3e-3.",
 )
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@overwrite_option
 def fit_predictor_command(
     logs: Path,
     model: str,
@@ -79,6 +80,7 @@ def fit_predictor_command(
     seed: int | None,
     overrides: tuple[str, ...],
     no_progress: bool,
+    overwrite: bool,
 ) -> None:
     """Train a multi-task predictor on LOGS, report held-out metrics, save it frozen.
 
@@ -110,13 +112,15 @@ def fit_predictor_command(
     if seed is not None:
         mapping["seed"] = seed
     config = config_from_mapping(PredictorConfig, mapping, "fit-predictor")
-    frame = read_table(logs)
-    item_table = read_table(items, "item table") if items is not None else None
-    data_hash = hash_files([logs, *([items] if items is not None else [])])
-    trained = fit_predictor(
-        frame, config, item_table, file=str(logs), data_hash=data_hash, progress=not no_progress
-    )
-    frozen = save_predictor(trained, out)
+    inputs = [logs, *([items] if items is not None else [])]
+    with output_dir(out, "predictor", inputs=inputs, overwrite=overwrite):
+        frame = read_table(logs)
+        item_table = read_table(items) if items is not None else None
+        data_hash = hash_files(inputs)
+        trained = fit_predictor(
+            frame, config, item_table, file=str(logs), data_hash=data_hash, progress=not no_progress
+        )
+        frozen = save_predictor(trained, out, overwrite=overwrite)
     click.echo(
         f"held-out metrics ({trained.n_valid} latest rows of {trained.n_train + trained.n_valid}):"
     )

@@ -7,10 +7,15 @@ from pathlib import Path
 
 import click
 
-from batchrl_mtf.cli._common import parse_float_list, progress_enabled, read_config_table
-from batchrl_mtf.cli.export import _fusion
+from batchrl_mtf.cli._common import (
+    fusion_override_options,
+    parse_float_list,
+    progress_enabled,
+    read_config_table,
+)
 from batchrl_mtf.core.config import parse_overrides
-from batchrl_mtf.data.dataset import load_dataset
+from batchrl_mtf.core.fusion import choose_fusion
+from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.selection import SelectConfig, check_out, resolve_select_config, select_policy
 
 __all__ = ["COMMANDS", "select_command"]
@@ -47,12 +52,7 @@ budget_minutes, n_threads, seed, ope.<OPEConfig field>. See docs/selection.md.""
     default=None,
     help="Production weights in task order (default: the logged actions' most common centre).",
 )
-@click.option(
-    "--formula",
-    type=click.Choice(["logsum", "sum"]),
-    help="Fusion formula of the tables (default: the dataset's).",
-)
-@click.option("--beta", help="logsum offsets: one number, or one per task (default 0.1).")
+@fusion_override_options
 @click.option(
     "--config", "config_file", type=click.Path(path_type=Path), default=None, help="TOML settings."
 )
@@ -87,7 +87,11 @@ def select_command(
         layers.append(("--budget-minutes", {"budget_minutes": budget_minutes}))
     config = resolve_select_config(layers)
     data = load_dataset(dataset_dir)
-    fusion = _fusion(data.spec, formula, beta)
+    spec = data.spec
+    fusion, fusion_line = choose_fusion(
+        spec.tasks, spec.fusion, formula, beta, spec.fusion_source, f"the dataset {dataset_dir}"
+    )
+    click.echo(fusion_line)
     prod = None if production is None else parse_float_list(production, "--production")
     result = select_policy(
         data,

@@ -17,7 +17,7 @@ from batchrl_mtf.core.io import (
 )
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.resolve import resolve_sim_policy
-from batchrl_mtf.sim import World, load_spec, rollout_summary, run_sessions, search_constant
+from batchrl_mtf.sim import World, load_spec, run_sessions, search_constant, true_value
 
 __all__ = ["COMMANDS", "rollout_command", "search_constant_command", "simulate_command"]
 
@@ -155,10 +155,9 @@ def rollout_command(
     """
 
     world = _world(env)
-    pol = _policy(world, policy, sigma, random_sigma)
-    stats, _ = run_sessions(world, pol, sessions, seed)
+    value = true_value(world, _policy(world, policy, sigma, random_sigma), sessions, seed)
     doc = {
-        **rollout_summary(world, stats),
+        **value.summary,
         **_meta(world, command="rollout", policy=policy, seed=seed),
     }
     text = dumps_json(doc)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from batchrl_mtf.cli._common import progress_enabled, read_config_table
+from batchrl_mtf.cli._common import overwrite_option, progress_enabled, read_config_table
 from batchrl_mtf.core.config import parse_overrides
 from batchrl_mtf.training import config_for_resume, resolve_config, train
 
@@ -71,6 +71,7 @@ See docs/training.md.""",
 @click.option(
     "--resume", is_flag=True, help="Continue the policy in --out from its last checkpoint."
 )
+@overwrite_option
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
 def train_command(
     dataset_dir: Path,
@@ -85,12 +86,13 @@ def train_command(
     device: str | None,
     split: str | None,
     resume: bool,
+    overwrite: bool,
     progress: bool,
 ) -> None:
     """Train a fusion policy on DATASET_DIR with batch RL (d3rlpy) and write it to --out.
 
     The policy picks fusion weights per state, within the dataset's weight bounds. --out gets the
-    d3rlpy model (model.d3), config.json, features.json, metrics.csv (one row per epoch: losses,
+    d3rlpy model (model.json + model.safetensors, no pickle), rng_state.json, config.json, features.json, metrics.csv (one row per epoch: losses,
     TD error, initial state value, action statistics, and with --env the true return) and the
     policy.json manifest. Load it with batchrl_mtf.load_policy(DIR).
     """
@@ -117,7 +119,7 @@ def train_command(
     config = config_for_resume(out, layers) if resume else resolve_config(layers)
 
     show = progress and progress_enabled()
-    result = train(dataset_dir, out, config, resume=resume, show_progress=show)
+    result = train(dataset_dir, out, config, resume=resume, overwrite=overwrite, show_progress=show)
     click.echo(f"policy: {result.path}")
     click.echo(
         f"algo {result.config.algo} ({result.config.preset}), {result.n_steps_done} steps, "

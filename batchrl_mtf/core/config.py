@@ -10,14 +10,24 @@ the key, and turns them back into plain mappings for the run metadata.
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 import types
 import typing
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
+from batchrl_mtf.core.fusion import Fusion
 from batchrl_mtf.errors import ConfigError
 
-__all__ = ["config_from_mapping", "config_to_dict", "merge_layer", "parse_overrides", "require"]
+__all__ = [
+    "config_from_mapping",
+    "config_to_dict",
+    "merge_layer",
+    "parse_overrides",
+    "read_toml",
+    "require",
+]
 
 T = TypeVar("T")
 
@@ -39,6 +49,8 @@ def config_to_dict(config: object) -> dict[str, object]:
 
 
 def _plain(value: object) -> object:
+    if isinstance(value, Fusion):
+        return value.to_dict()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return config_to_dict(value)
     if isinstance(value, (list, tuple)):
@@ -63,6 +75,7 @@ def config_from_mapping(cls: type[T], mapping: Mapping[str, object], where: str)
     if not isinstance(mapping, Mapping):
         raise ConfigError(f"{where}: expected a table of settings, found {type(mapping).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    mapping = _fold_flat_fusion(mapping, fields, where)
     unknown = sorted(set(mapping) - set(fields))
     if unknown:
         raise ConfigError(
@@ -74,6 +87,26 @@ def config_from_mapping(cls: type[T], mapping: Mapping[str, object], where: str)
     for key, value in mapping.items():
         kwargs[key] = _coerce(value, hints[key], f"{where}: '{key}'")
     return cls(**kwargs)
+
+
+_FLAT_FUSION = ("formula", "beta")
+
+
+def _fold_flat_fusion(
+    mapping: Mapping[str, object], fields: Mapping[str, object], where: str
+) -> Mapping[str, object]:
+    """Read the flat ``formula``/``beta`` keys of earlier versions as the ``fusion`` field."""
+    if "fusion" not in fields or any(k in fields for k in _FLAT_FUSION):
+        return mapping
+    out = {k: v for k, v in mapping.items() if k not in _FLAT_FUSION}
+    # "" and [] meant "not set" in the flat keys
+    flat = {k: mapping[k] for k in _FLAT_FUSION if k in mapping and mapping[k] not in ("", [], ())}
+    if not flat:
+        return out
+    if "fusion" in mapping:
+        raise ConfigError(f"{where}: give either 'fusion' or {sorted(flat)}, not both")
+    out["fusion"] = Fusion.from_dict(flat, where)
+    return out
 
 
 def _coerce(value: object, hint: object, where: str) -> object:
@@ -115,6 +148,10 @@ def _coerce(value: object, hint: object, where: str) -> object:
             raise ConfigError(f"{where}: expected a table, found {value!r}")
         kt, vt = args if args else (str, object)
         return {_coerce(k, kt, where): _coerce(v, vt, where) for k, v in value.items()}
+    if hint is Fusion:
+        if isinstance(value, Fusion):
+            return value
+        return Fusion.from_dict(value, where)  # type: ignore[arg-type]
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if isinstance(value, hint):
             return value
@@ -162,6 +199,37 @@ def parse_overrides(pairs: Sequence[str], where: str = "--set") -> dict[str, obj
             value = raw
         out[key] = value
     return out
+
+
+def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+    """Read a TOML file; every way it can be unreadable is one :class:`ConfigError` line.
+
+    Args:
+        path: The file.
+        what: What it is, for the message (``"reward file"``, ``"--config"``).
+
+    Raises:
+        ConfigError: Missing, a folder, unreadable, not UTF-8 (binary, UTF-16), not TOML, or
+            nested too deeply to parse.
+    """
+    p = Path(path)
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: {what} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: expected a {what} (.toml), found a folder") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the {what} ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{p}: the {what} is not UTF-8 text (byte {exc.start}: {exc.reason}); TOML files are "
+            "UTF-8"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: the {what} is nested too deeply to parse") from None
 
 
 def merge_layer(base: dict[str, object], layer: Mapping[str, object]) -> None:

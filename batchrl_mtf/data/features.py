@@ -34,6 +34,7 @@ import numpy.typing as npt
 
 from batchrl_mtf.core.config import config_from_mapping, config_to_dict, require
 from batchrl_mtf.errors import DatasetError
+from batchrl_mtf.logs.schema import LogColumns
 
 __all__ = [
     "FeatureConfig",
@@ -42,6 +43,7 @@ __all__ = [
     "UserHistory",
     "assemble",
     "feature_names",
+    "feature_spec",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -151,14 +153,20 @@ class FeatureSpec:
                 f"{source}: not a valid feature spec (missing or bad {exc})"
             ) from None
 
-    def check_matches(self, other: FeatureSpec, what: str) -> None:
-        """Raise :class:`DatasetError` unless ``other`` has the same feature names and order."""
-        if tuple(self.names) != tuple(other.names):
-            ours, theirs = set(self.names), set(other.names)
-            raise DatasetError(
-                f"feature spec mismatch with {what}: expected features {list(self.names)}; found "
-                f"{list(other.names)} (missing {sorted(ours - theirs)}, extra {sorted(theirs - ours)})"
-            )
+
+def feature_spec(columns: LogColumns, config: FeatureConfig) -> FeatureSpec:
+    """The state definition of logs with ``columns`` (without normalisation statistics).
+
+    The feedback columns of the ``session_/prev_/hist_`` features are ``config.feedback``, or
+    every feedback column of the logs when it is empty.
+    """
+    feedback = config.feedback or columns.feedback
+    return FeatureSpec(
+        names=feature_names(columns.user_features, feedback, config),
+        user_features=columns.user_features,
+        feedback=tuple(feedback),
+        config=config,
+    )
 
 
 @dataclass(frozen=True)

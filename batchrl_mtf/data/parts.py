@@ -1,290 +1,40 @@
-"""What every engine runs on one part of the logs, and how the parts' results merge.
+"""What every engine runs on one part of the logs, and how the parts' results are checked.
 
 A *part* is any set of complete users: every row of each of its users, plus every row that shares
 a request or a session with them. Validation, accounting, sessionisation, state features and the
 reward are per user, so running :func:`process_part` on the parts of a log and merging the
-:class:`PartSummary` results gives what running it once on the whole log gives. The local engine
-runs it once on everything; the Spark engine runs it on executors, one partition at a time
-(:mod:`batchrl_mtf.data.spark`). There is no second copy of any rule, feature or reward.
-
-Global statistics (feature mean/std, reward and action statistics, action ranges) are merged from
-per-part :class:`Moments` (count, mean, variance, min, max; Chan et al.'s parallel update), in a
-fixed order. One part gives numpy's ``mean``/``std`` exactly; several parts agree with it to
-rounding (relative 1e-12 in practice; the engines' equivalence test allows 1e-9).
+:class:`~batchrl_mtf.data.stats.PartSummary` results gives what running it once on the whole log
+gives. The local engine (:func:`process_logs`: ``build-dataset``, ``make-env``) runs it once on
+everything; the Spark engine runs it on executors, one partition at a time
+(:mod:`batchrl_mtf.data.spark`). Both check the merged result with :func:`check_summary`. There
+is no second copy of any rule, feature or reward.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
 
-import numpy as np
-import numpy.typing as npt
-
-from batchrl_mtf.data.mdp import (
-    Accounting,
-    DatasetConfig,
-    Transitions,
+from batchrl_mtf.data.clean import (
+    Prepared,
     account,
+    check_columns,
     check_rows,
-    compute_transitions,
     kept_rows,
+    log_source,
+    raise_all_dropped,
+    raise_problems,
 )
+from batchrl_mtf.data.config import DatasetConfig
+from batchrl_mtf.data.features import feature_spec
 from batchrl_mtf.data.reward import RewardConfig
-from batchrl_mtf.data.split import session_split
+from batchrl_mtf.data.stats import PartSummary
+from batchrl_mtf.data.transitions import Transitions, compute_transitions
+from batchrl_mtf.errors import Problem
 from batchrl_mtf.logs.schema import LogColumns, LogFrame
-from batchrl_mtf.logs.validate import RULES, RawProblem
+from batchrl_mtf.logs.validate import merge_problems
 
-__all__ = ["Moments", "PartResult", "PartSummary", "merge_accounting", "process_part"]
-
-FloatArray = npt.NDArray[np.float64]
-MOMENT_NAMES = ("obs", "actions", "reward", "stickiness", "activeness", "session_return")
-
-
-@dataclass(frozen=True)
-class Moments:
-    """Count, mean, variance, minimum and maximum of each column of a batch of values.
-
-    Attributes:
-        n: Number of values per column.
-        mean: Shape (d,).
-        var: Population variance, shape (d,).
-        min: Shape (d,) (``+inf`` when ``n == 0``).
-        max: Shape (d,) (``-inf`` when ``n == 0``).
-    """
-
-    n: int
-    mean: FloatArray
-    var: FloatArray
-    min: FloatArray
-    max: FloatArray
-
-    @classmethod
-    def of(cls, values: FloatArray) -> Moments:
-        """Moments of ``values``, shape (n,) or (n, d) (numpy's ``mean``/``var``, axis 0)."""
-        v = np.asarray(values, dtype=np.float64)
-        d = 1 if v.ndim == 1 else v.shape[1]
-        if len(v) == 0:
-            return cls.empty(d)
-        if v.ndim == 1:  # 1-d reductions, exactly as ``values.mean()``/``values.std()``
-            return cls(
-                len(v),
-                np.array([v.mean()]),
-                np.array([v.var()]),
-                np.array([v.min()]),
-                np.array([v.max()]),
-            )
-        return cls(len(v), v.mean(axis=0), v.var(axis=0), v.min(axis=0), v.max(axis=0))
-
-    @classmethod
-    def empty(cls, d: int) -> Moments:
-        """No values, ``d`` columns."""
-        return cls(0, np.zeros(d), np.zeros(d), np.full(d, np.inf), np.full(d, -np.inf))
-
-    def merge(self, other: Moments) -> Moments:
-        """Moments of both batches together (Chan, Golub & LeVeque's pairwise update)."""
-        if other.n == 0:
-            return self
-        if self.n == 0:
-            return other
-        n = self.n + other.n
-        delta = other.mean - self.mean
-        mean = self.mean + delta * (other.n / n)
-        m2 = self.var * self.n + other.var * other.n + delta * delta * (self.n * other.n / n)
-        return Moments(
-            n, mean, m2 / n, np.minimum(self.min, other.min), np.maximum(self.max, other.max)
-        )
-
-    @property
-    def std(self) -> FloatArray:
-        """Population standard deviation, shape (d,)."""
-        return np.sqrt(self.var)
-
-    def stats(self, i: int = 0) -> dict[str, float]:
-        """``mean``/``std``/``min``/``max`` of column ``i`` (all 0 when there are no values)."""
-        if self.n == 0:
-            return {"mean": 0.0, "std": 0.0, "min": 0.0, "max": 0.0}
-        return {
-            "mean": float(self.mean[i]),
-            "std": float(self.std[i]),
-            "min": float(self.min[i]),
-            "max": float(self.max[i]),
-        }
-
-    def to_json(self) -> dict[str, object]:
-        """JSON-ready form (floats round-trip exactly)."""
-        return {
-            "n": self.n,
-            "mean": self.mean.tolist(),
-            "var": self.var.tolist(),
-            "min": self.min.tolist(),
-            "max": self.max.tolist(),
-        }
-
-    @classmethod
-    def from_json(cls, doc: dict[str, object]) -> Moments:
-        """Inverse of :meth:`to_json`."""
-
-        def arr(k: str) -> FloatArray:
-            return np.asarray(doc[k], dtype=np.float64)
-
-        return cls(int(doc["n"]), arr("mean"), arr("var"), arr("min"), arr("max"))  # type: ignore[call-overload]
-
-
-def merge_accounting(parts: Sequence[Accounting]) -> Accounting:
-    """Sum of accountings of disjoint parts (every request and session lies in one part)."""
-
-    def total(name: str) -> int:
-        return sum(int(getattr(p, name)) for p in parts)
-
-    def dropped(name: str) -> dict[str, int]:
-        out = {r: sum(int(getattr(p, name).get(r, 0)) for p in parts) for r in RULES}
-        return {k: v for k, v in out.items() if v}
-
-    return Accounting(
-        rows_read=total("rows_read"),
-        rows_kept=total("rows_kept"),
-        rows_dropped=dropped("rows_dropped"),
-        requests_read=total("requests_read"),
-        requests_kept=total("requests_kept"),
-        requests_dropped=dropped("requests_dropped"),
-        sessions_read=total("sessions_read"),
-        sessions_kept=total("sessions_kept"),
-        sessions_dropped=dropped("sessions_dropped"),
-    )
-
-
-@dataclass(frozen=True)
-class PartSummary:
-    """Everything the report and ``features.json`` need from one part (or from merged parts).
-
-    Attributes:
-        accounting: Rows, requests and sessions read, kept and dropped by reason.
-        raw_problems: Rule findings before formatting.
-        obs: Moments of the state vectors.
-        actions: Moments of the logged weights (their min/max give the action bounds).
-        reward: Moments of the per-request reward.
-        stickiness: Moments of the per-request stickiness.
-        activeness: Moments of the per-request activeness.
-        session_return: Moments of the undiscounted session returns.
-        terminal: Terminal steps.
-        timeout: Timeout steps.
-        max_length: Longest session, in requests.
-    """
-
-    accounting: Accounting
-    raw_problems: tuple[RawProblem, ...]
-    obs: Moments
-    actions: Moments
-    reward: Moments
-    stickiness: Moments
-    activeness: Moments
-    session_return: Moments
-    terminal: int = 0
-    timeout: int = 0
-    max_length: int = 0
-
-    @property
-    def requests(self) -> int:
-        """Steps (kept requests) in the dataset."""
-        return self.reward.n
-
-    @property
-    def sessions(self) -> int:
-        """Episodes (kept sessions) in the dataset."""
-        return self.session_return.n
-
-    @classmethod
-    def of(
-        cls,
-        accounting: Accounting,
-        raw: Sequence[RawProblem],
-        t: Transitions | None,
-        n_features: int,
-        n_tasks: int,
-    ) -> PartSummary:
-        """Summarise one part's transitions (``None`` when the part kept nothing)."""
-        if t is None or len(t.step) == 0:
-            e1 = Moments.empty(1)
-            return cls(
-                accounting,
-                tuple(raw),
-                Moments.empty(n_features),
-                Moments.empty(n_tasks),
-                e1,
-                e1,
-                e1,
-                e1,
-            )
-        starts = t.episode_starts()
-        reward = t.reward
-        lengths = np.diff(np.append(starts, len(reward)))
-        return cls(
-            accounting=accounting,
-            raw_problems=tuple(raw),
-            obs=Moments.of(t.observations),
-            actions=Moments.of(t.actions),
-            reward=Moments.of(reward),
-            stickiness=Moments.of(t.stickiness),
-            activeness=Moments.of(t.activeness),
-            session_return=Moments.of(np.add.reduceat(reward, starts)),
-            terminal=int(t.terminal.sum()),
-            timeout=int(t.timeout.sum()),
-            max_length=int(lengths.max()),
-        )
-
-    @classmethod
-    def merge(cls, parts: Sequence[PartSummary]) -> PartSummary:
-        """Merge parts in the order given (give a fixed order for reproducible floats)."""
-        first = parts[0]
-        moments = {}
-        for name in MOMENT_NAMES:
-            m: Moments = getattr(first, name)
-            for p in parts[1:]:
-                m = m.merge(getattr(p, name))
-            moments[name] = m
-        return cls(
-            accounting=merge_accounting([p.accounting for p in parts]),
-            raw_problems=tuple(r for p in parts for r in p.raw_problems),
-            terminal=sum(p.terminal for p in parts),
-            timeout=sum(p.timeout for p in parts),
-            max_length=max(p.max_length for p in parts),
-            **moments,
-        )
-
-    def to_json(self) -> dict[str, object]:
-        """JSON-ready form (for shipping a partition's summary to the driver)."""
-        return {
-            "accounting": self.accounting.to_dict(),
-            "raw_problems": [r.to_json() for r in self.raw_problems],
-            "moments": {k: getattr(self, k).to_json() for k in MOMENT_NAMES},
-            "terminal": self.terminal,
-            "timeout": self.timeout,
-            "max_length": self.max_length,
-        }
-
-    @classmethod
-    def from_json(cls, doc: dict[str, object]) -> PartSummary:
-        """Inverse of :meth:`to_json`."""
-        acc = cast(dict[str, dict[str, Any]], doc["accounting"])
-        moments = cast(dict[str, dict[str, object]], doc["moments"])
-
-        def level(k: str) -> tuple[int, int, dict[str, int]]:
-            d = acc[k]
-            return int(d["read"]), int(d["kept"]), {str(a): int(b) for a, b in d["dropped"].items()}
-
-        rr, rk, rd = level("rows")
-        qr, qk, qd = level("requests")
-        sr, sk, sd = level("sessions")
-        return cls(
-            accounting=Accounting(rr, rk, rd, qr, qk, qd, sr, sk, sd),
-            raw_problems=tuple(RawProblem.from_json(r) for r in doc["raw_problems"]),  # type: ignore[attr-defined]
-            terminal=int(doc["terminal"]),  # type: ignore[call-overload]
-            timeout=int(doc["timeout"]),  # type: ignore[call-overload]
-            max_length=int(doc["max_length"]),  # type: ignore[call-overload]
-            **{k: Moments.from_json(v) for k, v in moments.items()},
-        )
+__all__ = ["PartResult", "check_summary", "process_logs", "process_part"]
 
 
 @dataclass(frozen=True)
@@ -292,14 +42,18 @@ class PartResult:
     """What :func:`process_part` returns.
 
     Attributes:
-        transitions: The part's transitions in canonical order (``None`` when nothing was kept).
-        split: ``"train"``/``"test"`` of each transition, shape (n,).
+        transitions: The part's transitions in canonical order, with their ``split`` (``None``
+            when nothing was kept, or when ``on_error="fail"`` and the part has problems).
         summary: Accounting, findings and statistics of the part.
+        columns: The classified columns.
+        kept: The part's kept rows in canonical order (positions into its logs; ``None`` when
+            ``transitions`` is).
     """
 
     transitions: Transitions | None
-    split: npt.NDArray[np.str_]
     summary: PartSummary
+    columns: LogColumns
+    kept: Prepared | None
 
 
 def process_part(
@@ -307,28 +61,69 @@ def process_part(
     columns: LogColumns,
     reward: RewardConfig,
     config: DatasetConfig,
-    n_features: int,
 ) -> PartResult:
     """Validate one part of the logs, keep its clean sessions and make their transitions.
 
-    The part is processed as if ``on_error="drop-session"``; the caller fails the build when the
-    merged findings are not empty and ``config.on_error == "fail"``.
+    The part's problems do not raise here: the caller merges the parts' findings and fails the
+    build (:func:`check_summary`) when ``config.on_error == "fail"`` and there are any; with
+    ``"fail"``, a part with problems makes no transitions (the build fails anyway).
 
     Args:
         logs: Rows of a set of complete users (see the module docstring), with ``ts`` in int64 ms
             and the id columns in the dtypes :func:`batchrl_mtf.logs.schema.read_logs` gives.
-        columns: The classified columns (from :func:`batchrl_mtf.data.mdp.check_columns`).
+        columns: The classified columns (from :func:`batchrl_mtf.data.clean.check_columns`).
         reward: The reward.
         config: Dataset options.
-        n_features: Length of the state vector.
     """
     checked = check_rows(logs, columns, config)
     keep, accounting = account(checked.codes, checked.flags.reason)
     t: Transitions | None = None
-    split = np.zeros(0, dtype="<U5")
-    if keep.any():
+    prepared: Prepared | None = None
+    failing = config.on_error == "fail" and bool(checked.flags.raw)
+    if keep.any() and not failing:
         prepared = kept_rows(logs, checked, keep, accounting)
         t = compute_transitions(prepared, reward, config)
-        split = session_split(t.session_id)
+    n_features = len(feature_spec(columns, config.features).names)
     summary = PartSummary.of(accounting, checked.flags.raw, t, n_features, len(columns.tasks))
-    return PartResult(t, split, summary)
+    return PartResult(t, summary, columns, prepared)
+
+
+def check_summary(
+    summary: PartSummary, files: Sequence[str], config: DatasetConfig
+) -> tuple[Problem, ...]:
+    """The problems of the (merged) parts; raise when they fail the build.
+
+    Returns:
+        One problem per (rule check, file) (:func:`batchrl_mtf.logs.validate.merge_problems`).
+
+    Raises:
+        SchemaError: There are problems and ``config.on_error == "fail"``, or every session was
+            dropped.
+    """
+    problems = merge_problems(summary.raw_problems, files)
+    if problems and config.on_error == "fail":
+        raise_problems(problems)
+    if summary.accounting.rows_kept == 0:
+        raise_all_dropped(log_source(files), problems)
+    return problems
+
+
+def process_logs(
+    logs: LogFrame, reward: RewardConfig, config: DatasetConfig
+) -> tuple[PartResult, tuple[Problem, ...]]:
+    """The local engine: check the columns, run :func:`process_part` on the whole log as one
+    part, and check the result (``build-dataset``, ``make-env``).
+
+    Returns:
+        The result (its ``transitions`` and ``kept`` are not ``None``) and the problems found
+        (empty unless ``config.on_error == "drop-session"``).
+
+    Raises:
+        SchemaError: A column is missing or mistyped, or rows break a rule and
+            ``config.on_error == "fail"``, or nothing is left.
+        ConfigError: The reward or ``features.feedback`` names a column absent from the logs.
+    """
+    columns = check_columns(logs.frame, log_source(logs.files), reward, config)
+    result = process_part(logs, columns, reward, config)
+    problems = check_summary(result.summary, logs.files, config)
+    return result, problems

@@ -26,15 +26,17 @@ where ``x_{i,valid_play} = 1[watch_time_i >= valid_play_s]``.
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import tomli_w
 
+from batchrl_mtf.core.config import read_toml
 from batchrl_mtf.errors import ConfigError
+from batchrl_mtf.logs.validate import FLOAT32_MAX
 
 __all__ = [
     "VALID_PLAY",
@@ -74,9 +76,22 @@ class RewardConfig:
                     raise ConfigError(f"reward.{part}: expected column names, found {col!r}")
                 if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
                     raise ConfigError(f"reward.{part}.{col}: expected a finite number, found {w!r}")
+                if abs(w) > FLOAT32_MAX:
+                    raise ConfigError(
+                        f"reward.{part}.{col}: expected a weight finite in float32 "
+                        f"(|w| <= 3.4e38; rewards are float32 in training), found {w!r}"
+                    )
             object.__setattr__(self, part, {str(k): float(v) for k, v in table.items()})
         if not self.stickiness and not self.activeness:
             raise ConfigError("reward: both [reward.stickiness] and [reward.activeness] are empty")
+
+    def largest_weights(self) -> dict[str, float]:
+        """Feedback column -> its largest absolute weight (for the float32 range check)."""
+        out: dict[str, float] = {}
+        for table in (self.stickiness, self.activeness):
+            for col, w in table.items():
+                out[col] = max(out.get(col, 0.0), abs(w))
+        return out
 
     def columns(self) -> tuple[str, ...]:
         """The log columns the reward reads (``valid_play`` resolves to ``watch_time``)."""
@@ -99,8 +114,6 @@ class RewardConfig:
 
     def to_toml(self) -> str:
         """Serialise in the public TOML shape."""
-        import tomli_w
-
         doc = {
             "reward": {
                 "valid_play_s": self.valid_play_s,
@@ -163,13 +176,7 @@ def load_reward(path: str | Path) -> RewardConfig:
         ConfigError: The file is missing, is not TOML, or has unknown keys or non-numeric weights.
     """
     p = Path(path)
-    try:
-        doc = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: reward file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
-    return parse_reward(doc, str(p))
+    return parse_reward(read_toml(p, "reward file"), str(p))
 
 
 @dataclass(frozen=True)

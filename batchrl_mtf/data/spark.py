@@ -3,8 +3,8 @@
 The executors run the same Python functions as the local engine (:func:`process_part`: the
 validation rules, the accounting, the sessions, the state features and the reward) on parts of the
 logs that hold complete users; the driver merges the parts' small summaries with the same code
-(:class:`~batchrl_mtf.data.parts.PartSummary`, :func:`~batchrl_mtf.logs.validate.merge_problems`,
-:func:`~batchrl_mtf.data.dataset.report_document`). See ``docs/scale.md``.
+(:class:`~batchrl_mtf.data.stats.PartSummary`, :func:`~batchrl_mtf.data.parts.check_summary`,
+:func:`~batchrl_mtf.data.build.report_document`). See ``docs/scale.md``.
 
 Plan of the job:
 
@@ -23,14 +23,11 @@ Plan of the job:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import re
 import sys
-import urllib.parse
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,21 +39,26 @@ import pyarrow as pa
 
 from batchrl_mtf.core.config import require
 from batchrl_mtf.core.io import atomic_dir, dumps_json, hash_files
-from batchrl_mtf.data.dataset import dataset_spec, report_document, transitions_table
-from batchrl_mtf.data.features import FeatureSpec, feature_names
-from batchrl_mtf.data.mdp import (
-    DatasetConfig,
-    bounds_from_range,
-    check_columns,
-    log_source,
-    raise_all_dropped,
-    raise_problems,
-)
-from batchrl_mtf.data.parts import PartSummary, process_part
+from batchrl_mtf.data.build import dataset_spec, report_document
+from batchrl_mtf.data.clean import check_columns, log_source
+from batchrl_mtf.data.config import DatasetConfig
+from batchrl_mtf.data.features import feature_spec
+from batchrl_mtf.data.formats import transitions_table
+from batchrl_mtf.data.parts import check_summary, process_part
 from batchrl_mtf.data.reward import RewardConfig, load_reward
+from batchrl_mtf.data.spark_io import (
+    input_files,
+    is_uri,
+    norm_uri,
+    sha_parts_local,
+    sha_parts_remote,
+    spark_uri,
+    write_remote,
+)
+from batchrl_mtf.data.spec import bounds_from_range, dataset_fusion
+from batchrl_mtf.data.stats import PartSummary
 from batchrl_mtf.errors import ConfigError, SchemaError
-from batchrl_mtf.logs.schema import FILE_COLUMN, ID_COLUMNS, LogColumns, LogFrame, _normalise_ts
-from batchrl_mtf.logs.validate import merge_problems
+from batchrl_mtf.logs.schema import FILE_COLUMN, ID_COLUMNS, LogColumns, LogFrame, normalise_ts
 
 __all__ = ["INSTALL_HINT", "SparkOptions", "build_dataset_spark", "spark_session"]
 
@@ -129,77 +131,6 @@ def spark_session(master: str | None = None) -> Any:
     return spark
 
 
-# --- inputs and outputs -----------------------------------------------------------------------
-
-
-def _is_uri(path: str) -> bool:
-    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path)) and not path.startswith("file:")
-
-
-def _norm_uri(uri: str) -> str:
-    """One spelling per file: a local path for ``file:`` URIs and plain paths, else the URI."""
-    if uri.startswith("file:"):
-        return os.path.normpath(urllib.parse.unquote(urllib.parse.urlparse(uri).path))
-    if _is_uri(uri):
-        return uri
-    return os.path.normpath(os.path.abspath(uri))
-
-
-def _hadoop_fs(spark: Any, uri: str) -> tuple[Any, Any]:
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(uri)
-    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    return fs, path
-
-
-def _input_files(spark: Any, paths: Sequence[str | Path]) -> list[str]:
-    """Expand inputs like :func:`batchrl_mtf.logs.schema.read_logs` (directories recursively, in name
-    order); local paths keep their spelling, other URIs are listed through Hadoop."""
-    if not paths:
-        raise SchemaError("no log files given; expected one or more Parquet files or directories")
-    out: list[str] = []
-    for raw in paths:
-        text = str(raw)
-        if _is_uri(text):
-            fs, path = _hadoop_fs(spark, text)
-            if not fs.exists(path):
-                raise SchemaError(f"{text}: no such file or directory")
-            if fs.getFileStatus(path).isDirectory():
-                it = fs.listFiles(path, True)
-                found = []
-                while it.hasNext():
-                    name = str(it.next().getPath().toString())
-                    if name.endswith(".parquet"):
-                        found.append(name)
-                if not found:
-                    raise SchemaError(f"{text}: directory holds no *.parquet files")
-                out.extend(sorted(found))
-            else:
-                out.append(text)
-            continue
-        p = Path(text)
-        if p.is_dir():
-            files = sorted(f for f in p.rglob("*.parquet") if f.is_file())
-            if not files:
-                raise SchemaError(f"{p}: directory holds no *.parquet files")
-            out.extend(str(f) for f in files)
-        elif p.is_file():
-            out.append(str(p))
-        else:
-            raise SchemaError(f"{p}: no such file or directory")
-    for f in out:
-        if not f.lower().endswith((".parquet", ".pq")):
-            raise SchemaError(
-                f"{f}: the Spark engine reads Parquet logs; expected .parquet, found "
-                f"{Path(f).suffix!r} (convert it, or use --engine local)"
-            )
-    return out
-
-
-def _spark_uri(f: str) -> str:
-    return f if _is_uri(f) else Path(f).resolve().as_uri()
-
-
 # --- the executor side ------------------------------------------------------------------------
 
 
@@ -213,7 +144,6 @@ class _Task:
     files: tuple[str, ...]
     file_index: dict[str, int]
     id_dtypes: dict[str, str]
-    n_features: int
     chunk_rows: int
     out_schema: pa.Schema
 
@@ -222,13 +152,13 @@ def _frame(task: _Task, table: pa.Table) -> pd.DataFrame:
     """A chunk as the frame :func:`batchrl_mtf.logs.schema.read_logs` would give for its rows."""
     enc = table.column("_file_uri").combine_chunks().dictionary_encode()
     lookup = np.array(
-        [task.file_index[_norm_uri(u)] for u in enc.dictionary.to_pylist()], dtype=np.int16
+        [task.file_index[norm_uri(u)] for u in enc.dictionary.to_pylist()], dtype=np.int16
     )
     file_idx = lookup[enc.indices.to_numpy(zero_copy_only=False)]
     frame = table.drop_columns(list(_HELPER)).to_pandas(split_blocks=True)
     if "ts" in frame.columns:
         source = task.files[int(file_idx[0])] if len(file_idx) else "logs"
-        frame["ts"] = _normalise_ts(frame["ts"], source)
+        frame["ts"] = normalise_ts(frame["ts"], source)
     for col, dtype in task.id_dtypes.items():
         frame[col] = frame[col].astype(dtype)
     frame[FILE_COLUMN] = file_idx
@@ -248,11 +178,11 @@ def _spark_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 def _run_chunk(task: _Task, table: pa.Table, part: int, seq: int) -> Iterator[pa.RecordBatch]:
     logs = LogFrame(_frame(task, table), task.files)
-    res = process_part(logs, task.columns, task.reward, task.config, task.n_features)
+    res = process_part(logs, task.columns, task.reward, task.config)
     schema = task.out_schema
     if res.transitions is not None:
         t = res.transitions
-        out = _spark_table(transitions_table(t, res.split), schema)
+        out = _spark_table(transitions_table(t), schema)
         starts = t.episode_starts()
         sess_start = np.repeat(t.ts_ms[starts], np.diff(np.append(starts, len(t.step))))
         n = out.num_rows
@@ -343,7 +273,7 @@ def _id_dtypes(
             d = row.asDict()
             for c in [*floats, *(["ts"] if ts_float else [])]:
                 if d[f"frac_{c}"]:
-                    frac.setdefault(c, set()).add(uris[_norm_uri(d["_file_uri"])])
+                    frac.setdefault(c, set()).add(uris[norm_uri(d["_file_uri"])])
     if "ts" in frac:
         first = files[min(frac["ts"])]
         raise SchemaError(
@@ -400,41 +330,6 @@ def _group_key(spark: Any, raw: Any, has_session: bool) -> Any:
     ).drop("_mu", "_m")
 
 
-def _sha_parts_local(directory: Path) -> tuple[list[Path], str]:
-    parts = sorted(
-        f
-        for f in directory.iterdir()
-        if f.suffix == ".parquet" and not f.name.startswith((".", "_"))
-    )
-    h = hashlib.sha256()
-    for f in parts:
-        fh = hashlib.sha256()
-        with open(f, "rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                fh.update(block)
-        h.update(fh.digest())
-    return parts, "sha256:" + h.hexdigest()
-
-
-def hash_parts(directory: str | Path) -> str:
-    """``dataset_hash`` of a ``transitions/`` directory: sha256 over its parts' sha256 digests,
-    in part-name order."""
-    return _sha_parts_local(Path(directory))[1]
-
-
-def _sha_parts_remote(spark: Any, uris: Sequence[str]) -> str:
-    digests = (
-        spark.sparkContext.binaryFiles(",".join(uris))
-        .mapValues(lambda b: hashlib.sha256(b).digest())
-        .collect()
-    )
-    by_name = dict(digests)
-    h = hashlib.sha256()
-    for name in sorted(by_name, key=lambda u: u.rsplit("/", 1)[-1]):
-        h.update(by_name[name])
-    return "sha256:" + h.hexdigest()
-
-
 def build_dataset_spark(
     paths: Sequence[str | Path],
     reward: RewardConfig | str | Path,
@@ -443,7 +338,7 @@ def build_dataset_spark(
     options: SparkOptions | None = None,
 ) -> dict[str, object]:
     """Build a dataset directory with Spark; the same content as
-    :func:`batchrl_mtf.data.dataset.build_dataset`, with the transitions as ``transitions/`` parts.
+    :func:`batchrl_mtf.data.build.build_dataset`, with the transitions as ``transitions/`` parts.
 
     Args:
         paths: Parquet log files or directories: local paths or Hadoop-compatible URIs.
@@ -484,9 +379,9 @@ def _build(
     from pyspark import StorageLevel
     from pyspark.sql import functions as F  # noqa: N812
 
-    files = _input_files(spark, paths)
-    uris = [_spark_uri(f) for f in files]
-    file_index = {_norm_uri(u): i for i, u in enumerate(uris)}
+    files = input_files(spark, paths)
+    uris = [spark_uri(f) for f in files]
+    file_index = {norm_uri(u): i for i, u in enumerate(uris)}
     first = spark.read.parquet(uris[0]).columns
     for f, u in zip(files[1:], uris[1:], strict=True):
         cols = spark.read.parquet(u).columns
@@ -511,13 +406,7 @@ def _build(
     has_session = config.session_gap_s is None
     keyed = _group_key(spark, raw, has_session)
 
-    feedback = config.features.feedback or columns.feedback
-    spec = FeatureSpec(
-        names=feature_names(columns.user_features, feedback, config.features),
-        user_features=columns.user_features,
-        feedback=tuple(feedback),
-        config=config.features,
-    )
+    spec = feature_spec(columns, config.features)
     sess_kind = "string" if not has_session else id_dtypes["session_id"]
     out_ddl = (
         f"user_id {_ddl(id_dtypes['user_id'])}, session_id {_ddl(sess_kind)}, "
@@ -537,7 +426,6 @@ def _build(
         files=tuple(files),
         file_index=file_index,
         id_dtypes=id_dtypes,
-        n_features=len(spec.names),
         chunk_rows=options.chunk_rows,
         out_schema=out_schema,
     )
@@ -549,14 +437,11 @@ def _build(
         rows = mapped.where(F.col("_stats").isNotNull()).select("_part", "_seq", "_stats")
         docs = sorted((r["_part"], r["_seq"], r["_stats"]) for r in rows.collect())
         summary = PartSummary.merge([PartSummary.from_json(json.loads(d)) for _, _, d in docs])
-        problems = merge_problems(summary.raw_problems, files)
-        if problems and config.on_error == "fail":
-            raise_problems(problems)
-        if summary.accounting.rows_kept == 0:
-            raise_all_dropped(source, problems)
+        problems = check_summary(summary, files, config)
         low, high = bounds_from_range(
             summary.actions.min, summary.actions.max, columns.tasks, config
         )
+        dataset_fusion(config, columns.tasks)  # offsets that do not fit fail before writing
         order = ("user_id", "_sess_start", "session_id", "step")
         kept = mapped.where(F.col("_stats").isNull())
         if options.partitions:  # exactly that many range partitions (adaptive execution keeps it)
@@ -564,9 +449,9 @@ def _build(
         else:  # adaptive execution sizes the range partitions
             kept = kept.orderBy(*order)
         transitions = kept.drop(*_OUT_HELPER)
-        any_uri = any(_is_uri(str(p)) for p in paths)
+        any_uri = any(is_uri(str(p)) for p in paths)
         data_hash = (
-            _sha_parts_remote(spark, uris) if any_uri else hash_files([str(p) for p in paths])
+            sha_parts_remote(spark, uris) if any_uri else hash_files([str(p) for p in paths])
         )
 
         def documents(dataset_hash: str) -> tuple[str, str]:
@@ -597,14 +482,14 @@ def _build(
             return dumps_json(ds.to_dict()), dumps_json(report)
 
         writer = transitions.write.option("compression", "zstd")
-        if _is_uri(str(out_dir)):
-            report_text = _write_remote(spark, str(out_dir), writer, reward, documents)
+        if is_uri(str(out_dir)):
+            report_text = write_remote(spark, str(out_dir), writer, reward, documents)
         else:
-            with atomic_dir(out_dir) as tmp:
+            with atomic_dir(out_dir, kind="dataset") as tmp:
                 writer.parquet((tmp / "transitions").resolve().as_uri())
                 for crc in (tmp / "transitions").glob(".*.crc"):
                     crc.unlink()
-                _parts, dataset_hash = _sha_parts_local(tmp / "transitions")
+                _parts, dataset_hash = sha_parts_local(tmp / "transitions")
                 features_text, report_text = documents(dataset_hash)
                 (tmp / "features.json").write_text(features_text, encoding="utf-8")
                 (tmp / "reward.toml").write_text(reward.to_toml(), encoding="utf-8")
@@ -613,35 +498,3 @@ def _build(
         mapped.unpersist()
     doc: dict[str, object] = json.loads(report_text)
     return doc
-
-
-def _write_remote(spark: Any, out: str, writer: Any, reward: RewardConfig, documents: Any) -> str:
-    """Write to a Hadoop-compatible URI: a temporary sibling directory, renamed at the end."""
-    out = out.rstrip("/")
-    tmp = f"{out}.tmp-{uuid.uuid4().hex[:8]}"
-    fs, tmp_path = _hadoop_fs(spark, tmp)
-    jvm = spark.sparkContext._jvm
-    try:
-        writer.parquet(f"{tmp}/transitions")
-        it = fs.listStatus(jvm.org.apache.hadoop.fs.Path(f"{tmp}/transitions"))
-        parts = [str(s.getPath().toString()) for s in it]
-        parts = [p for p in parts if p.rsplit("/", 1)[-1].startswith("part-")]
-        dataset_hash = _sha_parts_remote(spark, parts)
-        features_text, report_text = documents(dataset_hash)
-        for name, text in (
-            ("features.json", features_text),
-            ("reward.toml", reward.to_toml()),
-            ("report.json", report_text),
-        ):
-            stream = fs.create(jvm.org.apache.hadoop.fs.Path(f"{tmp}/{name}"), True)
-            stream.write(bytearray(text.encode("utf-8")))
-            stream.close()
-        target = jvm.org.apache.hadoop.fs.Path(out)
-        if fs.exists(target):
-            fs.delete(target, True)
-        if not fs.rename(tmp_path, target):
-            raise SchemaError(f"{out}: could not move the finished dataset into place")
-        return str(report_text)
-    except BaseException:
-        fs.delete(tmp_path, True)
-        raise

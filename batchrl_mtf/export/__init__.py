@@ -2,6 +2,9 @@
 
 * :mod:`batchrl_mtf.export.builder` tabulates a policy's actions over a dataset's states into a
   :class:`~batchrl_mtf.serving.WeightTable` (``docs/weight-table.md``).
+* :mod:`batchrl_mtf.export.workflow` is the export workflow, :func:`export_table`: tabulate, then
+  measure the table's action gap and its offline and true values against the policy
+  (:class:`ExportResult`); ``batchrl-mtf export`` and the pipeline both call it.
 * :mod:`batchrl_mtf.export.network` writes the d3rlpy network as TorchScript or ONNX, with its input
   normalisation, and checks the artefact reproduces the network's actions.
 
@@ -23,17 +26,21 @@ from batchrl_mtf.export.builder import (
     tabulation_gap,
 )
 from batchrl_mtf.export.network import NETWORK_FORMATS, export_network, load_network
+from batchrl_mtf.export.workflow import ExportResult, export_table, offline_config
 
 __all__ = [
     "NETWORK_FORMATS",
     "SHRINKAGE_RULE",
     "ExportConfig",
+    "ExportResult",
     "ValueComparison",
     "build_weight_table",
     "export_network",
+    "export_table",
     "fidelity_report",
     "load_network",
     "logged_centre",
+    "offline_config",
     "quantile_edges",
     "select_keys",
     "tabulate_policy",

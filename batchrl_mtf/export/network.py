@@ -4,7 +4,8 @@ The exported graph is d3rlpy's greedy policy: ``observation_scaler.transform`` (
 normalisation) -> ``predict_best_action`` -> ``action_scaler.reverse_transform``, so it takes raw
 states of shape (n, d) float32 and returns fusion weights of shape (n, k) float32.
 
-* TorchScript (``.pt``) is written by d3rlpy's own ``save_policy``.
+* TorchScript (``.pt``) traces the function d3rlpy's ``save_policy`` traces and is serialised
+  in memory, then written by Python (a full disk is then an ``OSError``, not an abort in C++).
 * ONNX (``.onnx``) traces the same function and exports it with torch's TorchScript-based
   exporter (``dynamo=False``, opset 17) and a dynamic batch axis. d3rlpy's ``save_policy`` cannot
   be used for ONNX with torch >= 2.9: its call defaults to the dynamo exporter (which needs
@@ -18,11 +19,13 @@ and reported as an :class:`ExportError`.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import io
 import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -92,15 +95,23 @@ def export_network(
         raise ExportError(
             f"network export: expected parity states of shape (n, {shape[0]}), found {obs.shape}"
         )
+    if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
+        raise ExportError(
+            "--format onnx: the onnx package is not installed; install the extra with "
+            "pip install 'batchrl-mtf[onnx]'"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; give the usual permissions
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer and exporter deprecation chatter
             if fmt == "torchscript":
-                algo.save_policy(str(tmp))
+                _save_torchscript(algo, tmp, shape)
             else:
                 _save_onnx(algo, tmp, shape)
         got = load_network(tmp)(obs)
@@ -125,8 +136,12 @@ def export_network(
     return diff
 
 
-def _save_onnx(algo: Any, path: Path, shape: tuple[int, ...]) -> None:
-    """Trace d3rlpy's greedy-policy function and export it as ONNX with a dynamic batch axis."""
+@contextlib.contextmanager
+def _traced(algo: Any, shape: tuple[int, ...]) -> Iterator[tuple[Any, Any]]:
+    """d3rlpy's greedy-policy function (as ``save_policy`` builds it), traced; with a dummy input.
+
+    The networks stay frozen while the block runs.
+    """
     import torch
 
     impl = algo.impl
@@ -143,7 +158,30 @@ def _save_onnx(algo: Any, path: Path, shape: tuple[int, ...]) -> None:
     dummy = torch.rand(1, *shape, device=impl.device)
     impl.modules.freeze()
     try:
-        traced = torch.jit.trace(policy, dummy, check_trace=False)
+        yield torch.jit.trace(policy, dummy, check_trace=False), dummy
+    finally:
+        impl.modules.unfreeze()
+
+
+def _save_torchscript(algo: Any, path: Path, shape: tuple[int, ...]) -> None:
+    """Serialise the traced policy in memory, then write it with Python (a full disk is an
+    ``OSError`` there, where torch's own file writer aborts the interpreter)."""
+    import torch
+
+    buf = io.BytesIO()
+    with _traced(algo, shape) as (traced, _dummy):
+        torch.jit.save(traced, buf)
+    with open(path, "wb") as fh:
+        fh.write(buf.getvalue())
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _save_onnx(algo: Any, path: Path, shape: tuple[int, ...]) -> None:
+    """Export the traced policy as ONNX with a dynamic batch axis."""
+    import torch
+
+    with _traced(algo, shape) as (traced, dummy):
         torch.onnx.export(
             traced,
             (dummy,),
@@ -155,8 +193,6 @@ def _save_onnx(algo: Any, path: Path, shape: tuple[int, ...]) -> None:
             output_names=["output_0"],
             dynamic_axes={"input_0": {0: "batch"}, "output_0": {0: "batch"}},
         )
-    finally:
-        impl.modules.unfreeze()
 
 
 def load_network(path: str | os.PathLike[str]) -> Callable[[npt.ArrayLike], FloatArray]:

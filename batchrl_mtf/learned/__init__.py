@@ -8,9 +8,11 @@ artefacts (item catalogue, start states, ranker, response model, leave model); t
 
 from __future__ import annotations
 
-from batchrl_mtf.learned.fit import LearnedEnvConfig, MakeEnvResult, make_env
+from batchrl_mtf.learned.config import LearnedEnvConfig
+from batchrl_mtf.learned.fit import MakeEnvResult, make_env
 from batchrl_mtf.learned.leave import calibration_table, fit_leave_mixture, fit_leave_model
-from batchrl_mtf.learned.runtime import LearnedModel, LeaveMixture, LeaveModel
+from batchrl_mtf.learned.leave_model import LeaveMixture, LeaveModel
+from batchrl_mtf.learned.runtime import LearnedModel
 from batchrl_mtf.learned.validate import LoggedSessions, format_replay, replay_check
 
 __all__ = [

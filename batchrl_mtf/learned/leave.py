@@ -18,11 +18,12 @@ import numpy as np
 import numpy.typing as npt
 
 from batchrl_mtf.data.split import session_split
-from batchrl_mtf.learned.runtime import (
+from batchrl_mtf.learned.leave_model import (
     LeaveMixture,
     LeaveModel,
     leave_feature_names,
     recent_feedback,
+    sigmoid,
 )
 
 __all__ = [
@@ -39,10 +40,6 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-
-
-def _sigmoid(z: FloatArray) -> FloatArray:
-    return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0))), dtype=np.float64)
 
 
 def fit_leave_model(
@@ -73,7 +70,7 @@ def fit_leave_model(
         exclude: Inputs left out of the model (coefficient 0; pairs must not use them). They
             stay in the feature list, so the saved model reads the same inputs.
         action_inputs: ``x`` ends with the request's weights (and their decayed sums), as
-            :func:`batchrl_mtf.learned.runtime.leave_feature_names` with ``tasks``.
+            :func:`batchrl_mtf.learned.leave_model.leave_feature_names` with ``tasks``.
 
     Returns:
         The fitted :class:`LeaveModel`.
@@ -99,7 +96,7 @@ def fit_leave_model(
     pen = np.full(d + 1, l2)
     pen[0] = 0.0
     for _ in range(max_iter):
-        p = _sigmoid(a @ theta)
+        p = sigmoid(a @ theta)
         grad = a.T @ (p - y) + pen * theta
         wgt = p * (1 - p)
         hess = (a * wgt[:, None]).T @ a + np.diag(pen) + 1e-9 * np.eye(d + 1)
@@ -182,7 +179,7 @@ def _weighted_logistic(
 ) -> FloatArray:
     """``steps`` Newton steps of the L2-penalised logistic regression with row weights ``w``."""
     for _ in range(steps):
-        p = _sigmoid(a @ theta)
+        p = sigmoid(a @ theta)
         grad = a.T @ (w * (p - y)) + pen * theta
         hess = (a * (w * p * (1 - p))[:, None]).T @ a + np.diag(pen) + 1e-9 * np.eye(len(theta))
         theta = theta - np.linalg.solve(hess, grad)
@@ -200,7 +197,7 @@ def _session_loglik(
     """Log-likelihood of every session's leave/stay sequence under every class, (n_s, K)."""
     out = np.zeros((n_s, len(thetas)))
     for k, th in enumerate(thetas):
-        p = np.clip(_sigmoid(a @ th), 1e-12, 1 - 1e-12)
+        p = np.clip(sigmoid(a @ th), 1e-12, 1 - 1e-12)
         out[:, k] = np.bincount(session, y * np.log(p) + (1 - y) * np.log(1 - p), minlength=n_s)
     return out
 

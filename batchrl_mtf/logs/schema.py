@@ -1,9 +1,11 @@
 """Log schema v1: reading impression logs and discovering their columns.
 
 One row per item shown (an impression); the full contract is documented in ``logs/README.md``.
-This module reads Parquet files, directories of Parquet files and CSV files into one
-:class:`pandas.DataFrame`, normalises id and time types, and tells which columns are tasks,
-weights, feedback, user features and unknown. Row-level rules live in :mod:`batchrl_mtf.logs.validate`.
+This module is the one place that reads logs: :func:`read_logs` reads Parquet files, directories
+of Parquet files and CSV files into one :class:`pandas.DataFrame`, normalises id and time types
+(:func:`normalise_ts`), and :func:`discover_columns` tells which columns are tasks, weights,
+feedback, user features and unknown. :func:`read_table` reads one such table as stored (the
+predictors' impressions and item tables, which need not be schema v1). Row-level rules live in :mod:`batchrl_mtf.logs.validate`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ __all__ = [
     "LogColumns",
     "LogFrame",
     "discover_columns",
+    "missing_required",
+    "normalise_ts",
     "read_logs",
+    "read_table",
 ]
 
 SCHEMA_VERSION = 1
@@ -145,13 +150,26 @@ def _read_one(path: Path) -> pd.DataFrame:
         if suffix in (".csv", ".tsv") or path.name.endswith((".csv.gz", ".tsv.gz")):
             sep = "\t" if ".tsv" in path.name else ","
             return pd.read_csv(path, sep=sep, low_memory=False)
-    except (pa.ArrowInvalid, OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except (
+        pa.ArrowInvalid,
+        OSError,
+        pd.errors.ParserError,
+        pd.errors.EmptyDataError,
+        UnicodeDecodeError,
+    ) as exc:
         raise SchemaError(f"{path}: cannot read as {suffix.lstrip('.')} ({exc})") from None
     raise SchemaError(f"{path}: unsupported file type {suffix!r}; expected .parquet or .csv")
 
 
-def _normalise_ts(series: pd.Series, source: str) -> pd.Series:
-    """Return ``ts`` as int64 epoch milliseconds."""
+def normalise_ts(series: pd.Series, source: str) -> pd.Series:
+    """Return ``ts`` as int64 epoch milliseconds, missing values as the int64 minimum.
+
+    Accepts integers (epoch ms), integral floats, timestamps (UTC when tz-aware) and text that
+    parses as a timestamp.
+
+    Raises:
+        SchemaError: Fractional numbers, unparseable text or another dtype (names ``source``).
+    """
     if pd.api.types.is_datetime64_any_dtype(series):
         s = series
         if getattr(s.dt, "tz", None) is not None:
@@ -180,7 +198,7 @@ def _normalise_ts(series: pd.Series, source: str) -> pd.Series:
                 f"{source}: column 'ts': expected int64 epoch milliseconds or timestamps; "
                 f"found {example!r}"
             )
-        return _normalise_ts(parsed, source)
+        return normalise_ts(parsed, source)
     raise SchemaError(
         f"{source}: column 'ts': expected int64 epoch milliseconds; found {series.dtype}"
     )
@@ -191,7 +209,9 @@ def _id_kind(series: pd.Series) -> str:
         return "int"
     if pd.api.types.is_float_dtype(series):
         vals = series.dropna().to_numpy()
-        return "int" if np.all(vals == np.floor(vals)) else "str"
+        # integers only when every value fits int64 (inf and 1e39 are integral floats too)
+        fits = np.isfinite(vals) & (np.abs(vals) < 2.0**63) & (vals == np.floor(vals))
+        return "int" if np.all(fits) else "str"
     return "str"
 
 
@@ -227,7 +247,7 @@ def read_logs(paths: Sequence[str | Path]) -> LogFrame:
         else:
             df = df[first_cols]
         if "ts" in df.columns:
-            df["ts"] = _normalise_ts(df["ts"], str(f))
+            df["ts"] = normalise_ts(df["ts"], str(f))
         df[FILE_COLUMN] = np.int16(i)
         frames.append(df)
     frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
@@ -243,6 +263,17 @@ def read_logs(paths: Sequence[str | Path]) -> LogFrame:
         else:
             frame[col] = s.astype("string")
     return LogFrame(frame=frame.reset_index(drop=True), files=tuple(str(f) for f in files))
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read one table as stored: a Parquet file, a directory of Parquet files (concatenated in
+    name order) or a CSV/TSV file, without normalising ids or ``ts``.
+
+    Raises:
+        SchemaError: The path is missing or unreadable, or has an unsupported suffix.
+    """
+    frames = [_read_one(f) for f in _expand([path])]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def discover_columns(

@@ -9,8 +9,10 @@ rule                     flags
 =======================  ===============================================================
 ``null_id``              a missing ``user_id``, ``session_id``, ``request_id``, ``item_id``,
                          ``ts`` or ``position``
-``non_finite``           NaN or inf in ``pred_*``, ``w_*``, feedback, ``u_*``,
-                         ``behavior_logp`` or ``duration``
+``non_finite``           NaN, inf or a value beyond float32 (|x| > 3.4e38, infinite once
+                         training casts it) in ``pred_*``, ``w_*``, feedback, ``u_*``,
+                         ``behavior_logp`` or ``duration``; a reward weight x feedback value
+                         beyond float32
 ``prob_range``           a ``pred_*`` outside [0, 1]
 ``negative_value``       a negative ``watch_time``, ``position`` or ``duration``
 ``weights_differ``       ``w_*`` (or ``behavior_logp``) not constant within a request
@@ -49,6 +51,8 @@ RULES: tuple[str, ...] = (
     "session_interleaved",
 )
 MAX_EXAMPLES = 5
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""Largest finite float32: d3rlpy trains in float32, so larger values become inf there."""
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
@@ -255,6 +259,16 @@ def _is_plain_int(frame: pd.DataFrame, col: str) -> bool:
     return isinstance(dtype, np.dtype) and dtype.kind in "iub"
 
 
+def _not_float32(v: npt.NDArray[np.float64]) -> BoolArray:
+    """Values that are not finite once cast to float32 (NaN, inf, |x| > 3.4e38)."""
+    with np.errstate(invalid="ignore"):
+        return ~(np.abs(v) <= FLOAT32_MAX)
+
+
+def _first_bad(v: npt.NDArray[np.float64], mask: BoolArray) -> str:
+    return f"{float(v[np.flatnonzero(mask)[0]])!r}"
+
+
 def _numeric(frame: pd.DataFrame, col: str) -> npt.NDArray[np.float64]:
     s = frame[col]
     if s.dtype == np.float64:
@@ -307,6 +321,7 @@ def validate_rows(
     files: Sequence[str],
     session: pd.Series,
     codes: Codes,
+    reward_weights: dict[str, float] | None = None,
 ) -> RowFlags:
     """Apply every row-level rule.
 
@@ -317,6 +332,8 @@ def validate_rows(
         session: Session id of every row (the ``session_id`` column, or the sessions made from
             ``--session-gap``), shape (n_rows,).
         codes: Integer codes of the ids.
+        reward_weights: Feedback column -> largest absolute reward weight on it; rows whose
+            weight x value is beyond float32 are flagged ``non_finite`` too.
     """
     col = _Collector(frame, codes)
     ts = frame["ts"].to_numpy(dtype=np.int64)
@@ -330,6 +347,8 @@ def validate_rows(
             mask = ts_missing
         else:
             mask = frame[c].isna().to_numpy()
+            if c == "position" and not _is_plain_int(frame, c):  # inf is no position either
+                mask = mask | ~np.isfinite(_numeric(frame, c))
         col.flag("null_id", c, mask, "a value in every row", "a missing value")
     ok_ids = (codes.user >= 0) & (codes.session >= 0) & (codes.request >= 0) & ~ts_missing
 
@@ -342,14 +361,39 @@ def validate_rows(
         + [c for c in ("behavior_logp", "duration") if c in frame.columns]
     )
     # Fast paths for clean columns (one reduction, no mask): integer columns cannot hold NaN or
-    # inf, and a float column whose sum is finite holds no NaN or inf.
+    # inf or exceed float32, and a float column whose largest |value| is within float32 holds
+    # none of them (NaN makes the maximum NaN).
     for c in finite_cols:
-        if _is_plain_int(frame, c) or np.isfinite(_numeric(frame, c).sum()):
+        v = _numeric(frame, c)
+        if _is_plain_int(frame, c) or len(v) == 0 or np.abs(v).max() <= FLOAT32_MAX:
             col.skip()
         else:
+            bad = _not_float32(v)
             col.flag(
-                "non_finite", c, ~np.isfinite(_numeric(frame, c)), "finite numbers", "NaN or inf"
+                "non_finite",
+                c,
+                bad,
+                "numbers finite in float32 (|x| <= 3.4e38)",
+                f"NaN, inf or beyond float32 (e.g. {_first_bad(v, bad)})",
             )
+    for c, w in sorted((reward_weights or {}).items()):
+        if c not in frame.columns or w == 0:
+            continue
+        v = _numeric(frame, c) * w
+        if len(v) == 0 or not (np.abs(v).max() > FLOAT32_MAX):  # NaN rows are flagged above
+            col.skip()
+            continue
+        bad = ~_not_float32(_numeric(frame, c)) & _not_float32(v)
+        if not bad.any():
+            col.skip()
+            continue
+        col.flag(
+            "non_finite",
+            c,
+            bad,
+            "reward weight x value finite in float32",
+            f"reward weight {w!r} x value beyond float32 (e.g. {_first_bad(v, bad)})",
+        )
 
     # prob_range
     for c in columns.pred_columns:

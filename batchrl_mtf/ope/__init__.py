@@ -10,12 +10,11 @@ Estimators (one class each, shared base :class:`Estimator`, registry :data:`ESTI
   Brunskill 2016) with the FQE model.
 
 Every estimate carries a 95% bootstrap interval over sessions and, for importance-weighted
-estimators, an effective sample size. See ``docs/ope.md``.
+estimators, an effective sample size. The logging policy itself is evaluated through the
+:class:`batchrl_mtf.policy.LoggingPolicy` marker (the on-policy average). See ``docs/ope.md``.
 """
 
 from batchrl_mtf.ope.base import (
-    BEHAVIOR_NAMES,
-    BehaviorPolicy,
     Estimate,
     Estimator,
     PolicyData,
@@ -46,7 +45,6 @@ from batchrl_mtf.ope.kernel import scott_bandwidth
 from batchrl_mtf.ope.report import format_table, plot_report, report_to_dict
 
 __all__ = [
-    "BEHAVIOR_NAMES",
     "CFQE",
     "DR",
     "ESTIMATORS",
@@ -55,7 +53,6 @@ __all__ = [
     "PDIS",
     "WDR",
     "WPDIS",
-    "BehaviorPolicy",
     "BestConstant",
     "Estimate",
     "Estimator",

@@ -22,22 +22,22 @@ cumulative importance weight (their weight still counts in the denominators of W
 
 from __future__ import annotations
 
+import functools
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
-from batchrl_mtf.data.dataset import MDPData
+from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.errors import OPEInputError
 from batchrl_mtf.ope.config import OPEConfig
-from batchrl_mtf.policy.base import Policy
+from batchrl_mtf.policy.base import LoggingPolicy, Policy
 
 __all__ = [
-    "BEHAVIOR_NAMES",
-    "BehaviorPolicy",
     "Estimate",
     "Estimator",
     "PolicyData",
@@ -54,31 +54,8 @@ logger = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-BEHAVIOR_NAMES = ("behavior", "logged")
-"""Policy arguments that mean "the logging policy itself" (on-policy sanity line)."""
-
 _BOOTSTRAP_CELLS = 4_000_000  # resample counts held in memory at once
-
-
-@dataclass(frozen=True)
-class BehaviorPolicy:
-    """The logging policy: its action at a logged state is the logged action.
-
-    It has no :meth:`act` of its own (it is stochastic and only known through the logs); the
-    estimators recognise it and use the logged actions, importance weights of exactly 1, and
-    SARSA-style FQE targets (next logged action), so every estimator gives the on-policy
-    average of the logged returns (FQE up to fitting error).
-    """
-
-    tasks: tuple[str, ...]
-    name: str = "behavior"
-
-    def act(self, observations: FloatArray) -> FloatArray:
-        """Not available: the logging policy is only known at logged states."""
-        raise OPEInputError(
-            f"policy {self.name!r}: the logging policy has no action for arbitrary states; "
-            "it can only be evaluated on its own logs"
-        )
+_CACHED_CELLS = 32_000_000  # resample counts kept for the next call (int32: 128 MB) at most
 
 
 @dataclass(frozen=True)
@@ -138,9 +115,9 @@ class PolicyData:
 
     Attributes:
         data: The evaluated sessions.
-        policy: The evaluated policy.
+        policy: The evaluated policy, or the :class:`~batchrl_mtf.policy.LoggingPolicy` marker.
         gamma: Discount factor used.
-        is_behavior: Whether the policy is the logging policy.
+        is_behavior: Whether the policy is the logging policy (the marker).
         starts: First row of each session, shape (n_sessions,).
         lengths: Requests per session, shape (n_sessions,).
         session: Session index of each row, shape (n,).
@@ -150,17 +127,19 @@ class PolicyData:
         cache: Shared intermediate results (FQE fits, log-weights), keyed by name.
     """
 
-    def __init__(self, data: MDPData, policy: Policy, gamma: float) -> None:
+    def __init__(self, data: Transitions, policy: Policy | LoggingPolicy, gamma: float) -> None:
         self.data = data
         self.policy = policy
         self.gamma = gamma
-        self.is_behavior = isinstance(policy, BehaviorPolicy)
+        self.is_behavior = isinstance(policy, LoggingPolicy)
         starts = np.flatnonzero(np.asarray(data.step) == 0).astype(np.int64)
         self.starts = starts
         self.lengths = np.diff(np.append(starts, len(data))).astype(np.int64)
         self.session = np.repeat(np.arange(len(starts), dtype=np.int64), self.lengths)
         self.t = np.arange(len(data), dtype=np.int64) - starts[self.session]
-        self.policy_actions = data.actions if self.is_behavior else _policy_actions(data, policy)
+        self.policy_actions = (
+            data.actions if isinstance(policy, LoggingPolicy) else _policy_actions(data, policy)
+        )
         self.cache: dict[str, object] = {}
 
     @property
@@ -184,7 +163,7 @@ class PolicyData:
         return np.power(self.gamma, np.arange(self.horizon, dtype=np.float64))
 
 
-def _policy_actions(data: MDPData, policy: Policy) -> FloatArray:
+def _policy_actions(data: Transitions, policy: Policy) -> FloatArray:
     k = len(data.spec.tasks)
     try:
         actions = np.asarray(policy.act(data.observations), dtype=np.float64)
@@ -206,12 +185,15 @@ def _policy_actions(data: MDPData, policy: Policy) -> FloatArray:
     return actions
 
 
-def prepare(data: MDPData, policy: Policy, gamma: float | None = None) -> PolicyData:
+def prepare(
+    data: Transitions, policy: Policy | LoggingPolicy, gamma: float | None = None
+) -> PolicyData:
     """Validate a dataset split and a policy for evaluation.
 
     Args:
         data: The sessions to evaluate on (for example ``load_dataset(d).select("test")``).
-        policy: A :class:`~batchrl_mtf.policy.base.Policy` or :class:`BehaviorPolicy`.
+        policy: A :class:`~batchrl_mtf.policy.Policy`, or the
+            :class:`~batchrl_mtf.policy.LoggingPolicy` marker for the logging policy itself.
         gamma: Discount factor; ``None`` = the dataset's.
 
     Raises:
@@ -272,13 +254,9 @@ def bootstrap_ci(
     """
     if n_bootstrap <= 0:
         return None
-    rng = np.random.default_rng(seed)
     values = np.zeros(n_bootstrap, dtype=np.float64)
-    chunk = max(1, _BOOTSTRAP_CELLS // max(n_sessions, 1))
-    probs = np.full(n_sessions, 1.0 / n_sessions)
-    for lo in range(0, n_bootstrap, chunk):
-        size = min(chunk, n_bootstrap - lo)
-        counts = rng.multinomial(n_sessions, probs, size=size).astype(np.float64)
+    for lo, counts in _resamples(n_sessions, n_bootstrap, seed):
+        size = len(counts)
         out = np.zeros(size, dtype=np.float64)
         for term in terms:
             num = counts @ term.numer
@@ -291,6 +269,35 @@ def bootstrap_ci(
     tail = (1.0 - level) / 2.0 * 100.0
     low, high = np.percentile(values, [tail, 100.0 - tail])
     return float(low), float(high)
+
+
+def _resamples(
+    n_sessions: int, n_bootstrap: int, seed: int
+) -> list[tuple[int, FloatArray]] | Iterator[tuple[int, FloatArray]]:
+    """The bootstrap's session counts in chunks ``(first resample, counts (size, n_sessions))``.
+
+    Every estimator of every policy resamples with the same seed, so the counts are drawn once
+    and kept (:func:`_cached_resamples`) unless they would exceed ``_CACHED_CELLS`` cells.
+    """
+    if n_sessions * n_bootstrap <= _CACHED_CELLS:
+        return _cached_resamples(n_sessions, n_bootstrap, seed)
+    return _draw_resamples(n_sessions, n_bootstrap, seed)
+
+
+@functools.lru_cache(maxsize=1)
+def _cached_resamples(n_sessions: int, n_bootstrap: int, seed: int) -> list[tuple[int, FloatArray]]:
+    return [(lo, c.astype(np.int32)) for lo, c in _draw_resamples(n_sessions, n_bootstrap, seed)]
+
+
+def _draw_resamples(
+    n_sessions: int, n_bootstrap: int, seed: int
+) -> Iterator[tuple[int, FloatArray]]:
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _BOOTSTRAP_CELLS // max(n_sessions, 1))
+    probs = np.full(n_sessions, 1.0 / n_sessions)
+    for lo in range(0, n_bootstrap, chunk):
+        size = min(chunk, n_bootstrap - lo)
+        yield lo, rng.multinomial(n_sessions, probs, size=size).astype(np.float64)
 
 
 def fit_standard_error(fit_values: FloatArray | None) -> float | None:
@@ -341,15 +348,18 @@ class Estimator(ABC):
         self.config = config or OPEConfig()
 
     def estimate(
-        self, data: MDPData | PolicyData, policy: Policy | None = None, gamma: float | None = None
+        self,
+        data: Transitions | PolicyData,
+        policy: Policy | LoggingPolicy | None = None,
+        gamma: float | None = None,
     ) -> Estimate:
         """Estimate the value of ``policy`` on ``data``.
 
         Args:
-            data: The sessions (an :class:`MDPData`), or a :class:`PolicyData` already prepared
+            data: The sessions (an :class:`Transitions`), or a :class:`PolicyData` already prepared
                 by :func:`prepare` (then ``policy`` and ``gamma`` are ignored and intermediate
                 results such as FQE fits are shared between estimators).
-            policy: The evaluated policy (required with an :class:`MDPData`).
+            policy: The evaluated policy (required with an :class:`Transitions`).
             gamma: Discount factor; ``None`` = ``config.gamma`` or else the dataset's.
 
         Raises:

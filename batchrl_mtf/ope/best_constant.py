@@ -15,29 +15,26 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from batchrl_mtf.data.dataset import MDPData
-from batchrl_mtf.errors import OPEInputError
+from batchrl_mtf.core.fusion import Fusion
+from batchrl_mtf.data.transitions import Transitions
+from batchrl_mtf.errors import FusionError, OPEInputError
 from batchrl_mtf.ope.base import Estimate, prepare
 from batchrl_mtf.ope.config import OPEConfig
-from batchrl_mtf.ope.evaluate import make_estimator
-from batchrl_mtf.policy.base import ConstantPolicy
-from batchrl_mtf.serving import Fusion, WeightTable
+from batchrl_mtf.ope.evaluate import Q_BASED, make_estimator
+from batchrl_mtf.ope.fqe import fit_q_many
+from batchrl_mtf.policy import ConstantPolicy
+from batchrl_mtf.serving import WeightTable
 
 __all__ = ["BestConstant", "best_constant", "best_constant_table", "constant_candidates"]
 
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
-
-DEFAULT_BETA = 0.01
-"""Default ``logsum`` offset per task in the written table (``--beta`` overrides)."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +56,7 @@ class BestConstant:
     candidates: tuple[tuple[tuple[float, ...], float], ...]
 
 
-def constant_candidates(data: MDPData, n_candidates: int, seed: int = 0) -> FloatArray:
+def constant_candidates(data: Transitions, n_candidates: int, seed: int = 0) -> FloatArray:
     """Candidate constant weight vectors by the neighbourhood rule (module docstring).
 
     Args:
@@ -87,7 +84,7 @@ def constant_candidates(data: MDPData, n_candidates: int, seed: int = 0) -> Floa
 
 
 def best_constant(
-    data: MDPData,
+    data: Transitions,
     estimator: str = "fqe",
     n_candidates: int = 16,
     seed: int = 0,
@@ -111,10 +108,16 @@ def best_constant(
     cands = constant_candidates(data, n_candidates, seed)
     best: tuple[int, Estimate] | None = None
     values: list[tuple[tuple[float, ...], float]] = []
-    for i, c in enumerate(cands):
+    pdatas = []
+    for c in cands:
         w = tuple(float(x) for x in c)
         name = "constant:" + ",".join(f"{x:.6g}" for x in w)
-        pdata = prepare(data, ConstantPolicy(w, tasks, name=name), config.gamma)
+        pdatas.append(prepare(data, ConstantPolicy(w, tasks, name=name), config.gamma))
+    if estimator in Q_BASED:  # every candidate's fits at once (one ensemble when batched)
+        fit_q_many(pdatas, config, (config.cfqe_alpha if estimator == "cfqe" else 0.0,))
+    for i, pdata in enumerate(pdatas):
+        w = tuple(float(x) for x in cands[i])
+        name = pdata.policy.name
         e = est.estimate(pdata)
         values.append((w, float(e.value)))
         logger.info("candidate %d/%d %s: %s = %.4g", i + 1, len(cands), name, estimator, e.value)
@@ -133,36 +136,35 @@ def best_constant(
 
 def best_constant_table(
     result: BestConstant,
-    data: MDPData,
-    formula: Literal["logsum", "sum"] = "logsum",
-    beta: float | Mapping[str, float] = DEFAULT_BETA,
+    data: Transitions,
+    fusion: Fusion | None = None,
 ) -> object:
     """The winner as a key-less weight table (``keys: []``, no rows, the weights as ``default``).
 
     Args:
         result: The output of :func:`best_constant`.
         data: The dataset it was chosen on (action bounds, hash).
-        formula: Fusion formula the weights are meant for.
-        beta: ``logsum`` offset: one number for every task or one per task.
+        fusion: The fusion the weights are meant for; ``None``: the one ``data`` records.
 
     Returns:
         A :class:`batchrl_mtf.serving.WeightTable`.
+
+    Raises:
+        FusionError: ``fusion`` is ``None`` and the dataset records no fusion, or its offsets do
+            not fit the tasks.
     """
 
     tasks = result.tasks
-    fusion_beta: tuple[float, ...] | None = None
-    if formula == "logsum":
-        if isinstance(beta, Mapping):
-            missing = [t for t in tasks if t not in beta]
-            if missing:
-                raise OPEInputError(f"beta: expected one offset per task, missing {missing}")
-            fusion_beta = tuple(float(beta[t]) for t in tasks)
-        else:
-            fusion_beta = tuple(float(beta) for _ in tasks)
+    fusion = fusion if fusion is not None else data.spec.fusion
+    if fusion is None:
+        raise FusionError(
+            "fusion: the dataset records no fusion (built before datasets recorded it); "
+            "give one (best-constant --formula/--beta)"
+        )
     est = result.estimate
     return WeightTable(
         tasks=tasks,
-        fusion=Fusion(formula=formula, beta=fusion_beta),
+        fusion=fusion.for_tasks(tasks),
         action_low=tuple(float(x) for x in data.spec.action_low),
         action_high=tuple(float(x) for x in data.spec.action_high),
         keys=(),

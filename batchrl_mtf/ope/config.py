@@ -8,13 +8,16 @@ from dataclasses import dataclass
 from batchrl_mtf.core.config import require
 from batchrl_mtf.data.box import DEFAULT_ACTION_BOX, parse_action_box
 
-__all__ = ["ESTIMATOR_NAMES", "OPEConfig"]
+__all__ = ["ESTIMATOR_NAMES", "FQE_ENGINES", "OPEConfig"]
 
 ESTIMATOR_NAMES = ("fqe", "cfqe", "pdis", "wpdis", "dr", "wdr")
 """Every estimator name, in the order reports list them."""
 
 FQE_LR_SCHEDULES = ("constant", "cosine")
 """Learning-rate schedules of the FQE fits (``OPEConfig.fqe_lr_schedule``)."""
+
+FQE_ENGINES = ("batched", "d3rlpy")
+"""Engines of the (C)FQE fits (``OPEConfig.fqe_engine``)."""
 
 DEFAULT_RECOMMEND_ORDER = ("dr", "wdr", "fqe", "cfqe", "wpdis", "pdis")
 
@@ -48,7 +51,27 @@ class OPEConfig:
             ``cfqe``, ``dr`` and ``wdr`` use the mean of their Q-functions, and their intervals are
             widened by the between-fit standard error (fitting error).
         cfqe_alpha: Weight of the conservative penalty of ``cfqe`` (BatchRL-MTF uses 0.5e-3).
-        torch_threads: Torch CPU threads while fitting (restored afterwards); 0 = leave as is.
+        fqe_engine: ``"batched"`` (default): every (C)FQE fit of one evaluation (policies x
+            fits x {fqe, cfqe}) trained together as one vectorised ensemble
+            (:mod:`batchrl_mtf.ope.fqe_batched`), with the step budget and early stopping below;
+            ``"d3rlpy"``: one d3rlpy FQE after another, exactly ``fqe_n_steps`` steps each (the
+            reference implementation, kept for comparison). Both fit the same estimator.
+        fqe_budget_epochs: Batched engine: the step budget is
+            ``min(fqe_n_steps, max(fqe_min_steps, ceil(fqe_budget_epochs * m / fqe_batch_size)))``
+            for ``m`` training transitions (:func:`batchrl_mtf.ope.fqe_batched.step_budget`);
+            ``None`` = ``fqe_n_steps``.
+        fqe_min_steps: Batched engine: the smallest step budget (see ``fqe_budget_epochs``).
+        fqe_early_stop: Batched engine: stop a fit on a TD-loss plateau, after a compressed
+            cosine tail (:class:`batchrl_mtf.ope.fqe_batched._Plateau`).
+        fqe_plateau_window: Steps per TD-loss window of the plateau test.
+        fqe_plateau_tol: A window is flat unless its mean TD loss is this much (relative) below
+            the best earlier window.
+        fqe_plateau_patience: Flat windows in a row that start the tail.
+        fqe_tail_fraction: Length of the annealing tail after a plateau, as a fraction of the
+            step budget.
+        torch_threads: Torch CPU threads while fitting (restored afterwards); 0 = one per
+            available core (the batched ensemble's matrix products use them; on a machine shared
+            with other jobs 1 can be faster).
         min_ess_fraction: A pure importance-sampling estimate (``pdis``, ``wpdis``) is eligible
             as the recommended one only when its effective sample size is at least this
             fraction of the sessions.
@@ -81,7 +104,15 @@ class OPEConfig:
     fqe_lr_schedule: str = "cosine"
     fqe_n_fits: int = 3
     cfqe_alpha: float = 0.5e-3
-    torch_threads: int = 1
+    fqe_engine: str = "batched"
+    fqe_budget_epochs: float | None = 50.0
+    fqe_min_steps: int = 1000
+    fqe_early_stop: bool = True
+    fqe_plateau_window: int = 250
+    fqe_plateau_tol: float = 0.02
+    fqe_plateau_patience: int = 2
+    fqe_tail_fraction: float = 0.1
+    torch_threads: int = 0
     min_ess_fraction: float = 0.05
     min_ess: float = 30.0
     dr_max_ci_ratio: float | None = 10.0
@@ -153,6 +184,35 @@ class OPEConfig:
         )
         require(self.fqe_n_fits >= 1, "fqe_n_fits", f"expected >= 1, found {self.fqe_n_fits}")
         require(self.cfqe_alpha >= 0, "cfqe_alpha", f"expected >= 0, found {self.cfqe_alpha}")
+        require(
+            self.fqe_engine in FQE_ENGINES,
+            "fqe_engine",
+            f"expected one of {', '.join(FQE_ENGINES)}, found {self.fqe_engine!r}",
+        )
+        require(
+            self.fqe_engine != "batched" or self.fqe_n_critics == 1,
+            "fqe_n_critics",
+            f"expected 1 with fqe_engine 'batched' (use 'd3rlpy'), found {self.fqe_n_critics}",
+        )
+        if self.fqe_budget_epochs is not None:
+            require(
+                math.isfinite(self.fqe_budget_epochs) and self.fqe_budget_epochs > 0,
+                "fqe_budget_epochs",
+                f"expected a number > 0 or None, found {self.fqe_budget_epochs}",
+            )
+        for name in ("fqe_min_steps", "fqe_plateau_window", "fqe_plateau_patience"):
+            value = getattr(self, name)
+            require(value >= 1, name, f"expected >= 1, found {value}")
+        require(
+            0.0 <= self.fqe_plateau_tol < 1.0,
+            "fqe_plateau_tol",
+            f"expected in [0, 1), found {self.fqe_plateau_tol}",
+        )
+        require(
+            0.0 < self.fqe_tail_fraction <= 1.0,
+            "fqe_tail_fraction",
+            f"expected in (0, 1], found {self.fqe_tail_fraction}",
+        )
         require(
             self.torch_threads >= 0, "torch_threads", f"expected >= 0, found {self.torch_threads}"
         )

@@ -19,19 +19,20 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from batchrl_mtf.data.dataset import MDPData
+from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.errors import OPEInputError
-from batchrl_mtf.ope.base import Estimate, Estimator, prepare
+from batchrl_mtf.ope.base import Estimate, Estimator, PolicyData, check_behavior_logp, prepare
 from batchrl_mtf.ope.config import OPEConfig
 from batchrl_mtf.ope.dr import DR, WDR
-from batchrl_mtf.ope.fqe import CFQE, FQE
+from batchrl_mtf.ope.fqe import CFQE, FQE, fit_q_many
 from batchrl_mtf.ope.importance import PDIS, WPDIS, bandwidth_for
 from batchrl_mtf.ope.support import support_diagnostic
-from batchrl_mtf.policy.base import Policy
+from batchrl_mtf.policy.base import LoggingPolicy, Policy
 
 __all__ = [
     "ESS_GUARDED",
@@ -68,6 +69,9 @@ ESS_GUARDED = frozenset({"pdis", "wpdis"})
 
 WIDTH_GUARDED = frozenset({"dr", "wdr"})
 """Doubly robust estimators, recommended only with an interval not much wider than FQE's."""
+
+Q_BASED = frozenset({"fqe", "cfqe", "dr", "wdr"})
+"""Estimators that use a (C)FQE fit (``cfqe`` the conservative one, the others plain FQE)."""
 
 
 def make_estimator(name: str, config: OPEConfig | None = None) -> Estimator:
@@ -122,6 +126,7 @@ class PolicyResult:
         estimates: Estimates by estimator name.
         recommended: The recommended estimate (``None`` when no estimate is finite).
         fqe_loss: Final TD loss of the FQE fits by estimator (diagnostic).
+        fqe_steps: Gradient steps of the FQE fits by estimator (mean over fits; diagnostic).
         support: The support diagnostic (:func:`batchrl_mtf.ope.support.support_diagnostic`:
             share of the policy's actions outside the logged quantile box, and whether that
             flags it); ``None`` for the logging policy itself.
@@ -131,6 +136,7 @@ class PolicyResult:
     estimates: dict[str, Estimate]
     recommended: Recommended | None
     fqe_loss: dict[str, float] = field(default_factory=dict)
+    fqe_steps: dict[str, float] = field(default_factory=dict)
     support: dict[str, object] | None = None
 
 
@@ -218,17 +224,27 @@ def recommend(
     )
 
 
+def _estimate(est: Estimator, pdata: PolicyData) -> Estimate:
+    logger.info("evaluating %s with %s", pdata.policy.name, est.name)
+    return est.estimate(pdata)
+
+
 def evaluate_policies(
-    data: MDPData, policies: Sequence[Policy], config: OPEConfig | None = None
+    data: Transitions, policies: Sequence[Policy | LoggingPolicy], config: OPEConfig | None = None
 ) -> OPEResult:
     """Estimate the value of each policy with each of ``config.estimators``.
 
     The FQE fit of a policy is shared by ``fqe``, ``dr`` and ``wdr``; every estimator uses the
-    same bootstrap resamples (same seed), so intervals of different policies are paired.
+    same bootstrap resamples (same seed), so intervals of different policies are paired. With
+    ``config.fqe_engine = "batched"`` the (C)FQE fits of all policies are trained together first,
+    as one ensemble (:func:`batchrl_mtf.ope.fqe.fit_q_many`), while a second thread computes the
+    estimators that need no model (``pdis``, ``wpdis``); the results do not depend on that
+    order.
 
     Args:
         data: The sessions to evaluate on (typically the held-out ``test`` split).
-        policies: Policies (``BehaviorPolicy`` for the logging policy itself).
+        policies: Policies (the :class:`~batchrl_mtf.policy.LoggingPolicy` marker for the
+            logging policy itself: the on-policy average).
         config: Estimators and their settings.
 
     Raises:
@@ -245,27 +261,49 @@ def evaluate_policies(
     results = []
     gamma = data.spec.gamma if config.gamma is None else config.gamma
     bandwidth: float | None = None
-    for policy in policies:
-        pdata = prepare(data, policy, gamma)
+    pdatas = [prepare(data, policy, gamma) for policy in policies]
+    for pdata in pdatas:
+        for est in estimators:
+            if est.needs_behavior_logp:
+                check_behavior_logp(pdata, est.name)  # fail before any fitting
+    alphas = tuple(
+        dict.fromkeys(
+            config.cfqe_alpha if name == "cfqe" else 0.0
+            for name in config.estimators
+            if name in Q_BASED
+        )
+    )
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # the model-free estimators (numpy, which releases the GIL) run beside the FQE fits
+        free = {
+            (i, est.name): pool.submit(_estimate, est, pdata)
+            for i, pdata in enumerate(pdatas)
+            for est in estimators
+            if est.name not in Q_BASED
+        }
+        if alphas:
+            fit_q_many(pdatas, config, alphas)
+        done = {key: future.result() for key, future in free.items()}
+    for i, (policy, pdata) in enumerate(zip(policies, pdatas, strict=True)):
         estimates: dict[str, Estimate] = {}
         for est in estimators:
-            logger.info("evaluating %s with %s", policy.name, est.name)
-            estimates[est.name] = est.estimate(pdata)
+            estimates[est.name] = done.get((i, est.name)) or _estimate(est, pdata)
         if bandwidth is None and any(n in IMPORTANCE_WEIGHTED for n in config.estimators):
             bandwidth = bandwidth_for(pdata, config)
-        losses = {
-            ("fqe" if float(key.split(":")[1]) == 0 else "cfqe"): float(
-                getattr(v, "final_loss", float("nan"))
-            )
+        fits = {
+            ("fqe" if float(key.split(":")[1]) == 0 else "cfqe"): v
             for key, v in pdata.cache.items()
             if key.startswith("q:")
         }
+        losses = {k: float(getattr(v, "final_loss", float("nan"))) for k, v in fits.items()}
+        steps = {k: float(getattr(v, "steps", float("nan"))) for k, v in fits.items()}
         results.append(
             PolicyResult(
                 name=policy.name,
                 estimates=estimates,
                 recommended=recommend(estimates, pdata.n_sessions, config),
                 fqe_loss=losses,
+                fqe_steps=steps,
                 support=None
                 if pdata.is_behavior
                 else support_diagnostic(
@@ -294,7 +332,7 @@ def evaluate_policies(
 
 
 def estimate_policy_value(
-    policy: Policy, data: MDPData, config: OPEConfig | None = None
+    policy: Policy | LoggingPolicy, data: Transitions, config: OPEConfig | None = None
 ) -> Recommended:
     """The recommended offline estimate of one policy on a dataset's held-out sessions.
 

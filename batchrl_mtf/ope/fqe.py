@@ -49,8 +49,9 @@ import numpy.typing as npt
 from batchrl_mtf.core.d3rlpy import load_d3rlpy
 from batchrl_mtf.ope.base import Estimator, PolicyData, Term
 from batchrl_mtf.ope.config import OPEConfig
+from batchrl_mtf.ope.fqe_batched import Member, fit_members, fqe_transitions, torch_thread_count
 
-__all__ = ["CFQE", "FQE", "QValues", "fit_q", "q_cache_key"]
+__all__ = ["CFQE", "FQE", "QValues", "fit_q", "fit_q_many", "q_cache_key"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -66,12 +67,15 @@ class QValues:
         final_loss: Mean TD loss over the last 10% of the gradient steps (mean over fits).
         fits: The individual fits of an ensemble (``OPEConfig.fqe_n_fits`` > 1) whose mean
             ``q_logged`` and ``v_policy`` are; empty for a single fit.
+        steps: Gradient steps taken (mean over fits; fewer than the budget after an early
+            stop of the batched engine).
     """
 
     q_logged: FloatArray
     v_policy: FloatArray
     final_loss: float
     fits: tuple[QValues, ...] = ()
+    steps: float = 0.0
 
     def members(self) -> tuple[QValues, ...]:
         """The individual fits (``(self,)`` for a single fit)."""
@@ -199,7 +203,52 @@ def q_cache_key(config: OPEConfig, alpha: float) -> str:
     """Key of a (C)FQE fit in :attr:`PolicyData.cache` (``"q:<alpha>:..."``)."""
     return (
         f"q:{alpha}:{config.fqe_n_steps}:{config.seed}:{config.fqe_n_fits}:{config.fqe_lr_schedule}"
+        f":{config.fqe_engine}"
     )
+
+
+def _ensemble(fits: tuple[QValues, ...]) -> QValues:
+    """The mean of ``fits`` (the single fit itself when there is one)."""
+    if len(fits) == 1:
+        return fits[0]
+    return QValues(
+        q_logged=np.mean([f.q_logged for f in fits], axis=0),
+        v_policy=np.mean([f.v_policy for f in fits], axis=0),
+        final_loss=float(np.mean([f.final_loss for f in fits])),
+        fits=fits,
+        steps=float(np.mean([f.steps for f in fits])),
+    )
+
+
+def fit_q_many(pdatas: list[PolicyData], config: OPEConfig, alphas: tuple[float, ...]) -> None:
+    """Fit (C)FQE for every policy and every ``alpha`` into each :attr:`PolicyData.cache`.
+
+    With ``config.fqe_engine = "batched"`` every fit not yet cached (policies x alphas x
+    ``fqe_n_fits`` seeds) is trained in one vectorised ensemble per dataset
+    (:mod:`batchrl_mtf.ope.fqe_batched`); with ``"d3rlpy"`` they are fitted one after another.
+    """
+    todo = [(p, a) for p in pdatas for a in alphas if q_cache_key(config, a) not in p.cache]
+    if config.fqe_engine != "batched":
+        for p, a in todo:
+            fit_q(p, config, a)
+        return
+    groups: dict[tuple[int, float, float], list[tuple[PolicyData, float]]] = {}
+    for p, a in todo:
+        groups.setdefault((id(p.data), p.gamma, reward_scale(p, config)), []).append((p, a))
+    for (_, _, scale), pairs in groups.items():
+        group = list(dict.fromkeys(p for p, _ in pairs))
+        members = [
+            Member(group.index(p), config.seed + j, a)
+            for p, a in pairs
+            for j in range(config.fqe_n_fits)
+        ]
+        fits = iter(fit_members(group, members, config, scale))
+        for p, a in pairs:
+            one = tuple(
+                QValues(f.q_logged, f.v_policy, f.final_loss, steps=float(f.steps))
+                for f in (next(fits) for _ in range(config.fqe_n_fits))
+            )
+            p.cache[q_cache_key(config, a)] = _ensemble(one)
 
 
 def fit_q(pdata: PolicyData, config: OPEConfig, alpha: float = 0.0) -> QValues:
@@ -216,16 +265,11 @@ def fit_q(pdata: PolicyData, config: OPEConfig, alpha: float = 0.0) -> QValues:
     key = q_cache_key(config, alpha)
     if key in pdata.cache:
         return cast(QValues, pdata.cache[key])
+    if config.fqe_engine == "batched":
+        fit_q_many([pdata], config, (alpha,))
+        return cast(QValues, pdata.cache[key])
     fits = tuple(_fit_one(pdata, config, alpha, config.seed + j) for j in range(config.fqe_n_fits))
-    if len(fits) == 1:
-        result = fits[0]
-    else:
-        result = QValues(
-            q_logged=np.mean([f.q_logged for f in fits], axis=0),
-            v_policy=np.mean([f.v_policy for f in fits], axis=0),
-            final_loss=float(np.mean([f.final_loss for f in fits])),
-            fits=fits,
-        )
+    result = _ensemble(fits)
     pdata.cache[key] = result
     return result
 
@@ -238,22 +282,13 @@ def _fit_one(pdata: PolicyData, config: OPEConfig, alpha: float, seed: int) -> Q
 
     data = pdata.data
     spec = data.spec
-    n, d = data.observations.shape
+    d = data.observations.shape[1]
     k = data.actions.shape[1]
     obs = data.observations.astype(np.float32)
     act = data.actions.astype(np.float32)
     pi = pdata.policy_actions.astype(np.float32)
-    last = np.zeros(n, dtype=bool)
-    last[pdata.starts + pdata.lengths - 1] = True
-    # a session's last row: terminal unless the log window cut it (timeout -> not a transition)
-    terminal = last & ~np.asarray(data.timeouts, dtype=bool)
-    rows = np.flatnonzero(~last | terminal)
-    nxt = np.minimum(rows + 1, n - 1)
-    term_rows = terminal[rows]
-    next_obs = np.where(term_rows[:, None], 0.0, obs[nxt]).astype(np.float32)
-    next_act = np.where(term_rows[:, None], act[rows], pi[nxt]).astype(np.float32)
-    if pdata.is_behavior:
-        next_act = np.where(term_rows[:, None], act[rows], act[nxt]).astype(np.float32)
+    trans = fqe_transitions(pdata)
+    rows, next_obs, next_act = trans.rows, trans.next_obs, trans.next_act
     low = np.asarray(spec.action_low, dtype=np.float64)
     high = np.asarray(spec.action_high, dtype=np.float64)
     mean = np.asarray(spec.features.mean, dtype=np.float64)
@@ -265,7 +300,7 @@ def _fit_one(pdata: PolicyData, config: OPEConfig, alpha: float, seed: int) -> Q
     m = len(rows)
     losses: list[float] = []
     mini = d3rlpy.dataset.TransitionMiniBatch
-    with _torch_threads(config.torch_threads), torch.random.fork_rng():
+    with _torch_threads(torch_thread_count(config)), torch.random.fork_rng():
         torch.manual_seed(seed)
         fqe = _build_fqe(config, alpha, pdata.gamma, mean, std, low, high)
         fqe.create_impl((d,), k)
@@ -274,7 +309,7 @@ def _fit_one(pdata: PolicyData, config: OPEConfig, alpha: float, seed: int) -> Q
         bs = config.fqe_batch_size
         ones = np.ones((bs, 1), dtype=np.float32)
         rewards = (data.rewards[rows] / scale).astype(np.float32).reshape(-1, 1)
-        terms = term_rows.astype(np.float32).reshape(-1, 1)
+        terms = trans.terminals.reshape(-1, 1)
         for _step in range(config.fqe_n_steps):
             if m == 0:
                 break
@@ -296,7 +331,8 @@ def _fit_one(pdata: PolicyData, config: OPEConfig, alpha: float, seed: int) -> Q
             else scale * np.asarray(fqe.predict_value(obs, pi), dtype=np.float64).reshape(-1)
         )
     tail = losses[-max(1, len(losses) // 10) :]
-    return QValues(q_logged, v_policy, float(np.mean(tail)) if tail else float("nan"))
+    loss = float(np.mean(tail)) if tail else float("nan")
+    return QValues(q_logged, v_policy, loss, steps=float(len(losses)))
 
 
 class FQE(Estimator):

@@ -9,8 +9,9 @@ shared noise of the sessions cancels).
 * :func:`paired_difference`: mean of ``a - b`` with a normal-approximation interval.
 * :func:`bootstrap_difference`: the same with a percentile bootstrap over sessions (both policies
   resampled together).
-* :func:`evaluate_each` and :func:`merge_results`: evaluate policies one at a time (a progress
-  bar, a time budget) and keep the per-session values the differences need.
+* :func:`evaluate_each` and :func:`merge_results`: evaluate policies (together with the batched
+  FQE engine, else one at a time) or merge separate evaluations (a time budget), keeping the
+  per-session values the differences need.
 * :func:`common_estimator` and :func:`paired_vs`: per policy, the difference to a base policy for
   every estimator, and the estimator to quote (valid for both under the recommended-estimate rule).
 """
@@ -25,11 +26,12 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from tqdm.auto import tqdm
 
-from batchrl_mtf.data.dataset import MDPData
+from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.ope.config import OPEConfig
 from batchrl_mtf.ope.evaluate import OPEResult, eligible, evaluate_policies
-from batchrl_mtf.policy.base import Policy
+from batchrl_mtf.policy.base import LoggingPolicy, Policy
 
 __all__ = [
     "bootstrap_difference",
@@ -160,25 +162,31 @@ def paired_vs(
 
 
 def evaluate_each(
-    data: MDPData, policies: Sequence[Policy], config: OPEConfig, progress: bool = False
+    data: Transitions,
+    policies: Sequence[Policy | LoggingPolicy],
+    config: OPEConfig,
+    progress: bool = False,
 ) -> tuple[OPEResult, dict[str, FloatArray]]:
-    """Evaluate ``policies`` one by one (same config, seed and sessions) and merge the results.
+    """Evaluate ``policies`` (same config, seed and sessions) and merge the results.
+
+    With the batched FQE engine (``config.fqe_engine == "batched"``) every policy is evaluated in
+    one call (its fits train as one ensemble); else one at a time, so a progress bar can follow.
 
     Returns:
         The merged ``OPEResult`` and the per-session values keyed ``"<policy>|<estimator>"``,
         each shape (n_sessions,).
     """
-    from tqdm.auto import tqdm
-
-    parts = []
+    if config.fqe_engine == "batched":
+        parts = [evaluate_policies(data, list(policies), config)]
+    else:
+        bar = tqdm(policies, desc="evaluate", unit="policy", disable=not progress, leave=False)
+        parts = [evaluate_policies(data, [policy], config) for policy in bar]
     per_session: dict[str, FloatArray] = {}
-    for policy in tqdm(policies, desc="evaluate", unit="policy", disable=not progress, leave=False):
-        res = evaluate_policies(data, [policy], config)
-        parts.append(res)
+    for res in parts:
         per_session.update(per_session_values(res))
-        rec = res.policies[0].recommended
-        if rec is not None:
-            logger.info("%s: %s = %.4g", policy.name, rec.estimator, rec.value)
+        for p in res.policies:
+            if p.recommended is not None:
+                logger.info("%s: %s = %.4g", p.name, p.recommended.estimator, p.recommended.value)
     return merge_results(parts), per_session
 
 

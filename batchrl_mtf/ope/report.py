@@ -10,7 +10,7 @@ JSON (``batchrl-mtf/ope-report@1``; other tools read it; extra keys may be added
                                  "wpdis": {"value": 20.8, "ci": [18.9, 22.9], "ess": 412.5}},
                    "recommended": {"estimator": "wdr", "value": 21.0, "ci": [19.9, 22.2],
                                    "lower": 19.9, "reason": "..."},
-                   "diagnostics": {"fqe_final_loss": 0.12},
+                   "diagnostics": {"fqe_final_loss": 0.12, "fqe_steps": 2650.0},
                    "support": {"box": "q0.01-0.99", "low": [...], "high": [...],
                                "outside_share": 0.01, "outside_by_task": {"w_click": 0.0},
                                "flag": false}}],
@@ -20,11 +20,13 @@ JSON (``batchrl-mtf/ope-report@1``; other tools read it; extra keys may be added
 ``ci`` is the 95% percentile bootstrap interval over sessions (``null`` with ``--n-bootstrap 0``);
 ``ess`` (importance-weighted estimators only) is Kish's effective sample size of the sessions'
 trajectory weights; ``fit_se`` (``fqe``, ``cfqe``, ``dr``, ``wdr`` with ``fqe_n_fits >= 2``) is the
-standard error over the FQE fits, already folded into ``ci``. ``recommended.lower`` is the lower
-end of the recommended interval, the number to quote next to the value (added in issue 16).
-``support`` (not for ``behavior``; issue 16) is the share of the policy's actions on the evaluated
-states outside the logged per-task quantile box (``batchrl_mtf.ope.support``) and ``flag`` whether
-that exceeds ``support_max_outside``. Non-finite numbers are written as ``null``.
+standard error over the FQE fits, already folded into ``ci``; ``diagnostics`` holds the final TD
+loss and the gradient steps (mean over fits; fewer than the budget after an early stop) of the
+``fqe`` and ``cfqe`` fits. ``recommended.lower`` is the lower end of the recommended interval, the
+number to quote next to the value (added in issue 16). ``support`` (not for ``behavior``; issue 16)
+is the share of the policy's actions on the evaluated states outside the logged per-task quantile
+box (``batchrl_mtf.ope.support``) and ``flag`` whether that exceeds ``support_max_outside``.
+Non-finite numbers are written as ``null``.
 """
 
 from __future__ import annotations
@@ -60,7 +62,10 @@ def report_to_dict(
             "recommended": None if p.recommended is None else p.recommended.to_dict(),
         }
         if p.fqe_loss:
-            doc["diagnostics"] = {f"{k}_final_loss": v for k, v in p.fqe_loss.items()}
+            doc["diagnostics"] = {
+                **{f"{k}_final_loss": v for k, v in p.fqe_loss.items()},
+                **{f"{k}_steps": v for k, v in p.fqe_steps.items()},
+            }
         if p.support is not None:
             doc["support"] = p.support
         policies.append(doc)

@@ -4,11 +4,13 @@ Sections, in run order (see ``docs/pipeline.md``)::
 
     [data]            logs = [...] or [data.simulate], plus DatasetConfig fields
     [data.simulate]   make the logs with the simulator first
+    [fusion]          formula, beta: the fusion the logged weights were applied with (recorded
+                      in the dataset; default with [data.simulate]: the env's)
     [reward]          the reward table inline, or file = "reward.toml"
     [features]        FeatureConfig fields
     [train]           algos = ["td3bc", "bc"], TrainConfig keys, [train.<algo>] tables
     [evaluate]        policies, the best-constant search, OPEConfig keys
-    [export]          policy, fusion, ExportConfig keys
+    [export]          policy, ExportConfig keys (formula/beta: a table for another fusion)
     [truth]           simulator rollouts of every policy (optional)
 
 Unknown sections and keys raise :class:`~batchrl_mtf.errors.ConfigError` naming the file, the
@@ -18,15 +20,15 @@ section and the key. Relative paths are resolved against the pipeline file's fol
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from batchrl_mtf.core.config import config_from_mapping, config_to_dict, require
+from batchrl_mtf.core.config import config_from_mapping, config_to_dict, read_toml, require
+from batchrl_mtf.core.fusion import Fusion
+from batchrl_mtf.data.config import DatasetConfig
 from batchrl_mtf.data.features import FeatureConfig
-from batchrl_mtf.data.mdp import DatasetConfig
 from batchrl_mtf.data.reward import RewardConfig, default_reward, load_reward, parse_reward
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.export.builder import ExportConfig
@@ -50,7 +52,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-SECTIONS = ("data", "reward", "features", "train", "evaluate", "export", "truth")
+SECTIONS = ("data", "fusion", "reward", "features", "train", "evaluate", "export", "truth")
 """The sections a pipeline file may hold, in run order."""
 
 SPECIAL_POLICIES = ("behavior", "production", "best-constant")
@@ -129,7 +131,7 @@ class DataSection:
     Attributes:
         logs: Log files or folders (schema v1); empty when ``simulate`` makes them.
         simulate: Simulate the logs first (``[data.simulate]``).
-        dataset: The :class:`~batchrl_mtf.data.mdp.DatasetConfig` (every other ``[data]`` key, and
+        dataset: The :class:`~batchrl_mtf.data.config.DatasetConfig` (every other ``[data]`` key, and
             ``[features]``); with ``simulate`` the action bounds default to the spec's.
     """
 
@@ -226,27 +228,16 @@ class ExportSection:
 
     Attributes:
         policy: The trained algorithm to export (empty = the first of ``[train] algos``).
-        formula: Fusion formula of the table (``logsum``/``sum``); empty = the simulated env's.
-        beta: ``logsum`` offsets: one for every task or one per task; empty = the env's.
+        fusion: The fusion of the table; ``None`` = the dataset's (``[fusion]``, or the
+            simulated env's). The flat keys ``formula``/``beta`` of earlier versions set it.
         ope: Also estimate the table's value offline (one FQE fit) to report the value lost.
         table: The :class:`~batchrl_mtf.export.ExportConfig` (every other key).
     """
 
     policy: str = ""
-    formula: str = ""
-    beta: tuple[float, ...] = ()
+    fusion: Fusion | None = None
     ope: bool = True
     table: ExportConfig = field(default_factory=ExportConfig)
-
-    def __post_init__(self) -> None:
-        require(
-            self.formula in ("", "logsum", "sum"),
-            "formula",
-            f"expected 'logsum' or 'sum', found {self.formula!r}",
-        )
-        require(
-            all(b > 0 for b in self.beta), "beta", f"expected numbers > 0, found {list(self.beta)}"
-        )
 
 
 @dataclass(frozen=True)
@@ -313,6 +304,8 @@ class PipelineConfig:
             return {"valid_play_s": self.reward.valid_play_s, **config_to_dict(self.reward)}
         if name == "features":
             return config_to_dict(self.data.dataset.features)
+        if name == "fusion":
+            return (self.data.dataset.fusion or Fusion()).to_dict()
         if name == "train":
             return {"algos": list(self.train.algos), "settings": _plain(self.train.settings)}
         value = getattr(self, name)
@@ -352,7 +345,7 @@ def _data_section(
     doc: Mapping[str, object], features: FeatureConfig, src: str, base: Path
 ) -> DataSection:
     where = f"{src} [data]"
-    dataset_fields = {f.name for f in dataclasses.fields(DatasetConfig)} - {"features"}
+    dataset_fields = {f.name for f in dataclasses.fields(DatasetConfig)} - {"features", "fusion"}
     table = doc.get("data", {})
     _check_keys(table, dataset_fields | {"logs", "simulate"}, where)  # type: ignore[arg-type]
     assert isinstance(table, Mapping)
@@ -452,18 +445,49 @@ def _export(doc: Mapping[str, object], src: str, algos: tuple[str, ...]) -> Expo
     own = {f.name for f in dataclasses.fields(ExportSection)} - {"table"}
     table_fields = {f.name for f in dataclasses.fields(ExportConfig)}
     table = doc.get("export", {})
-    _check_keys(table, own | table_fields, where)  # type: ignore[arg-type]
+    _check_keys(table, own | table_fields | {"formula", "beta"}, where)  # type: ignore[arg-type]
     assert isinstance(table, Mapping)
     cfg = _build(ExportConfig, {k: v for k, v in table.items() if k in table_fields}, where)
-    section = _build(
-        ExportSection, {**{k: v for k, v in table.items() if k in own}, "table": cfg}, where
-    )
+    mine = {k: v for k, v in table.items() if k in own or k in ("formula", "beta")}
+    section = _build(ExportSection, {**mine, "table": cfg}, where)
     if section.policy and section.policy not in algos:
         raise ConfigError(
             f"{where}: 'policy': expected one of the trained algorithms {list(algos)}, "
             f"found {section.policy!r}"
         )
     return section
+
+
+def _fusion(
+    doc: Mapping[str, object], data: DataSection, export: ExportSection, src: str
+) -> Fusion:
+    """The fusion the logged weights were applied with, which the dataset records.
+
+    ``[fusion]``; else the simulated env's; else (files of earlier versions) ``[export]``'s.
+    """
+    where = f"{src} [fusion]"
+    table = doc.get("fusion")
+    env = None if data.simulate is None else load_spec(data.simulate.env)
+    env_fusion = None if env is None else env.fusion.to_fusion()
+    if table is None:
+        if env_fusion is not None:
+            return env_fusion
+        if export.fusion is not None:
+            return export.fusion
+        raise ConfigError(
+            f"{where}: expected formula and beta (the fusion the logged weights were applied "
+            'with, e.g. formula = "logsum", beta = 0.1): without [data.simulate] it is not known'
+        )
+    fusion = Fusion.from_dict(table, where)  # type: ignore[arg-type]
+    if env is not None and env_fusion is not None:
+        tasks = env.world.tasks
+        if fusion.for_tasks(tasks, f"{where}.beta") != env_fusion:
+            raise ConfigError(
+                f"{where}: with [data.simulate] the fusion must be the one of "
+                f"{env.source} ({env_fusion.describe(tasks)}); found "
+                f"{fusion.describe(tasks)} (omit [fusion] to use the env's)"
+            )
+    return fusion
 
 
 def parse_pipeline(
@@ -522,11 +546,10 @@ def parse_pipeline(
                 f"{source} [truth]: 'env': expected the platform spec to roll the policies out in "
                 "(there is no [data.simulate] env to default to)"
             )
-    if data.simulate is None and not export.formula:
-        raise ConfigError(
-            f"{source} [export]: 'formula': expected 'logsum' (with beta) or 'sum': without "
-            "[data.simulate] the fusion the weights are for is not known"
-        )
+    data = dataclasses.replace(
+        data,
+        dataset=dataclasses.replace(data.dataset, fusion=_fusion(doc, data, export, source)),
+    )
     return PipelineConfig(
         data=data,
         reward=reward,
@@ -546,15 +569,7 @@ def read_pipeline_doc(path: str | Path) -> dict[str, Any]:
     Raises:
         ConfigError: Missing file or invalid TOML.
     """
-    p = Path(path)
-    try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: pipeline file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{p}: expected a pipeline .toml file, found a folder") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
+    return read_toml(path, "pipeline file")
 
 
 def load_pipeline(

@@ -13,15 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchrl_mtf.data.dataset import load_dataset
+from batchrl_mtf.core.fusion import Fusion
+from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.errors import ConfigError, PolicyError
 from batchrl_mtf.export import logged_centre
 from batchrl_mtf.pipeline.config import IMPORTANCE_WEIGHTED, PipelineConfig
-from batchrl_mtf.pipeline.glue import NamedPolicy
 from batchrl_mtf.pipeline.stage import StageRecord
-from batchrl_mtf.serving import Fusion
 from batchrl_mtf.sim import World, feature_names_of, load_spec
-from batchrl_mtf.training import load_policy
+from batchrl_mtf.training import TrainedPolicy, load_policy
 
 __all__ = [
     "Context",
@@ -76,11 +75,11 @@ class Context:
         return self._cache[key]
 
 
-def load_trained(ctx: Context, algo: str) -> Any:
+def load_trained(ctx: Context, algo: str) -> TrainedPolicy:
     """The trained policy ``algo`` of this run, named ``algo``."""
 
     data = ctx.dataset()
-    return NamedPolicy(load_policy(ctx.folder(f"train:{algo}"), spec=data.spec), algo)
+    return load_policy(ctx.folder(f"train:{algo}"), spec=data.spec).renamed(algo)
 
 
 def production_weights(ctx: Context) -> tuple[tuple[float, ...], str]:
@@ -112,26 +111,29 @@ def ope_config(ctx: Context) -> Any:
     return dataclasses.replace(ope, estimators=kept)
 
 
-def fusion(ctx: Context) -> Any:
-    """The fusion (formula, beta) the learned weights are for."""
+def fusion(ctx: Context) -> Fusion:
+    """The fusion the learned weights are for: ``[export]``'s when given, else the dataset's.
 
-    cfg = ctx.config
-    tasks = tuple(ctx.dataset().spec.tasks)
-    ex = cfg.export
-    if not ex.formula:
-        env = cfg.data.simulate.env if cfg.data.simulate is not None else cfg.truth_env
-        f = ctx.world(env).spec.fusion
-        return Fusion(f.formula, tuple(f.beta) if f.formula == "logsum" else None)
-    if ex.formula == "sum":
-        return Fusion("sum", None)
-    beta = ex.beta or (0.1,)
-    if len(beta) == 1:
-        beta = beta * len(tasks)
-    if len(beta) != len(tasks):
-        raise ConfigError(
-            f"{cfg.source} [export]: 'beta': expected 1 or {len(tasks)} offsets, found {len(beta)}"
+    The dataset records the fusion its logs were applied with (``[fusion]``, or the simulated
+    env's); an ``[export]`` fusion that differs from it is logged as an override.
+    """
+
+    spec = ctx.dataset().spec
+    tasks = tuple(spec.tasks)
+    recorded = spec.fusion or ctx.config.data.dataset.fusion
+    ex = ctx.config.export.fusion
+    if ex is None:
+        if recorded is None:
+            raise ConfigError(f"{ctx.config.source} [fusion]: expected formula and beta")
+        return recorded.for_tasks(tasks)
+    chosen = ex.for_tasks(tasks, f"{ctx.config.source} [export] beta")
+    if recorded is not None and chosen != recorded.for_tasks(tasks):
+        logger.info(
+            "fusion: %s ([export] overrides the dataset's %s)",
+            chosen.describe(tasks),
+            recorded.describe(tasks),
         )
-    return Fusion("logsum", tuple(beta))
+    return chosen
 
 
 def check_env_fits(ctx: Context, world: Any, env: str) -> None:

@@ -3,6 +3,10 @@
 Sections: verdict, data, training, offline evaluation (with true values when a simulator is
 known), learned weights per task and per user segment, the exported table, timing, the resolved
 configuration. ``headline.md`` holds the summary table and verdict the command line prints.
+
+The report only reads what the stages wrote (JSON, CSV, npz, the weight table's file); it loads no
+dataset and runs no policy: the evaluate and export stages write the weights it plots
+(``weights.npz``, ``weights.json``).
 """
 
 from __future__ import annotations
@@ -18,12 +22,10 @@ import numpy as np
 
 from batchrl_mtf.core.io import atomic_write_text, dumps_json
 from batchrl_mtf.core.version import __version__
-from batchrl_mtf.export import ExportConfig, quantile_edges, select_keys
 from batchrl_mtf.ope.paired import paired_difference
 from batchrl_mtf.pipeline import figures
-from batchrl_mtf.pipeline.context import load_trained
 from batchrl_mtf.pipeline.document import Document
-from batchrl_mtf.policy.base import TablePolicy
+from batchrl_mtf.pipeline.glue import load_npz
 from batchrl_mtf.serving import WeightTable
 
 if TYPE_CHECKING:
@@ -32,9 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["verdict_lines", "write_report"]
 
 logger = logging.getLogger("batchrl_mtf.pipeline")
-
-MAX_STATES = 5000
-"""Test states (a seeded sample) the weight distributions are computed on."""
 
 
 def _load(path: Path) -> Any:
@@ -142,12 +141,12 @@ def _ope_rows(ctx: Context) -> tuple[list[str], list[list[str]], dict[str, Any]]
     tp = fid.get("table")
     prod_returns = None
     if truth is not None:
-        with np.load(ctx.folder("truth") / "rollouts.npz") as z:
-            arrays = {k: z[k] for k in z.files if k.startswith("returns|")}
-        export_npz = ctx.folder("export") / "rollouts.npz"
-        if export_npz.is_file():
-            with np.load(export_npz) as z:
-                arrays.update({k: z[k] for k in z.files if k.startswith("returns|")})
+        arrays = {
+            k: v
+            for stage in ("truth", "export")
+            for k, v in load_npz(ctx.folder(stage) / "rollouts.npz").items()
+            if k.startswith("returns|")
+        }
         prod_returns = arrays.get("returns|production")
 
     def truth_cells(name: str, value: Any) -> list[str]:
@@ -320,74 +319,35 @@ def _training_section(doc: Document, ctx: Context, figdir: Path, tasks: list[str
 
 
 def _weights_section(
-    doc: Document, ctx: Context, figdir: Path, test: Any, refs: dict[str, list[float]]
+    doc: Document, ctx: Context, figdir: Path, spec: dict[str, Any], refs: dict[str, list[float]]
 ) -> None:
-
+    """Weights per task and per segment, from the evaluate and export stages' ``weights.npz``."""
     cfg = ctx.config
-    spec = test.spec
-    tasks = list(spec.tasks)
-    rng = np.random.default_rng(0)
-    idx = np.arange(len(test))
-    if len(idx) > MAX_STATES:
-        idx = np.sort(rng.choice(len(idx), MAX_STATES, replace=False))
-    states = test.observations[idx]
-    samples = {a: load_trained(ctx, a).act(states) for a in cfg.train.algos}
-    table_path = ctx.folder("export") / "weight_table.json"
+    tasks = list(spec["tasks"])
+    evaluated = load_npz(ctx.folder("evaluate") / "weights.npz")
+    exported = load_npz(ctx.folder("export") / "weights.npz")
+    prefix = "actions|"
+    samples = {a: evaluated[prefix + a] for a in cfg.train.algos}
+    samples.update({k[len(prefix) :]: v for k, v in exported.items() if k.startswith(prefix)})
+    n_states = len(evaluated["index"])
     fid = _load(ctx.folder("export") / "fidelity.json") or {}
-    if table_path.is_file():
-        tab = TablePolicy(WeightTable.load(table_path), spec.feature_names, "table")
-        samples[fid.get("table", "table")] = np.broadcast_to(
-            tab.act(states), (len(states), len(tasks))
-        )
     doc.heading("Learned weights")
     path = figures.weights_figure(
         samples,
         tasks,
-        spec.action_low,
-        spec.action_high,
+        spec["action_low"],
+        spec["action_high"],
         refs,
         figdir / "weights_by_task.png",
-        f"{len(states)} test states",
+        f"{n_states} test states",
     )
     doc.figure(
         path,
-        f"Distribution of each policy's fusion weights per task over {len(states)} test states "
+        f"Distribution of each policy's fusion weights per task over {n_states} test states "
         "(violins with medians); lines: the constant baselines.",
     )
     truth = _load(ctx.folder("truth") / "values.json") if cfg.truth is not None else None
-    means: dict[str, dict[str, list[float]]] = {}
-    if truth is not None:
-        label = "hidden segment"
-        caption = (
-            "Mean fusion weight per task by **hidden user segment**, from the simulator rollouts "
-            f"of `[truth]` ({truth['sessions']} sessions): the simulator knows each user's "
-            "segment; the dataset does not."
-        )
-        pols = [*cfg.train.algos]
-        sources = dict(truth["policies"])
-        if fid.get("truth_table"):
-            pols.append(fid["table"])
-            sources[fid["table"]] = fid["truth_table"]
-        for p in pols:
-            wbs = sources.get(p, {}).get("weights_by_segment", {})
-            means[p] = {s: [wbs[s][f"w_{t}"] for t in tasks] for s in truth["segments"] if s in wbs}
-    else:
-        feat, edges = _segment_feature(spec, states, samples[cfg.learned], fid)
-        label = f"{feat} bucket"
-        caption = (
-            f"Mean fusion weight per task by **tertile of `{feat}`** on test states (the dataset "
-            "has no user segments; this is the user feature the learned policy's weights depend "
-            "on most, by R² of a 3-bucket split)."
-        )
-        col = states[:, list(spec.feature_names).index(feat)]
-        cell = np.searchsorted(np.asarray(edges), col, side="right")
-        names = _bucket_names(feat, edges)
-        for p, w in samples.items():
-            means[p] = {
-                names[c]: list(w[cell == c].mean(axis=0))
-                for c in range(len(names))
-                if (cell == c).any()
-            }
+    label, caption, means = _segment_means(ctx, samples, tasks, truth, fid, exported)
     path = figures.segment_weights_figure(
         means, tasks, refs, label, figdir / "weights_by_segment.png"
     )
@@ -395,60 +355,76 @@ def _weights_section(
     rows = [[p, s, *[_num(x, 3) for x in w]] for p, segs in means.items() for s, w in segs.items()]
     doc.table(["policy", label, *[f"w_{t}" for t in tasks]], rows)
     if truth is not None:
-        ret: dict[str, dict[str, tuple[float, float, float]]] = {}
+        _truth_by_segment(doc, ctx, figdir, truth, fid)
+
+
+def _segment_means(
+    ctx: Context,
+    samples: dict[str, np.ndarray],
+    tasks: list[str],
+    truth: dict[str, Any] | None,
+    fid: dict[str, Any],
+    exported: dict[str, np.ndarray],
+) -> tuple[str, str, dict[str, dict[str, list[float]]]]:
+    """Mean weight per task per hidden segment (from the rollouts) or, without a simulator, per
+    tertile bucket of the export stage's chosen user feature: ``(label, caption, means)``."""
+    means: dict[str, dict[str, list[float]]] = {}
+    if truth is not None:
+        caption = (
+            "Mean fusion weight per task by **hidden user segment**, from the simulator rollouts "
+            f"of `[truth]` ({truth['sessions']} sessions): the simulator knows each user's "
+            "segment; the dataset does not."
+        )
+        pols = [*ctx.config.train.algos]
         sources = dict(truth["policies"])
         if fid.get("truth_table"):
+            pols.append(fid["table"])
             sources[fid["table"]] = fid["truth_table"]
-        order = [p for p in _ope_order(ctx) if p in sources]
-        for p in order + [p for p in sources if p not in order]:
-            by = sources[p].get("by_segment", {})
-            ret[p] = {
-                s: (by[s]["return"]["mean"], *by[s]["return"]["ci95"])
-                for s in truth["segments"]
-                if s in by
-            }
-        path = figures.segment_returns_figure(ret, figdir / "truth_by_segment.png")
-        doc.figure(path, "True mean session return per hidden user segment (simulator).")
+        for p in pols:
+            wbs = sources.get(p, {}).get("weights_by_segment", {})
+            means[p] = {s: [wbs[s][f"w_{t}"] for t in tasks] for s in truth["segments"] if s in wbs}
+        return "hidden segment", caption, means
+    buckets = _load(ctx.folder("export") / "weights.json") or {}
+    feat, names = buckets["feature"], buckets["buckets"]
+    caption = (
+        f"Mean fusion weight per task by **tertile of `{feat}`** on test states (the dataset "
+        "has no user segments; this is the user feature the learned policy's weights depend "
+        "on most, by R² of a 3-bucket split)."
+    )
+    cell = exported["cell"]
+    for p, w in samples.items():
+        means[p] = {
+            names[c]: list(w[cell == c].mean(axis=0))
+            for c in range(len(names))
+            if (cell == c).any()
+        }
+    return f"{feat} bucket", caption, means
+
+
+def _truth_by_segment(
+    doc: Document, ctx: Context, figdir: Path, truth: dict[str, Any], fid: dict[str, Any]
+) -> None:
+    """The figure of each policy's true return per hidden segment."""
+    ret: dict[str, dict[str, tuple[float, float, float]]] = {}
+    sources = dict(truth["policies"])
+    if fid.get("truth_table"):
+        sources[fid["table"]] = fid["truth_table"]
+    order = [p for p in _ope_order(ctx) if p in sources]
+    for p in order + [p for p in sources if p not in order]:
+        by = sources[p].get("by_segment", {})
+        ret[p] = {
+            s: (by[s]["return"]["mean"], *by[s]["return"]["ci95"])
+            for s in truth["segments"]
+            if s in by
+        }
+    path = figures.segment_returns_figure(ret, figdir / "truth_by_segment.png")
+    doc.figure(path, "True mean session return per hidden user segment (simulator).")
 
 
 def _ope_order(ctx: Context) -> list[str]:
     ope = _load(ctx.folder("evaluate") / "ope.json") or {}
     fid = _load(ctx.folder("export") / "fidelity.json") or {}
     return [p["name"] for p in ope.get("policies", [])] + ([fid["table"]] if "table" in fid else [])
-
-
-def _segment_feature(
-    spec: Any, states: np.ndarray, actions: np.ndarray, fid: dict[str, Any]
-) -> tuple[str, tuple[float, ...]]:
-
-    names = list(spec.feature_names)
-    users = [i for i, n in enumerate(names) if n.startswith("u_")]
-    feat = ""
-    if users:
-        picked = select_keys(
-            states[:, users],
-            actions,
-            [names[i] for i in users],
-            spec.action_low,
-            spec.action_high,
-            ExportConfig(n_auto_keys=1, buckets=3),
-        )
-        feat = picked[0][0] if picked else ""
-    if not feat:
-        keys = [k for k in fid.get("keys", []) if k in names]
-        feat = keys[0] if keys else names[0]
-    return feat, quantile_edges(states[:, names.index(feat)], 3)
-
-
-def _bucket_names(feat: str, edges: tuple[float, ...]) -> list[str]:
-    b = [f"{e:.3g}" for e in edges]
-    if not b:
-        return [f"all {feat}"]
-    return (
-        [f"{feat} < {b[0]}"]
-        + [f"{b[i]} ≤ {feat} < {b[i + 1]}" for i in range(len(b) - 1)]
-        + [f"{feat} ≥ {b[-1]}"]
-    )
 
 
 def _export_section(doc: Document, ctx: Context, figdir: Path) -> None:
@@ -515,33 +491,16 @@ def _interval(lo: float | None, hi: float | None) -> str:
     return f"{a}, {b})"
 
 
-def write_report(ctx: Context, folder: Path) -> None:
-    """Write ``report.md``, ``report.html``, ``headline.md`` and ``figures/`` into ``folder``."""
-    cfg = ctx.config
-    figdir = folder / "figures"
-    figdir.mkdir(parents=True, exist_ok=True)
-    data = ctx.dataset()
-    test = data.select(cfg.evaluate.split)
-    tasks = list(data.spec.tasks)
-    summary = _load(ctx.folder("evaluate") / "summary.json") or {}
-    refs = {"production": summary["production"]["weights"]} if "production" in summary else {}
-    if "best_constant" in summary:
-        refs["best-constant"] = summary["best_constant"]["weights"]
-
-    doc = Document(f"batchrl-mtf run: {Path(cfg.source).name if cfg.source else 'pipeline'}")
-    verdict = verdict_lines(ctx)
-    doc.heading("Verdict")
-    for line in verdict:
-        doc.para(line, "verdict")
-    header, rows, fig = _ope_rows(ctx)
-    total = sum(r.seconds for r in ctx.records.values())
-    doc.para(
-        f"Run by `{ctx.label or 'batchrl-mtf run'}` with batchrl-mtf {__version__}; stages took "
-        f"{total:.0f} s in all when they ran (see *Timing*). Folder: `{ctx.out}`."
-    )
-    _data_section(doc, ctx)
-    _training_section(doc, ctx, figdir, tasks)
-
+def _offline_section(
+    doc: Document,
+    ctx: Context,
+    figdir: Path,
+    summary: dict[str, Any],
+    header: list[str],
+    rows: list[list[str]],
+    fig: dict[str, Any],
+) -> None:
+    """The OPE table and figure, with what production and the best constant are."""
     doc.heading("Offline evaluation")
     ope = _load(ctx.folder("evaluate") / "ope.json")
     gamma = float(ope["gamma"])
@@ -580,7 +539,36 @@ def write_report(ctx: Context, folder: Path) -> None:
         )
         + ".",
     )
-    _weights_section(doc, ctx, figdir, test, refs)
+
+
+def write_report(ctx: Context, folder: Path) -> None:
+    """Write ``report.md``, ``report.html``, ``headline.md`` and ``figures/`` into ``folder``."""
+    cfg = ctx.config
+    figdir = folder / "figures"
+    figdir.mkdir(parents=True, exist_ok=True)
+    spec = _load(ctx.folder("dataset") / "features.json")
+    tasks = list(spec["tasks"])
+    summary = _load(ctx.folder("evaluate") / "summary.json") or {}
+    refs = {"production": summary["production"]["weights"]} if "production" in summary else {}
+    if "best_constant" in summary:
+        refs["best-constant"] = summary["best_constant"]["weights"]
+
+    doc = Document(f"batchrl-mtf run: {Path(cfg.source).name if cfg.source else 'pipeline'}")
+    verdict = verdict_lines(ctx)
+    doc.heading("Verdict")
+    for line in verdict:
+        doc.para(line, "verdict")
+    header, rows, fig = _ope_rows(ctx)
+    total = sum(r.seconds for r in ctx.records.values())
+    doc.para(
+        f"Run by `{ctx.label or 'batchrl-mtf run'}` with batchrl-mtf {__version__}; stages took "
+        f"{total:.0f} s in all when they ran (see *Timing*). Folder: `{ctx.out}`."
+    )
+    _data_section(doc, ctx)
+    _training_section(doc, ctx, figdir, tasks)
+
+    _offline_section(doc, ctx, figdir, summary, header, rows, fig)
+    _weights_section(doc, ctx, figdir, spec, refs)
     _export_section(doc, ctx, figdir)
 
     doc.heading("Timing")

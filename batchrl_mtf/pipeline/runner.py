@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from batchrl_mtf.core.io import atomic_write_text, dumps_json
+from batchrl_mtf.core.io import atomic_write_text, dumps_json, output_dir, write_marker
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.pipeline import stages as st
 from batchrl_mtf.pipeline.config import PipelineConfig
@@ -94,9 +94,23 @@ def run_pipeline(
 
     Raises:
         BatchRLMTFError: Whatever a stage raises for a user mistake (bad logs, bad keys, ...).
+        OutputError: ``out`` is not a pipeline run folder of ours (see
+            :func:`~batchrl_mtf.core.io.output_dir`).
+
+    ``out`` is the pipeline's stage cache: a run folder of ours is re-used (unchanged stages are
+    skipped, a stage whose inputs changed replaces its own folder without ``--overwrite``); any
+    other non-empty folder is refused.
     """
     root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
+    with output_dir(root, "pipeline", resume=True):
+        root.mkdir(parents=True, exist_ok=True)
+        write_marker(root, "pipeline")
+        return _run(config, root, force, progress, label)
+
+
+def _run(
+    config: PipelineConfig, root: Path, force: Sequence[str], progress: bool, label: str
+) -> PipelineResult:
     start = time.perf_counter()
     ctx = st.Context(config=config, out=root, progress=progress, label=label)
     known = {s.name for s in st.plan(ctx)} | {"train", "all"}

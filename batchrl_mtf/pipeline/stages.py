@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from batchrl_mtf.core.config import config_to_dict
 from batchrl_mtf.core.io import (
@@ -25,8 +26,8 @@ from batchrl_mtf.core.io import (
     hash_bytes,
     hash_files,
 )
-from batchrl_mtf.data.dataset import build_dataset
-from batchrl_mtf.ope import BehaviorPolicy, best_constant, best_constant_table, report_to_dict
+from batchrl_mtf.data.build import build_dataset
+from batchrl_mtf.ope import best_constant, best_constant_table, report_to_dict
 from batchrl_mtf.ope.paired import evaluate_each, paired_vs
 from batchrl_mtf.pipeline.config import IMPORTANCE_WEIGHTED, PipelineConfig
 from batchrl_mtf.pipeline.context import (
@@ -37,13 +38,13 @@ from batchrl_mtf.pipeline.context import (
     ope_config,
     production_weights,
 )
-from batchrl_mtf.pipeline.evaluation import export_table, save_rollouts
-from batchrl_mtf.pipeline.glue import npz_bytes, rollout
+from batchrl_mtf.pipeline.evaluation import save_rollouts, save_weights, write_export
+from batchrl_mtf.pipeline.glue import load_npz, npz_bytes, rollout_arrays, truth_summary
 from batchrl_mtf.pipeline.report import write_report
 from batchrl_mtf.pipeline.stage import Stage, input_hash
-from batchrl_mtf.policy import ConstantPolicy
-from batchrl_mtf.resolve import resolve_policy, resolve_sim_policy
-from batchrl_mtf.sim import load_spec, run_sessions
+from batchrl_mtf.policy import ConstantPolicy, LoggingPolicy, Policy
+from batchrl_mtf.resolve import resolve_ope_policy, resolve_sim_policy
+from batchrl_mtf.sim import load_spec, run_sessions, true_value
 from batchrl_mtf.training import train
 
 __all__ = ["Context", "plan"]
@@ -144,7 +145,9 @@ def _dataset_stage(ctx: Context) -> Stage:
     def run() -> tuple[str, dict[str, Any]]:
 
         ctx._cache.pop("dataset", None)
-        report = build_dataset(_log_paths(ctx), cfg.reward, folder, cfg.data.dataset)
+        report = build_dataset(
+            _log_paths(ctx), cfg.reward, folder, cfg.data.dataset, overwrite=True
+        )
         acc = report["accounting"]
         summary = {"accounting": acc, "episodes": report["episodes"], "reward": report["reward"]}
         return str(report["dataset_hash"]), summary
@@ -172,7 +175,7 @@ def _train_stage(ctx: Context, algo: str) -> Stage:
 
     def run() -> tuple[str, dict[str, Any]]:
 
-        result = train(ctx.dataset(), folder, tc, show_progress=ctx.progress)
+        result = train(ctx.dataset(), folder, tc, overwrite=True, show_progress=ctx.progress)
         last = dict(result.metrics[-1]) if result.metrics else {}
         summary = {
             "algo": algo,
@@ -180,9 +183,9 @@ def _train_stage(ctx: Context, algo: str) -> Stage:
             "train_seconds": result.seconds,
             "last": last,
         }
-        return hash_files([folder / "model.d3"]), summary
+        return hash_files([folder / "model.safetensors"]), summary
 
-    return Stage(name, folder, 1, inputs, run, ("model.d3", "policy.json", "metrics.csv"))
+    return Stage(name, folder, 1, inputs, run, ("model.safetensors", "policy.json", "metrics.csv"))
 
 
 # --------------------------------------------------------------------------------- evaluate
@@ -197,7 +200,8 @@ def _evaluate_stage(ctx: Context) -> Stage:
         env = cfg.data.simulate.env if cfg.data.simulate is not None else cfg.truth_env
         return {
             "evaluate": cfg.section("evaluate"),
-            "export_fusion": {"formula": cfg.export.formula, "beta": list(cfg.export.beta)},
+            "fusion": cfg.section("fusion"),  # the dataset's: its bytes (and hash) do not show it
+            "export_fusion": None if cfg.export.fusion is None else cfg.export.fusion.to_dict(),
             "env_hash": _spec_hash(env) if env else "",
             **ctx.upstream("dataset", *(f"train:{a}" for a in algos)),
         }
@@ -215,11 +219,9 @@ def _evaluate_stage(ctx: Context) -> Stage:
             "production": {"weights": list(prod), "source": prod_source},
             "estimators": list(ope.estimators),
         }
-        policies: list[Any] = []
+        policies: list[Policy | LoggingPolicy] = []
         for p in ev.policies:
-            if p == "behavior":
-                policies.append(BehaviorPolicy(tasks, name="behavior"))
-            elif p == "production":
+            if p == "production":
                 policies.append(ConstantPolicy(prod, tasks, name="production"))
             elif p == "best-constant":
                 est = ev.best_constant_estimator
@@ -236,9 +238,7 @@ def _evaluate_stage(ctx: Context) -> Stage:
                     ope.seed,
                     bc_cfg,
                 )
-                fu = fusion(ctx)
-                beta = dict(zip(tasks, fu.beta, strict=True)) if fu.beta else 0.01
-                table = best_constant_table(best, full, fu.formula, beta)
+                table = best_constant_table(best, full, fusion(ctx))
                 table.save(folder / "best_constant.json")  # type: ignore[attr-defined]
                 summary["best_constant"] = {
                     "weights": list(best.weights),
@@ -249,9 +249,11 @@ def _evaluate_stage(ctx: Context) -> Stage:
                 }
                 policies.append(ConstantPolicy(best.weights, tasks, name="best-constant"))
             else:
-                policies.append(resolve_policy(p, tasks, spec.feature_names))
-        policies.extend(load_trained(ctx, a) for a in algos)
+                policies.append(resolve_ope_policy(p, tasks, spec.feature_names))
+        trained = [load_trained(ctx, a) for a in algos]
+        policies.extend(trained)
         result, per_session = evaluate_each(data, policies, ope, ctx.progress)
+        save_weights(folder, data, trained)
         doc = report_to_dict(result, ev.split, str(ctx.folder("dataset")), spec.dataset_hash)
         atomic_write_text(folder / "ope.json", dumps_json(doc))
 
@@ -264,7 +266,12 @@ def _evaluate_stage(ctx: Context) -> Stage:
         return hash_files(files), {"ranking": list(result.ranking)}
 
     return Stage(
-        "evaluate", folder, 1, inputs, run, ("ope.json", "per_session.npz", "summary.json")
+        "evaluate",
+        folder,
+        1,
+        inputs,
+        run,
+        ("ope.json", "per_session.npz", "summary.json", "weights.npz"),
     )
 
 
@@ -329,7 +336,7 @@ def _truth_stage(ctx: Context) -> Stage:
         world = ctx.world(env)
         check_env_fits(ctx, world, env)
         old = _json(folder / "values.json") if (folder / "values.json").is_file() else {}
-        old_arrays = _load_npz(folder / "rollouts.npz")
+        old_arrays = load_npz(folder / "rollouts.npz")
         values: dict[str, Any] = {}
         arrays: dict[str, np.ndarray] = {}
         todo = _truth_policies(ctx)
@@ -343,13 +350,12 @@ def _truth_stage(ctx: Context) -> Stage:
                 arrays.update({k: v for k, v in old_arrays.items() if k.endswith(f"|{name}")})
                 reused += 1
                 continue
-            res = rollout(
+            res = true_value(
                 world, _make_sim_policy(ctx, world, name, identity), truth.sessions, truth.seed
             )
-            values[name] = {"key": key, **res.summary}
-            arrays.update(_rollout_arrays(name, res))
-            r = res.summary["return"]
-            logger.info("true value of %s: %.3f", name, r["mean"])  # type: ignore[index]
+            values[name] = {"key": key, **truth_summary(res)}
+            arrays.update(rollout_arrays(name, res))
+            logger.info("true value of %s: %.3f", name, res.mean)
         doc = {
             "env": env,
             "sessions": truth.sessions,
@@ -364,23 +370,7 @@ def _truth_stage(ctx: Context) -> Stage:
     return Stage("truth", folder, 1, inputs, run, ("values.json", "rollouts.npz"))
 
 
-def _rollout_arrays(name: str, res: Any) -> dict[str, np.ndarray]:
-    out = {f"returns|{name}": res.returns, f"segment|{name}": res.segment}
-    for seg, sample in res.samples.items():
-        out[f"weights|{seg}|{name}"] = sample
-    return out
-
-
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        return {}
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
-
-
 def _progress(items: list[Any], show: bool, desc: str) -> Any:
-    from tqdm.auto import tqdm
-
     return tqdm(items, desc=desc, unit="policy", disable=not show, leave=False)
 
 
@@ -396,6 +386,7 @@ def _export_stage(ctx: Context) -> Stage:
         env = cfg.truth_env
         return {
             "export": cfg.section("export"),
+            "fusion": cfg.section("fusion"),
             "truth": cfg.section("truth"),
             "evaluate_ope": cfg.section("evaluate"),
             "env_hash": _spec_hash(env) if env else "",
@@ -405,11 +396,16 @@ def _export_stage(ctx: Context) -> Stage:
 
     def run() -> tuple[str, dict[str, Any]]:
 
-        summary = export_table(ctx, folder, algo)
+        summary = write_export(ctx, folder, algo)
         return hash_files([folder / "weight_table.json"]), summary
 
     return Stage(
-        "export", folder, 1, inputs, run, ("weight_table.json", "weight_table.csv", "fidelity.json")
+        "export",
+        folder,
+        1,
+        inputs,
+        run,
+        ("weight_table.json", "weight_table.csv", "fidelity.json", "weights.npz", "weights.json"),
     )
 
 

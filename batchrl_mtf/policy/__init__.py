@@ -1,7 +1,24 @@
-"""Fusion policies: the :class:`Policy` protocol every policy implements, constant and table policies."""
+"""Fusion policies: the :class:`Policy` protocol every policy implements, constant and table
+policies, and the :class:`LoggingPolicy` marker for the policy that wrote the logs."""
 
 from __future__ import annotations
 
-from batchrl_mtf.policy.base import ConstantPolicy, FloatArray, Policy, TablePolicy
+from batchrl_mtf.policy.base import (
+    LOGGING_NAMES,
+    ConstantPolicy,
+    FloatArray,
+    LoggingPolicy,
+    Policy,
+    RenamedPolicy,
+    TablePolicy,
+)
 
-__all__ = ["ConstantPolicy", "FloatArray", "Policy", "TablePolicy"]
+__all__ = [
+    "LOGGING_NAMES",
+    "ConstantPolicy",
+    "FloatArray",
+    "LoggingPolicy",
+    "Policy",
+    "RenamedPolicy",
+    "TablePolicy",
+]

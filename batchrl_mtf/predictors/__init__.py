@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-from batchrl_mtf.predictors._logs import read_table
 from batchrl_mtf.predictors.artefact import FrozenPredictor, freeze, load_predictor, save_predictor
 from batchrl_mtf.predictors.config import MODELS, PredictorConfig
 from batchrl_mtf.predictors.features import UNKNOWN_INDEX, Encoded, FeatureVocab
@@ -36,7 +35,6 @@ __all__ = [
     "freeze",
     "load_predictor",
     "predict",
-    "read_table",
     "rescore_frame",
     "rescore_logs",
     "save_predictor",

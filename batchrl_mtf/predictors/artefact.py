@@ -28,7 +28,13 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from batchrl_mtf.core.config import config_from_mapping, config_to_dict
-from batchrl_mtf.core.io import atomic_dir, dumps_json, hash_bytes, package_versions
+from batchrl_mtf.core.io import (
+    atomic_dir,
+    check_output_dir,
+    dumps_json,
+    hash_bytes,
+    package_versions,
+)
 from batchrl_mtf.errors import ConfigError, PredictorError
 from batchrl_mtf.predictors.config import PredictorConfig
 from batchrl_mtf.predictors.features import Encoded, FeatureVocab
@@ -212,12 +218,18 @@ def _metrics_json(metrics: tuple[TaskMetrics, ...]) -> list[dict[str, object]]:
     return [config_to_dict(m) for m in metrics]
 
 
-def save_predictor(trained: TrainedPredictor, out: str | Path) -> FrozenPredictor:
+def save_predictor(
+    trained: TrainedPredictor, out: str | Path, overwrite: bool = False
+) -> FrozenPredictor:
     """Freeze ``trained`` and write its artefact directory ``out`` atomically.
+
+    ``out`` is never something this toolkit did not write; a predictor written before is replaced
+    only with ``overwrite`` (see :func:`~batchrl_mtf.core.io.output_dir`).
 
     Returns:
         The frozen predictor (same content hash as the artefact).
     """
+    check_output_dir(out, "predictor", overwrite=overwrite)
     frozen = freeze(trained)
     weights, config_text, vocab_text = _serialise(
         frozen.model, frozen.vocab, frozen.config, frozen.regression_caps
@@ -236,7 +248,7 @@ def save_predictor(trained: TrainedPredictor, out: str | Path) -> FrozenPredicto
         "format_version": FORMAT_VERSION,
         "files": [WEIGHTS, CONFIG, VOCAB],
     }
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, kind="predictor") as tmp:
         (tmp / WEIGHTS).write_bytes(weights)
         (tmp / CONFIG).write_text(config_text, encoding="utf-8")
         (tmp / VOCAB).write_text(vocab_text, encoding="utf-8")
@@ -267,20 +279,21 @@ def load_predictor(path: str | Path) -> FrozenPredictor:
         _read(root / f) for f in (WEIGHTS, CONFIG, VOCAB, META)
     )
     try:
+        config_text, vocab_text = config_bytes.decode(), vocab_bytes.decode()
         meta = json.loads(meta_bytes)
-        cfg = json.loads(config_bytes)
-        vocab_json = json.loads(vocab_bytes)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        cfg = json.loads(config_text)
+        vocab_json = json.loads(vocab_text)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise PredictorError(f"{root}: corrupt JSON in the predictor artefact: {exc}") from None
     expected = meta.get("content_hash") if isinstance(meta, dict) else None
-    actual = hash_bytes(_joined(weights, config_bytes.decode(), vocab_bytes.decode()))
+    actual = hash_bytes(_joined(weights, config_text, vocab_text))
     if expected != actual:
         raise PredictorError(
             f"{root}: content hash mismatch (meta.json says {expected}, files hash to {actual})"
         )
-    if cfg.get("format_version") != FORMAT_VERSION:
+    if not isinstance(cfg, dict) or cfg.get("format_version") != FORMAT_VERSION:
         raise PredictorError(
-            f"{root / CONFIG}: expected format_version {FORMAT_VERSION}, found {cfg.get('format_version')!r}"
+            f"{root / CONFIG}: expected format_version {FORMAT_VERSION}, found {cfg.get('format_version') if isinstance(cfg, dict) else type(cfg).__name__!r}"
         )
     try:
         config = config_from_mapping(

@@ -11,7 +11,7 @@ import pandas as pd
 
 from batchrl_mtf.core.io import atomic_write_bytes
 from batchrl_mtf.errors import PredictorError, SchemaError
-from batchrl_mtf.predictors._logs import read_table
+from batchrl_mtf.logs.schema import read_table
 from batchrl_mtf.predictors.artefact import FrozenPredictor, load_predictor
 from batchrl_mtf.predictors.training import join_items
 
@@ -98,7 +98,7 @@ def rescore_logs(
         raise PredictorError(f"{out}: unsupported output file type; expected .parquet or .csv")
     predictor = load_predictor(predictor_dir)
     logs = read_table(logs_path)
-    items = read_table(items_path, "item table") if items_path is not None else None
+    items = read_table(items_path) if items_path is not None else None
     try:
         out_df = rescore_frame(logs, predictor, items)
     except SchemaError as exc:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,8 +28,8 @@ from torch import nn
 from tqdm import tqdm
 
 from batchrl_mtf.core.io import hash_bytes
-from batchrl_mtf.errors import PredictorError, SchemaError
-from batchrl_mtf.predictors._logs import check_training_columns, ts_to_ms
+from batchrl_mtf.errors import PredictorError, Problem, SchemaError
+from batchrl_mtf.logs.schema import normalise_ts
 from batchrl_mtf.predictors.config import PredictorConfig
 from batchrl_mtf.predictors.features import Encoded, FeatureVocab, build_vocab
 from batchrl_mtf.predictors.metrics import TaskMetrics, task_metrics
@@ -37,6 +37,7 @@ from batchrl_mtf.predictors.models import MultiTaskNet, build_model
 
 __all__ = [
     "TrainedPredictor",
+    "check_training_columns",
     "fit_predictor",
     "frame_hash",
     "join_items",
@@ -222,6 +223,92 @@ def predict_encoded(model: MultiTaskNet, enc: Encoded, batch_size: int = 65536) 
     return np.concatenate(outs, axis=0)
 
 
+def check_training_columns(
+    df: pd.DataFrame, tasks: Sequence[str], regression_tasks: Sequence[str], file: str
+) -> None:
+    """Check that ``df`` has what training needs: ids, ``ts`` and clean task labels.
+
+    Args:
+        df: The logs.
+        tasks: Task label columns.
+        regression_tasks: Tasks that are regression targets (numeric >= 0); the others must be 0/1.
+        file: The logs' file name, for messages.
+
+    Raises:
+        SchemaError: Listing every problem found, each naming the file and column.
+    """
+    problems: list[Problem] = []
+    for col in ("user_id", "item_id", "ts"):
+        if col not in df.columns:
+            problems.append(
+                Problem("required_column", file, col, "the column to exist", "it is missing")
+            )
+    for task in tasks:
+        if task not in df.columns:
+            problems.append(
+                Problem(
+                    "task_column", file, task, f"a label column for task '{task}'", "it is missing"
+                )
+            )
+            continue
+        labels = df[task]
+        if not pd.api.types.is_numeric_dtype(labels):
+            problems.append(
+                Problem("label_type", file, task, "numeric labels", f"dtype {labels.dtype}")
+            )
+            continue
+        values = labels.to_numpy(dtype=np.float64)
+        n_nan = int(np.isnan(values).sum())
+        if n_nan:
+            problems.append(
+                Problem(
+                    "label_missing",
+                    file,
+                    task,
+                    "no missing labels",
+                    f"{n_nan} missing",
+                    n_rows=n_nan,
+                )
+            )
+            continue
+        if task in regression_tasks:
+            bad = values < 0
+            if bad.any():
+                problems.append(
+                    Problem(
+                        "label_range",
+                        file,
+                        task,
+                        "regression labels >= 0",
+                        f"min {values.min():g}",
+                        n_rows=int(bad.sum()),
+                    )
+                )
+        else:
+            bad = (values != 0) & (values != 1)
+            if bad.any():
+                problems.append(
+                    Problem(
+                        "label_binary",
+                        file,
+                        task,
+                        "binary 0/1 labels (list the task in regression_tasks / --regression otherwise)",
+                        f"values such as {values[bad][0]:g}",
+                        n_rows=int(bad.sum()),
+                    )
+                )
+    if problems:
+        first = problems[0]
+        raise SchemaError(
+            f"{file}: {len(problems)} problem(s) with the predictor's columns; first: column "
+            f"'{first.column}': expected {first.expected}, found {first.found}",
+            tuple(problems),
+        )
+    if len(df) == 0:
+        raise SchemaError(f"{file}: the logs have no rows")
+    logger.debug("%s: %d rows, columns checked for tasks %s", file, len(df), ", ".join(tasks))
+
+
 def fit_predictor(
     logs: pd.DataFrame,
     config: PredictorConfig,
@@ -252,7 +339,10 @@ def fit_predictor(
         raise SchemaError(
             f"{file}: missing context column(s) {', '.join(map(repr, missing_ctx))} named in context_features"
         )
-    ts = ts_to_ms(logs["ts"], file)
+    ts = normalise_ts(logs["ts"], file).to_numpy(dtype=np.int64)
+    n_missing = int(np.count_nonzero(ts == np.iinfo(np.int64).min))
+    if n_missing:
+        raise SchemaError(f"{file}: column 'ts' has {n_missing} missing value(s)")
     df, item_features = join_items(logs, items)
     user_features = tuple(
         sorted(

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchrl_mtf.core.io import atomic_write_text, dumps_json, package_versions
-from batchrl_mtf.data.dataset import MDPData
+from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.selection.config import SelectConfig
 
@@ -85,7 +85,9 @@ def _table_path(name: str) -> str:
     return f"candidates/{name}.json"
 
 
-def selection_doc(result: SelectionResult, config: SelectConfig, data: MDPData) -> dict[str, Any]:
+def selection_doc(
+    result: SelectionResult, config: SelectConfig, data: Transitions
+) -> dict[str, Any]:
     """The ``selection.json`` document (module docstring)."""
     tasks = tuple(data.spec.tasks)
     cands = []
@@ -176,7 +178,7 @@ def selection_markdown(doc: dict[str, Any]) -> str:
 
 
 def write_selection(
-    folder: Path, result: SelectionResult, config: SelectConfig, data: MDPData
+    folder: Path, result: SelectionResult, config: SelectConfig, data: Transitions
 ) -> None:
     """Write ``table.json``, ``selection.json``, ``selection.md``, ``timing.json`` and every
     candidate's table into ``folder``."""

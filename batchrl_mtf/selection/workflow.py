@@ -31,9 +31,10 @@ import numpy as np
 
 from batchrl_mtf.core.io import atomic_dir
 from batchrl_mtf.data.box import action_box
-from batchrl_mtf.data.dataset import MDPData, load_dataset
+from batchrl_mtf.data.formats import load_dataset
+from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.errors import ConfigError, DatasetError
-from batchrl_mtf.export import ExportConfig, logged_centre, tabulate_policy
+from batchrl_mtf.export import ExportConfig, export_table, logged_centre
 from batchrl_mtf.ope import OPEConfig, OPEResult, evaluate_policies
 from batchrl_mtf.ope.evaluate import IMPORTANCE_WEIGHTED
 from batchrl_mtf.ope.paired import merge_results, paired_vs, per_session_values
@@ -101,7 +102,7 @@ class SelectionResult:
         return next(c for c in self.candidates if c.name == self.choice.name)
 
 
-def _ope_for(config: OPEConfig, data: MDPData) -> OPEConfig:
+def _ope_for(config: OPEConfig, data: Transitions) -> OPEConfig:
     """``config`` without importance-weighted estimators when the logs lack ``behavior_logp``."""
     if data.spec.has_behavior_logp:
         return config
@@ -111,7 +112,7 @@ def _ope_for(config: OPEConfig, data: MDPData) -> OPEConfig:
 
 
 def production_table(
-    weights: Sequence[float], data: MDPData, fusion: Fusion, meta: dict[str, object]
+    weights: Sequence[float], data: Transitions, fusion: Fusion, meta: dict[str, object]
 ) -> WeightTable:
     """A key-less weight table that serves ``weights`` everywhere."""
     spec = data.spec
@@ -131,14 +132,15 @@ def production_table(
 
 def export_candidate(
     policy: Any,
-    data: MDPData,
+    data: Transitions,
     fusion: Fusion,
     config: SelectConfig,
     production: tuple[float, ...],
     max_delta: float | None,
     name: str,
 ) -> WeightTable:
-    """The weight table of a trained candidate (the export's code path; the one call site).
+    """The weight table of a trained candidate (:func:`batchrl_mtf.export.export_table`, the
+    export's workflow, without offline values: ``select`` estimates every table itself).
 
     Args:
         policy: The trained policy (``act(obs (n, d)) -> (n, k)``).
@@ -157,8 +159,7 @@ def export_candidate(
         default=production,
         seed=config.seed,
     )
-    table, _ = tabulate_policy(policy, data, export_cfg, fusion, name)
-    return table
+    return export_table(policy, data, export_cfg, fusion, policy_name=name).table
 
 
 def _estimate(result: OPEResult, name: str, estimator: str | None) -> dict[str, Any] | None:
@@ -189,7 +190,7 @@ class _Budget:
 
 
 def select_policy(
-    dataset: MDPData | str | Path,
+    dataset: Transitions | str | Path,
     out: str | Path,
     config: SelectConfig | None = None,
     *,
@@ -215,7 +216,7 @@ def select_policy(
     """
     config = config or SelectConfig()
     budget = _Budget(config.budget_minutes)
-    data = dataset if isinstance(dataset, MDPData) else load_dataset(dataset)
+    data = dataset if isinstance(dataset, Transitions) else load_dataset(dataset)
     out_path = Path(out)
     check_out(out_path)
     if not bool(np.any(data.split == "test")) or not bool(np.any(data.split == "train")):

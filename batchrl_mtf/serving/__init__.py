@@ -11,9 +11,11 @@ this bucket, use these fusion weights". This module is that table and the fusion
 * :func:`fuse` turns per-candidate predictions and weights into scores; :func:`rank` orders the
   candidates.
 
-It depends on numpy and the standard library only (plus this package's error and atomic-write
-helpers, which are standard library), so it can be copied into a serving code base as it is. The
-simulator and ``rollout --policy TABLE.json`` apply tables through this same code.
+It depends on numpy, the standard library, :mod:`batchrl_mtf.errors` and the fusion value object
+:class:`~batchrl_mtf.core.fusion.Fusion` (numpy only) only, so it can be copied into a serving
+code base as it is. The simulator and ``rollout --policy TABLE.json`` apply tables
+through this same code. Java and C++ ports live in ``serving/`` at the repository root; they pass
+the conformance suite that :mod:`batchrl_mtf.serving.conformance` writes (``docs/serving.md``).
 """
 
 from batchrl_mtf.serving.fusion import FORMULAS, fuse, rank

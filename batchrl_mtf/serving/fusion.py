@@ -1,18 +1,26 @@
-"""Fusion of per-candidate task predictions into one score, and ranking by it."""
+"""Fusion of per-candidate task predictions into one score, and ranking by it.
+
+Inputs are checked (every problem is an :class:`~batchrl_mtf.errors.ExportError`): numeric arrays of
+fitting shapes; finite weights; ``logsum`` predictions are probabilities in ``[0, 1]`` and
+``beta`` is finite and > 0; ``sum`` predictions are finite.
+
+NaN policy: a NaN prediction means "no prediction for this candidate". Its candidate's score is
+NaN and :func:`rank` puts it after every candidate with a score (NaN candidates keep their input
+order). Infinite or out-of-range predictions are errors, never ranked.
+"""
 
 from __future__ import annotations
 
-from typing import Literal, cast
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from batchrl_mtf.core.fusion import FORMULAS, Fusion
 from batchrl_mtf.errors import ExportError
+from batchrl_mtf.serving._types import show
 
 __all__ = ["FORMULAS", "fuse", "rank"]
-
-FORMULAS = ("logsum", "sum")
-"""Fusion formulas: ``logsum`` = sum_k w_k * log(p_k + beta_k); ``sum`` = sum_k w_k * p_k."""
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -26,7 +34,8 @@ def fuse(
 ) -> FloatArray:
     """Fuse per-candidate task predictions into one ranking score.
 
-    ``logsum``: ``score = sum_k w_k * log(p_k + beta_k)``; ``sum``: ``score = sum_k w_k * p_k``.
+    ``logsum``: ``score = sum_k w_k * log(p_k + beta_k)``; ``sum``: ``score = sum_k w_k * p_k``
+    (:meth:`batchrl_mtf.core.fusion.Fusion.score`).
 
     Args:
         preds: Predictions ``pred_<task>`` in task order, shape (n_candidates, k) for one request
@@ -39,26 +48,62 @@ def fuse(
         Scores, shape (n_candidates,) or (n_requests, n_candidates).
 
     Raises:
-        ExportError: Unknown formula, missing ``beta``, or shapes that do not fit.
+        ExportError: Unknown formula, missing or invalid ``beta``, shapes that do not fit,
+            non-numeric input, non-finite weights, or predictions that are infinite (``sum``) or
+            outside ``[0, 1]`` (``logsum``). NaN predictions are allowed: see the module's NaN
+            policy.
     """
-    p = np.asarray(preds, dtype=np.float64)
-    w = np.asarray(weights, dtype=np.float64)
+    p = _floats(preds, "preds")
+    w = _floats(weights, "weights")
+    if formula not in FORMULAS:
+        raise ExportError(f"fuse: expected formula 'logsum' or 'sum', found {show(formula)}")
+    ok_2d = p.ndim == 2 and w.shape == (p.shape[1],)
+    if not (ok_2d or (p.ndim == 3 and w.shape == (p.shape[0], p.shape[2]))):
+        raise ExportError(
+            "fuse: expected preds (n_candidates, k) with weights (k,), or preds "
+            f"(n_requests, n_candidates, k) with weights (n_requests, k); found {p.shape} and "
+            f"{w.shape}"
+        )
+    if not np.isfinite(w).all():
+        raise ExportError(f"fuse: expected finite weights, found {show(w.tolist())}")
+    nan = np.isnan(p)
     if formula == "logsum":
         if beta is None:
             raise ExportError("fuse: formula 'logsum' needs beta (one offset per task)")
-        x = np.log(p + np.asarray(beta, dtype=np.float64))
-    elif formula == "sum":
-        x = p
+        b = _floats(beta, "beta")
+        if b.shape != (p.shape[-1],) or not (np.isfinite(b) & (b > 0)).all():
+            raise ExportError(
+                f"fuse: expected beta of shape ({p.shape[-1]},), finite and > 0, found "
+                f"{show(b.tolist())}"
+            )
+        good = nan | ((p >= 0.0) & (p <= 1.0))
+        if not good.all():
+            _raise_bad(p, good, "a probability in [0, 1] (or NaN: no prediction)")
+        fusion = Fusion("logsum", tuple(float(v) for v in b))
     else:
-        raise ExportError(f"fuse: expected formula 'logsum' or 'sum', found {formula!r}")
-    if p.ndim == 2 and w.shape == (p.shape[1],):
-        return cast(FloatArray, x @ w)
-    if p.ndim == 3 and w.shape == (p.shape[0], p.shape[2]):
-        return cast(FloatArray, np.matmul(x, w[:, :, None])[:, :, 0])
-    raise ExportError(
-        "fuse: expected preds (n_candidates, k) with weights (k,), or preds "
-        f"(n_requests, n_candidates, k) with weights (n_requests, k); found {p.shape} and {w.shape}"
-    )
+        good = nan | np.isfinite(p)
+        if not good.all():
+            _raise_bad(p, good, "a finite number (or NaN: no prediction)")
+        fusion = Fusion("sum")
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
+        scores = fusion.score(p, w)  # the one fusion formula (batchrl_mtf.core.fusion)
+    if nan.any():  # NaN policy: any missing prediction makes the candidate's score NaN
+        scores[nan.any(axis=-1)] = np.nan
+    if np.isinf(scores).any():
+        raise ExportError("fuse: a score overflows a double (weights times predictions too large)")
+    return scores
+
+
+def _floats(x: object, name: str) -> FloatArray:
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise ExportError(f"fuse: expected {name} as numbers, found {show(x)}") from None
+
+
+def _raise_bad(p: FloatArray, good: npt.NDArray[np.bool_], expected: str) -> None:
+    where = tuple(int(i) for i in np.argwhere(~good)[0])
+    raise ExportError(f"fuse: preds{list(where)}: expected {expected}, found {float(p[where])!r}")
 
 
 def rank(
@@ -70,7 +115,7 @@ def rank(
 ) -> IntArray:
     """Candidate indices from the best fused score to the worst.
 
-    Ties keep the candidates' input order; NaN scores rank last.
+    Ties keep the candidates' input order (the lower index first); NaN scores rank last.
 
     Args:
         preds: Shape (n_candidates, k) or (n_requests, n_candidates, k), see :func:`fuse`.
@@ -82,6 +127,8 @@ def rank(
     Returns:
         Indices, shape (n,) or (n_requests, n) with ``n = min(top_n, n_candidates)``.
     """
+    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 0):
+        raise ExportError(f"rank: expected top_n an integer >= 0 or None, found {show(top_n)}")
     scores = fuse(preds, weights, formula, beta)
     order = np.argsort(-scores, axis=-1, kind="stable")
     return order if top_n is None else order[..., :top_n]

@@ -3,21 +3,37 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from batchrl_mtf.core.io import atomic_write_text, dumps_json
+from batchrl_mtf.core.io import atomic_write_text
 from batchrl_mtf.errors import ExportError
-from batchrl_mtf.serving.fusion import FORMULAS
+from batchrl_mtf.serving._format import parse_csv_rows, parse_table, table_to_csv, table_to_dict
+from batchrl_mtf.serving._grid import build_grid, check_keys, check_weights
+from batchrl_mtf.serving._json import (
+    check_plain_json,
+    dumps_stable,
+    loads_strict,
+    read_strict,
+)
+from batchrl_mtf.serving._types import (
+    FORMAT,
+    MAX_CELLS,
+    Bound,
+    Exploration,
+    Fusion,
+    TableKey,
+    TableRow,
+    is_number,
+    show,
+    weight_names,
+)
 
 __all__ = [
     "FORMAT",
@@ -30,108 +46,9 @@ __all__ = [
     "WeightTable",
 ]
 
-FORMAT = "batchrl-mtf/weight-table@1"
-"""The format tag of every table this module reads and writes."""
-
-MAX_CELLS = 1 << 22
-"""Most grid cells (product over keys of ``len(edges) + 1``) a table may span."""
-
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-Bound = tuple[float | None, float | None]
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
-
-
-@dataclass(frozen=True)
-class Fusion:
-    """How a table's weights are applied to the predictions.
-
-    Attributes:
-        formula: ``"logsum"`` (score = sum_k w_k * log(p_k + beta_k)) or ``"sum"``
-            (score = sum_k w_k * p_k).
-        beta: Per-task offsets in task order for ``logsum`` (finite, > 0); ``None`` for ``sum``.
-    """
-
-    formula: Literal["logsum", "sum"] = "logsum"
-    beta: tuple[float, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if self.formula not in FORMULAS:
-            raise ExportError(f"fusion.formula: expected one of {FORMULAS}, found {self.formula!r}")
-        if self.formula == "logsum":
-            if self.beta is None:
-                raise ExportError("fusion.beta: expected one offset per task for formula 'logsum'")
-            for i, b in enumerate(self.beta):
-                if not _is_number(b) or not (math.isfinite(b) and b > 0):
-                    raise ExportError(
-                        f"fusion.beta[{i}]: expected a finite number > 0, found {b!r}"
-                    )
-            object.__setattr__(self, "beta", tuple(float(b) for b in self.beta))
-        elif self.beta is not None:
-            raise ExportError("fusion.beta: expected no beta for formula 'sum'")
-
-
-@dataclass(frozen=True)
-class Exploration:
-    """Exploration around each bucket's weights, for the next round of logs.
-
-    Attributes:
-        distribution: ``"gaussian"``: each weight ``~ N(mu_k, sigma_k^2)`` truncated to the action
-            bounds; ``"uniform"``: each weight ``~ U([mu_k - h_k, mu_k + h_k] ∩ [low_k, high_k])``.
-            Weights are drawn independently per task; ``mu`` is the bucket's (or default) weight.
-        scale: ``sigma_k`` or ``h_k`` per task in task order (finite, > 0), in weight units.
-    """
-
-    distribution: Literal["gaussian", "uniform"]
-    scale: tuple[float, ...]
-
-    def __post_init__(self) -> None:
-        if self.distribution not in ("gaussian", "uniform"):
-            raise ExportError(
-                "exploration.distribution: expected 'gaussian' or 'uniform', "
-                f"found {self.distribution!r}"
-            )
-        for i, s in enumerate(self.scale):
-            if not _is_number(s) or not (math.isfinite(s) and s > 0):
-                raise ExportError(
-                    f"exploration.{self.scale_name}[{i}]: expected a finite number > 0, found {s!r}"
-                )
-        object.__setattr__(self, "scale", tuple(float(s) for s in self.scale))
-
-    @property
-    def scale_name(self) -> str:
-        """The JSON name of :attr:`scale`: ``"sigma"`` or ``"halfwidth"``."""
-        return "sigma" if self.distribution == "gaussian" else "halfwidth"
-
-
-@dataclass(frozen=True)
-class TableKey:
-    """One state feature the table is keyed on.
-
-    Attributes:
-        name: State feature name (``u_activity``, ``session_depth``, ...).
-        edges: Strictly ascending finite cut points; ``len(edges) + 1`` cells
-            ``(-inf, e_0), [e_0, e_1), ..., [e_last, +inf)``.
-    """
-
-    name: str
-    edges: tuple[float, ...] = ()
-
-
-@dataclass(frozen=True)
-class TableRow:
-    """One bucket: a box of key values and its weights.
-
-    Attributes:
-        bounds: Per key, in table key order, the half-open interval ``[lo, hi)``; ``None`` is
-            unbounded. Every finite bound is one of that key's edges.
-        weights: One weight per task, in task order.
-        support: Number of dataset states in the bucket when it was built.
-    """
-
-    bounds: tuple[Bound, ...]
-    weights: tuple[float, ...]
-    support: int = 0
 
 
 @dataclass(frozen=True)
@@ -140,24 +57,27 @@ class WeightTable:
 
     Construction validates everything and raises :class:`ExportError` naming the field: tasks
     unique, weights finite and inside the action bounds, edges strictly ascending, bounds on the
-    edges, rows not overlapping.
+    edges, rows not overlapping. Validation costs ``O(rows · keys · log edges + cells)``. A table
+    is immutable: after construction every method may be called from any number of threads.
 
     Attributes:
         tasks: Task names; weight ``w_<task>`` applies to prediction ``pred_<task>``.
         fusion: The fusion formula and offsets the weights are meant for.
-        action_low: Lowest allowed weight per task, shape (k,).
-        action_high: Highest allowed weight per task (> low), shape (k,).
+        action_low: Lowest allowed weight per task, shape (k,); ``None`` when the table has no
+            ``action_bounds`` (optional in the format): weights are then unbounded.
+        action_high: Highest allowed weight per task (> low), shape (k,); ``None`` with
+            ``action_low``.
         keys: The state features the rows are keyed on (may be empty: a constant table).
         default: Weights for states that no row covers (or with a NaN key value), shape (k,).
         rows: Non-overlapping buckets.
         exploration: Optional exploration block for :meth:`sample`.
-        meta: Free-form provenance (policy, dataset_hash, created, ope, ...).
+        meta: Free-form provenance (policy, dataset_hash, created, ope, ...): plain finite JSON.
     """
 
     tasks: tuple[str, ...]
     fusion: Fusion
-    action_low: tuple[float, ...]
-    action_high: tuple[float, ...]
+    action_low: tuple[float, ...] | None
+    action_high: tuple[float, ...] | None
     keys: tuple[TableKey, ...]
     default: tuple[float, ...]
     rows: tuple[TableRow, ...]
@@ -172,114 +92,70 @@ class WeightTable:
     _hi: FloatArray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self._validate_header()
-        k = len(self.tasks)
-        low = np.asarray(self.action_low, dtype=np.float64)
-        high = np.asarray(self.action_high, dtype=np.float64)
-        _check_weights(self.default, self.tasks, low, high, "default")
-        shape = tuple(len(key.edges) + 1 for key in self.keys)
-        n_cells = math.prod(shape)
-        if n_cells > MAX_CELLS:
-            raise ExportError(
-                f"keys: expected at most {MAX_CELLS} grid cells (product of len(edges)+1), "
-                f"found {n_cells}; use fewer keys or edges"
-            )
-        grid = np.full((*shape, 1), -1, dtype=np.int64)
-        for i, row in enumerate(self.rows):
-            where = f"rows[{i}]"
-            if not isinstance(row, TableRow):
-                raise ExportError(f"{where}: expected a TableRow, found {type(row).__name__}")
-            _check_weights(row.weights, self.tasks, low, high, f"{where}.weights")
-            if isinstance(row.support, bool) or not isinstance(row.support, int) or row.support < 0:
-                raise ExportError(
-                    f"{where}.support: expected an integer >= 0, found {row.support!r}"
-                )
-            if len(row.bounds) != len(self.keys):
-                raise ExportError(
-                    f"{where}.bounds: expected one bound per key ({len(self.keys)}), "
-                    f"found {len(row.bounds)}"
-                )
-            region = grid[
-                tuple(
-                    _cell_slice(key, b, f"{where}.bounds.{key.name}")
-                    for key, b in zip(self.keys, row.bounds, strict=True)
-                )
-            ]
-            taken = region[region >= 0]
-            if taken.size:
-                raise ExportError(
-                    f"{where}: overlaps rows[{int(taken.min())}] (rows never overlap)"
-                )
-            region[...] = i
-        strides = np.ones(len(shape), dtype=np.int64)
-        for j in range(len(shape) - 2, -1, -1):
-            strides[j] = strides[j + 1] * shape[j + 1]
-        weights = np.empty((len(self.rows) + 1, k), dtype=np.float64)
-        for i, row in enumerate(self.rows):
-            weights[i] = row.weights
-        weights[-1] = self.default  # row index -1 is the default
+        low, high = self._validate_header()
         object.__setattr__(self, "tasks", tuple(self.tasks))
-        object.__setattr__(self, "action_low", tuple(float(x) for x in self.action_low))
-        object.__setattr__(self, "action_high", tuple(float(x) for x in self.action_high))
+        check_weights(self.default, self.tasks, low, high, "default")
+        shape = check_keys(self.keys)
+        grid = build_grid(self.keys, shape, self.rows, self.default, self.tasks, low, high)
+        if self.action_low is not None and self.action_high is not None:
+            object.__setattr__(self, "action_low", tuple(float(x) for x in self.action_low))
+            object.__setattr__(self, "action_high", tuple(float(x) for x in self.action_high))
         object.__setattr__(self, "default", tuple(float(x) for x in self.default))
         object.__setattr__(
             self, "keys", tuple(TableKey(k.name, tuple(map(float, k.edges))) for k in self.keys)
         )
-        object.__setattr__(self, "rows", tuple(_normalised(row) for row in self.rows))
-        object.__setattr__(self, "meta", dict(self.meta))
+        object.__setattr__(self, "rows", tuple(self.rows) if grid.rows is None else grid.rows)
+        meta = dict(self.meta) if isinstance(self.meta, Mapping) else self.meta
+        check_plain_json(meta, "meta", 2)
+        object.__setattr__(self, "meta", meta)
         object.__setattr__(
             self, "_edges", tuple(np.asarray(key.edges, np.float64) for key in self.keys)
         )
-        object.__setattr__(self, "_strides", strides)
-        object.__setattr__(self, "_cell_row", grid.reshape(-1))
-        object.__setattr__(self, "_weights", weights)
+        object.__setattr__(self, "_strides", grid.strides)
+        object.__setattr__(self, "_cell_row", grid.cell_row)
+        object.__setattr__(self, "_weights", grid.weights)
         self._prepare_exploration(low, high)
 
-    def _validate_header(self) -> None:
-        k = len(self.tasks)
-        if k == 0:
+    def _validate_header(self) -> tuple[FloatArray, FloatArray]:
+        """Check tasks, fusion, bounds and exploration; return the bounds (±inf when absent)."""
+        if not isinstance(self.tasks, (tuple, list)) or not self.tasks:
             raise ExportError("tasks: expected at least one task, found none")
+        k = len(self.tasks)
         for i, t in enumerate(self.tasks):
             if not isinstance(t, str) or not t:
-                raise ExportError(f"tasks[{i}]: expected a non-empty string, found {t!r}")
+                raise ExportError(f"tasks[{i}]: expected a non-empty string, found {show(t)}")
         if len(set(self.tasks)) != k:
-            raise ExportError(f"tasks: expected unique names, found {list(self.tasks)}")
+            raise ExportError(f"tasks: expected unique names, found {show(list(self.tasks))}")
         if not isinstance(self.fusion, Fusion):
             raise ExportError(f"fusion: expected a Fusion, found {type(self.fusion).__name__}")
+        if self.fusion.tasks is not None:  # offsets by name: in this table's task order
+            object.__setattr__(self, "fusion", self.fusion.for_tasks(self.tasks))
         if self.fusion.beta is not None and len(self.fusion.beta) != k:
             raise ExportError(
                 f"fusion.beta: expected {k} offsets (one per task), found {len(self.fusion.beta)}"
             )
-        for name, values in (("action_low", self.action_low), ("action_high", self.action_high)):
-            if len(values) != k:
-                raise ExportError(f"action_bounds: expected {k} {name} values, found {len(values)}")
-        for t, lo, hi in zip(self.tasks, self.action_low, self.action_high, strict=True):
-            ok = _is_number(lo) and _is_number(hi) and math.isfinite(lo) and math.isfinite(hi)
-            if not (ok and lo < hi):
-                raise ExportError(
-                    f"action_bounds.w_{t}: expected finite [low, high] with low < high, "
-                    f"found [{lo!r}, {hi!r}]"
-                )
-        names = [key.name for key in self.keys]
-        for j, key in enumerate(self.keys):
-            if not isinstance(key.name, str) or not key.name:
-                raise ExportError(
-                    f"keys[{j}].name: expected a non-empty string, found {key.name!r}"
-                )
-            if key.name.startswith("w_") or key.name == "support":
-                raise ExportError(
-                    f"keys[{j}].name: expected a state feature name (not 'w_*' or 'support'), "
-                    f"found {key.name!r}"
-                )
-            if names.count(key.name) > 1:
-                raise ExportError(f"keys[{j}].name: duplicate key {key.name!r}")
-            for e in key.edges:
-                if not _is_number(e) or not math.isfinite(e):
-                    raise ExportError(f"keys[{j}].edges: expected finite numbers, found {e!r}")
-            if any(b <= a for a, b in itertools.pairwise(key.edges)):
-                raise ExportError(
-                    f"keys[{j}].edges: expected strictly ascending edges, found {list(key.edges)}"
-                )
+        if (self.action_low is None) != (self.action_high is None):
+            raise ExportError("action_bounds: expected both action_low and action_high, or neither")
+        if self.action_low is None or self.action_high is None:
+            low, high = np.full(k, -np.inf), np.full(k, np.inf)
+        else:
+            for name, values in (
+                ("action_low", self.action_low),
+                ("action_high", self.action_high),
+            ):
+                if len(values) != k:
+                    raise ExportError(
+                        f"action_bounds: expected {k} {name} values, found {len(values)}"
+                    )
+            for t, lo, hi in zip(self.tasks, self.action_low, self.action_high, strict=True):
+                ok = is_number(lo) and is_number(hi) and math.isfinite(lo) and math.isfinite(hi)
+                if not (ok and lo < hi):
+                    raise ExportError(
+                        f"action_bounds.w_{t}: expected finite [low, high] with low < high, "
+                        f"found [{show(lo)}, {show(hi)}]"
+                    )
+            low = np.asarray(self.action_low, dtype=np.float64)
+            high = np.asarray(self.action_high, dtype=np.float64)
         if self.exploration is not None:
             if not isinstance(self.exploration, Exploration):
                 raise ExportError("exploration: expected an Exploration block")
@@ -288,6 +164,7 @@ class WeightTable:
                     f"exploration.{self.exploration.scale_name}: expected {k} values "
                     f"(one per task), found {len(self.exploration.scale)}"
                 )
+        return low, high
 
     def _prepare_exploration(self, low: FloatArray, high: FloatArray) -> None:
         """Precompute, per row (and default), the log-density constant and the sampling box."""
@@ -304,7 +181,7 @@ class WeightTable:
                 const = -np.log(hi - lo).sum(axis=1)
             else:
                 # Z = Phi(b) - Phi(a) with a <= 0 <= b (mu lies inside the bounds): a sum of two
-                # non-negative erf terms, no cancellation.
+                # non-negative erf terms, no cancellation. Without bounds, Z = 1.
                 erf = np.vectorize(math.erf, otypes=[np.float64])
                 a = (low - mu) / s
                 b = (high - mu) / s
@@ -319,7 +196,7 @@ class WeightTable:
     @property
     def weight_names(self) -> tuple[str, ...]:
         """``("w_<task>", ...)`` in task order."""
-        return tuple(f"w_{t}" for t in self.tasks)
+        return weight_names(self.tasks)
 
     @property
     def key_names(self) -> tuple[str, ...]:
@@ -334,23 +211,26 @@ class WeightTable:
         """Index of the row covering each state, ``-1`` where the default applies.
 
         Args:
-            features: Either a mapping key name -> values of shape (n,) (or scalars, n = 1), or a
-                2-D array of states of shape (n, d) whose columns are named by ``names``.
+            features: Either a mapping key name -> values of shape (n,) (or scalars, n = 1;
+                ``None`` is a missing value), or a 2-D array of states of shape (n, d) whose columns
+                are named by ``names``.
             names: Column names of a 2-D ``features`` array (length d); ignored for a mapping.
 
         Returns:
             Row indices, shape (n,), int64; ``-1`` for states no row covers or with a NaN key.
 
         Raises:
-            ExportError: A key feature is missing from ``features`` or lengths disagree.
+            ExportError: A key feature is missing from ``features``, is not numeric, or lengths
+                disagree.
         """
         cols = self._key_columns(features, names)
         n = cols[0].shape[0] if cols else _batch_len(features)
         cell = np.zeros(n, dtype=np.int64)
         missing = np.zeros(n, dtype=bool)
         for x, edges, stride in zip(cols, self._edges, self._strides, strict=True):
-            cell += np.searchsorted(edges, x, side="right") * stride
-            missing |= np.isnan(x)
+            nan = np.isnan(x)
+            cell += np.searchsorted(edges, np.where(nan, 0.0, x), side="right") * stride
+            missing |= nan
         rows = self._cell_row[cell]
         if missing.any():
             rows[missing] = -1
@@ -394,7 +274,7 @@ class WeightTable:
         """
         ex = self._require_exploration()
         rows = self.row_index(features, names)
-        w = np.asarray(weights, dtype=np.float64)
+        w = _floats(weights, "log_prob: weights")
         if w.shape != (len(rows), len(self.tasks)):
             raise ExportError(
                 f"log_prob: expected weights of shape ({len(rows)}, {len(self.tasks)}), "
@@ -451,6 +331,58 @@ class WeightTable:
             logp = self._logp_const[rows] - 0.5 * (z * z).sum(axis=1)
         return w, logp
 
+    def sample_from_draws(
+        self, features: Mapping[str, npt.ArrayLike], draws: Sequence[float]
+    ) -> tuple[FloatArray, float]:
+        """Exploratory weights for one state from given random draws (the ports' contract).
+
+        Tasks are drawn in task order, each consuming draws until one is accepted:
+        gaussian ``w_k = mu_k + sigma_k * z`` for the next standard-normal draw ``z``, accepted when
+        ``low_k <= w_k <= high_k`` (rejection, so the next draw is used otherwise); uniform
+        ``w_k = lo_k + (hi_k - lo_k) * u`` for the next draw ``u`` in ``[0, 1)`` (always accepted).
+        :meth:`sample` is the same distribution with numpy's generator.
+
+        Args:
+            features: One state: key name -> scalar.
+            draws: Standard-normal (gaussian) or ``[0, 1)`` (uniform) draws, used in order.
+
+        Returns:
+            ``(weights, behavior_logp)``: weights of shape (k,) and their log-density.
+
+        Raises:
+            ExportError: No exploration block, or too few draws (the message says how many).
+        """
+        ex = self._require_exploration()
+        row = int(self.row_index(features)[0])
+        if row != -1 and row >= len(self.rows):  # pragma: no cover - row_index bounds it
+            raise ExportError("sample: row out of range")
+        mu, lo, hi = self._weights[row], self._lo[row], self._hi[row]
+        z_all = _floats(draws, "sample: draws")
+        if z_all.ndim != 1:
+            raise ExportError(f"sample: expected draws of shape (n,), found {z_all.shape}")
+        w = np.empty(len(self.tasks), dtype=np.float64)
+        used = 0
+        for t in range(len(self.tasks)):
+            while True:
+                if used >= len(z_all):
+                    raise ExportError(
+                        f"sample: ran out of draws after {used} (task {self.tasks[t]!r} still "
+                        "rejected); pass more draws"
+                    )
+                d = float(z_all[used])
+                used += 1
+                if ex.distribution == "uniform":
+                    if not 0.0 <= d < 1.0:
+                        raise ExportError(f"sample: expected uniform draws in [0, 1), found {d!r}")
+                    w[t] = lo[t] + (hi[t] - lo[t]) * d
+                    break
+                value = mu[t] + ex.scale[t] * d
+                if lo[t] <= value <= hi[t]:
+                    w[t] = value
+                    break
+        logp = float(self.log_prob(features, w[None, :])[0])
+        return w, logp
+
     def _require_exploration(self) -> Exploration:
         if self.exploration is None:
             raise ExportError(
@@ -469,12 +401,17 @@ class WeightTable:
                     raise ExportError(
                         f"lookup: missing key feature {name!r}; table keys are {list(self.key_names)}"
                     )
-                cols.append(np.atleast_1d(np.asarray(features[name], dtype=np.float64)))
+                cols.append(np.atleast_1d(_floats(features[name], f"lookup: feature {name!r}")))
         else:
             if not self.keys:
                 return cols
-            states = np.asarray(features, dtype=np.float64)
-            if states.ndim != 2 or names is None or len(names) != states.shape[1]:
+            states = _floats(features, "lookup: states")
+            if (
+                states.ndim != 2
+                or names is None
+                or isinstance(names, str)
+                or len(names) != states.shape[1]
+            ):
                 raise ExportError(
                     "lookup: expected a mapping of key features, or states of shape (n, d) with d "
                     f"column names; found shape {states.shape} and "
@@ -497,13 +434,11 @@ class WeightTable:
 
     def to_dict(self) -> dict[str, object]:
         """The table as a JSON-ready mapping in the public format."""
-        from batchrl_mtf.serving._format import table_to_dict
-
         return table_to_dict(self)
 
     def to_json(self) -> str:
         """The table as stable JSON text (sorted keys; task order is kept by ``tasks``)."""
-        return dumps_json(self.to_dict())
+        return dumps_stable(self.to_dict())
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the table as JSON, atomically. Returns the path."""
@@ -512,21 +447,18 @@ class WeightTable:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> WeightTable:
-        """Read and validate a JSON table.
+        """Read and validate a JSON table (strict, bounded JSON: see ``docs/weight-table.md``).
 
         Raises:
-            ExportError: The file is unreadable, not JSON, or not a valid table (the message
+            ExportError: The file is unreadable, not strict JSON, or not a valid table (the message
                 starts with the path and names the field).
         """
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ExportError(f"{path}: cannot read weight table ({exc.strerror})") from None
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ExportError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        return cls.from_dict(doc, source=str(path))
+        return cls.from_dict(read_strict(path), source=str(path))
+
+    @classmethod
+    def loads(cls, text: str | bytes, source: str = "<table>") -> WeightTable:
+        """Parse and validate a table from JSON text or UTF-8 bytes (as :meth:`load`)."""
+        return cls.from_dict(loads_strict(text, source), source=source)
 
     @classmethod
     def from_dict(cls, doc: object, source: str = "<table>") -> WeightTable:
@@ -535,10 +467,8 @@ class WeightTable:
         Raises:
             ExportError: ``"<source>: <field>: expected ..., found ..."``.
         """
-        from batchrl_mtf.serving._format import parse_table
-
         try:
-            return parse_table(doc)
+            return cls(**parse_table(doc))  # type: ignore[arg-type]
         except ExportError as exc:
             raise ExportError(f"{source}: {exc}") from None
 
@@ -548,9 +478,7 @@ class WeightTable:
         Empty cells are unbounded. Only the rows are in the CSV; the rest of the table (fusion,
         default, bounds, edges, meta) lives in the JSON.
         """
-        from batchrl_mtf.serving._format import table_to_csv
-
-        return table_to_csv(self)
+        return table_to_csv(self.key_names, self.weight_names, self.rows)
 
     def save_csv(self, path: str | os.PathLike[str]) -> Path:
         """Write the CSV twin atomically. Returns the path."""
@@ -567,9 +495,11 @@ class WeightTable:
         Raises:
             ExportError: Missing/extra columns, unparsable cells, or an invalid resulting table.
         """
-        from batchrl_mtf.serving._format import table_with_csv_rows
-
-        return table_with_csv_rows(self, text, source)
+        rows = parse_csv_rows(text, self.key_names, self.weight_names, source)
+        try:
+            return self.with_rows(rows)
+        except ExportError as exc:
+            raise ExportError(f"{source}: {exc}") from None
 
     def with_rows(self, rows: Sequence[TableRow]) -> WeightTable:
         """This table with other rows (validated again)."""
@@ -579,61 +509,19 @@ class WeightTable:
 # -------------------------------------------------------------------------------------- helpers
 
 
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+def _floats(x: object, where: str) -> FloatArray:
+    """``x`` as a float64 array, or an ExportError naming ``where`` (strings, ragged lists...)."""
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise ExportError(f"{where}: expected numbers, found {show(x)}") from None
+    return arr
 
 
 def _batch_len(features: object) -> int:
     """Number of states in ``features`` when the table has no keys to read it from."""
     if isinstance(features, Mapping):
-        sizes = [np.atleast_1d(np.asarray(v)).shape[0] for v in features.values()]
+        sizes = [np.atleast_1d(_floats(v, "lookup: features")).shape[0] for v in features.values()]
         return max(sizes, default=1)
-    arr = np.asarray(features)
+    arr = _floats(features, "lookup: states")
     return int(arr.shape[0]) if arr.ndim >= 1 else 1
-
-
-def _normalised(row: TableRow) -> TableRow:
-    """``row`` with plain Python floats/ints (so equal tables compare and serialise equal)."""
-    bounds = tuple(tuple(None if v is None else float(v) for v in b) for b in row.bounds)
-    return TableRow(
-        bounds=bounds,  # type: ignore[arg-type]
-        weights=tuple(float(w) for w in row.weights),
-        support=int(row.support),
-    )
-
-
-def _check_weights(
-    weights: Sequence[float], tasks: Sequence[str], low: FloatArray, high: FloatArray, where: str
-) -> None:
-    if len(weights) != len(tasks):
-        raise ExportError(
-            f"{where}: expected {len(tasks)} weights (one per task), found {len(weights)}"
-        )
-    for t, w, lo, hi in zip(tasks, weights, low, high, strict=True):
-        if not _is_number(w) or not math.isfinite(w):
-            raise ExportError(f"{where}.w_{t}: expected a finite number, found {w!r}")
-        if not lo <= w <= hi:
-            raise ExportError(
-                f"{where}.w_{t}: expected a weight within the action bounds [{lo}, {hi}], found {w}"
-            )
-
-
-def _cell_slice(key: TableKey, bound: Bound, where: str) -> slice:
-    """Grid cells ``[start, stop)`` of ``key`` covered by ``bound``."""
-    if not isinstance(bound, (tuple, list)) or len(bound) != 2:
-        raise ExportError(f"{where}: expected [lo, hi], found {bound!r}")
-    lo, hi = bound
-    idx = []
-    for v, side in ((lo, "lo"), (hi, "hi")):
-        if v is None:
-            idx.append(0 if side == "lo" else len(key.edges) + 1)
-            continue
-        if not _is_number(v) or not math.isfinite(v) or float(v) not in key.edges:
-            raise ExportError(
-                f"{where}: expected {side} to be null or one of the edges {list(key.edges)}, "
-                f"found {v!r}"
-            )
-        idx.append(key.edges.index(float(v)) + 1)
-    if idx[0] >= idx[1]:
-        raise ExportError(f"{where}: expected lo < hi, found [{lo!r}, {hi!r}]")
-    return slice(idx[0], idx[1])

@@ -25,7 +25,9 @@ from batchrl_mtf.sim.policies import (
 from batchrl_mtf.sim.registration import ENV_IDS, register_envs
 from batchrl_mtf.sim.runner import (
     SearchResult,
+    SegmentRecorder,
     SessionStats,
+    TrueValue,
     feature_names_of,
     rollout_summary,
     run_sessions,
@@ -46,10 +48,12 @@ __all__ = [
     "PolicyContext",
     "SearchResult",
     "SegmentPolicy",
+    "SegmentRecorder",
     "SessionBatch",
     "SessionStats",
     "SimPolicy",
     "StepResult",
+    "TrueValue",
     "UserPool",
     "Users",
     "World",

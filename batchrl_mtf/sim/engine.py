@@ -19,7 +19,6 @@ import pandas as pd
 
 from batchrl_mtf.data.features import StateParts, assemble, feature_names
 from batchrl_mtf.data.reward import item_reward
-from batchrl_mtf.serving import fuse
 from batchrl_mtf.sim.world import Users, World
 
 __all__ = ["LogRecorder", "SessionBatch", "StepResult", "UserPool"]
@@ -310,8 +309,8 @@ class SessionBatch:
         fused = world.fused_features()
         if fused is None:
             preds = world.predict(seg, cand, self.users[r], self.user_features[r])
-            scores = fuse(preds, w, spec.fusion.formula, world.beta)
-        else:  # same scores as serving.fuse, logarithms precomputed per (segment, item)
+            scores = world.fusion.score(preds, w)
+        else:  # same scores as world.fusion.score, transform precomputed per (segment, item)
             idx = seg[:, None] * spec.world.n_items + cand
             x = np.take(fused, idx, axis=0)
             scores = np.einsum("bck,bk->bc", x, w.astype(np.float32))
@@ -399,7 +398,7 @@ class SessionBatch:
         start = self.start_row[r]
         cand = model.draw_candidates(n, c, rng)
         preds = model.rank(start, self.user_features[r], cand)
-        scores = fuse(preds, w, spec.fusion.formula, world.beta)
+        scores = world.fusion.score(preds, w)
         shown = _slate(scores, s)
         items = np.take_along_axis(cand, shown, axis=1)
         shown_preds = np.take_along_axis(preds, shown[:, :, None], axis=1).astype(np.float64)

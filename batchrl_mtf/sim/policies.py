@@ -30,11 +30,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
+from batchrl_mtf.core.fusion import Fusion
 from batchrl_mtf.errors import PolicyError
 from batchrl_mtf.policy import ConstantPolicy, Policy, TablePolicy
 
@@ -73,8 +74,18 @@ class PolicyContext:
     rng: np.random.Generator
 
 
+@runtime_checkable
 class SimPolicy(Protocol):
-    """A policy the simulator can run: weights and (for stochastic ones) their log-density."""
+    """A policy the simulator can run: a :class:`~batchrl_mtf.policy.Policy` plus sampling.
+
+    Where a :class:`~batchrl_mtf.policy.Policy` maps states to weights, a simulator policy may
+    also sample them (the logging policies ``action-noise``, ``random``, ``mixed``; a weight table
+    with an exploration block) and then returns their exact log-density, the logs'
+    ``behavior_logp``; it also sees the :class:`PolicyContext` (user ids, the hidden segment, the
+    random source). A deterministic :class:`~batchrl_mtf.policy.Policy` runs as a
+    :class:`FixedPolicy`; :func:`batchrl_mtf.resolve.resolve_sim_policy` makes either from an
+    argument.
+    """
 
     @property
     def name(self) -> str:
@@ -256,7 +267,13 @@ class MixedPolicy:
 
 @dataclass(frozen=True)
 class FixedPolicy:
-    """A deterministic :class:`batchrl_mtf.policy.base.Policy` (constant, table, trained)."""
+    """A :class:`batchrl_mtf.policy.Policy` (constant, table, trained) run by the simulator.
+
+    It never samples: the weights are the policy's, ``behavior_logp`` is ``None``.
+
+    Attributes:
+        policy: The wrapped policy.
+    """
 
     policy: Policy
 
@@ -330,7 +347,7 @@ def make_policy(
     sigma: float,
     random_sigma: float,
     explore: bool = True,
-    fusion: tuple[str, Sequence[float]] | None = None,
+    fusion: Fusion | None = None,
     tail_share: float = 0.0,
     tail_sigma: float = 1.0,
 ) -> SimPolicy:
@@ -346,8 +363,8 @@ def make_policy(
         sigma: Standard deviation of ``action-noise`` (and of the ``mixed`` production half).
         random_sigma: Standard deviation of ``random`` (and of the ``mixed`` random half).
         explore: Sample weight tables that carry an exploration block (``False``: their means).
-        fusion: The environment's ``(formula, beta)``; a weight table made for another fusion
-            is refused.
+        fusion: The environment's fusion (one offset per task); a weight table made for another
+            fusion is refused.
         tail_share: Share of heavy-tailed ``action-noise`` draws (0: none).
         tail_sigma: Standard deviation of those draws.
 
@@ -389,11 +406,10 @@ def make_policy(
     policy = arg
     if isinstance(policy, TablePolicy) and fusion is not None:
         tf = policy.table.fusion  # type: ignore[attr-defined]
-        ours = (fusion[0], tuple(float(b) for b in fusion[1]) if fusion[0] == "logsum" else None)
-        if (tf.formula, tf.beta) != ours:
+        if tf != fusion:
             raise PolicyError(
-                f"{arg}: table fusion {tf.formula} beta={tf.beta} differs from the environment's "
-                f"{ours[0]} beta={ours[1]}"
+                f"{policy.name}: table fusion {tf.describe(tasks)} differs from the environment's "
+                f"{fusion.describe(tasks)}"
             )
     if (
         explore
@@ -428,7 +444,7 @@ def world_policy(
         world.high,
         ex.action_noise_sigma if sigma is None else sigma,
         ex.random_sigma if random_sigma is None else random_sigma,
-        fusion=(world.spec.fusion.formula, world.spec.fusion.beta),
+        fusion=world.fusion,
         tail_share=ex.tail_share,
         tail_sigma=ex.tail_sigma,
     )

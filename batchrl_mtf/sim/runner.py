@@ -1,11 +1,16 @@
 """Running many sessions: log generation (``simulate``), true policy value (``rollout``) and online
-search over constant weights (``search-constant``)."""
+search over constant weights (``search-constant``).
+
+:func:`true_value` is the one place where a policy's true value is measured: the ``rollout``
+command, ``train --env``, ``export --env``, the pipeline's truth and export stages and the online
+search all call it.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -16,23 +21,29 @@ from batchrl_mtf.data.features import feature_names
 from batchrl_mtf.errors import ConfigError, PolicyError
 from batchrl_mtf.policy.base import ConstantPolicy, Policy
 from batchrl_mtf.sim.engine import LogRecorder, SessionBatch, UserPool
-from batchrl_mtf.sim.policies import FixedPolicy, PolicyContext, SimPolicy
+from batchrl_mtf.sim.policies import PolicyContext, SimPolicy, world_policy
 from batchrl_mtf.sim.spec import load_spec
 from batchrl_mtf.sim.world import World
 
 __all__ = [
+    "SAMPLES_PER_SEGMENT",
     "SearchResult",
+    "SegmentRecorder",
     "SessionStats",
+    "TrueValue",
     "feature_names_of",
     "rollout_summary",
     "run_sessions",
     "search_constant",
+    "true_value",
 ]
 
 logger = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 MAX_BATCH = 4096
+SAMPLES_PER_SEGMENT = 2000
+"""Weight vectors kept per hidden segment by :class:`SegmentRecorder` (for distribution plots)."""
 
 
 @dataclass(frozen=True)
@@ -221,9 +232,8 @@ class SearchResult:
 
 
 def _value(world: World, w: FloatArray, n: int, seed: int, segment: int | None) -> float:
-    pol = FixedPolicy(ConstantPolicy(tuple(float(x) for x in w), world.tasks, name="candidate"))
-    stats, _ = run_sessions(world, pol, n, seed, segment=segment)
-    return float(stats.returns.mean())
+    pol = ConstantPolicy(tuple(float(x) for x in w), world.tasks, name="candidate")
+    return true_value(world, pol, n, seed, segment=segment).mean
 
 
 def search_constant(
@@ -313,44 +323,179 @@ def search_constant(
                         cur, cur_v = cand, v
             history.append(cur_v)
         best_w = cur
-    pol = FixedPolicy(ConstantPolicy(tuple(float(x) for x in best_w), world.tasks, name="best"))
-    stats, _ = run_sessions(world, pol, eval_sessions, seed + 10_007, segment=segment)
-    ret = stats.returns
-    mean = float(ret.mean())
-    half = 1.96 * float(ret.std(ddof=1)) / math.sqrt(len(ret)) if len(ret) > 1 else 0.0
+    pol = ConstantPolicy(tuple(float(x) for x in best_w), world.tasks, name="best")
+    best = true_value(world, pol, eval_sessions, seed + 10_007, segment=segment)
     return SearchResult(
         weights=tuple(float(x) for x in best_w),
-        value=mean,
-        ci95=(mean - half, mean + half),
+        value=best.mean,
+        ci95=best.ci95,
         evaluations=n_eval,
         history=tuple(history),
     )
 
 
-def true_value(
-    env_spec: str | None,
-    policy: Policy,
-    seed: int = 0,
-    sessions: int = 4000,
-) -> float:
-    """The true value of a deterministic policy: its mean undiscounted session return.
+@dataclass
+class SegmentRecorder:
+    """A simulator policy that passes through ``inner`` and keeps the weights per hidden segment.
 
-    Args:
-        env_spec: Platform spec (a TOML path or a shipped name; ``None`` = the default world).
-        policy: Any :class:`batchrl_mtf.policy.base.Policy` (constant, weight table, trained network)
-            whose observations follow the world's feature order.
-        seed: Seed of the simulated users and noise (same seed = same users for every policy).
-        sessions: Sessions to simulate.
-
-    Raises:
-        PolicyError: The policy's tasks differ from the world's.
+    Attributes:
+        inner: The simulator policy.
+        n_segments: Number of segments of the world.
+        n_tasks: Weights per action.
+        seed: Seed of the reservoir sample of weight vectors (not the policy's random source).
     """
 
-    world = World(load_spec(env_spec))
-    if tuple(policy.tasks) != tuple(world.tasks):
-        raise PolicyError(
-            f"{policy.name}: policy tasks {list(policy.tasks)} differ from the world's "
-            f"{list(world.tasks)} ({world.spec.source})"
-        )
-    stats, _ = run_sessions(world, FixedPolicy(policy), sessions, seed)
-    return float(stats.returns.mean())
+    inner: SimPolicy
+    n_segments: int
+    n_tasks: int
+    seed: int = 0
+    sums: FloatArray = field(init=False)
+    counts: IntArray = field(init=False)
+    samples: list[list[FloatArray]] = field(init=False)
+    _rng: np.random.Generator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sums = np.zeros((self.n_segments, self.n_tasks))
+        self.counts = np.zeros(self.n_segments, dtype=np.int64)
+        self.samples = [[] for _ in range(self.n_segments)]
+        self._rng = np.random.default_rng(self.seed)
+
+    @property
+    def name(self) -> str:
+        """The inner policy's name."""
+        return str(self.inner.name)
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether the inner policy samples."""
+        return bool(self.inner.stochastic)
+
+    def act(
+        self, observations: FloatArray, ctx: PolicyContext
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """The inner policy's weights, shape (n, n_tasks) (recorded per segment)."""
+        w, logp = self.inner.act(observations, ctx)
+        w = np.asarray(w, dtype=np.float64)
+        if w.shape[0] == 1 and len(observations) != 1:
+            w = np.repeat(w, len(observations), axis=0)
+        seg = np.asarray(ctx.segment, dtype=np.int64)
+        for g in range(self.n_segments):
+            m = seg == g
+            n = int(m.sum())
+            if not n:
+                continue
+            self.sums[g] += w[m].sum(axis=0)
+            self.counts[g] += n
+            room = SAMPLES_PER_SEGMENT - sum(len(s) for s in self.samples[g])
+            if room > 0:
+                take = w[m]
+                if len(take) > room:
+                    take = take[np.sort(self._rng.choice(len(take), room, replace=False))]
+                self.samples[g].append(take)
+        return w, logp
+
+    def means(self) -> FloatArray:
+        """Mean weights per segment, shape (n_segments, n_tasks) (NaN for unseen segments)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.sums / self.counts[:, None]
+
+    def sample(self, g: int) -> FloatArray:
+        """Up to :data:`SAMPLES_PER_SEGMENT` weight vectors used for segment ``g``."""
+        if not self.samples[g]:
+            return np.zeros((0, self.n_tasks))
+        return np.concatenate(self.samples[g])[:SAMPLES_PER_SEGMENT]
+
+
+@dataclass(frozen=True)
+class TrueValue:
+    """A policy's true value in a simulated world, and what it did there.
+
+    Attributes:
+        policy: The policy's name.
+        sessions: Fresh sessions simulated.
+        seed: Their seed (the same seed gives the same users to every policy).
+        stats: Per-session outcomes.
+        summary: :func:`rollout_summary` of ``stats`` (the ``rollout`` command's JSON figures).
+        weights_by_segment: Per hidden segment seen, mean weight per task (``w_<task>``).
+        requests_by_segment: Requests per hidden segment.
+        samples: Per segment name, up to :data:`SAMPLES_PER_SEGMENT` weight vectors used, shape
+            (m, n_tasks).
+    """
+
+    policy: str
+    sessions: int
+    seed: int
+    stats: SessionStats = field(repr=False)
+    summary: dict[str, object] = field(repr=False)
+    weights_by_segment: dict[str, dict[str, float]] = field(repr=False)
+    requests_by_segment: dict[str, int] = field(repr=False)
+    samples: dict[str, FloatArray] = field(repr=False)
+
+    @property
+    def mean(self) -> float:
+        """Mean undiscounted session return."""
+        return float(self.summary["return"]["mean"])  # type: ignore[index]
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        """Normal-approximation 95% interval of :attr:`mean`."""
+        low, high = self.summary["return"]["ci95"]  # type: ignore[index]
+        return float(low), float(high)
+
+    @property
+    def returns(self) -> FloatArray:
+        """Per-session undiscounted returns, shape (sessions,), in (round, user) order."""
+        return np.asarray(self.stats.returns, dtype=np.float64)
+
+
+def true_value(
+    world: World | str | None,
+    policy: Policy | SimPolicy,
+    sessions: int = 4000,
+    seed: int = 0,
+    segment: int | None = None,
+) -> TrueValue:
+    """The true value of a policy: its mean undiscounted return over fresh simulated sessions.
+
+    Args:
+        world: The world, or its platform spec (a TOML path or a shipped name; ``None`` = the
+            default world).
+        policy: A :class:`batchrl_mtf.policy.Policy` (constant, weight table, trained network;
+            observations in the world's feature order), run as the world runs it
+            (:func:`batchrl_mtf.sim.policies.world_policy`: a table made for another fusion is
+            refused, a table's exploration block is sampled), or a simulator policy
+            (:class:`~batchrl_mtf.sim.policies.SimPolicy`, e.g. a named logging policy).
+        sessions: Sessions to simulate.
+        seed: Seed of the simulated users and noise (same seed = same users for every policy).
+        segment: Only users of this segment index (``None``: segments by share).
+
+    Raises:
+        PolicyError: The policy's tasks differ from the world's, or its table's fusion does.
+    """
+    w = world if isinstance(world, World) else World(load_spec(world))
+    if isinstance(policy, SimPolicy):
+        sim_policy: SimPolicy = policy
+    else:
+        if tuple(policy.tasks) != tuple(w.tasks):
+            raise PolicyError(
+                f"{policy.name}: policy tasks {list(policy.tasks)} differ from the world's "
+                f"{list(w.tasks)} ({w.spec.source})"
+            )
+        sim_policy = world_policy(w, policy)
+    rec = SegmentRecorder(sim_policy, len(w.segment_names), len(w.tasks), seed)
+    stats, _ = run_sessions(w, rec, sessions, seed, segment=segment)
+    means = rec.means()
+    return TrueValue(
+        policy=sim_policy.name,
+        sessions=sessions,
+        seed=seed,
+        stats=stats,
+        summary=rollout_summary(w, stats),
+        weights_by_segment={
+            name: {f"w_{t}": float(means[g, j]) for j, t in enumerate(w.tasks)}
+            for g, name in enumerate(w.segment_names)
+            if rec.counts[g]
+        },
+        requests_by_segment={name: int(rec.counts[g]) for g, name in enumerate(w.segment_names)},
+        samples={name: rec.sample(g) for g, name in enumerate(w.segment_names)},
+    )

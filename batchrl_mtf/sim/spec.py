@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 from batchrl_mtf.core.config import config_from_mapping, require
+from batchrl_mtf.core.fusion import Fusion
 from batchrl_mtf.data.features import FeatureConfig
 from batchrl_mtf.data.reward import RewardConfig, parse_reward
 from batchrl_mtf.errors import ConfigError
@@ -295,6 +296,9 @@ class FusionSpec:
         low: Lower bound of every weight (the action space).
         high: Upper bound of every weight.
         production: The production weights, one per task.
+
+    ``formula`` and ``beta`` are the platform's :class:`~batchrl_mtf.core.fusion.Fusion`
+    (:meth:`to_fusion`); ``low``, ``high`` and ``production`` are the platform's action space.
     """
 
     formula: Literal["logsum", "sum"] = "logsum"
@@ -309,12 +313,19 @@ class FusionSpec:
             "fusion.low/high",
             f"expected finite low < high, found {self.low}, {self.high}",
         )
-        require(all(b > 0 for b in self.beta), "fusion.beta", "expected numbers > 0")
+        if self.beta:
+            Fusion("logsum", self.beta)  # offsets valid as a Fusion's (finite, > 0)
         require(
             all(self.low <= w <= self.high for w in self.production),
             "fusion.production",
             f"expected weights within [{self.low}, {self.high}], found {list(self.production)}",
         )
+
+    def to_fusion(self) -> Fusion:
+        """The platform's fusion (formula and one offset per task for ``logsum``)."""
+        if self.formula == "logsum" and not self.beta:
+            raise ConfigError("fusion.beta: expected one offset per task for formula 'logsum'")
+        return Fusion(self.formula, tuple(self.beta) if self.formula == "logsum" else None)
 
 
 @dataclass(frozen=True)
@@ -636,6 +647,8 @@ def load_spec(path: str | Path | None = None) -> PlatformSpec:
         doc = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{p}: platform spec not found") from None
+    except (OSError, UnicodeDecodeError, RecursionError) as exc:
+        raise ConfigError(f"{p}: not a readable UTF-8 TOML file ({type(exc).__name__})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML ({exc})") from None
     spec = parse_spec(doc, str(p))

@@ -112,7 +112,9 @@ class World:
         k = len(self.tasks)
         noise = spec.predictor.noise
         self.pred_noise = np.asarray(noise if len(noise) == k else noise * k, dtype=np.float32)
-        self.beta = np.asarray(spec.fusion.beta or (1.0,) * k, dtype=np.float64)
+        self.fusion = spec.fusion.to_fusion()
+        """The platform's fusion (formula and offsets), applied to every request."""
+        self.beta = np.asarray(self.fusion.beta or (1.0,) * k, dtype=np.float64)
         self.low = np.full(k, spec.fusion.low)
         self.high = np.full(k, spec.fusion.high)
         self.production = np.asarray(spec.fusion.production, dtype=np.float64)
@@ -261,15 +263,15 @@ class World:
         """Per (segment, item) the fusion inputs ``log(pred + beta)`` (``logsum``) or ``pred``
         (``sum``), shape (G * n_items, K) float32; ``None`` for an artefact predictor.
 
-        Scores are then ``x @ w``: the formula of :func:`batchrl_mtf.serving.fuse` on the same
-        predictions, with the logarithm taken once per (segment, item) instead of once per request
-        and the products in float32 (for speed).
+        Scores are then ``x @ w``: :meth:`Fusion.score <batchrl_mtf.core.fusion.Fusion.score>` on
+        the same predictions, with its :meth:`~batchrl_mtf.core.fusion.Fusion.transform` taken once
+        per (segment, item) instead of once per request and the products in float32 (for speed).
         """
         if self.spec.predictor.kind == "artefact":
             return None
         if self._fused is None:
             p = self.pred_table().astype(np.float64)
-            x = np.log(p + self.beta) if self.spec.fusion.formula == "logsum" else p
+            x = self.fusion.transform(p)
             self._fused = x.astype(np.float32)
         return self._fused
 

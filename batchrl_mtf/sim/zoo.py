@@ -157,6 +157,41 @@ def _users(rng: np.random.Generator, g: int) -> tuple[list[str], list[str], list
     return informative, irrelevant, hints
 
 
+def _axes(
+    doc: Mapping[str, Any],
+    features: tuple[list[str], list[str]],
+    drivers: list[str],
+    clickbait: float,
+    gap: str,
+    heavy_tail: bool,
+    beta: float,
+) -> dict[str, Any]:
+    """The drawn value of every axis of variation of a world (``zoo list``)."""
+    return {
+        "tasks": len(doc["world"]["tasks"]),
+        "segments": len(doc["segments"]),
+        "informative_features": len(features[0]),
+        "irrelevant_features": len(features[1]),
+        "satisfaction_drivers": drivers,
+        "clickbait": clickbait,
+        "production_gap": gap,
+        "heavy_tail": heavy_tail,
+        "formula": doc["fusion"]["formula"],
+        "beta": beta,
+        "high": doc["fusion"]["high"],
+    }
+
+
+def _users_doc(
+    features: tuple[list[str], list[str]], hint_noise: float = 0.8, offset_sd: float | None = None
+) -> dict[str, Any]:
+    """The ``[users]`` table: informative then irrelevant visible features."""
+    table: dict[str, Any] = {"features": [*features[0], *features[1]], "hint_noise": hint_noise}
+    if offset_sd is not None:
+        table["offset_sd"] = offset_sd
+    return table | {"sessions_per_user": 4}
+
+
 def _base_doc(name: str, seed: int, tasks: list[str], rng: np.random.Generator) -> dict[str, Any]:
     return {
         "world": {
@@ -213,7 +248,12 @@ def _generated(index: int, rng: np.random.Generator, name: str, seed: int) -> Zo
     doc["responses"] = responses
     informative, irrelevant, hints = _users(rng, g)
     # which feedback drives satisfaction (and so leaving) in this world
-    drivers = ["watch_time", "longview", "click", *rng.permutation(extra)[: int(rng.integers(1, 3))]]
+    drivers = [
+        "watch_time",
+        "longview",
+        "click",
+        *rng.permutation(extra)[: int(rng.integers(1, 3))],
+    ]
     n_drive = int(rng.integers(2, len(drivers) + 1))
     driving = [str(d) for d in rng.permutation(drivers)[:n_drive]]
     scale = {"watch_time": 0.006, "longview": 0.2, "click": 0.08}
@@ -242,12 +282,7 @@ def _generated(index: int, rng: np.random.Generator, name: str, seed: int) -> Zo
             }
         )
     doc["segments"] = segments
-    doc["users"] = {
-        "features": [*informative, *irrelevant],
-        "hint_noise": _r(rng.uniform(0.5, 1.2)),
-        "offset_sd": 0.3,
-        "sessions_per_user": 4,
-    }
+    doc["users"] = _users_doc((informative, irrelevant), _r(rng.uniform(0.5, 1.2)), 0.3)
     doc["session"] = {
         "max_requests": int(rng.integers(20, 41)),
         "sat_init_sd": 0.5,
@@ -260,9 +295,7 @@ def _generated(index: int, rng: np.random.Generator, name: str, seed: int) -> Zo
     beta0 = float(rng.choice([0.01, 0.05, 0.1, 0.2]))
     high = float(rng.choice([2.0, 3.0, 4.0]))
     gap = "far" if rng.random() < 0.5 else "near"
-    act = {t: _r(rng.uniform(0.5, 2.5), 2) for t in extra if rng.random() < 0.7} or {
-        extra[0]: 1.0
-    }
+    act = {t: _r(rng.uniform(0.5, 2.5), 2) for t in extra if rng.random() < 0.7} or {extra[0]: 1.0}
     if gap == "near":  # reward-aware weights, a little off
         prod = [1.0, 0.6] + [0.15 + 0.15 * act.get(t, 0.0) for t in extra]
         prod = [p * float(np.exp(rng.normal(0.0, 0.2))) for p in prod]
@@ -293,23 +326,9 @@ def _generated(index: int, rng: np.random.Generator, name: str, seed: int) -> Zo
         },
         "activeness": act,
     }
-    axes = {
-        "tasks": k,
-        "segments": g,
-        "informative_features": len(informative),
-        "irrelevant_features": len(irrelevant),
-        "satisfaction_drivers": driving,
-        "clickbait": bait,
-        "production_gap": gap,
-        "heavy_tail": bool(tail),
-        "formula": formula,
-        "beta": beta0,
-        "high": high,
-    }
+    axes = _axes(doc, (informative, irrelevant), driving, bait, gap, bool(tail), beta0)
     name_, half = _name(index)
-    return ZooWorld(
-        name_, index, seed, half, "generated", _sessions(index), logging, axes, doc
-    )
+    return ZooWorld(name_, index, seed, half, "generated", _sessions(index), logging, axes, doc)
 
 
 def _production_optimal(index: int, rng: np.random.Generator, name: str, seed: int) -> ZooWorld:
@@ -355,11 +374,7 @@ def _production_optimal(index: int, rng: np.random.Generator, name: str, seed: i
         }
         for j in range(g)
     ]
-    doc["users"] = {
-        "features": [*informative, *irrelevant],
-        "hint_noise": 0.8,
-        "sessions_per_user": 4,
-    }
+    doc["users"] = _users_doc((informative, irrelevant))
     doc["session"] = {"max_requests": 30, "sat_cost": 0.3, "sat_decay": 0.85}
     beta0 = float(rng.choice([0.01, 0.05, 0.1]))
     doc["fusion"] = {
@@ -372,19 +387,7 @@ def _production_optimal(index: int, rng: np.random.Generator, name: str, seed: i
     doc["predictor"] = {"kind": "noisy-truth", "noise": 0.0}
     doc["exploration"] = {"action_noise_sigma": 0.2, "random_sigma": 0.6}
     doc["reward"] = {"stickiness": {}, "activeness": {"click": 1.0}}
-    axes = {
-        "tasks": k,
-        "segments": g,
-        "informative_features": len(informative),
-        "irrelevant_features": len(irrelevant),
-        "satisfaction_drivers": ["click"],
-        "clickbait": 0.8,
-        "production_gap": "optimal",
-        "heavy_tail": False,
-        "formula": "logsum",
-        "beta": beta0,
-        "high": 2.0,
-    }
+    axes = _axes(doc, (informative, irrelevant), ["click"], 0.8, "optimal", False, beta0)
     name_, half = _name(index)
     return ZooWorld(
         name_, index, seed, half, "production-optimal", _sessions(index), "mixed", axes, doc
@@ -438,11 +441,7 @@ def _xmtf(index: int, rng: np.random.Generator, name: str, seed: int) -> ZooWorl
         }
         for j in range(g)
     ]
-    doc["users"] = {
-        "features": [*informative, *irrelevant],
-        "hint_noise": 0.8,
-        "sessions_per_user": 4,
-    }
+    doc["users"] = _users_doc((informative, irrelevant))
     doc["session"] = {
         "max_requests": 97,
         "sat_init_sd": 0.05,
@@ -464,19 +463,8 @@ def _xmtf(index: int, rng: np.random.Generator, name: str, seed: int) -> ZooWorl
     doc["predictor"] = {"kind": "noisy-truth", "noise": 0.3}
     doc["exploration"] = {"action_noise_sigma": 0.2, "random_sigma": 0.6}
     doc["reward"] = {"stickiness": {"watch_time": 0.0025}, "activeness": {}}
-    axes = {
-        "tasks": len(tasks),
-        "segments": g,
-        "informative_features": len(informative),
-        "irrelevant_features": len(irrelevant),
-        "satisfaction_drivers": ["reward (play_time / 400)"],
-        "clickbait": bait,
-        "production_gap": "near",
-        "heavy_tail": False,
-        "formula": "logsum",
-        "beta": 0.1,
-        "high": 2.0,
-    }
+    drivers = ["reward (play_time / 400)"]
+    axes = _axes(doc, (informative, irrelevant), drivers, bait, "near", False, 0.1)
     name_, half = _name(index)
     return ZooWorld(name_, index, seed, half, "xmtf-kuairand", _sessions(index), "mixed", axes, doc)
 

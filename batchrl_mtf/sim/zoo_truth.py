@@ -21,9 +21,9 @@ import numpy as np
 
 from batchrl_mtf.core.config import require
 from batchrl_mtf.core.io import atomic_write_text, dumps_json, hash_bytes
-from batchrl_mtf.policy import ConstantPolicy
+from batchrl_mtf.policy.base import ConstantPolicy
 from batchrl_mtf.sim.policies import FixedPolicy, SegmentPolicy, SimPolicy
-from batchrl_mtf.sim.runner import run_sessions, search_constant
+from batchrl_mtf.sim.runner import search_constant, true_value
 from batchrl_mtf.sim.world import World
 from batchrl_mtf.sim.zoo import ZooWorld
 
@@ -64,8 +64,7 @@ class TruthConfig:
 
 def policy_returns(world: World, policy: SimPolicy, sessions: int, seed: int) -> np.ndarray:
     """Per-session returns of ``policy`` (the same users for every policy under one seed)."""
-    stats, _ = run_sessions(world, policy, sessions, seed)
-    return np.asarray(stats.returns, dtype=np.float64)
+    return np.asarray(true_value(world, policy, sessions, seed).stats.returns, dtype=np.float64)
 
 
 def _summary(r: np.ndarray) -> dict[str, Any]:
@@ -123,9 +122,9 @@ def world_truth(
         # pick on the segment's own fresh search sessions, never on the evaluation sessions
         probe = cfg.seed + 5003 + g
         n = cfg.oracle_sessions * 2
-        v_seg = run_sessions(world, _constant(world, seg.weights, "seg"), n, probe, segment=g)
-        v_best = run_sessions(world, _constant(world, best.weights, "best"), n, probe, segment=g)
-        better = float(v_seg[0].returns.mean()) >= float(v_best[0].returns.mean())
+        v_seg = true_value(world, _constant(world, seg.weights, "seg"), n, probe, segment=g)
+        v_best = true_value(world, _constant(world, best.weights, "best"), n, probe, segment=g)
+        better = v_seg.mean >= v_best.mean
         per_segment.append(seg.weights if better else best.weights)
     n, s = cfg.eval_sessions, cfg.eval_seed
     prod = tuple(float(x) for x in world.production)

@@ -23,13 +23,7 @@ from batchrl_mtf.training.config import (
     TrainConfig,
     resolve_config,
 )
-from batchrl_mtf.training.policy import (
-    POLICY_FORMAT,
-    TrainedPolicy,
-    check_feature_spec,
-    load_policy,
-    read_manifest,
-)
+from batchrl_mtf.training.policy import POLICY_FORMAT, TrainedPolicy, load_policy, read_manifest
 from batchrl_mtf.training.trainer import TrainResult, build_algo, config_for_resume, train
 
 __all__ = [
@@ -46,7 +40,6 @@ __all__ = [
     "TrainResult",
     "TrainedPolicy",
     "build_algo",
-    "check_feature_spec",
     "config_for_resume",
     "load_policy",
     "read_manifest",

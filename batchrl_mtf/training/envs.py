@@ -1,20 +1,19 @@
 """The true return of a policy in the simulator, for ``train --env SPEC``.
 
 The true return is the mean undiscounted session return of the policy over ``n_episodes`` simulated
-sessions, with a normal 95% interval (the simulator's ``rollout`` figures).
+sessions, with a normal 95% interval (:func:`batchrl_mtf.sim.true_value`, the ``rollout`` figures).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from batchrl_mtf.data.dataset import DatasetSpec
+from batchrl_mtf.data.spec import DatasetSpec, check_feature_spec
 from batchrl_mtf.errors import EnvError, PolicyError
-from batchrl_mtf.sim.policies import FixedPolicy
-from batchrl_mtf.sim.runner import feature_names_of, rollout_summary, run_sessions
+from batchrl_mtf.sim.runner import feature_names_of, true_value
 from batchrl_mtf.sim.spec import load_spec
 from batchrl_mtf.sim.world import World
-from batchrl_mtf.training.policy import TrainedPolicy, check_feature_spec
+from batchrl_mtf.training.policy import TrainedPolicy
 
 __all__ = ["make_env_evaluator"]
 
@@ -48,9 +47,7 @@ def make_env_evaluator(
     check_feature_spec(spec, feature_names_of(world), "the policy", f"--env {env}")
 
     def evaluate(policy: TrainedPolicy) -> tuple[float, float, float]:
-        stats, _ = run_sessions(world, FixedPolicy(policy), n_episodes, seed)
-        ret = rollout_summary(world, stats)["return"]
-        low, high = ret["ci95"]  # type: ignore[index]
-        return float(ret["mean"]), float(low), float(high)  # type: ignore[index]
+        value = true_value(world, policy, n_episodes, seed)
+        return value.mean, *value.ci95
 
     return evaluate

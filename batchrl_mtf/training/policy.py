@@ -2,13 +2,20 @@
 
 A policy directory (``batchrl-mtf train ... --out POLICY_DIR``) holds:
 
-- ``model.d3``: the d3rlpy model (``d3rlpy.load_learnable("model.d3")`` restores it, scalers
-  included); also the checkpoint ``--resume`` continues from;
-- ``rng_state.pt``: random-number-generator states and the gradient-step counter at the checkpoint;
+- ``model.json`` + ``model.safetensors``: the d3rlpy model without pickle (its serialised config,
+  scalers included, and the state dicts of its networks and optimizers; see
+  :mod:`batchrl_mtf.training.checkpoint`); also the checkpoint ``--resume`` continues from;
+- ``rng_state.json``: random-number-generator states and the gradient-step counter at the
+  checkpoint;
 - ``config.json``: the resolved :class:`~batchrl_mtf.training.config.TrainConfig`;
 - ``features.json``: the dataset's spec (features, normalisation statistics, tasks, bounds);
 - ``metrics.csv``: one row per epoch;
-- ``policy.json``: the manifest (format ``batchrl-mtf/policy@1``).
+- ``policy.json``: the manifest (format ``batchrl-mtf/policy@2``);
+- ``.batchrl-mtf.json``: the marker saying batchrl-mtf wrote the directory.
+
+Nothing in a policy directory is unpickled: a directory of the previous release
+(``batchrl-mtf/policy@1``, pickled ``model.d3``) is refused with a line saying how to re-create or
+convert it (``batchrl-mtf upgrade DIR --trust-pickle``).
 """
 
 from __future__ import annotations
@@ -21,54 +28,71 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from batchrl_mtf.core.d3rlpy import load_d3rlpy
-from batchrl_mtf.data.dataset import DatasetSpec
 from batchrl_mtf.data.features import FeatureSpec
+from batchrl_mtf.data.spec import DatasetSpec, check_feature_spec
 from batchrl_mtf.errors import DatasetError, PolicyError
+from batchrl_mtf.training.checkpoint import MODEL_CONFIG, MODEL_WEIGHTS, inside, load_algo
 
-__all__ = ["POLICY_FORMAT", "TrainedPolicy", "check_feature_spec", "load_policy", "read_manifest"]
+__all__ = [
+    "LEGACY_POLICY_FORMAT",
+    "POLICY_FORMAT",
+    "TrainedPolicy",
+    "deterministic_bcq",
+    "legacy_message",
+    "load_policy",
+    "read_manifest",
+]
 
-POLICY_FORMAT = "batchrl-mtf/policy@1"
+POLICY_FORMAT = "batchrl-mtf/policy@2"
+LEGACY_POLICY_FORMAT = "batchrl-mtf/policy@1"
+"""The previous release's format: the model is a pickle (``model.d3``), so it is never loaded."""
 FloatArray = npt.NDArray[np.float64]
 ACT_SEED = 0
+BCQ_LATENT_SEED = 0
+"""Seed of BCQ's fixed latent draws for acting and serving (see :func:`deterministic_bcq`)."""
 
 
-def check_feature_spec(
-    trained: DatasetSpec,
-    other: DatasetSpec | FeatureSpec | Sequence[str],
-    policy_name: str,
-    source: str,
-) -> None:
-    """Raise :class:`PolicyError` unless ``other`` has the features (and tasks) of ``trained``.
+def deterministic_bcq(algo: Any) -> bool:
+    """Make a BCQ policy's action a fixed function of the state, so that it can be served.
+
+    d3rlpy's BCQ acts by drawing ``n_action_samples`` latent vectors ``z ~ N(0, I)`` clipped to
+    ``[-0.5, 0.5]``, decoding each with the VAE into a candidate action, perturbing it, and taking
+    the candidate with the highest Q (Fujimoto et al., 2019, Algorithm 1). The draws change on
+    every call, so a traced TorchScript/ONNX graph is not the policy. Here the draws are drawn once
+    (seed :data:`BCQ_LATENT_SEED`) and reused for every state and call: the same candidates-then-
+    argmax rule with fixed candidates' latents. Training (the target actions) keeps fresh draws.
 
     Args:
-        trained: The spec the policy was trained on.
-        other: The dataset spec, feature spec or feature names of the data the policy meets.
-        policy_name: The policy, for the message.
-        source: Where ``other`` came from (a dataset directory, ``"logs"``), for the message.
+        algo: A built d3rlpy algorithm; anything but BCQ is left alone.
+
+    Returns:
+        Whether ``algo`` was BCQ (and is now deterministic).
     """
-    if isinstance(other, DatasetSpec):
-        theirs = other.features.names
-        if tuple(other.tasks) != tuple(trained.tasks):
-            raise PolicyError(
-                f"{policy_name}: task mismatch: the policy sets weights for tasks "
-                f"{list(trained.tasks)}; {source} has tasks {list(other.tasks)}"
-            )
-    elif isinstance(other, FeatureSpec):
-        theirs = other.names
-    else:
-        theirs = tuple(other)
-    mine = trained.features.names
-    if tuple(theirs) != tuple(mine):
-        missing = [n for n in mine if n not in theirs]
-        extra = [n for n in theirs if n not in mine]
-        detail = (
-            f" (missing {missing}, extra {extra})" if missing or extra else " (different order)"
-        )
-        raise PolicyError(
-            f"{policy_name}: feature spec mismatch: the policy was trained on features "
-            f"{list(mine)}; {source} has {list(theirs)}{detail}"
-        )
+    impl = getattr(algo, "impl", None)
+    if impl is None or type(impl).__name__ != "BCQImpl":
+        return False
+    if getattr(impl, "_batchrl_fixed_latent", None) is not None:
+        return True
+    import torch
+
+    n, k = int(impl._n_action_samples), int(impl._action_size)
+    gen = torch.Generator().manual_seed(BCQ_LATENT_SEED)
+    fixed = torch.randn(n, 2 * k, generator=gen).clamp(-0.5, 0.5).to(impl.device)
+    original = impl._sample_repeated_action
+
+    def sample(repeated_x: Any, target: bool = False) -> Any:
+        if target:
+            return original(repeated_x, True)
+        # (batch, n, d) -> (batch * n, d); latent row b * n + j is fixed[j] (no size op: traceable)
+        flat_x = repeated_x.reshape(-1, repeated_x.shape[-1])
+        latent = (torch.zeros_like(repeated_x[..., :1]) + fixed).reshape(-1, 2 * k)
+        action = impl._modules.policy(flat_x, impl._modules.vae_decoder(flat_x, latent))
+        return action.squashed_mu.view(-1, n, k)
+
+    impl._sample_repeated_action = sample
+    impl._batchrl_fixed_latent = fixed
+    impl._batchrl_sampled_candidates = original  # d3rlpy's own (fresh draws), for comparisons
+    return True
 
 
 class TrainedPolicy:
@@ -85,6 +109,7 @@ class TrainedPolicy:
         self, algo: Any, spec: DatasetSpec, name: str, manifest: dict[str, Any] | None = None
     ) -> None:
         self.algo = algo
+        deterministic_bcq(algo)
         self.spec = spec
         self.manifest: dict[str, Any] = dict(manifest or {})
         self._name = name
@@ -115,6 +140,10 @@ class TrainedPolicy:
     def action_high(self) -> FloatArray:
         """Upper weight bounds, shape (n_tasks,)."""
         return self._high.copy()
+
+    def renamed(self, name: str) -> TrainedPolicy:
+        """The same networks shown as ``name`` (``bcq`` instead of its directory)."""
+        return TrainedPolicy(self.algo, self.spec, name, self.manifest)
 
     def check(self, other: DatasetSpec | FeatureSpec | Sequence[str], source: str) -> None:
         """Raise :class:`PolicyError` unless ``other`` matches the training features and tasks."""
@@ -163,11 +192,26 @@ class TrainedPolicy:
         return np.clip(out, self._low, self._high)
 
 
-def read_manifest(path: str | Path) -> dict[str, Any]:
+def legacy_message(root: Path) -> str:
+    """The one line that refuses a policy directory of the previous release."""
+    return (
+        f"{root}: a policy directory of the previous release (pickled model.d3, which could run "
+        "code when loaded); refused. Re-create it with `batchrl-mtf train DATASET --out DIR`, or, "
+        f"only if you trust where it came from, convert it: `batchrl-mtf upgrade {root} "
+        "--trust-pickle`"
+    )
+
+
+def read_manifest(path: str | Path, *, legacy_ok: bool = False) -> dict[str, Any]:
     """Read and check ``policy.json`` of a policy directory.
 
+    Args:
+        path: The policy directory.
+        legacy_ok: Accept the previous release's format (only ``batchrl-mtf upgrade`` does).
+
     Raises:
-        PolicyError: Missing directory or manifest, invalid JSON, or another format.
+        PolicyError: Missing directory or manifest, invalid JSON, another format, or a directory
+            of the previous release.
     """
     root = Path(path)
     if not root.is_dir():
@@ -177,9 +221,12 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise PolicyError(f"{root}: not a policy directory (missing policy.json)")
     try:
         doc = json.loads(mpath.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise PolicyError(f"{mpath}: not valid JSON ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("format") != POLICY_FORMAT:
+    if isinstance(doc, dict) and doc.get("format") == LEGACY_POLICY_FORMAT and not legacy_ok:
+        raise PolicyError(legacy_message(root))
+    allowed = (POLICY_FORMAT, LEGACY_POLICY_FORMAT) if legacy_ok else (POLICY_FORMAT,)
+    if not isinstance(doc, dict) or doc.get("format") not in allowed:
         found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise PolicyError(f"{mpath}: expected format {POLICY_FORMAT!r}, found {found!r}")
     return doc
@@ -203,21 +250,15 @@ def load_policy(
     """
     root = Path(path)
     manifest = read_manifest(root)
-    fpath = root / "features.json"
+    fpath = inside(root, manifest.get("features", "features.json"), "features")
     try:
         doc = json.loads(fpath.read_text(encoding="utf-8"))
         trained = DatasetSpec.from_dict(doc, str(fpath))
-    except (OSError, json.JSONDecodeError, DatasetError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, DatasetError) as exc:
         raise PolicyError(f"{fpath}: cannot read the policy's feature spec ({exc})") from None
-    model = root / str(manifest.get("model", "model.d3"))
-    if not model.is_file():
-        raise PolicyError(f"{root}: model file {model.name} is missing")
-    d3rlpy = load_d3rlpy()
-
-    try:
-        algo = d3rlpy.load_learnable(str(model), device=device or "cpu:0")
-    except Exception as exc:  # d3rlpy raises many types on a corrupt file
-        raise PolicyError(f"{model}: cannot load the d3rlpy model ({exc})") from exc
+    model = inside(root, manifest.get("model", MODEL_WEIGHTS), "model")
+    model_config = inside(root, manifest.get("model_config", MODEL_CONFIG), "model_config")
+    algo = load_algo(model_config, model, device or "cpu:0")
     policy = TrainedPolicy(algo, trained, name=str(path), manifest=manifest)
     if spec is not None:
         policy.check(spec, "the data it is applied to")

@@ -16,7 +16,6 @@ import dataclasses
 import io
 import json
 import logging
-import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -26,12 +25,26 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from tqdm.auto import tqdm
 
 from batchrl_mtf.core.d3rlpy import load_d3rlpy
-from batchrl_mtf.core.io import atomic_dir, dumps_json, package_versions
+from batchrl_mtf.core.io import atomic_dir, dumps_json, output_dir, package_versions
 from batchrl_mtf.data.box import action_box
-from batchrl_mtf.data.dataset import DatasetSpec, MDPData, load_dataset
+from batchrl_mtf.data.formats import load_dataset
+from batchrl_mtf.data.spec import DatasetSpec
+from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.errors import ConfigError, DatasetError, PolicyError
+from batchrl_mtf.training.checkpoint import (
+    MODEL_CONFIG,
+    MODEL_WEIGHTS,
+    RNG_STATE,
+    inside,
+    load_algo,
+    load_rng_state,
+    rng_state_json,
+    save_algo,
+    set_rng_state,
+)
 from batchrl_mtf.training.config import RUNTIME_FIELDS, TrainConfig, resolve_config
 from batchrl_mtf.training.envs import make_env_evaluator
 from batchrl_mtf.training.policy import POLICY_FORMAT, TrainedPolicy, read_manifest
@@ -125,22 +138,53 @@ def _seed_all(seed: int) -> None:
     d3rlpy.seed(seed)
 
 
-def _rng_state() -> dict[str, Any]:
+def check_finite_data(data: Transitions) -> None:
+    """Raise :class:`DatasetError` unless states, actions and rewards are finite in float32.
+
+    d3rlpy trains in float32: a value beyond about 3.4e38 becomes infinite there and the policy
+    all NaN.
+    """
+    where = data.path or "dataset"
+    spec = data.spec
+    for name, values in (
+        ("features.json mean", spec.features.mean),
+        ("features.json std", spec.features.std),
+    ):
+        arr = np.asarray(values, dtype=np.float64)
+        if not np.isfinite(arr.astype(np.float32)).all():
+            raise DatasetError(
+                f"{where}: {name} is not finite in float32 ({arr.tolist()!r:.120}); rebuild the "
+                "dataset from logs that pass `batchrl-mtf validate`"
+            )
+    for name, column in (
+        ("observations", data.observations),
+        ("actions", data.actions),
+        ("rewards", data.rewards),
+    ):
+        with np.errstate(over="ignore", invalid="ignore"):
+            bad = ~np.isfinite(np.asarray(column, dtype=np.float64).astype(np.float32))
+        if bad.any():
+            rows = np.flatnonzero(bad.reshape(len(bad), -1).any(axis=1))
+            sessions = sorted({str(s) for s in np.asarray(data.session_id)[rows[:3]]})
+            raise DatasetError(
+                f"{where}: {len(rows)} transition(s) have {name} that are not finite in float32 "
+                f"(sessions {', '.join(sessions)}, ...); training refused (rebuild the dataset "
+                "from logs that pass `batchrl-mtf validate`)"
+            )
+
+
+def _check_finite_model(algo: Any, step: int) -> None:
     import torch
 
-    return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    import torch
-
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    for name, module in algo.impl.modules.create_checkpointer(algo.impl.device).modules.items():
+        if not isinstance(module, torch.nn.Module):
+            continue
+        for pname, value in module.state_dict().items():
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise PolicyError(
+                    f"training diverged at step {step}: {name}.{pname} is not finite; the policy "
+                    "was not saved (lower the learning rate or reward_scale, or check the rewards)"
+                )
 
 
 def _metrics_csv(rows: Sequence[dict[str, float]]) -> str:
@@ -193,8 +237,7 @@ class _Run:
         return TrainedPolicy(self.algo, self.spec, name=str(self.out))
 
     def save(self, seconds: float, complete: bool) -> None:
-        import torch
-
+        _check_finite_model(self.algo, self.done)
         manifest = {
             "format": POLICY_FORMAT,
             "algo": self.config.algo,
@@ -218,14 +261,22 @@ class _Run:
             "n_steps_done": self.done,
             "complete": complete,
             "training_seconds": round(self.seconds_before + seconds, 3),
-            "model": "model.d3",
-            "checkpoint": "model.d3",
-            "rng_state": "rng_state.pt",
-            "files": ["config.json", "features.json", "metrics.csv", "model.d3", "rng_state.pt"],
+            "model": MODEL_WEIGHTS,
+            "model_config": MODEL_CONFIG,
+            "checkpoint": MODEL_WEIGHTS,
+            "rng_state": RNG_STATE,
+            "files": [
+                "config.json",
+                "features.json",
+                "metrics.csv",
+                MODEL_CONFIG,
+                MODEL_WEIGHTS,
+                RNG_STATE,
+            ],
         }
-        with atomic_dir(self.out) as tmp:
-            self.algo.save(str(tmp / "model.d3"))
-            torch.save({"rng": _rng_state(), "grad_step": self.done}, tmp / "rng_state.pt")
+        with atomic_dir(self.out, kind="policy") as tmp:
+            save_algo(self.algo, tmp)
+            (tmp / RNG_STATE).write_text(rng_state_json(self.done), encoding="utf-8")
             (tmp / "config.json").write_text(dumps_json(self.config.to_dict()), encoding="utf-8")
             (tmp / "features.json").write_text(dumps_json(self.spec.to_dict()), encoding="utf-8")
             (tmp / "metrics.csv").write_text(_metrics_csv(self.metrics), encoding="utf-8")
@@ -235,10 +286,6 @@ class _Run:
 
 def _resume_state(out: Path, config: TrainConfig, spec: DatasetSpec) -> tuple[Any, int, float]:
     """Load the checkpoint of ``out``; check it fits ``config`` and the dataset."""
-    import torch
-
-    d3rlpy = load_d3rlpy()
-
     manifest = read_manifest(out)
     if manifest.get("dataset_hash") != spec.dataset_hash:
         raise DatasetError(
@@ -246,7 +293,7 @@ def _resume_state(out: Path, config: TrainConfig, spec: DatasetSpec) -> tuple[An
             f"the dataset given is {spec.dataset_hash}"
         )
     # through resolve_config, so that settings added since the save compare at their defaults
-    saved = resolve_config([], base=json.loads((out / "config.json").read_text(encoding="utf-8")))
+    saved = resolve_config([], base=_saved_config(out))
     saved_doc, now = saved.to_dict(), config.to_dict()
     differ = sorted(
         k
@@ -259,10 +306,15 @@ def _resume_state(out: Path, config: TrainConfig, spec: DatasetSpec) -> tuple[An
             f"(only {', '.join(sorted(RUNTIME_FIELDS))} may change on resume)"
         )
     done = int(manifest.get("n_steps_done", 0))
-    algo = d3rlpy.load_learnable(str(out / str(manifest["checkpoint"])), device=config.device)
-    state = torch.load(out / str(manifest["rng_state"]), weights_only=False)
-    _set_rng_state(state["rng"])
-    algo.set_grad_step(int(state["grad_step"]))
+    rng_path = inside(out, manifest.get("rng_state", RNG_STATE), "rng_state")
+    state = load_rng_state(rng_path)  # before the model: a bad file fails fast
+    algo = load_algo(
+        inside(out, manifest.get("model_config", MODEL_CONFIG), "model_config"),
+        inside(out, manifest.get("checkpoint", MODEL_WEIGHTS), "checkpoint"),
+        config.device,
+    )
+    set_rng_state(state, rng_path)
+    algo.set_grad_step(state["grad_step"])
     return algo, done, float(manifest.get("training_seconds", 0.0))
 
 
@@ -304,27 +356,19 @@ def _epoch_metrics(
     return row
 
 
-def _prepare_out(out: Path, resume: bool) -> None:
-    if resume:
-        if not (out / "policy.json").is_file():
-            raise PolicyError(f"--resume {out}: no policy.json there; nothing to resume")
-        return
-    if out.exists() and (
-        not out.is_dir() or (any(out.iterdir()) and not (out / "policy.json").is_file())
-    ):
-        raise PolicyError(
-            f"--out {out}: exists and is not a policy directory; refusing to replace it"
-        )
-    if (out / "policy.json").is_file():
-        logger.info("replacing the policy in %s (use --resume to continue it instead)", out)
+def _check_resume(out: Path) -> None:
+    if not (out / "policy.json").is_file():
+        raise PolicyError(f"--resume {out}: no policy.json there; nothing to resume")
+    read_manifest(out)  # refuses a directory of the previous release with its one line
 
 
 def train(
-    dataset: MDPData | str | Path,
+    dataset: Transitions | str | Path,
     out: str | Path,
     config: TrainConfig | None = None,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     show_progress: bool = False,
     env_evaluator: EnvEvaluator | None = None,
 ) -> TrainResult:
@@ -335,6 +379,7 @@ def train(
         out: The policy directory to write.
         config: The run's settings; defaults to ``TrainConfig()`` (BCQ, CPU defaults).
         resume: Continue from the checkpoint in ``out`` up to ``config.n_steps`` total steps.
+        overwrite: Replace a policy directory already in ``out`` (otherwise refused).
         show_progress: Show a progress bar (tqdm, on stderr).
         env_evaluator: Called with the policy every ``config.eval_every`` epochs and at the end
             to measure the true return; ``None`` = build one from ``config.env`` when set.
@@ -345,15 +390,15 @@ def train(
     Raises:
         DatasetError: Unusable dataset, or ``resume`` with a different dataset.
         ConfigError: Invalid settings, or ``resume`` with changed learning settings.
-        PolicyError: ``out`` exists and is not a policy directory.
+        PolicyError: A non-finite policy (not saved), or ``resume`` of a directory that cannot
+            be resumed.
+        OutputError: ``out`` cannot be written safely (see :func:`~batchrl_mtf.core.io.output_dir`).
     """
-    import torch
-    from tqdm.auto import tqdm
 
     load_d3rlpy()  # quiet import before torch work
 
     config = config or TrainConfig()
-    data = dataset if isinstance(dataset, MDPData) else load_dataset(dataset)
+    data = dataset if isinstance(dataset, Transitions) else load_dataset(dataset)
     spec = data.spec
     if len(spec.features.mean) != len(spec.features.names):
         raise DatasetError(
@@ -362,8 +407,26 @@ def train(
     if config.gamma is None:
         config = dataclasses.replace(config, gamma=spec.gamma)
     _check_device(config.device)
+    check_finite_data(data)
     out_path = Path(out)
-    _prepare_out(out_path, resume)
+    if resume:
+        _check_resume(out_path)
+    inputs = [data.path] if data.path else []
+    with output_dir(out_path, "policy", inputs=inputs, overwrite=overwrite, resume=resume):
+        return _train(data, out_path, config, resume, show_progress, env_evaluator)
+
+
+def _train(
+    data: Transitions,
+    out_path: Path,
+    config: TrainConfig,
+    resume: bool,
+    show_progress: bool,
+    env_evaluator: EnvEvaluator | None,
+) -> TrainResult:
+    import torch
+
+    spec = data.spec
     if config.n_threads:
         torch.set_num_threads(config.n_threads)
     if env_evaluator is None and config.env:
@@ -459,8 +522,18 @@ def train(
 
 def config_for_resume(out: str | Path, layers: list[tuple[str, Any]]) -> TrainConfig:
     """The saved config of policy directory ``out`` with ``layers`` of overrides on top."""
-    path = Path(out) / "config.json"
+    return resolve_config(layers, base=_saved_config(Path(out)))
+
+
+def _saved_config(out: Path) -> dict[str, Any]:
+    """The ``config.json`` of policy directory ``out``, checked to be a JSON object."""
+    path = out / "config.json"
     if not path.is_file():
         raise PolicyError(f"--resume {out}: no config.json there; nothing to resume")
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    return resolve_config(layers, base=saved)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise PolicyError(f"--resume {path}: not valid JSON ({exc}); cannot resume") from None
+    if not isinstance(doc, dict):
+        raise PolicyError(f"--resume {path}: expected a JSON object; cannot resume")
+    return doc

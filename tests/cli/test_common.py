@@ -7,7 +7,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from batchrl_mtf.cli import main
-from batchrl_mtf.data.dataset import build_dataset
+from batchrl_mtf.data.build import build_dataset
 from batchrl_mtf.data.reward import RewardConfig
 
 

@@ -11,6 +11,8 @@ from click.testing import CliRunner
 
 from batchrl_mtf import __version__
 from batchrl_mtf.cli import main
+from batchrl_mtf.core.fusion import Fusion
+from batchrl_mtf.data.formats import load_dataset
 
 
 def test_version_and_help() -> None:
@@ -62,6 +64,49 @@ def test_build_dataset_cli(tmp_path: Path, logs_parquet: Path, reward_toml: Path
 
 
 @pytest.mark.parametrize(
+    ("flags", "line", "fusion"),
+    [
+        (
+            [],
+            "fusion recorded: logsum, beta 0.1 (default: no --formula/--beta given)",
+            {"formula": "logsum", "beta": {"click": 0.1, "longview": 0.1, "like": 0.1}},
+        ),
+        (
+            ["--formula", "logsum", "--beta", "0.1"],
+            "fusion recorded: logsum, beta 0.1\n",
+            {"formula": "logsum", "beta": {"click": 0.1, "longview": 0.1, "like": 0.1}},
+        ),
+        (
+            ["--beta", "0.2,0.05,0.01"],
+            "fusion recorded: logsum, beta click=0.2,longview=0.05,like=0.01\n",
+            {"formula": "logsum", "beta": {"click": 0.2, "longview": 0.05, "like": 0.01}},
+        ),
+        (["--formula", "sum"], "fusion recorded: sum\n", {"formula": "sum"}),
+    ],
+)
+def test_build_dataset_records_its_fusion_and_says_so(
+    tmp_path: Path,
+    logs_parquet: Path,
+    reward_toml: Path,
+    flags: list[str],
+    line: str,
+    fusion: dict[str, object],
+) -> None:
+    out = tmp_path / "ds"
+    args = ["build-dataset", str(logs_parquet), "--reward", str(reward_toml), "--out", str(out)]
+    r = CliRunner().invoke(main, [*args, *flags])
+    assert r.exit_code == 0, r.output
+    assert line in r.output
+    source = "default" if not flags else "given"
+    want = {**fusion, "source": source}
+    assert json.loads((out / "features.json").read_text())["fusion"] == want
+    assert json.loads((out / "report.json").read_text())["config"]["fusion"] == want
+    spec = load_dataset(out).spec
+    assert spec.fusion == Fusion.from_dict(fusion).for_tasks(spec.tasks)
+    assert spec.fusion_source == source
+
+
+@pytest.mark.parametrize(
     ("extra", "match"),
     [
         (["--gamma", "2"], r"error: gamma: expected a number in \[0, 1\], found 2.0"),
@@ -73,6 +118,15 @@ def test_build_dataset_cli(tmp_path: Path, logs_parquet: Path, reward_toml: Path
         ),
         (["--hist-n", "0"], r"error: features.hist_n: expected an integer >= 1"),
         (["--feedback", "nope"], r"error: features.feedback names column\(s\) \['nope'\] absent"),
+        (["--formula", "sum", "--beta", "0.1"], r"error: --beta: expected no offsets with"),
+        (["--beta", "0.1,x"], r"error: --beta: expected a number \(0.1\), numbers in task order"),
+        (["--beta", "0,0.1,0.1"], r"error: --beta\[0\]: expected a finite number > 0"),
+        (["--beta", "0.1,0.2"], r"error: fusion.beta: expected 1 or 3 offsets \(tasks \['click'"),
+        (
+            ["--beta", "click=0.1,share=0.2"],
+            r"error: fusion.beta: expected one offset for each task \['click', 'longview', "
+            r"'like'\]; missing \['longview', 'like'\], unknown \['share'\]",
+        ),
     ],
 )
 def test_build_dataset_bad_flags_one_line_exit_2(

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from logs_factory import make_logs
 
 from batchrl_mtf.cli import main
-from batchrl_mtf.data.dataset import build_dataset, load_dataset
+from batchrl_mtf.data.build import build_dataset
+from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.data.reward import RewardConfig
 from batchrl_mtf.serving import WeightTable
 
@@ -129,7 +130,7 @@ def test_empty_split_is_an_error(tmp_path: Path) -> None:
     src = tmp_path / "one.parquet"
     logs.to_parquet(src)
     build_dataset([src], REWARD, tmp_path / "one")
-    from batchrl_mtf.data.dataset import load_dataset
+    from batchrl_mtf.data.formats import load_dataset
 
     split = str(load_dataset(tmp_path / "one").split[0])
     other = "test" if split == "train" else "train"

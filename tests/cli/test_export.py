@@ -1,10 +1,14 @@
-"""Tests of ``batchrl-mtf export`` (weight tables), with the dataset and policy loaders faked."""
+"""Tests of ``batchrl-mtf export`` (weight tables), with the dataset and policy loaders, OPE and
+the simulator faked (``tests/export/test_workflow.py`` runs the real ones)."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import numpy as np
@@ -13,8 +17,11 @@ from click.testing import CliRunner
 
 from batchrl_mtf.cli import export as export_cli
 from batchrl_mtf.cli import main
+from batchrl_mtf.data.formats import load_dataset
+from batchrl_mtf.export import workflow
 from batchrl_mtf.ope import Recommended
 from batchrl_mtf.serving import Fusion, WeightTable
+from tests.logs_factory import make_logs
 
 NAMES = ("u_activity", "session_depth", "hour_sin")
 TASKS = ("click", "longview", "like")
@@ -36,6 +43,31 @@ class FakeData:
     actions: np.ndarray
     spec: Any = FakeSpec()
 
+    @property
+    def split(self) -> np.ndarray:
+        return np.full(len(self.observations), "test")
+
+    def select(self, split: str) -> FakeData:
+        return self
+
+
+def _value(policy: Any) -> float:
+    """The faked value of a policy: 2.0 for the network, 1.75 for its table."""
+    return 2.0 if isinstance(policy, FakePolicy) else 1.75
+
+
+def fake_evaluate(data: Any, policies: list[Any], config: Any) -> Any:
+    return SimpleNamespace(
+        policies=[
+            SimpleNamespace(name=p.name, recommended=Recommended("fqe", _value(p), None, "test"))
+            for p in policies
+        ]
+    )
+
+
+def fake_true_value(world: Any, policy: Any, sessions: int, seed: int) -> Any:
+    return SimpleNamespace(mean=_value(policy))
+
 
 class FakePolicy:
     name = "fake"
@@ -55,7 +87,8 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Path, Path, F
     )
     data = FakeData(obs, np.tile([1.5, 0.2, 0.2], (n, 1)))
     monkeypatch.setattr(export_cli, "_load_inputs", lambda p, d: (FakePolicy(), data))
-    monkeypatch.setattr(export_cli, "_hook", lambda module, name: None)
+    monkeypatch.setattr(workflow, "evaluate_policies", fake_evaluate)
+    monkeypatch.setattr(workflow, "true_value", fake_true_value)
     (tmp_path / "policy").mkdir()
     (tmp_path / "ds").mkdir()
     return tmp_path / "policy", tmp_path / "ds", data
@@ -89,7 +122,8 @@ def test_export_table_writes_json_csv_and_report(
     meta: Any = table.meta
     assert meta["policy"] == str(policy_dir)
     assert meta["dataset_hash"] == "sha256:abc"
-    assert meta["ope"] is None
+    assert meta["ope"] == {"source": "ope:fqe", "network": 2.0, "table": 1.75, "value_lost": 0.25}
+    assert meta["fidelity"]["true"] is None  # no --env
     gap = meta["fidelity"]["action_gap"]
     assert 0 < gap["mean_abs_scaled"] < 0.2
     assert "action gap (table vs network)" in result.output
@@ -99,14 +133,9 @@ def test_export_table_writes_json_csv_and_report(
 
 
 def test_export_reports_offline_and_true_values(
-    fake: tuple[Path, Path, FakeData], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fake: tuple[Path, Path, FakeData], tmp_path: Path
 ) -> None:
     policy_dir, ds_dir, _ = fake
-
-    def value(*args: Any, **kwargs: Any) -> float:  # (policy, data) or (env_spec, policy, seed=)
-        return 2.0 if any(isinstance(a, FakePolicy) for a in args) else 1.75
-
-    monkeypatch.setattr(export_cli, "_hook", lambda module, name: value)
     out = tmp_path / "t.json"
     result = run(
         str(policy_dir), "--dataset", str(ds_dir), "--keys", "auto", "--n-keys", "1",
@@ -163,7 +192,7 @@ def test_export_needs_dataset_and_formula(fake: tuple[Path, Path, FakeData]) -> 
     assert "--dataset: required" in result.output
     result = CliRunner().invoke(main, ["export", str(policy_dir), "--dataset", str(ds_dir)])
     assert result.exit_code == 2
-    assert "--formula: the dataset records no fusion formula" in result.output
+    assert re.search(r"--formula: the dataset \S+ records no fusion", result.output)
 
 
 def test_fusion_recorded_in_dataset_is_used() -> None:
@@ -172,8 +201,12 @@ def test_fusion_recorded_in_dataset_is_used() -> None:
         fusion: Any = None
 
     spec = SpecWithFusion(fusion=Fusion("logsum", (0.2, 0.3, 0.4)))
-    assert export_cli._fusion(spec, None, None) == Fusion("logsum", (0.2, 0.3, 0.4))
-    assert export_cli._fusion(spec, "sum", None) == Fusion("sum")
+    fusion, line = export_cli._fusion(spec, None, None, "the dataset ds")
+    assert fusion == Fusion("logsum", (0.2, 0.3, 0.4))
+    assert line == "fusion: logsum, beta click=0.2,longview=0.3,like=0.4 (the dataset ds's)"
+    fusion, line = export_cli._fusion(spec, "sum", None, "the dataset ds")
+    assert fusion == Fusion("sum")
+    assert "override the dataset ds's logsum, beta click=0.2" in line
 
 
 def test_network_export_without_training_is_a_clear_error(
@@ -184,7 +217,7 @@ def test_network_export_without_training_is_a_clear_error(
         main, ["export", str(policy_dir), "--format", "onnx", "--out", str(tmp_path / "p.onnx")]
     )
     assert result.exit_code == 2
-    assert "training is not available" in result.output
+    assert "not a policy directory (missing policy.json)" in result.output
 
 
 def test_help_lists_the_flags() -> None:
@@ -200,12 +233,17 @@ def test_export_fidelity_line_quotes_the_lower_bounds(
 ) -> None:
     policy_dir, ds_dir, _ = fake
 
-    def value(policy: Any, *args: Any, **kwargs: Any) -> Recommended:
-        if isinstance(policy, FakePolicy):
-            return Recommended("dr", 2.0, (1.5, 2.5), "test")
-        return Recommended("dr", 1.75, (1.0, 2.5), "test")
+    def evaluate(data: Any, policies: list[Any], config: Any) -> Any:
+        def rec(policy: Any) -> Recommended:
+            if isinstance(policy, FakePolicy):
+                return Recommended("dr", 2.0, (1.5, 2.5), "test")
+            return Recommended("dr", 1.75, (1.0, 2.5), "test")
 
-    monkeypatch.setattr(export_cli, "_hook", lambda module, name: value)
+        return SimpleNamespace(
+            policies=[SimpleNamespace(name=p.name, recommended=rec(p)) for p in policies]
+        )
+
+    monkeypatch.setattr(workflow, "evaluate_policies", evaluate)
     out = tmp_path / "t.json"
     result = run(
         str(policy_dir), "--dataset", str(ds_dir), "--keys", "auto", "--n-keys", "1",
@@ -218,3 +256,93 @@ def test_export_fidelity_line_quotes_the_lower_bounds(
     ) in result.output
     ope = cast(Any, WeightTable.load(out).meta)["ope"]
     assert (ope["network_lower"], ope["table_lower"]) == (1.5, 1.0)
+
+
+# ---------------------------------------------------------------- the dataset's fusion, for real
+
+QUICK = ["--buckets", "2", "--fqe-steps", "1", "--fqe-fits", "1"]  # the fusion is what is tested
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A dataset built with ``--formula logsum --beta ...`` and a BC policy trained on it."""
+    tmp = tmp_path_factory.mktemp("fusion")
+    make_logs(n_users=6, sessions_per_user=2).to_parquet(tmp / "logs.parquet")
+    reward = tmp / "reward.toml"
+    reward.write_text("[reward]\nstickiness = { watch_time = 0.02 }\nactiveness = { like = 1.0 }\n")
+    ds, pol = tmp / "ds", tmp / "bc"
+    r = CliRunner().invoke(
+        main,
+        [
+            "build-dataset", str(tmp / "logs.parquet"), "--reward", str(reward), "--out", str(ds),
+            "--formula", "logsum", "--beta", "like=0.05,click=0.1,longview=0.2",
+        ],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "fusion recorded: logsum, beta click=0.1,longview=0.2,like=0.05" in r.output
+    assert "default" not in r.output
+    r = CliRunner().invoke(
+        main,
+        [
+            "train", str(ds), "--algo", "bc", "--n-steps", "5", "--seed", "0", "--out", str(pol),
+            "--set", "n_steps_per_epoch=5", "--set", "hidden_units=[8]", "--no-progress",
+        ],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    return ds, pol
+
+
+def test_export_uses_the_fusion_the_dataset_records(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ds, pol = built
+    assert json.loads((ds / "features.json").read_text())["fusion"] == {
+        "formula": "logsum",
+        "beta": {"click": 0.1, "longview": 0.2, "like": 0.05},
+        "source": "given",
+    }
+    out = tmp_path / "t.json"
+    args = ["export", str(pol), "--dataset", str(ds), "--keys", "session_depth", "--out", str(out)]
+    r = CliRunner().invoke(main, [*args, *QUICK, "--no-csv"])
+    assert r.exit_code == 0, r.output
+    assert WeightTable.load(out).fusion == Fusion("logsum", (0.1, 0.2, 0.05))
+    assert f"fusion: logsum, beta click=0.1,longview=0.2,like=0.05 (the dataset {ds}'s)" in r.output
+
+
+def test_a_fusion_flag_overrides_the_dataset_with_a_note(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ds, pol = built
+    out = tmp_path / "t.json"
+    args = ["export", str(pol), "--dataset", str(ds), "--keys", "session_depth", "--out", str(out)]
+    r = CliRunner().invoke(main, [*args, *QUICK, "--no-csv", "--formula", "sum"])
+    assert r.exit_code == 0, r.output
+    assert WeightTable.load(out).fusion == Fusion("sum")
+    assert (
+        f"fusion: sum (--formula/--beta override the dataset {ds}'s logsum, "
+        "beta click=0.1,longview=0.2,like=0.05)"
+    ) in r.output
+
+
+def test_a_dataset_written_before_fusion_was_recorded_loads_and_asks_for_the_flag(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ds, pol = built
+    old = tmp_path / "old_ds"
+    shutil.copytree(ds, old)
+    doc = json.loads((old / "features.json").read_text())
+    del doc["fusion"]
+    (old / "features.json").write_text(json.dumps(doc))
+    data = load_dataset(old)
+    assert data.spec.fusion is None and data.spec.fusion_source == ""
+    assert "fusion" not in data.spec.to_dict()
+    out = tmp_path / "t.json"
+    args = ["export", str(pol), "--dataset", str(old), "--keys", "session_depth", "--out", str(out)]
+    r = CliRunner().invoke(main, [*args, *QUICK, "--no-csv"])
+    assert r.exit_code == 2
+    assert r.output.startswith(f"error: --formula: the dataset {old} records no fusion")
+    assert r.output.count("\n") == 1 and not out.exists()
+    r = CliRunner().invoke(main, [*args, *QUICK, "--no-csv", "--beta", "0.1"])
+    assert r.exit_code == 0, r.output
+    assert WeightTable.load(out).fusion == Fusion("logsum", (0.1, 0.1, 0.1))
+    assert "fusion: logsum, beta 0.1 (--formula/--beta)" in r.output

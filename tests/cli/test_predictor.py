@@ -153,9 +153,9 @@ def test_fit_predictor_errors(logs_file: Path, tmp_path: Path, args: list[str], 
     ("name", "content", "match"),
     [
         ("missing.parquet", None, "missing.parquet: no such file or directory"),
-        ("logs.json", b"{}", "unsupported logs file type '.json'"),
-        ("broken.parquet", b"PAR1 garbage", "cannot read logs as Parquet"),
-        ("broken.csv", b"\xff\xfe\x00bad", "cannot read logs as CSV"),
+        ("logs.json", b"{}", "logs.json: unsupported file type '.json'"),
+        ("broken.parquet", b"PAR1 garbage", "broken.parquet: cannot read as parquet"),
+        ("broken.csv", b"\xff\xfe\x00bad", "broken.csv: cannot read as csv"),
     ],
 )
 def test_bad_input_files(tmp_path: Path, name: str, content: bytes | None, match: str) -> None:

@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from batchrl_mtf.cli import main
-from batchrl_mtf.data.dataset import build_dataset, load_dataset
+from batchrl_mtf.data.build import build_dataset
+from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.data.reward import RewardConfig
 from batchrl_mtf.training import load_policy
 from tests.logs_factory import make_logs

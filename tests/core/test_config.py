@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from batchrl_mtf.core.config import config_from_mapping, config_to_dict, parse_overrides
+from batchrl_mtf.data.config import DatasetConfig
 from batchrl_mtf.data.features import FeatureConfig
-from batchrl_mtf.data.mdp import DatasetConfig
 from batchrl_mtf.errors import ConfigError
 
 

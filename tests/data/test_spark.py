@@ -16,11 +16,17 @@ from click.testing import CliRunner
 from logs_factory import make_logs
 
 from batchrl_mtf.cli import main
-from batchrl_mtf.data.dataset import build_dataset, load_dataset, write_d3rlpy_file
-from batchrl_mtf.data.features import feature_names
-from batchrl_mtf.data.mdp import DatasetConfig, check_columns, prepare_logs
-from batchrl_mtf.data.parts import PartSummary, process_part
+from batchrl_mtf.data.build import build_dataset
+from batchrl_mtf.data.clean import check_columns
+from batchrl_mtf.data.config import DatasetConfig
+from batchrl_mtf.data.formats import (
+    load_dataset,
+    write_d3rlpy_file,
+    write_d3rlpy_file_from_transitions,
+)
+from batchrl_mtf.data.parts import process_logs, process_part
 from batchrl_mtf.data.reward import RewardConfig
+from batchrl_mtf.data.stats import PartSummary
 from batchrl_mtf.errors import ConfigError, SchemaError
 from batchrl_mtf.logs.schema import LogFrame
 from batchrl_mtf.logs.validate import merge_problems
@@ -63,8 +69,7 @@ def test_parts_of_complete_users_merge_to_the_whole() -> None:
     logs = _frame(bad_logs())
     cfg = DatasetConfig(on_error="drop-session")
     columns = check_columns(logs.frame, "bad.parquet", REWARD, cfg)
-    d = len(feature_names(columns.user_features, columns.feedback, cfg.features))
-    whole = process_part(logs, columns, REWARD, cfg, d)
+    whole = process_part(logs, columns, REWARD, cfg)
     # parts closed under shared requests/sessions: link users through requests and sessions
     f = logs.frame
     key = f["user_id"].astype("string").fillna("<na>")
@@ -76,7 +81,7 @@ def test_parts_of_complete_users_merge_to_the_whole() -> None:
     parts = []
     for g in sorted(set(group), reverse=True):  # a different order than the whole
         sub = f[group == g].reset_index(drop=True)
-        parts.append(process_part(LogFrame(sub, logs.files), columns, REWARD, cfg, d))
+        parts.append(process_part(LogFrame(sub, logs.files), columns, REWARD, cfg))
     merged = PartSummary.merge([p.summary for p in parts])
     assert merged.accounting == whole.summary.accounting
     assert merge_problems(merged.raw_problems, logs.files) == merge_problems(
@@ -95,16 +100,18 @@ def test_parts_of_complete_users_merge_to_the_whole() -> None:
         t = p.transitions
         idx = [by_req[r] for r in t.request_id]
         np.testing.assert_array_equal(t.observations, w.observations[idx])
-        np.testing.assert_array_equal(t.reward, w.reward[idx])
-        np.testing.assert_array_equal(t.terminal, w.terminal[idx])
+        np.testing.assert_array_equal(t.rewards, w.rewards[idx])
+        np.testing.assert_array_equal(t.terminals, w.terminals[idx])
         n += len(idx)
     assert n == len(w.request_id)
     np.testing.assert_allclose(merged.obs.mean, whole.summary.obs.mean, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(merged.obs.std, whole.summary.obs.std, rtol=1e-12, atol=1e-12)
-    # the local engine's prepare path gives the same accounting and problems
-    prepared = prepare_logs(logs, REWARD, cfg)
-    assert prepared.accounting == whole.summary.accounting
-    assert prepared.problems == merge_problems(whole.summary.raw_problems, logs.files)
+    # the local engine (column checks, the part function, the merged checks) gives the same
+    local, problems = process_logs(logs, REWARD, cfg)
+    assert local.summary.accounting == whole.summary.accounting
+    assert problems == merge_problems(whole.summary.raw_problems, logs.files)
+    assert local.transitions is not None
+    np.testing.assert_array_equal(local.transitions.observations, w.observations)
 
 
 def test_problem_examples_are_the_smallest_request_ids() -> None:
@@ -114,7 +121,7 @@ def test_problem_examples_are_the_smallest_request_ids() -> None:
     cfg = DatasetConfig(on_error="drop-session")
     for frame in (df, shuffled):
         with pytest.raises(SchemaError) as info:
-            prepare_logs(_frame(frame), REWARD, cfg)
+            process_logs(_frame(frame), REWARD, cfg)
         (p,) = [p for p in info.value.problems if p.rule == "prob_range"]
         assert p.examples == tuple(str(r) for r in sorted(df["request_id"].unique())[:5])
 
@@ -142,8 +149,6 @@ def test_transitions_directory_loads_and_streams_to_the_same_h5(tmp_path: Path) 
     assert list(parts.split) == list(whole.split)
     # --from-transitions writes the same arrays as the in-memory writer, in small batches
     (b / "dataset.h5").unlink()
-    from batchrl_mtf.data.dataset import write_d3rlpy_file_from_transitions
-
     write_d3rlpy_file_from_transitions(b, batch_rows=4)
     write_d3rlpy_file(tmp_path / "ref.h5", whole)
     with h5py.File(b / "dataset.h5") as got, h5py.File(tmp_path / "ref.h5") as ref:
@@ -225,7 +230,8 @@ def _floats_close(a: object, b: object, path: str = "") -> None:
 
 def test_spark_and_local_engines_are_equivalent(tmp_path: Path) -> None:
     pytest.importorskip("pyspark")
-    from batchrl_mtf.data.spark import SparkOptions, build_dataset_spark, hash_parts
+    from batchrl_mtf.data.spark import SparkOptions, build_dataset_spark
+    from batchrl_mtf.data.spark_io import hash_parts
 
     df = bad_logs()
     half = df["request_id"] % 2 == 0  # two input files, problems attributed to each

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from batchrl_mtf.cli import main
-from batchrl_mtf.data.dataset import load_dataset
+from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.training import load_policy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,8 +59,8 @@ def test_table_export_reports_offline_and_true_values(
     output = _ok(
         [
             "export", str(pol), "--dataset", str(ds), "--keys", "session_depth,hist_sessions",
-            "--buckets", "3", "--min-support", "10", "--formula", "logsum", "--beta", "0.1",
-            "--env", "short_video", "--fqe-steps", "300", "--fqe-fits", "2", "--out", str(out),
+            "--buckets", "3", "--min-support", "10", "--formula", "logsum",
+            "--beta", "0.05,0.05,0.01,0.005,0.005,0.005", "--env", "short_video", "--fqe-steps", "300", "--fqe-fits", "2", "--out", str(out),
         ]
     )  # fmt: skip
     doc = json.loads(out.read_text())
@@ -74,6 +74,23 @@ def test_table_export_reports_offline_and_true_values(
         assert np.isfinite(block["network"]) and np.isfinite(block["table"]), fidelity
         assert block["value_lost"] == pytest.approx(block["network"] - block["table"])
     assert (tmp_path / "table.csv").is_file()
+
+
+def test_table_for_another_fusion_than_the_world_is_refused(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ds, pol = trained
+    out = tmp_path / "t.json"
+    r = CliRunner().invoke(
+        main,
+        ["export", str(pol), "--dataset", str(ds), "--keys", "session_depth", "--formula",
+         "logsum", "--beta", "0.1", "--env", "short_video", "--out", str(out)],
+    )  # fmt: skip
+    assert r.exit_code == 2, r.output
+    assert r.output.startswith("error: ") and len(r.output.strip().splitlines()) == 1
+    assert f"{out}: table fusion logsum, beta 0.1 differs from the environment's" in r.output
+    assert "differs from the environment's logsum, beta click=0.05," in r.output
+    assert not out.exists()  # nothing half-written
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])

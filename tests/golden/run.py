@@ -50,11 +50,14 @@ def _sha(path: Path) -> str:
 
 
 def _strip(value: Any) -> Any:
-    """Drops keys whose values are times, versions or paths (they differ run to run)."""
+    """Drops keys whose values are times, versions or paths (they differ run to run), and writes
+    paths inside the repository as ``<repo>/...`` (a clone may live anywhere)."""
     if isinstance(value, dict):
         return {k: _strip(v) for k, v in value.items() if k not in VOLATILE}
     if isinstance(value, list):
         return [_strip(v) for v in value]
+    if isinstance(value, str) and value.startswith(str(ROOT)):
+        return "<repo>" + value[len(str(ROOT)) :]
     return value
 
 

@@ -4,6 +4,7 @@ replay check against the logs, the leave model, and clear errors for missing art
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tomllib
 from pathlib import Path
@@ -19,6 +20,9 @@ from gymnasium.utils.env_checker import check_env
 
 import batchrl_mtf.sim  # noqa: F401  (registers the environments)
 from batchrl_mtf.cli import main
+from batchrl_mtf.core.fusion import Fusion
+from batchrl_mtf.data.build import build_dataset
+from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.learned import (
     LearnedEnvConfig,
@@ -28,7 +32,7 @@ from batchrl_mtf.learned import (
     make_env,
 )
 from batchrl_mtf.learned.leave import filtered_probability, fit_leave_mixture, log_loss
-from batchrl_mtf.learned.runtime import leave_feature_names, recent_feedback
+from batchrl_mtf.learned.leave_model import leave_feature_names, recent_feedback
 from batchrl_mtf.sim import (
     SimPolicy,
     World,
@@ -105,7 +109,11 @@ def learned(logs_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
         [logs_path],
         REWARD,
         out,
-        LearnedEnvConfig(n_candidates=50, replay_sessions=N_LOGGED, seed=0),
+        # the fusion these tests were tuned with (0.01 was make-env's default before there was
+        # one package default, 0.1)
+        LearnedEnvConfig(
+            n_candidates=50, replay_sessions=N_LOGGED, seed=0, fusion=Fusion("logsum", (0.01,))
+        ),
     )
     return res.spec_path, res.report
 
@@ -192,6 +200,31 @@ def test_determinism_under_a_seed(learned: tuple[Path, dict]) -> None:  # type: 
     b, _ = run_sessions(World(load_spec(spec_path)), pol, 40, 9)
     np.testing.assert_array_equal(a.returns, b.returns)
     np.testing.assert_array_equal(a.length, b.length)
+
+
+def test_make_env_reads_the_logs_as_build_dataset_does(
+    learned: tuple[Path, dict],  # type: ignore[type-arg]
+    logs_path: Path,
+    tmp_path: Path,
+) -> None:
+    """make-env and build-dataset share one logs -> transitions path: on the same logs, the start
+    states are the dataset's first states and the accounting is the dataset report's."""
+    spec_path, report = learned
+    ds_report = build_dataset([logs_path], REWARD, tmp_path / "ds")
+    data = load_dataset(tmp_path / "ds")
+    assert report["accounting"] == ds_report["accounting"]
+    starts = pd.read_parquet(spec_path.parent / spec_path.stem / "start_states.parquet")
+    first = data.episode_starts()
+    assert len(starts) == len(first) == data.n_sessions == N_LOGGED
+    np.testing.assert_array_equal(starts["session_id"], data.session_id[first].astype(str))
+    np.testing.assert_array_equal(starts["ts"], data.ts_ms[first])
+    names = data.spec.features.names
+    for col in starts.columns.drop(["session_id", "user_id", "ts"]):
+        np.testing.assert_array_equal(starts[col], data.observations[first, names.index(col)])
+    # the replay check's logged side is the dataset's sessions and rewards
+    logged = report["replay"]["logged"]
+    assert logged["session_length_mean"] == pytest.approx(len(data) / data.n_sessions)
+    assert logged["reward_per_request"] == pytest.approx(float(data.rewards.mean()))
 
 
 def test_replay_statistics_match_the_logs(learned: tuple[Path, dict]) -> None:  # type: ignore[type-arg]
@@ -290,6 +323,7 @@ def test_distilled_ranker_copies_the_logged_predictor(
     art = spec_path.parent / spec_path.stem
     scale = json.loads((art / "responses.json").read_text())["ranker_scale"]
     assert scale == {t: 0.01 for t in load_spec(spec_path).tasks}
+    assert report["fusion"]["source"] == "given"
     model = World(load_spec(spec_path)).learned
     logs = pd.read_parquet(logs_path)
     logs["session_id"] = logs["session_id"].astype(str)
@@ -429,6 +463,8 @@ def test_cli_make_env_then_rollout_and_simulate(logs_path: Path, tmp_path: Path)
         ],
     )
     assert res.exit_code == 0, res.output
+    assert re.search(r"fusion of the ranker: logsum, beta \w+=0.05,\w+=0.05,\w+=0.01,", res.output)
+    assert "(default" not in res.output
     assert "replay check (100 logged sessions" in res.output
     assert "session length (mean)" in res.output
     assert "leave model (held-out sessions)" in res.output
@@ -473,7 +509,7 @@ def test_cli_make_env_then_rollout_and_simulate(logs_path: Path, tmp_path: Path)
     ("args", "match"),
     [
         (["--out", "x.json"], r"--out x.json: expected a .toml file name"),
-        (["--beta", "0.1,0.2"], r"--beta: expected 1 or 6 values"),
+        (["--beta", "0.1,0.2"], r"--beta: expected 1 or 6 offsets"),
         (["--action-bounds", "0"], r"--action-bounds: expected LO,HI"),
         (["--predictor", "nope"], r"--predictor: nope: not a predictor artefact directory"),
         (["--leave-l2", "1,2"], r"--leave-l2: expected 'auto' or one number"),
@@ -655,6 +691,14 @@ def test_cli_leave_options_reach_the_saved_leave_model(logs_path: Path, tmp_path
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "l2 5" in res.output
+    # logs do not say how the platform fused: the default is used, and said to be
+    assert "fusion of the ranker: logsum, beta 0.1 (default: no --formula/--beta given)" in (
+        res.output
+    )
+    validation = json.loads((tmp_path / "envs" / "opts" / "validation.json").read_text())
+    assert validation["fusion"]["source"] == "default"
+    assert set(validation["fusion"]["beta"].values()) == {0.1}
+    assert load_spec(out).fusion.beta == (0.1,) * len(validation["fusion"]["beta"])
     doc = json.loads((tmp_path / "envs" / "opts" / "leave_model.json").read_text())
     assert doc["recency_decay"] is None
     assert doc["action_inputs"] is False

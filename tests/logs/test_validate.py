@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from batchrl_mtf.data.dataset import build_dataset
-from batchrl_mtf.data.mdp import DatasetConfig
+from batchrl_mtf.data.build import build_dataset
+from batchrl_mtf.data.config import DatasetConfig
 from batchrl_mtf.data.reward import RewardConfig
 from batchrl_mtf.errors import SchemaError
 from batchrl_mtf.logs.validate import RULES
@@ -200,13 +200,21 @@ def test_examples_capped_at_five(tmp_path: Path, logs: pd.DataFrame, reward: Rew
 def test_clean_fast_paths_do_not_hide_or_invent_problems(
     tmp_path: Path, logs: pd.DataFrame, reward: RewardConfig
 ) -> None:
-    """Huge finite values (whose column sum overflows) are not flagged; float-typed integer
-    positions give the same dataset as integer ones."""
-    huge = logs.copy()
-    huge["u_activity"] = np.where(np.arange(len(huge)) % 2 == 0, 1e308, -1e308)
-    huge.to_parquet(tmp_path / "huge.parquet", index=False)
-    report = build_dataset([tmp_path / "huge.parquet"], reward, tmp_path / "ds_huge")
+    """Large values finite in float32 are not flagged, values beyond float32 (finite in float64,
+    infinite once training casts them) are; float-typed integer positions give the same dataset
+    as integer ones."""
+    big = logs.copy()
+    big["u_activity"] = np.where(np.arange(len(big)) % 2 == 0, 3e38, -3e38)
+    big.to_parquet(tmp_path / "big.parquet", index=False)
+    report = build_dataset([tmp_path / "big.parquet"], reward, tmp_path / "ds_big")
     assert report["accounting"]["rows"]["kept"] == len(logs)  # type: ignore[index]
+    huge = big.assign(u_activity=big["u_activity"] * 1e269)  # +-3e307: beyond float32
+    huge.to_parquet(tmp_path / "huge.parquet", index=False)
+    with pytest.raises(SchemaError) as err:
+        build_dataset([tmp_path / "huge.parquet"], reward, tmp_path / "ds_huge")
+    (problem,) = err.value.problems
+    assert (problem.rule, problem.column, problem.n_rows) == ("non_finite", "u_activity", len(logs))
+    assert "beyond float32" in problem.found and "3e+307" in problem.found
 
     as_float = logs.assign(position=logs["position"].astype("float64"))
     logs.to_parquet(tmp_path / "int.parquet", index=False)

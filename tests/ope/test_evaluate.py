@@ -9,9 +9,11 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from batchrl_mtf.data.dataset import DatasetSpec, MDPData
+from batchrl_mtf.core.fusion import Fusion
 from batchrl_mtf.data.features import FeatureConfig, FeatureSpec
-from batchrl_mtf.errors import ConfigError, OPEInputError
+from batchrl_mtf.data.spec import DatasetSpec
+from batchrl_mtf.data.transitions import Transitions
+from batchrl_mtf.errors import ConfigError, FusionError, OPEInputError
 from batchrl_mtf.ope import (
     CFQE,
     DR,
@@ -19,7 +21,6 @@ from batchrl_mtf.ope import (
     PDIS,
     WDR,
     WPDIS,
-    BehaviorPolicy,
     Estimate,
     OPEConfig,
     best_constant,
@@ -34,7 +35,7 @@ from batchrl_mtf.ope import (
 from batchrl_mtf.ope.base import fit_standard_error, widen_ci
 from batchrl_mtf.ope.fqe import QValues, q_cache_key
 from batchrl_mtf.ope.kernel import log_kernel_ratio
-from batchrl_mtf.policy.base import ConstantPolicy
+from batchrl_mtf.policy.base import ConstantPolicy, LoggingPolicy
 
 # h = 1/sqrt(2 pi): a 1-task Gaussian kernel is exactly 1 at distance 0
 H_UNIT = 1.0 / math.sqrt(2.0 * math.pi)
@@ -49,8 +50,8 @@ def make_data(
     high: float = 1.0,
     timeout_last: bool = False,
     has_logp: bool = True,
-) -> MDPData:
-    """MDPData from sessions of (obs, action, reward, behavior_logp) steps (1 feature)."""
+) -> Transitions:
+    """Transitions from sessions of (obs, action, reward, behavior_logp) steps (1 feature)."""
     rows = [(i, t, *step) for i, s in enumerate(sessions) for t, step in enumerate(s)]
     n = len(rows)
     k = len(tasks)
@@ -76,11 +77,13 @@ def make_data(
         dataset_hash="sha256:test",
         data_hash="sha256:test",
     )
-    return MDPData(
+    return Transitions(
         spec=spec,
+        user_id=np.array([f"u{r[0]}" for r in rows], dtype=object),
         session_id=np.array([f"s{r[0]}" for r in rows], dtype=object),
         request_id=np.arange(n, dtype=np.int64),
         step=step,
+        ts_ms=np.arange(n, dtype=np.int64) * 1000,
         observations=obs,
         actions=np.array([[r[3]] * k for r in rows], dtype=np.float64).reshape(n, k),
         rewards=np.array([r[4] for r in rows], dtype=np.float64),
@@ -106,7 +109,7 @@ Q_LOGGED = np.array([1.5, 1.0, 2.0])
 V_POLICY = np.array([2.5, 1.5, 2.5])
 
 
-def with_model(data: MDPData, config: OPEConfig = NO_BOOT) -> object:
+def with_model(data: Transitions, config: OPEConfig = NO_BOOT) -> object:
     pdata = prepare(data, POLICY, config.gamma)
     pdata.cache[q_cache_key(config, 0.0)] = QValues(Q_LOGGED, V_POLICY, 0.0)
     return pdata
@@ -179,12 +182,12 @@ def test_behavior_policy_gives_on_policy_average(estimator: type) -> None:
     data = make_data(ONPOLICY, gamma=gamma)
     expected = np.mean([sum(gamma**t * s[t][2] for t in range(len(s))) for s in ONPOLICY])
     cfg = OPEConfig(n_bootstrap=0, fqe_n_steps=5)
-    est = estimator(cfg).estimate(data, BehaviorPolicy(("a",)))
+    est = estimator(cfg).estimate(data, LoggingPolicy(("a",)))
     assert est.value == pytest.approx(expected, abs=1e-9)
     assert est.ess == pytest.approx(3.0)
 
 
-def _one_step_data(n: int, seed: int) -> MDPData:
+def _one_step_data(n: int, seed: int) -> Transitions:
     """1-step sessions: reward = 2 * action + obs, actions uniform on [0, 2]."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=n)
@@ -224,7 +227,7 @@ def test_cfqe_is_below_fqe_far_from_data() -> None:
 
 def test_behavior_fqe_is_close_to_on_policy_average() -> None:
     data = _one_step_data(800, 3)
-    est = FQE(FAST_FQE).estimate(data, BehaviorPolicy(("a",)))
+    est = FQE(FAST_FQE).estimate(data, LoggingPolicy(("a",)))
     assert est.value == pytest.approx(float(data.rewards.mean()), abs=0.15)
 
 
@@ -265,7 +268,7 @@ class NaNPolicy(WrongShapePolicy):
         return np.full((len(observations), 1), np.nan)
 
 
-def _nan_logp() -> MDPData:
+def _nan_logp() -> Transitions:
     d = make_data(TINY)
     logp = d.behavior_logp.copy()
     logp[1] = np.nan
@@ -337,7 +340,7 @@ def test_evaluate_policies_ranks_by_recommended_value() -> None:
     data = make_data(TINY)
     cfg = OPEConfig(estimators=("pdis", "wpdis"), n_bootstrap=10, bandwidth=H_UNIT)
     far = ConstantPolicy((0.9,), ("a",), name="far")
-    res = evaluate_policies(data, [far, POLICY, BehaviorPolicy(("a",))], cfg)
+    res = evaluate_policies(data, [far, POLICY, LoggingPolicy(("a",))], cfg)
     assert res.ranking == ("behavior", "constant:0.5", "far")
     assert [p.name for p in res.policies] == ["far", "constant:0.5", "behavior"]
     with pytest.raises(OPEInputError, match="distinct names"):
@@ -357,8 +360,13 @@ def test_best_constant_picks_the_best_candidate() -> None:
     cfg = OPEConfig(estimators=("wpdis",), n_bootstrap=0, bandwidth=0.02)
     res = best_constant(data, "wpdis", n_candidates=8, seed=1, config=cfg)
     assert res.weights[0] == pytest.approx(cands[:, 0].max(), abs=1e-9)
-    table = best_constant_table(res, data)
+    with pytest.raises(FusionError, match="the dataset records no fusion"):
+        best_constant_table(res, data)  # a dataset written before datasets recorded a fusion
+    recorded = dataclasses.replace(data, spec=dataclasses.replace(data.spec, fusion=Fusion("sum")))
+    assert best_constant_table(res, recorded).fusion == Fusion("sum")  # type: ignore[attr-defined]
+    table = best_constant_table(res, recorded, Fusion("logsum", (0.05,)))
     doc = table.to_dict()  # type: ignore[attr-defined]
+    assert doc["fusion"] == {"formula": "logsum", "beta": {"a": 0.05}}
     assert doc["keys"] == []
     assert doc["rows"] == []
     assert doc["default"] == {"w_a": pytest.approx(res.weights[0])}

@@ -30,7 +30,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
 
 
 def test_demo_writes_every_artefact(demo_run: tuple[Path, Any]) -> None:
-    from batchrl_mtf.data.dataset import load_dataset
+    from batchrl_mtf.data.formats import load_dataset
     from batchrl_mtf.serving import WeightTable
 
     out, result = demo_run
@@ -165,7 +165,7 @@ def test_bad_simulate_key_and_missing_logs(tmp_path: Path) -> None:
         load_pipeline(p)
     p.write_text('[data]\nlogs = ["../x.parquet"]\n', encoding="utf-8")
     (tmp_path.parent / "x.parquet").write_bytes(b"")
-    with pytest.raises(ConfigError, match=r"\[export\]: 'formula'"):
+    with pytest.raises(ConfigError, match=r"\[fusion\]: expected formula and beta"):
         load_pipeline(p)
 
 

@@ -1,15 +1,18 @@
-"""Policy arguments: constants, weight tables (with and without keys), trained directories."""
+"""The Policy protocol: constant and table policies, renamed(), and the logging-policy marker."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from batchrl_mtf.errors import PolicyError
-from batchrl_mtf.policy import ConstantPolicy, TablePolicy
-from batchrl_mtf.resolve import resolve_policy
+from batchrl_mtf.policy import (
+    LOGGING_NAMES,
+    ConstantPolicy,
+    LoggingPolicy,
+    Policy,
+    RenamedPolicy,
+    TablePolicy,
+)
 from batchrl_mtf.serving import Fusion, TableKey, TableRow, WeightTable
 
 TASKS = ("click", "like")
@@ -45,41 +48,65 @@ def test_keyed_table_looks_up_by_feature_name_not_position() -> None:
     np.testing.assert_allclose(TablePolicy(table, NAMES, "t").act(obs), [[0.5, 0.5], [2.5, 2.5]])
 
 
-def test_resolve_policy_forms(tmp_path: Path) -> None:
-    p = resolve_policy("constant:1.5,0.2", TASKS, NAMES)
-    assert isinstance(p, ConstantPolicy) and p.name == "constant:1.5,0.2"
-    np.testing.assert_allclose(p.act(np.zeros((3, 2))), [[1.5, 0.2]] * 3)
-    path = tmp_path / "t.json"
-    _table((), (TableRow((), (2.0, 0.5), 10),)).save(path)
-    assert isinstance(resolve_policy(str(path), TASKS, NAMES), TablePolicy)
+def _keyed() -> WeightTable:
+    return _table(
+        (TableKey("session_depth", (2.0,)),),
+        (TableRow(((None, 2.0),), (0.5, 0.5), 5), TableRow(((2.0, None),), (2.5, 2.5), 5)),
+    )
+
+
+OBS = np.array([[9.0, 0.0], [-9.0, 3.0], [0.0, 1.0]])
 
 
 @pytest.mark.parametrize(
-    ("arg", "tasks", "names", "match"),
+    "policy",
     [
-        ("constant:1,2,3", TASKS, NAMES, r"expected 2 weights \(tasks click, like\), found 3"),
-        ("constant:a,b", TASKS, NAMES, r"expected constant:<w_click>,\.\.\. with 2 numbers"),
-        ("constant:1,nan", TASKS, NAMES, "expected finite weights"),
-        ("missing_dir", TASKS, NAMES, "found no such file or directory"),
-        ("TABLE", ("click", "share"), NAMES, r"table tasks \['click', 'like'\] differ"),
-        ("KEYED", TASKS, ("u_activity",), r"table keys \['session_depth'\] are not state features"),
-        ("DIR", TASKS, NAMES, "directory has no policy.json"),
+        ConstantPolicy((1.5, 0.2), TASKS, name="c"),
+        TablePolicy(_keyed(), NAMES, "t"),
+        RenamedPolicy(ConstantPolicy((0.3, 0.7), TASKS), "r"),
     ],
+    ids=["constant", "table", "wrapper"],
 )
-def test_resolve_policy_errors(
-    tmp_path: Path, arg: str, tasks: tuple[str, ...], names: tuple[str, ...], match: str
-) -> None:
-    if arg == "TABLE":
-        arg = str(tmp_path / "t.json")
-        _table((), (TableRow((), (2.0, 0.5), 10),)).save(arg)
-    elif arg == "KEYED":
-        arg = str(tmp_path / "k.json")
-        _table(
-            (TableKey("session_depth", (2.0,)),),
-            (TableRow(((None, 2.0),), (0.5, 0.5), 5),),
-        ).save(arg)
-    elif arg == "DIR":
-        (tmp_path / "d").mkdir()
-        arg = str(tmp_path / "d")
-    with pytest.raises(PolicyError, match=match):
-        resolve_policy(arg, tasks, names)
+def test_renamed_keeps_the_weights_and_the_kind(policy: Policy) -> None:
+    other = policy.renamed("shown")
+    assert other.name == "shown" and policy.name != "shown"  # the original keeps its name
+    assert type(other) is type(policy)  # a table stays a table (the simulator samples tables)
+    assert other.tasks == policy.tasks == TASKS
+    np.testing.assert_array_equal(other.act(OBS), policy.act(OBS))
+    assert isinstance(other, Policy)
+    assert other.renamed("again").name == "again"
+
+
+def test_renamed_table_shares_the_table_and_features() -> None:
+    table = TablePolicy(_keyed(), NAMES, "t").renamed("table:bcq")
+    assert isinstance(table, TablePolicy)
+    assert table.feature_names == NAMES
+    np.testing.assert_allclose(table.act(OBS), [[0.5, 0.5], [2.5, 2.5], [0.5, 0.5]])
+
+
+def test_a_policy_written_elsewhere_renames_through_the_wrapper() -> None:
+    class Doubler:
+        name = "doubler"
+        tasks = TASKS
+
+        def act(self, observations: np.ndarray) -> np.ndarray:
+            return 2.0 * np.asarray(observations)
+
+        def renamed(self, name: str) -> RenamedPolicy:
+            return RenamedPolicy(self, name)
+
+    shown = Doubler().renamed("x2")
+    assert shown.name == "x2" and shown.tasks == TASKS
+    np.testing.assert_array_equal(shown.act(OBS[:, :2]), 2.0 * OBS[:, :2])
+    assert shown.renamed("y").policy.name == "doubler"  # no wrapper around a wrapper
+
+
+def test_logging_policy_is_a_marker_not_a_policy() -> None:
+    marker = LoggingPolicy(TASKS)
+    assert marker.name == "behavior" and marker.tasks == TASKS
+    assert not hasattr(marker, "act")  # it cannot act on arbitrary states
+    assert not isinstance(marker, Policy)
+    logged = marker.renamed("logged")
+    assert isinstance(logged, LoggingPolicy) and logged.name == "logged"
+    assert logged.tasks == TASKS
+    assert LOGGING_NAMES == ("behavior", "logged")

@@ -22,7 +22,6 @@ from batchrl_mtf.predictors import (
     fit_predictor,
     freeze,
     load_predictor,
-    read_table,
     rescore_frame,
     save_predictor,
 )
@@ -423,7 +422,7 @@ def _bad(logs: pd.DataFrame, **cols: object) -> pd.DataFrame:
         (lambda d: _bad(d, click="yes"), r"column 'click': expected numeric labels"),
         (
             lambda d: _bad(d, ts="noon"),
-            r"mine: column 'ts': expected int64 epoch ms or a timestamp",
+            r"mine: column 'ts': expected int64 epoch milliseconds or timestamps",
         ),
     ],
 )
@@ -436,41 +435,6 @@ def test_log_errors_name_file_and_column(logs: pd.DataFrame, mutate: object, mat
 def test_context_column_must_exist(logs: pd.DataFrame) -> None:
     with pytest.raises(SchemaError, match="missing context column"):
         fit_predictor(logs, tiny(context_features=("slot",)), file="mine")
-
-
-@pytest.mark.parametrize(
-    ("name", "content", "error", "match"),
-    [
-        ("missing.parquet", None, PredictorError, r"missing\.parquet: no such file or directory"),
-        ("logs.txt", b"hello", SchemaError, r"logs\.txt: unsupported logs file type '\.txt'"),
-        (
-            "broken.parquet",
-            b"not parquet",
-            SchemaError,
-            r"broken\.parquet: cannot read logs as Parquet",
-        ),
-        ("empty_dir", "dir", SchemaError, r"empty_dir: directory holds no \.parquet files"),
-    ],
-)
-def test_read_table_errors(
-    tmp_path: Path, name: str, content: object, error: type[Exception], match: str
-) -> None:
-    path = tmp_path / name
-    if content == "dir":
-        path.mkdir()
-    elif isinstance(content, bytes):
-        path.write_bytes(content)
-    with pytest.raises(error, match=match):
-        read_table(path)
-
-
-def test_read_table_reads_parquet_directories_and_csv(logs: pd.DataFrame, tmp_path: Path) -> None:
-    (tmp_path / "d").mkdir()
-    logs.iloc[:100].to_parquet(tmp_path / "d" / "part-0.parquet")
-    logs.iloc[100:150].to_parquet(tmp_path / "d" / "part-1.parquet")
-    logs.iloc[:20].to_csv(tmp_path / "l.csv", index=False)
-    assert len(read_table(tmp_path / "d")) == 150
-    assert len(read_table(tmp_path / "l.csv")) == 20
 
 
 def test_timestamp_ts_is_accepted(logs: pd.DataFrame) -> None:

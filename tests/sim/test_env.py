@@ -11,8 +11,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import batchrl_mtf.sim
-from batchrl_mtf.data.dataset import build_dataset_from_frame
-from batchrl_mtf.data.mdp import DatasetConfig
+from batchrl_mtf.data.build import build_dataset_from_frame
+from batchrl_mtf.data.config import DatasetConfig
 from batchrl_mtf.logs.schema import LogFrame, read_logs
 from batchrl_mtf.sim import ENV_IDS, World, load_spec, make_policy, run_sessions
 

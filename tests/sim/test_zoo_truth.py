@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from batchrl_mtf.errors import ConfigError
-from batchrl_mtf.policy import ConstantPolicy
+from batchrl_mtf.policy.base import ConstantPolicy
 from batchrl_mtf.sim import World
 from batchrl_mtf.sim.policies import FixedPolicy, SegmentPolicy
 from batchrl_mtf.sim.zoo import get_world

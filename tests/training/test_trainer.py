@@ -11,9 +11,12 @@ import pytest
 
 from batchrl_mtf.core.d3rlpy import load_d3rlpy
 from batchrl_mtf.data.box import action_box
-from batchrl_mtf.data.dataset import MDPData, build_dataset, load_dataset
+from batchrl_mtf.data.build import build_dataset
+from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.data.reward import RewardConfig
-from batchrl_mtf.errors import ConfigError, DatasetError, PolicyError
+from batchrl_mtf.data.transitions import Transitions
+from batchrl_mtf.errors import ConfigError, DatasetError, OutputError, PolicyError
+from batchrl_mtf.export.network import export_network
 from batchrl_mtf.training import (
     ALGORITHMS,
     POLICY_FORMAT,
@@ -22,6 +25,7 @@ from batchrl_mtf.training import (
     resolve_config,
     train,
 )
+from batchrl_mtf.training.checkpoint import load_algo
 from tests.logs_factory import make_logs
 
 TINY = {"n_steps": 24, "n_steps_per_epoch": 10, "hidden_units": [16], "batch_size": 16}
@@ -31,7 +35,7 @@ def tiny(**extra: object) -> TrainConfig:
     return resolve_config([("test", {**TINY, **extra})])
 
 
-def _build(tmp: Path, seed: int, **kw: int) -> MDPData:
+def _build(tmp: Path, seed: int, **kw: int) -> Transitions:
     logs = make_logs(seed=seed, **kw)
     path = tmp / f"logs{seed}.parquet"
     logs.to_parquet(path)
@@ -43,7 +47,7 @@ def _build(tmp: Path, seed: int, **kw: int) -> MDPData:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> MDPData:
+def data(tmp_path_factory: pytest.TempPathFactory) -> Transitions:
     return _build(
         tmp_path_factory.mktemp("ds"), 0, n_users=12, sessions_per_user=3, requests_per_session=4
     )
@@ -51,7 +55,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> MDPData:
 
 @pytest.mark.parametrize("algo", sorted(ALGORITHMS))
 def test_every_algorithm_trains_saves_loads_and_acts_within_bounds(
-    algo: str, data: MDPData, tmp_path: Path
+    algo: str, data: Transitions, tmp_path: Path
 ) -> None:
     d3rlpy = load_d3rlpy()
 
@@ -59,7 +63,16 @@ def test_every_algorithm_trains_saves_loads_and_acts_within_bounds(
     result = train(data, out, tiny(algo=algo))
     assert result.n_steps_done == 24
     assert [int(r["step"]) for r in result.metrics] == [10, 20, 24]  # short last epoch
-    for name in ("model.d3", "config.json", "features.json", "metrics.csv", "policy.json"):
+    for name in (
+        "model.json",
+        "model.safetensors",
+        "rng_state.json",
+        "config.json",
+        "features.json",
+        "metrics.csv",
+        "policy.json",
+        ".batchrl-mtf.json",
+    ):
         assert (out / name).is_file(), name
     manifest = json.loads((out / "policy.json").read_text())
     assert manifest["format"] == POLICY_FORMAT
@@ -82,19 +95,23 @@ def test_every_algorithm_trains_saves_loads_and_acts_within_bounds(
     assert (weights <= np.asarray(data.spec.action_high) + 1e-9).all()
     # deterministic: the same states give the same weights on every call
     np.testing.assert_array_equal(policy.act(obs[:5]), policy.act(obs[:5]))
-    if algo != "bcq":  # BCQ samples candidate actions per batch; the others are per-row functions
-        one_by_one = np.vstack([policy.act(o) for o in obs[:3]])
-        np.testing.assert_allclose(policy.act(obs[:3]), one_by_one, atol=1e-5)
-    # the d3rlpy model is usable on its own (for exporters)
-    raw = d3rlpy.load_learnable(str(out / "model.d3"))
+    # a function of the state alone (BCQ: fixed latent draws), so a traced network is the policy
+    one_by_one = np.vstack([policy.act(o) for o in obs[:3]])
+    np.testing.assert_allclose(policy.act(obs[:3]), one_by_one, atol=1e-5)
+    for fmt, suffix in (("torchscript", ".pt"), ("onnx", ".onnx")):
+        diff = export_network(policy.algo, tmp_path / f"net{suffix}", fmt, data.observations[:64])
+        assert diff <= 1e-5 and (tmp_path / f"net{suffix}").is_file(), (fmt, diff)
+    # the d3rlpy model is rebuilt from its config (no pickle) and usable on its own (exporters)
+    raw = load_algo(out / "model.json", out / "model.safetensors", "cpu:0")
     assert type(raw) is type(policy.algo)
+    assert isinstance(raw.config, getattr(d3rlpy.algos, ALGORITHMS[algo].d3rlpy_config))
     header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
     assert f"action_mean_{data.spec.tasks[0]}" in header
     if ALGORITHMS[algo].has_q:
         assert {"td_error", "initial_state_value"} <= set(header)
 
 
-def test_same_seed_same_policy_and_other_seed_differs(data: MDPData, tmp_path: Path) -> None:
+def test_same_seed_same_policy_and_other_seed_differs(data: Transitions, tmp_path: Path) -> None:
     acts = []
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         train(data, tmp_path / name, tiny(seed=seed))
@@ -103,7 +120,7 @@ def test_same_seed_same_policy_and_other_seed_differs(data: MDPData, tmp_path: P
     assert not np.array_equal(acts[0], acts[2])
 
 
-def test_resume_continues_to_the_same_policy_as_one_run(data: MDPData, tmp_path: Path) -> None:
+def test_resume_continues_to_the_same_policy_as_one_run(data: Transitions, tmp_path: Path) -> None:
     cfg = tiny(algo="td3bc", n_steps=40)
     train(data, tmp_path / "straight", cfg)
     train(data, tmp_path / "resumed", dataclasses.replace(cfg, n_steps=20))
@@ -116,7 +133,7 @@ def test_resume_continues_to_the_same_policy_as_one_run(data: MDPData, tmp_path:
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def test_resume_rejects_changed_settings_and_other_data(data: MDPData, tmp_path: Path) -> None:
+def test_resume_rejects_changed_settings_and_other_data(data: Transitions, tmp_path: Path) -> None:
     train(data, tmp_path / "p", tiny(algo="bc", n_steps=10))
     with pytest.raises(ConfigError, match=r"batch_size.*differ from the saved config"):
         train(data, tmp_path / "p", tiny(algo="bc", n_steps=20, batch_size=8), resume=True)
@@ -128,13 +145,13 @@ def test_resume_rejects_changed_settings_and_other_data(data: MDPData, tmp_path:
 
 
 @pytest.fixture(scope="module")
-def trained(data: MDPData, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained(data: Transitions, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("pol") / "bc"
     train(data, out, tiny(algo="bc", n_steps=5))
     return out
 
 
-def _renamed(data: MDPData) -> object:
+def _renamed(data: Transitions) -> object:
     feats = dataclasses.replace(
         data.spec.features, names=(*data.spec.features.names[:-1], "hour_tan")
     )
@@ -163,7 +180,7 @@ MISMATCHES = [
 
 @pytest.mark.parametrize(("label", "make", "message"), MISMATCHES, ids=[m[0] for m in MISMATCHES])
 def test_feature_spec_mismatch_is_a_clear_error(
-    label: str, make: object, message: str, data: MDPData, trained: Path
+    label: str, make: object, message: str, data: Transitions, trained: Path
 ) -> None:
     with pytest.raises(PolicyError, match=message):
         load_policy(trained, make(data))  # type: ignore[operator]
@@ -181,7 +198,7 @@ def test_loading_a_non_policy_is_a_clear_error(setup: object, message: str, trai
         load_policy(setup(trained))  # type: ignore[operator]
 
 
-def test_act_checks_the_observation_width(data: MDPData, trained: Path) -> None:
+def test_act_checks_the_observation_width(data: Transitions, trained: Path) -> None:
     policy = load_policy(trained)
     with pytest.raises(
         PolicyError, match=rf"expected observations of shape \(n, {data.observations.shape[1]}\)"
@@ -191,7 +208,7 @@ def test_act_checks_the_observation_width(data: MDPData, trained: Path) -> None:
         policy.act(np.full((1, data.observations.shape[1]), np.nan))
 
 
-def test_policy_dir_is_picked_up_by_resolve_policy(data: MDPData, trained: Path) -> None:
+def test_policy_dir_is_picked_up_by_resolve_policy(data: Transitions, trained: Path) -> None:
     from batchrl_mtf.resolve import resolve_policy
 
     pol = resolve_policy(str(trained), data.spec.tasks, data.spec.features.names)
@@ -200,11 +217,43 @@ def test_policy_dir_is_picked_up_by_resolve_policy(data: MDPData, trained: Path)
         resolve_policy(str(trained), data.spec.tasks, data.spec.features.names[:-1])
 
 
-def test_out_that_is_not_a_policy_is_not_replaced(data: MDPData, tmp_path: Path) -> None:
+def test_out_that_is_not_a_policy_is_not_replaced(data: Transitions, tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_text("precious")
-    with pytest.raises(PolicyError, match="not a policy directory; refusing"):
+    with pytest.raises(OutputError, match="not written by batchrl-mtf"):
         train(data, tmp_path, tiny(algo="bc"))
     assert (tmp_path / "keep.txt").read_text() == "precious"
+
+
+def test_an_existing_policy_is_replaced_only_with_overwrite(
+    data: Transitions, tmp_path: Path
+) -> None:
+    out = tmp_path / "p"
+    train(data, out, tiny(algo="bc", n_steps=5))
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(OutputError, match="pass --overwrite"):
+        train(data, out, tiny(algo="bc", n_steps=5, seed=9))
+    assert (out / "model.safetensors").read_bytes() == before
+    train(data, out, tiny(algo="bc", n_steps=5, seed=9), overwrite=True)
+    assert (out / "model.safetensors").read_bytes() != before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]  # no lock or temp left
+
+
+def test_non_finite_data_is_refused_and_no_policy_written(
+    data: Transitions, tmp_path: Path
+) -> None:
+    rewards = data.rewards.copy()
+    rewards[3] = 1e39  # finite in float64, infinite in float32
+    bad = dataclasses.replace(data, rewards=rewards)
+    with pytest.raises(DatasetError, match="rewards that are not finite in float32"):
+        train(bad, tmp_path / "p", tiny(algo="bc", n_steps=5))
+    assert not (tmp_path / "p").exists()
+
+
+def test_a_diverged_policy_is_never_saved(data: Transitions, tmp_path: Path) -> None:
+    huge = dataclasses.replace(data, rewards=np.full_like(data.rewards, 3e38))
+    with pytest.raises(PolicyError, match="training diverged at step"):
+        train(huge, tmp_path / "p", tiny(algo="td3bc", n_steps=10, reward_scale=1e10))
+    assert not (tmp_path / "p").exists()
 
 
 # --- configuration -------------------------------------------------------------------------------
@@ -247,7 +296,7 @@ def test_default_algorithm_is_td3bc_with_the_measured_cpu_settings() -> None:
         resolve_config([("--set", {"preset": "paper"})])
 
 
-def test_train_without_algo_trains_td3bc(data: MDPData, tmp_path: Path) -> None:
+def test_train_without_algo_trains_td3bc(data: Transitions, tmp_path: Path) -> None:
     out = tmp_path / "default"
     train(data, out, resolve_config([("test", TINY)]))
     manifest = json.loads((out / "policy.json").read_text())
@@ -282,7 +331,7 @@ def test_config_errors_name_the_key(layer: dict[str, object], message: str) -> N
         resolve_config([("--set", layer)])
 
 
-def test_cuda_without_a_gpu_is_a_config_error(data: MDPData, tmp_path: Path) -> None:
+def test_cuda_without_a_gpu_is_a_config_error(data: Transitions, tmp_path: Path) -> None:
     import torch
 
     if torch.cuda.is_available():
@@ -296,7 +345,7 @@ def test_cuda_without_a_gpu_is_a_config_error(data: MDPData, tmp_path: Path) -> 
 
 def test_env_evaluation_adds_the_true_return(tmp_path: Path) -> None:
     pytest.importorskip("batchrl_mtf.sim.runner")
-    from batchrl_mtf.data.mdp import DatasetConfig
+    from batchrl_mtf.data.config import DatasetConfig
     from batchrl_mtf.sim.policies import make_policy
     from batchrl_mtf.sim.runner import run_sessions
     from batchrl_mtf.sim.spec import load_spec
@@ -327,7 +376,7 @@ def test_env_evaluation_adds_the_true_return(tmp_path: Path) -> None:
     assert row["true_return"] > 0
 
 
-def test_env_with_other_tasks_is_a_clear_error(data: MDPData, tmp_path: Path) -> None:
+def test_env_with_other_tasks_is_a_clear_error(data: Transitions, tmp_path: Path) -> None:
     pytest.importorskip("batchrl_mtf.sim.runner")
     with pytest.raises(PolicyError, match=r"--env short_video: task mismatch"):
         train(data, tmp_path / "p", tiny(algo="bc", env="short_video"))
@@ -335,7 +384,7 @@ def test_env_with_other_tasks_is_a_clear_error(data: MDPData, tmp_path: Path) ->
 
 @pytest.mark.parametrize("box", ["q0.2-0.8", "minmax"])
 def test_action_bounds_come_from_the_logged_quantile_box(
-    box: str, data: MDPData, tmp_path: Path
+    box: str, data: Transitions, tmp_path: Path
 ) -> None:
     out = tmp_path / "boxed"
     train(data, out, tiny(algo="td3bc", action_box=box))
@@ -355,3 +404,14 @@ def test_default_action_box_is_the_logged_quantile_box() -> None:
     assert resolve_config([]).action_box == "q0.01-0.99"
     with pytest.raises(ConfigError, match="action_box"):
         resolve_config([("--set", {"action_box": "q1-0"})])
+
+
+def test_trained_policy_renamed_keeps_its_networks(data: Transitions, trained: Path) -> None:
+    policy = load_policy(trained)
+    shown = policy.renamed("bc")
+    assert shown.name == "bc" and policy.name == str(trained)
+    assert type(shown) is type(policy) and shown.algo is policy.algo
+    assert shown.feature_names == policy.feature_names and shown.tasks == policy.tasks
+    assert shown.manifest == policy.manifest
+    obs = data.observations[:8]
+    np.testing.assert_array_equal(shown.act(obs), policy.act(obs))

@@ -1,113 +1,50 @@
-"""From validated logs to MDP transitions: sessions, state features, actions and rewards.
+"""Validated logs and what is kept of them: the row checks, the accounting, the canonical order.
 
-One session is one episode, one request is one step, the action is the request's ``w_*`` vector
-and the reward is :mod:`batchrl_mtf.data.reward`'s. Everything here is vectorised over rows and
-requests (no Python loop per row or request) and works on any subset of users: computing the
-users of a log together or in separate partitions gives the same transitions.
+One session is one episode and one request is one step. :func:`check_columns` and
+:func:`check_rows` apply schema v1's column and row rules, :func:`account` decides which rows
+are kept (sessions with no flagged row) and where every input row, request and session went, and
+:func:`kept_rows` puts the kept rows in canonical order (:class:`Prepared`), ready for
+:func:`batchrl_mtf.data.transitions.compute_transitions`. Everything is vectorised and works on
+any set of complete users (:mod:`batchrl_mtf.data.parts`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from batchrl_mtf.core.config import require
-from batchrl_mtf.data.features import (
-    FeatureConfig,
-    FeatureSpec,
-    StateParts,
-    assemble,
-    feature_names,
-)
-from batchrl_mtf.data.reward import RewardConfig, request_reward
+from batchrl_mtf.data.config import DatasetConfig
+from batchrl_mtf.data.reward import RewardConfig
 from batchrl_mtf.errors import ConfigError, Problem, SchemaError
 from batchrl_mtf.logs.schema import LogColumns, LogFrame, discover_columns, missing_required
-from batchrl_mtf.logs.validate import RULES, Codes, RowFlags, encode, validate_rows
+from batchrl_mtf.logs.validate import (
+    RULES,
+    Codes,
+    RowFlags,
+    encode,
+    validate_rows,
+)
 
 __all__ = [
     "Accounting",
     "Checked",
-    "DatasetConfig",
     "Prepared",
-    "Transitions",
     "account",
-    "action_bounds",
-    "bounds_from_range",
     "check_columns",
     "check_logs",
     "check_rows",
-    "compute_transitions",
     "kept_rows",
-    "prepare_logs",
+    "log_source",
+    "raise_all_dropped",
+    "raise_problems",
 ]
 
-FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-
-
-@dataclass(frozen=True)
-class DatasetConfig:
-    """How logs become an MDP dataset.
-
-    Attributes:
-        gamma: Discount factor recorded with the dataset (the default for training and OPE).
-        action_bounds: ``(lo, hi)`` bounds of every weight; ``None`` = from the logs with a margin.
-        action_margin: Margin added on each side of the logged weight range, as a fraction of it.
-        session_gap_s: Split each user's requests into sessions at gaps above this many seconds
-            (then ``session_id`` is optional and ignored); ``None`` = use ``session_id``.
-        window_end_ms: End of the log window (epoch ms); sessions whose last request is within
-            ``window_margin_s`` of it end in a timeout instead of a terminal; ``None`` = all terminal.
-        window_margin_s: See ``window_end_ms``.
-        on_error: ``"fail"``: any problem fails the build; ``"drop-session"``: drop affected sessions.
-        features: Which state features to compute.
-    """
-
-    gamma: float = 0.95
-    action_bounds: tuple[float, float] | None = None
-    action_margin: float = 0.1
-    session_gap_s: float | None = None
-    window_end_ms: int | None = None
-    window_margin_s: float = 1800.0
-    on_error: Literal["fail", "drop-session"] = "fail"
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-
-    def __post_init__(self) -> None:
-        require(
-            0.0 <= self.gamma <= 1.0, "gamma", f"expected a number in [0, 1], found {self.gamma}"
-        )
-        if self.action_bounds is not None:
-            lo, hi = self.action_bounds
-            require(
-                math.isfinite(lo) and math.isfinite(hi) and lo < hi,
-                "action_bounds",
-                f"expected finite LO,HI with LO < HI, found {lo},{hi}",
-            )
-        require(
-            self.action_margin >= 0, "action_margin", f"expected >= 0, found {self.action_margin}"
-        )
-        if self.session_gap_s is not None:
-            require(
-                self.session_gap_s > 0,
-                "session_gap",
-                f"expected seconds > 0, found {self.session_gap_s}",
-            )
-        require(
-            self.window_margin_s >= 0,
-            "window_margin_s",
-            f"expected >= 0, found {self.window_margin_s}",
-        )
-        require(
-            self.on_error in ("fail", "drop-session"),
-            "on_error",
-            f"expected 'fail' or 'drop-session', found {self.on_error!r}",
-        )
 
 
 @dataclass(frozen=True)
@@ -204,6 +141,10 @@ class Prepared:
         """Session id of some kept rows (positions into the canonical order), shape (m,)."""
         return _gather(self.source_session, self.order[rows])
 
+    def rows_in_input_order(self) -> pd.DataFrame:
+        """Every column of the kept rows, in input order (a copy)."""
+        return self.source.iloc[np.sort(self.order)]
+
     @cached_property
     def frame(self) -> pd.DataFrame:
         """The kept rows with the columns the dataset needs, in canonical order (a copy)."""
@@ -290,7 +231,12 @@ def check_columns(
     return columns
 
 
-def check_rows(logs: LogFrame, columns: LogColumns, config: DatasetConfig) -> Checked:
+def check_rows(
+    logs: LogFrame,
+    columns: LogColumns,
+    config: DatasetConfig,
+    reward: RewardConfig | None = None,
+) -> Checked:
     """Make the sessions (logged or from ``session_gap_s``) and apply every row-level rule.
 
     Works on any set of complete users (every row of each user, and every row sharing a request
@@ -303,7 +249,8 @@ def check_rows(logs: LogFrame, columns: LogColumns, config: DatasetConfig) -> Ch
         else frame["session_id"]
     )
     codes = encode(frame, session)
-    flags = validate_rows(frame, columns, logs.files, session, codes)
+    weights = reward.largest_weights() if reward is not None else None
+    flags = validate_rows(frame, columns, logs.files, session, codes, weights)
     return Checked(columns, session, codes, flags)
 
 
@@ -321,26 +268,7 @@ def check_logs(logs: LogFrame, reward: RewardConfig | None, config: DatasetConfi
         ConfigError: The reward or ``features.feedback`` names a column absent from the logs.
     """
     columns = check_columns(logs.frame, log_source(logs.files), reward, config)
-    return check_rows(logs, columns, config)
-
-
-def prepare_logs(logs: LogFrame, reward: RewardConfig, config: DatasetConfig) -> Prepared:
-    """Check the logs against schema v1 and keep the sessions that pass.
-
-    Raises:
-        SchemaError: With every problem found, when a column is missing or mistyped, or when rows
-            break a rule and ``config.on_error == "fail"``, or when nothing is left.
-        ConfigError: The reward names a column absent from the logs.
-    """
-    checked = check_logs(logs, reward, config)
-    flags = checked.flags
-    source = log_source(logs.files)
-    if flags.problems and config.on_error == "fail":
-        raise_problems(flags.problems)
-    keep, accounting = account(checked.codes, flags.reason)
-    if not keep.any():
-        raise_all_dropped(source, flags.problems)
-    return kept_rows(logs, checked, keep, accounting)
+    return check_rows(logs, columns, config, reward)
 
 
 def raise_problems(problems: Sequence[Problem]) -> None:
@@ -406,6 +334,16 @@ def _count_by_reason(
 BoolArrayT = npt.NDArray[np.bool_]
 
 
+def _spread(r: npt.NDArray[np.int16], codes: IntArray, n: int) -> npt.NDArray[np.int16]:
+    """Every row of a group (non-null ``codes``) takes the group's smallest reason."""
+    valid = codes >= 0
+    if not valid.any():
+        return r
+    worst = np.full(n, np.iinfo(np.int8).max, dtype=np.int16)
+    np.minimum.at(worst, codes[valid], r[valid])
+    return np.where(valid, worst[np.where(valid, codes, 0)], r)
+
+
 def account(codes: Codes, reason: npt.NDArray[np.int8]) -> tuple[BoolArrayT, Accounting]:
     """Which rows are kept (sessions with no flagged row) and the accounting by first reason."""
     n = len(reason)
@@ -421,13 +359,12 @@ def account(codes: Codes, reason: npt.NDArray[np.int8]) -> tuple[BoolArrayT, Acc
             sessions_kept=codes.n_sessions,
             sessions_dropped={},
         )
-    # a session's reason is the first rule that flagged any of its rows
-    sess_reason = np.full(codes.n_sessions, np.iinfo(np.int8).max, dtype=np.int16)
-    has_sess = codes.session >= 0
+    # a session's reason is the first rule that flagged any of its rows; a request with a
+    # flagged row is dropped whole first (its row may lack the session id: issue 17)
     r = np.where(reason >= 0, reason, np.iinfo(np.int8).max).astype(np.int16)
-    np.minimum.at(sess_reason, codes.session[has_sess], r[has_sess])
-    row_reason = np.where(has_sess, sess_reason[np.where(has_sess, codes.session, 0)], r)
-    row_reason = np.where(row_reason == np.iinfo(np.int8).max, -1, row_reason).astype(np.int8)
+    r = _spread(r, codes.request, codes.n_requests)
+    spread = _spread(_spread(r, codes.session, codes.n_sessions), codes.request, codes.n_requests)
+    row_reason = np.where(spread == np.iinfo(np.int8).max, -1, spread).astype(np.int8)
     keep = row_reason < 0
     rows_dropped = {rule: int(np.count_nonzero(row_reason == i)) for i, rule in enumerate(RULES)}
     rows_dropped = {k: v for k, v in rows_dropped.items() if v}
@@ -496,240 +433,3 @@ def _canonical_order(frame: pd.DataFrame, codes: Codes, rows: IntArray) -> IntAr
     if bool(np.all(key[1:] >= key[:-1])):
         return np.arange(n, dtype=np.int64)  # already in canonical order
     return np.argsort(key, kind="stable").astype(np.int64)
-
-
-@dataclass(frozen=True)
-class Transitions:
-    """One row per request (MDP step), sessions contiguous and in canonical order.
-
-    Attributes:
-        user_id: Shape (n,).
-        session_id: Shape (n,).
-        request_id: Shape (n,).
-        step: Index of the request within its session, shape (n,).
-        ts_ms: Request time, shape (n,).
-        observations: State vectors, shape (n, n_features).
-        actions: Logged ``w_*`` vectors in task order, shape (n, n_tasks).
-        stickiness: Shape (n,).
-        activeness: Shape (n,).
-        terminal: The user left after this request, shape (n,).
-        timeout: The session was cut by the end of the log window here, shape (n,).
-        behavior_logp: Log-density of the logged action under the logging policy (NaN when not
-            logged), shape (n,).
-        tasks: Task names in action order.
-        spec: The state definition (without normalisation statistics).
-    """
-
-    user_id: npt.NDArray[np.generic]
-    session_id: npt.NDArray[np.generic]
-    request_id: npt.NDArray[np.generic]
-    step: IntArray
-    ts_ms: IntArray
-    observations: FloatArray
-    actions: FloatArray
-    stickiness: FloatArray
-    activeness: FloatArray
-    terminal: BoolArrayT
-    timeout: BoolArrayT
-    behavior_logp: FloatArray
-    tasks: tuple[str, ...]
-    spec: FeatureSpec
-
-    @property
-    def reward(self) -> FloatArray:
-        """``stickiness + activeness``, shape (n,)."""
-        return self.stickiness + self.activeness
-
-    @property
-    def n_sessions(self) -> int:
-        """Number of sessions (episodes)."""
-        return int(np.count_nonzero(self.terminal | self.timeout))
-
-    def episode_starts(self) -> IntArray:
-        """Index of the first step of every session, shape (n_sessions,)."""
-        return np.flatnonzero(self.step == 0).astype(np.int64)
-
-
-def _segment_first(keys: IntArray) -> BoolArrayT:
-    return np.concatenate([[True], keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, dtype=bool)
-
-
-def compute_transitions(
-    prepared: Prepared, reward: RewardConfig, config: DatasetConfig
-) -> Transitions:
-    """Turn prepared logs into per-request transitions (states, actions, rewards, episode ends)."""
-    cols = prepared.columns
-    feedback = config.features.feedback or cols.feedback
-    n_rows = len(prepared.order)
-    req_codes = prepared.codes.request
-    row_first = _segment_first(req_codes)
-    first_rows = np.flatnonzero(row_first)
-    request_of_row = np.cumsum(row_first) - 1
-    n_req = len(first_rows)
-
-    sess_of_req = prepared.codes.session[first_rows]
-    user_codes = prepared.codes.user
-    user_of_req = user_codes[first_rows]
-    req_first_in_session = _segment_first(sess_of_req)
-    session_start_req = np.maximum.accumulate(np.where(req_first_in_session, np.arange(n_req), 0))
-    step = np.arange(n_req) - session_start_req
-    ts_req = prepared.values("ts", first_rows, np.int64).astype(np.int64, copy=False)
-
-    # feedback per row, one contiguous column each (gathered in the column's own dtype, then
-    # converted), and per request
-    fb_rows = np.empty((n_rows, len(feedback)), dtype=np.float64, order="F")
-    fb_req = np.empty((n_req, len(feedback)), dtype=np.float64, order="F")
-    for j, c in enumerate(feedback):
-        fb_rows[:, j] = prepared.values(c)
-        if n_rows:
-            fb_req[:, j] = np.add.reduceat(fb_rows[:, j], first_rows)
-    if feedback:
-        inclusive = pd.DataFrame(fb_req).groupby(sess_of_req, sort=False).cumsum().to_numpy()
-        # exclusive sums by shifting (not by subtracting, which would let request t's own
-        # feedback perturb its state through rounding)
-        session_sums = np.zeros_like(fb_req)
-        session_sums[1:] = inclusive[:-1]
-        session_sums[req_first_in_session] = 0.0
-        prev_sums = np.zeros_like(fb_req)
-        prev_sums[1:] = fb_req[:-1]
-        prev_sums[req_first_in_session] = 0.0
-    else:
-        session_sums = prev_sums = np.zeros((n_req, 0))
-
-    # user history before each session, from the kept rows
-    sess_first_req = np.flatnonzero(req_first_in_session)
-    sess_first_row = first_rows[sess_first_req]
-    row_user = user_codes
-    user_first_row_flag = _segment_first(row_user)
-    user_start_row = np.maximum.accumulate(np.where(user_first_row_flag, np.arange(n_rows), 0))
-    hist_n = config.features.hist_n
-    a = sess_first_row
-    u0 = user_start_row[a]
-    lo = np.maximum(u0, a - hist_n)
-    count = (a - lo).astype(np.float64)
-    if feedback:
-        # The user's prefix sums are needed at the cut points only (user starts, window starts,
-        # session starts): sum the rows between consecutive cuts (every user start is a cut, so
-        # no segment spans two users), then take exclusive running sums per user.
-        cuts = np.unique(np.concatenate([u0, lo, a]))
-        seg = np.empty((len(cuts), len(feedback)), dtype=np.float64, order="F")
-        for j in range(len(feedback)):
-            seg[:, j] = np.add.reduceat(fb_rows[:, j], cuts)
-        seg_user = row_user[cuts]
-        inclusive_seg = pd.DataFrame(seg).groupby(seg_user, sort=False).cumsum().to_numpy()
-        before = np.zeros_like(seg)  # sum of the user's rows before each cut (shift, not subtract)
-        before[1:] = inclusive_seg[:-1]
-        before[_segment_first(seg_user)] = 0.0
-        upto_a = before[np.searchsorted(cuts, a)]
-        upto_lo = before[np.searchsorted(cuts, lo)]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rates_sess = np.where(count[:, None] > 0, (upto_a - upto_lo) / count[:, None], 0.0)
-    else:
-        rates_sess = np.zeros((len(a), 0))
-    user_of_sess = user_of_req[sess_first_req]
-    user_first_sess = np.maximum.accumulate(
-        np.where(_segment_first(user_of_sess), np.arange(len(user_of_sess)), 0)
-    )
-    hist_sessions_sess = (np.arange(len(user_of_sess)) - user_first_sess).astype(np.float64)
-    sess_index_of_req = np.cumsum(req_first_in_session) - 1
-
-    user_feats = (
-        np.column_stack([prepared.values(c, first_rows, np.float64) for c in cols.user_features])
-        if cols.user_features
-        else np.zeros((n_req, 0))
-    )
-    parts = StateParts(
-        user=user_feats,
-        depth=step.astype(np.float64),
-        elapsed_s=(ts_req - ts_req[session_start_req]).astype(np.float64) / 1000.0,
-        session_sums=session_sums,
-        prev_sums=prev_sums,
-        hist_rates=rates_sess[sess_index_of_req],
-        hist_sessions=hist_sessions_sess[sess_index_of_req],
-        ts_ms=ts_req,
-    )
-    obs = assemble(parts, config.features)
-    actions = np.column_stack(
-        [prepared.values(c, first_rows, np.float64) for c in cols.weight_columns]
-    )
-    fb_index = {c: j for j, c in enumerate(feedback)}
-    reward_cols = {
-        c: (
-            fb_rows[:, fb_index[c]]
-            if c in fb_index
-            else prepared.values(c, None, np.float64).astype(np.float64, copy=False)
-        )
-        for c in reward.columns()
-    }
-    parts_r = request_reward(reward, reward_cols, request_of_row, n_req)
-    last = np.concatenate([req_first_in_session[1:], [True]]) if n_req else np.zeros(0, dtype=bool)
-    timeout = np.zeros(n_req, dtype=bool)
-    if config.window_end_ms is not None:
-        timeout = last & (ts_req >= config.window_end_ms - config.window_margin_s * 1000.0)
-    terminal = last & ~timeout
-    blogp = (
-        prepared.values("behavior_logp", first_rows, np.float64).astype(np.float64, copy=False)
-        if cols.has_behavior_logp
-        else np.full(n_req, np.nan)
-    )
-    spec = FeatureSpec(
-        names=feature_names(cols.user_features, feedback, config.features),
-        user_features=cols.user_features,
-        feedback=tuple(feedback),
-        config=config.features,
-    )
-    return Transitions(
-        user_id=prepared.values("user_id", first_rows),
-        session_id=prepared.session_ids(first_rows),
-        request_id=prepared.values("request_id", first_rows),
-        step=step.astype(np.int64),
-        ts_ms=ts_req,
-        observations=obs,
-        actions=actions,
-        stickiness=parts_r.stickiness,
-        activeness=parts_r.activeness,
-        terminal=terminal,
-        timeout=timeout,
-        behavior_logp=blogp,
-        tasks=cols.tasks,
-        spec=spec,
-    )
-
-
-def action_bounds(
-    actions: FloatArray, tasks: Sequence[str], config: DatasetConfig
-) -> tuple[FloatArray, FloatArray]:
-    """Per-task weight bounds: ``config.action_bounds`` or the logged range plus a margin.
-
-    From the logs, each task's range ``[min, max]`` is widened by ``action_margin`` times its
-    width (at least 1e-3) on both sides; a lower bound is never pushed below 0 when every logged
-    weight is non-negative.
-
-    Raises:
-        ConfigError: Explicit bounds exclude logged weights.
-    """
-    return bounds_from_range(actions.min(axis=0), actions.max(axis=0), tasks, config)
-
-
-def bounds_from_range(
-    mn: FloatArray, mx: FloatArray, tasks: Sequence[str], config: DatasetConfig
-) -> tuple[FloatArray, FloatArray]:
-    """:func:`action_bounds` from the per-task minimum and maximum logged weight, shape (n_tasks,).
-
-    Raises:
-        ConfigError: Explicit bounds exclude logged weights.
-    """
-    if config.action_bounds is not None:
-        lo, hi = config.action_bounds
-        outside = [t for t, a, b in zip(tasks, mn, mx, strict=True) if a < lo or b > hi]
-        if outside:
-            raise ConfigError(
-                f"--action-bounds {lo},{hi}: expected every logged weight inside; found w_{outside[0]} "
-                f"in [{mn[list(tasks).index(outside[0])]:.4g}, {mx[list(tasks).index(outside[0])]:.4g}]"
-            )
-        return np.full(len(tasks), float(lo)), np.full(len(tasks), float(hi))
-    width = np.maximum(mx - mn, 1e-3)
-    low = mn - config.action_margin * width
-    low = np.where(mn >= 0, np.maximum(low, 0.0), low)
-    high = mx + config.action_margin * width
-    return low.astype(np.float64), high.astype(np.float64)

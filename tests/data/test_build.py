@@ -1,4 +1,4 @@
-"""Building MDP datasets: features by hand, no leakage, determinism, accounting, formats."""
+"""Building MDP datasets (data.build): features by hand, no leakage, determinism, accounting."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchrl_mtf.data.dataset import build_dataset, build_dataset_from_frame, load_dataset
+from batchrl_mtf.data.build import build_dataset, build_dataset_from_frame
+from batchrl_mtf.data.config import DatasetConfig
 from batchrl_mtf.data.features import FeatureConfig
-from batchrl_mtf.data.mdp import DatasetConfig
+from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.data.reward import RewardConfig
 from batchrl_mtf.errors import ConfigError, DatasetError, SchemaError
 from batchrl_mtf.logs.schema import LogFrame, read_logs
@@ -177,6 +178,7 @@ def test_directory_contents_and_load_round_trip(
     out = tmp_path / "ds"
     report = build_dataset([logs_parquet], reward_toml, out, DatasetConfig(gamma=0.9))
     assert sorted(p.name for p in out.iterdir()) == [
+        ".batchrl-mtf.json",  # the marker: batchrl-mtf wrote it (only then is it ever replaced)
         "dataset.h5",
         "features.json",
         "report.json",

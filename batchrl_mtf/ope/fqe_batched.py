@@ -1,0 +1,503 @@
+"""Batched (C)FQE: every fit of one evaluation trained together as one vectorised Q-ensemble.
+
+The estimator is the one of :mod:`batchrl_mtf.ope.fqe` (FQE, Le, Voloshin & Yue 2019, and the
+BatchRL-MTF Conservative-OPEstimator, Zhang et al. 2022): each *member* ``j`` (one policy, one
+seed, one conservative weight ``alpha_j``) minimises, on its own mini-batch stream,
+
+.. math::
+
+    L_j(\\theta_j) = \\frac{1}{B} \\sum_b (Q_{\\theta_j}(s_b, a_b) - r_b
+                     - \\gamma (1 - d_b) Q_{\\theta'_j}(s'_b, \\pi_j(s'_b)))^2
+                     + \\alpha_j \\frac{1}{B} \\sum_b (Q_{\\theta_j}(s_b, \\pi_j(s_b))
+                     - Q_{\\theta_j}(s_b, a_b))
+
+with the network of d3rlpy's FQE (``VectorEncoderWithAction``: per hidden layer
+``Linear -> ReLU -> LayerNorm``, then ``Linear(., 1)``), d3rlpy's observation and action scalers
+(``(s - mean) / (std + 1e-3)``, actions min-max to [-1, 1]), a hard target update after steps
+``0, I, 2I, ...`` (``OPEConfig.fqe_target_update_interval``), Adam (torch's update formula) and
+the cosine learning-rate schedule. A member with seed ``s`` starts from exactly the weights
+d3rlpy builds under ``torch.manual_seed(s)`` and draws the same mini-batch indices
+(``numpy.random.default_rng(s)``), so on a fixed seed both engines fit the same function up to
+floating-point rounding (tests/ope/test_fqe_batched.py).
+
+The members' weights are stacked along a leading axis and every layer is one ``torch.baddbmm``;
+the total loss is the sum of the members' losses, so each member's gradient (and Adam, which is
+elementwise) is exactly its own. Members sharing a seed share their mini-batch indices.
+
+Step budget and early stopping (this engine only; the d3rlpy engine runs exactly
+``fqe_n_steps``): see :func:`step_budget` and :class:`_Plateau`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from batchrl_mtf.ope.base import PolicyData
+from batchrl_mtf.ope.config import OPEConfig
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "FQETransitions",
+    "Member",
+    "MemberFit",
+    "fit_members",
+    "fqe_transitions",
+    "step_budget",
+    "torch_thread_count",
+]
+
+logger = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
+
+_OBS_EPS = 1e-3  # d3rlpy's StandardObservationScaler eps
+_LN_EPS = 1e-5  # torch.nn.LayerNorm's default eps
+_ADAM_BETAS = (0.9, 0.999)
+_ADAM_EPS = 1e-8
+_PREDICT_ROWS = 8192  # rows per member evaluated at once after fitting
+
+
+@dataclass(frozen=True)
+class FQETransitions:
+    """The training transitions of (C)FQE for one policy (shared by both engines).
+
+    A session's last request bootstraps from 0 when the session ended (``terminal``) and is no
+    transition when the log window cut it (``timeout``, d3rlpy's convention).
+
+    Attributes:
+        rows: Row of each transition in the dataset, shape (m,).
+        next_obs: Next observation (0 after a terminal), shape (m, d).
+        next_act: The policy's action at the next state (the next logged action for the
+            behaviour policy; any finite value after a terminal), shape (m, k).
+        terminals: 1.0 where the transition ends its session, shape (m,).
+    """
+
+    rows: npt.NDArray[np.int64]
+    next_obs: F32
+    next_act: F32
+    terminals: F32
+
+
+def fqe_transitions(pdata: PolicyData) -> FQETransitions:
+    """The (C)FQE training transitions of ``pdata`` (see :class:`FQETransitions`)."""
+    data = pdata.data
+    n = len(data)
+    obs = data.observations.astype(np.float32)
+    act = data.actions.astype(np.float32)
+    pi = pdata.policy_actions.astype(np.float32)
+    last = np.zeros(n, dtype=bool)
+    last[pdata.starts + pdata.lengths - 1] = True
+    terminal = last & ~np.asarray(data.timeouts, dtype=bool)
+    rows = np.flatnonzero(~last | terminal)
+    nxt = np.minimum(rows + 1, n - 1)
+    term_rows = terminal[rows]
+    next_obs = np.where(term_rows[:, None], 0.0, obs[nxt]).astype(np.float32)
+    source = act if pdata.is_behavior else pi
+    next_act = np.where(term_rows[:, None], act[rows], source[nxt]).astype(np.float32)
+    return FQETransitions(rows.astype(np.int64), next_obs, next_act, term_rows.astype(np.float32))
+
+
+def torch_thread_count(config: OPEConfig) -> int:
+    """Torch threads while fitting: ``config.torch_threads``, or one per available core (0)."""
+    if config.torch_threads > 0:
+        return config.torch_threads
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+
+def step_budget(config: OPEConfig, n_transitions: int) -> int:
+    """Gradient steps of each batched fit: the cosine schedule's horizon ``T``.
+
+    ``T = min(fqe_n_steps, max(fqe_min_steps, ceil(fqe_budget_epochs * m / fqe_batch_size)))``
+    for ``m`` training transitions: at most ``fqe_budget_epochs`` passes over a small dataset
+    (more passes only refit the same bootstrapped targets), ``fqe_n_steps`` on a large one.
+    ``fqe_budget_epochs = None`` gives ``fqe_n_steps`` exactly (the d3rlpy engine's budget).
+    """
+    if config.fqe_budget_epochs is None:
+        return config.fqe_n_steps
+    scaled = math.ceil(config.fqe_budget_epochs * n_transitions / config.fqe_batch_size)
+    return max(1, min(config.fqe_n_steps, max(config.fqe_min_steps, scaled)))
+
+
+@dataclass(frozen=True)
+class Member:
+    """One fit of the ensemble.
+
+    Attributes:
+        policy: Index of the policy (into ``fit_members``' ``pdatas``).
+        seed: Seed of its initial weights and mini-batch indices.
+        alpha: Conservative penalty weight (0 = plain FQE).
+    """
+
+    policy: int
+    seed: int
+    alpha: float
+
+
+@dataclass(frozen=True)
+class MemberFit:
+    """A fitted member evaluated at every logged request (Q in reward units).
+
+    Attributes:
+        q_logged: ``Q(s_t, a_t)``, shape (n,).
+        v_policy: ``Q(s_t, pi(s_t))`` (``q_logged`` for the behaviour policy), shape (n,).
+        final_loss: Mean TD loss over the last 10% of its steps.
+        steps: Gradient steps it took (fewer than the budget after an early stop).
+    """
+
+    q_logged: FloatArray
+    v_policy: FloatArray
+    final_loss: float
+    steps: int
+
+
+class _Plateau:
+    """Early stopping on a TD-loss plateau, per member.
+
+    Every ``W = fqe_plateau_window`` steps a member's mean TD loss over the window is compared
+    with its best earlier window; a window that is not at least ``fqe_plateau_tol`` (relative)
+    below it counts as flat. After ``fqe_plateau_patience`` flat windows in a row, and no earlier
+    than ``horizon * fqe_target_update_interval`` steps (each hard target update carries the value
+    one request back, so the longest session needs ``horizon`` updates), the member's cosine
+    schedule is compressed: from its current phase ``p`` it anneals to 0 over the next
+    ``ceil(fqe_tail_fraction * T)`` steps (or the steps left, if fewer) and then stops. The final
+    network is thus never a large-learning-rate Adam step, as with the full schedule.
+    """
+
+    def __init__(self, config: OPEConfig, budget: int, horizon: int, n_members: int) -> None:
+        self.enabled = config.fqe_early_stop
+        self.window = config.fqe_plateau_window
+        self.tol = config.fqe_plateau_tol
+        self.patience = config.fqe_plateau_patience
+        self.min_steps = min(budget, horizon * config.fqe_target_update_interval)
+        self.tail = max(1, math.ceil(config.fqe_tail_fraction * budget))
+        self.budget = budget
+        self.best = np.full(n_members, np.inf)
+        self.flat = np.zeros(n_members, dtype=np.int64)
+        self.tail_start = np.full(n_members, -1, dtype=np.int64)  # step the tail began
+        self.tail_phase = np.zeros(n_members)  # schedule phase when it began
+        self.end = np.full(n_members, budget, dtype=np.int64)  # step after the last one
+
+    def phase(self, step: int) -> FloatArray:
+        """Each member's schedule phase in [0, 1] at ``step`` (the cosine's argument / pi)."""
+        plain = np.full(len(self.end), step / self.budget)
+        in_tail = self.tail_start >= 0
+        span = np.maximum(self.end - self.tail_start, 1)
+        tail = self.tail_phase + (1.0 - self.tail_phase) * (step - self.tail_start) / span
+        return np.where(in_tail, np.minimum(tail, 1.0), plain)
+
+    def observe(self, step: int, window_loss: FloatArray) -> None:
+        """Record the mean TD loss of the window that ended after ``step`` (0-based)."""
+        if not self.enabled:
+            return
+        improved = window_loss < (1.0 - self.tol) * self.best
+        self.flat = np.where(improved, 0, self.flat + 1)
+        self.best = np.minimum(self.best, window_loss)
+        start = (self.tail_start < 0) & (self.flat >= self.patience) & (step + 1 >= self.min_steps)
+        for j in np.flatnonzero(start):
+            self.tail_phase[j] = (step + 1) / self.budget
+            self.tail_start[j] = step + 1
+            self.end[j] = min(self.budget, step + 1 + self.tail)
+
+    def select(self, keep: npt.NDArray[np.int64]) -> None:
+        """Keep only the members ``keep`` (after others finished)."""
+        for name in ("best", "flat", "tail_start", "tail_phase", "end"):
+            setattr(self, name, getattr(self, name)[keep])
+
+
+def _init_weights(seed: int, sizes: list[int], k: int) -> list[tuple[F32, F32]]:
+    """The (weight, bias) of each Linear layer exactly as d3rlpy creates them under ``seed``.
+
+    After ``torch.manual_seed(seed)`` d3rlpy builds the encoder ``Linear(d+k, h1), ...,
+    Linear(h_{L-1}, h_L)`` (LayerNorm starts at weight 1, bias 0), draws a dummy input
+    ``rand(2, d), rand(2, k)`` to measure its output size, then builds ``Linear(h_L, 1)``.
+    Weights are returned transposed, shape (in, out).
+    """
+    import torch
+
+    pairs = list(itertools.pairwise(sizes))
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        layers = [torch.nn.Linear(a, b) for a, b in pairs[:-1]]
+        torch.rand(2, sizes[0] - k)
+        torch.rand(2, k)
+        layers.append(torch.nn.Linear(*pairs[-1]))
+    return [
+        (lin.weight.detach().T.contiguous().numpy(), lin.bias.detach().numpy()) for lin in layers
+    ]
+
+
+def fit_members(
+    pdatas: list[PolicyData], members: list[Member], config: OPEConfig, scale: float
+) -> list[MemberFit]:
+    """Fit every member as one batched ensemble and evaluate it at every logged request.
+
+    Args:
+        pdatas: The evaluated policies, all on the same sessions (``pdatas[i].data``) and gamma.
+        members: The fits, each naming its policy, seed and conservative weight.
+        config: Network, optimiser, schedule, budget and early-stopping settings.
+        scale: Rewards are divided by it while fitting; Q is multiplied back.
+
+    Returns:
+        One fit per member, in the order of ``members``.
+    """
+    import torch
+
+    data = pdatas[0].data
+    spec = data.spec
+    d = data.observations.shape[1]
+    trans = [fqe_transitions(p) for p in pdatas]
+    rows = trans[0].rows
+    m = len(rows)
+    gamma = pdatas[0].gamma
+    horizon = max(p.horizon for p in pdatas)
+    budget = step_budget(config, m)
+    low = np.asarray(spec.action_low, dtype=np.float32)
+    high = np.asarray(spec.action_high, dtype=np.float32)
+    mean = np.asarray(spec.features.mean, dtype=np.float64)
+    std = np.asarray(spec.features.std, dtype=np.float64)
+    obs_raw = data.observations.astype(np.float32)
+    if mean.shape != (d,) or std.shape != (d,):
+        mean, std = obs_raw.mean(axis=0).astype(np.float64), obs_raw.std(axis=0).astype(np.float64)
+    std = np.where(std > 1e-8, std, 1.0)
+
+    mean32, std32 = mean.astype(np.float32), std.astype(np.float32)
+
+    def s_obs(x: F32) -> torch.Tensor:  # d3rlpy's StandardObservationScaler
+        return torch.from_numpy(((x - mean32) / (std32 + _OBS_EPS)).astype(np.float32))
+
+    def s_act(a: F32) -> torch.Tensor:  # d3rlpy's MinMaxActionScaler, to [-1, 1]
+        return torch.from_numpy((((a - low) / (high - low)) * 2.0 - 1.0).astype(np.float32))
+
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(torch_thread_count(config))
+    try:
+        inp = _Inputs(
+            obs=s_obs(obs_raw),
+            act=s_act(data.actions.astype(np.float32)),
+            pis=torch.stack([s_act(p.policy_actions.astype(np.float32)) for p in pdatas]),
+            next_obs=s_obs(trans[0].next_obs),
+            next_act=torch.stack([s_act(t.next_act) for t in trans]),
+            rewards=torch.from_numpy((data.rewards[rows] / scale).astype(np.float32)),
+            terms=torch.from_numpy(trans[0].terminals),
+            rows=torch.from_numpy(rows),
+        )
+        order = sorted(range(len(members)), key=lambda j: (members[j].alpha > 0, j))
+        fits = _train([members[j] for j in order], config, budget, horizon, gamma, inp)
+        out: list[MemberFit | None] = [None] * len(members)
+        for pos, j in enumerate(order):
+            q_logged, v_policy, loss, steps = fits[pos]
+            behavior = pdatas[members[j].policy].is_behavior
+            out[j] = MemberFit(
+                scale * q_logged, scale * (q_logged if behavior else v_policy), loss, steps
+            )
+    finally:
+        torch.set_num_threads(prev_threads)
+    return [f for f in out if f is not None]
+
+
+def _shapes(sizes: list[int]) -> list[tuple[int, int]]:
+    """Per-member shapes of the parameters :func:`_forward` takes, in order.
+
+    Per hidden layer ``W (in, out), b (1, out), ln_w (1, out), ln_b (1, out)``, then the output
+    layer's ``W (h, 1), b (1, 1)``.
+    """
+    out: list[tuple[int, int]] = []
+    n_layers = len(sizes) - 1
+    for li in range(n_layers):
+        out += [(sizes[li], sizes[li + 1]), (1, sizes[li + 1])]
+        if li < n_layers - 1:
+            out += [(1, sizes[li + 1]), (1, sizes[li + 1])]
+    return out
+
+
+def _views(flat: torch.Tensor, shapes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """The parameters as views of the members' flat vectors ``flat`` (M, n_params)."""
+    out, lo = [], 0
+    for a, b in shapes:
+        out.append(flat[:, lo : lo + a * b].view(-1, a, b))
+        lo += a * b
+    return out
+
+
+def _forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Q-values of stacked members (parameters from :func:`_views`): ``x`` (M, B, d+k) -> (M, B)."""
+    import torch
+    from torch.nn.functional import layer_norm
+
+    h = x
+    for i in range((len(params) - 2) // 4):
+        w, b, g, beta = params[4 * i : 4 * i + 4]
+        h = torch.relu(torch.baddbmm(b, h, w))
+        h = layer_norm(h, (h.shape[-1],), eps=_LN_EPS) * g + beta
+    return torch.baddbmm(params[-1], h, params[-2]).squeeze(-1)
+
+
+def _flat_init(seeds: list[int], sizes: list[int], k: int) -> torch.Tensor:
+    """The members' initial parameters as flat vectors, shape (M, n_params)."""
+    import torch
+
+    rows = []
+    for s in seeds:
+        parts: list[F32] = []
+        layers = _init_weights(s, sizes, k)
+        for li, (w, b) in enumerate(layers):
+            parts += [w.ravel(), b.ravel()]
+            if li < len(layers) - 1:
+                parts += [np.ones(len(b), np.float32), np.zeros(len(b), np.float32)]
+        rows.append(np.concatenate(parts))
+    return torch.from_numpy(np.stack(rows).astype(np.float32))
+
+
+@dataclass
+class _Inputs:
+    """The scaled training tensors shared by every member (see :func:`fit_members`)."""
+
+    obs: torch.Tensor  # (n, d) every logged state
+    act: torch.Tensor  # (n, k) every logged action
+    pis: torch.Tensor  # (P, n, k) each policy's action at every logged state
+    next_obs: torch.Tensor  # (m, d) per transition
+    next_act: torch.Tensor  # (P, m, k) per policy and transition
+    rewards: torch.Tensor  # (m,) scaled
+    terms: torch.Tensor  # (m,)
+    rows: torch.Tensor  # (m,) row of each transition
+
+
+def _train(
+    members: list[Member], config: OPEConfig, budget: int, horizon: int, gamma: float,
+    inp: _Inputs,
+) -> list[tuple[FloatArray, FloatArray, float, int]]:  # fmt: skip
+    """Train ``members`` (plain ones first, then conservative ones) and evaluate them.
+
+    Returns per member ``(q_logged, v_policy, final_loss, steps)`` with Q in scaled units.
+    """
+    import torch
+
+    big_m = len(members)
+    m = len(inp.rows)
+    d, k = inp.obs.shape[1], inp.act.shape[1]
+    sizes = [d + k, *config.fqe_hidden_units, 1]
+    shapes = _shapes(sizes)
+    flat = _flat_init([mb.seed for mb in members], sizes, k).requires_grad_(True)
+    targ = flat.detach().clone()
+    avg = torch.zeros_like(targ)
+    avg_sq = torch.zeros_like(targ)
+    seeds = sorted({mb.seed for mb in members})
+    rngs = [np.random.default_rng(s) for s in seeds]
+    seed_of = np.array([seeds.index(mb.seed) for mb in members])
+    pol_of = np.array([mb.policy for mb in members], dtype=np.int64)
+    alpha_of = np.array([mb.alpha for mb in members])
+    active = np.arange(big_m)
+    plateau = _Plateau(config, budget, horizon, big_m)
+    loss_buf = np.zeros((budget, big_m), dtype=np.float64)
+    finals: dict[int, torch.Tensor] = {}
+    steps_of = np.zeros(big_m, dtype=np.int64)
+    b1, b2 = _ADAM_BETAS
+    bs = config.fqe_batch_size
+    block = 256
+    idx_block = np.zeros((len(seeds), 0, bs), dtype=np.int64)
+    for step in range(budget if m > 0 else 0):
+        j = step % block
+        if j == 0:  # the same stream as one rng.integers(0, m, size=bs) call per step
+            size = min(block, budget - step)
+            idx_block = np.stack([r.integers(0, m, size=(size, bs)) for r in rngs])
+        idx = torch.from_numpy(idx_block[seed_of[active], j])  # (M, B)
+        pol = torch.from_numpy(pol_of[active])
+        src = inp.rows[idx]
+        x_obs = inp.obs[src]
+        with torch.no_grad():
+            nxt = torch.cat([inp.next_obs[idx], inp.next_act[pol[:, None], idx]], dim=-1)
+            q_next = _forward(_views(targ, shapes), nxt)
+            y = inp.rewards[idx] + gamma * q_next * (1.0 - inp.terms[idx])
+        params = _views(flat, shapes)
+        q_b = _forward(params, torch.cat([x_obs, inp.act[src]], dim=-1))
+        td = ((q_b - y) ** 2).mean(dim=1)
+        loss = td.sum()
+        c0 = int(np.sum(alpha_of[active] <= 0))
+        if c0 < len(active):
+            alphas = torch.from_numpy(alpha_of[active][c0:].astype(np.float32))
+            x_pi = torch.cat([x_obs[c0:], inp.pis[pol[c0:, None], src[c0:]]], dim=-1)
+            q_pi = _forward([p[c0:] for p in params], x_pi)
+            loss = loss + (alphas * (q_pi.mean(dim=1) - q_b[c0:].mean(dim=1))).sum()
+        flat.grad = None
+        loss.backward()
+        phase = plateau.phase(step)
+        lr = config.fqe_learning_rate * (
+            (1.0 + np.cos(np.pi * phase)) / 2.0
+            if config.fqe_lr_schedule == "cosine"
+            else np.ones(len(active))
+        )
+        t = step + 1
+        with torch.no_grad():  # torch.optim.Adam's update, with a learning rate per member
+            g = flat.grad
+            assert g is not None
+            avg.lerp_(g, 1.0 - b1)
+            avg_sq.mul_(b2).addcmul_(g, g, value=1.0 - b2)
+            denom = (avg_sq.sqrt() / math.sqrt(1.0 - b2**t)).add_(_ADAM_EPS)
+            step_size = torch.from_numpy((lr / (1.0 - b1**t)).astype(np.float32))[:, None]
+            flat.sub_(step_size * avg / denom)
+            if step % config.fqe_target_update_interval == 0:
+                targ.copy_(flat)
+        loss_buf[step, active] = td.detach().numpy()
+        if (step + 1) % config.fqe_plateau_window == 0:
+            window = loss_buf[step + 1 - config.fqe_plateau_window : step + 1, active]
+            plateau.observe(step, window.mean(axis=0))
+        done = step + 1 >= plateau.end
+        if done.any():
+            for pos in np.flatnonzero(done):
+                finals[int(active[pos])] = flat.detach()[pos].clone()
+                steps_of[active[pos]] = step + 1
+            keep = np.flatnonzero(~done)
+            kt = torch.from_numpy(keep)
+            flat = flat.detach()[kt].clone().requires_grad_(True)
+            targ, avg, avg_sq = targ[kt], avg[kt], avg_sq[kt]
+            plateau.select(keep)
+            active = active[keep]
+    for pos, left in enumerate(active):  # only when m == 0: never trained
+        finals[int(left)] = flat.detach()[pos].clone()
+    stacked = torch.stack([finals[g] for g in range(big_m)])
+    q_logged, v_policy = _predict(_views(stacked, shapes), inp, pol_of)
+    out = []
+    for g_idx in range(big_m):
+        steps = int(steps_of[g_idx])
+        tail = loss_buf[max(0, steps - max(1, steps // 10)) : steps, g_idx]
+        final_loss = float(np.mean(tail)) if steps > 0 else float("nan")
+        out.append((q_logged[g_idx], v_policy[g_idx], final_loss, steps))
+    if big_m:
+        logger.info(
+            "batched FQE: %d fits, budget %d steps, stopped after %d-%d",
+            big_m, budget, int(steps_of.min()), int(steps_of.max()),
+        )  # fmt: skip
+    return out
+
+
+def _predict(
+    params: list[torch.Tensor], inp: _Inputs, pol_of: npt.NDArray[np.int64]
+) -> tuple[FloatArray, FloatArray]:
+    """``Q(s_t, a_t)`` and ``Q(s_t, pi(s_t))`` of every member at every row, each (M, n)."""
+    import torch
+
+    n = inp.obs.shape[0]
+    big_m = len(pol_of)
+    q_logged = np.zeros((big_m, n), dtype=np.float64)
+    v_policy = np.zeros((big_m, n), dtype=np.float64)
+    pol = torch.from_numpy(pol_of)
+    with torch.no_grad():
+        for lo in range(0, n, _PREDICT_ROWS):
+            hi = min(n, lo + _PREDICT_ROWS)
+            o = inp.obs[lo:hi].unsqueeze(0).expand(big_m, -1, -1)
+            x_b = torch.cat([o, inp.act[lo:hi].unsqueeze(0).expand(big_m, -1, -1)], dim=-1)
+            q_logged[:, lo:hi] = _forward(params, x_b).numpy()
+            x_pi = torch.cat([o, inp.pis[pol, lo:hi]], dim=-1)
+            v_policy[:, lo:hi] = _forward(params, x_pi).numpy()
+    return q_logged, v_policy

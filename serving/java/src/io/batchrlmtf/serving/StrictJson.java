@@ -1,0 +1,227 @@
+package io.batchrlmtf.serving;
+
+import com.fasterxml.jackson.core.JsonFactory;
+import com.fasterxml.jackson.core.JsonParser;
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.core.JsonToken;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.charset.CharacterCodingException;
+import java.nio.charset.CharsetDecoder;
+import java.nio.charset.CodingErrorAction;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayDeque;
+import java.util.ArrayList;
+import java.util.Deque;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * Strict, bounded JSON as batchrl-mtf reads it (the same rules as {@code batchrl_mtf.serving._json}):
+ * UTF-8 only (a UTF-8 BOM is skipped), at most {@link #MAX_BYTES} bytes, no NaN/Infinity tokens, no
+ * number that overflows a double, number tokens at most {@link #MAX_NUMBER_CHARS} characters,
+ * nesting at most {@link #MAX_DEPTH} levels (the top-level value is depth 1), no duplicate keys,
+ * nothing after the value.
+ *
+ * <p>Values: {@code Map<String,Object>} (insertion order), {@code List<Object>}, {@code String},
+ * {@link Num}, {@code Boolean}, and {@link #NULL} for JSON null.
+ */
+public final class StrictJson {
+  public static final long MAX_BYTES = 256L << 20;
+  public static final int MAX_DEPTH = 64;
+  public static final int MAX_NUMBER_CHARS = 100;
+  /** JSON null. */
+  public static final Object NULL = new Object() {
+    @Override
+    public String toString() {
+      return "null";
+    }
+  };
+
+  private static final JsonFactory FACTORY = new JsonFactory();
+
+  /** A JSON number: its double value and whether it was written as an integer. */
+  public static final class Num {
+    public final double value;
+    public final boolean integer;
+    public final String text;
+
+    Num(double value, boolean integer, String text) {
+      this.value = value;
+      this.integer = integer;
+      this.text = text;
+    }
+
+    @Override
+    public String toString() {
+      return text;
+    }
+  }
+
+  private StrictJson() {}
+
+  /** Parses UTF-8 bytes. @throws TableException "not UTF-8 text ..." or "not valid JSON (...)". */
+  public static Object parse(byte[] data) throws TableException {
+    if (data.length > MAX_BYTES) {
+      throw new TableException("expected at most " + MAX_BYTES + " bytes of JSON, found " + data.length);
+    }
+    int start = 0;
+    if (data.length >= 3 && (data[0] & 0xff) == 0xef && (data[1] & 0xff) == 0xbb && (data[2] & 0xff) == 0xbf) {
+      start = 3;
+    }
+    CharsetDecoder dec = StandardCharsets.UTF_8.newDecoder()
+        .onMalformedInput(CodingErrorAction.REPORT)
+        .onUnmappableCharacter(CodingErrorAction.REPORT);
+    String text;
+    try {
+      text = dec.decode(ByteBuffer.wrap(data, start, data.length - start)).toString();
+    } catch (CharacterCodingException e) {
+      throw new TableException("not UTF-8 text (JSON files are UTF-8, re-save it as UTF-8)");
+    }
+    return parse(text);
+  }
+
+  /** Parses text. @throws TableException "not valid JSON (...)". */
+  public static Object parse(String text) throws TableException {
+    checkDepth(text);
+    try (JsonParser p = FACTORY.createParser(text)) {
+      JsonToken first = p.nextToken();
+      if (first == null) {
+        throw new TableException("not valid JSON (no value)");
+      }
+      Object value = read(p, first);
+      if (p.nextToken() != null) {
+        throw new TableException("not valid JSON (extra data after the value)");
+      }
+      return value;
+    } catch (JsonProcessingException e) {
+      String msg = e.getOriginalMessage();
+      int nl = msg.indexOf('\n');
+      throw new TableException("not valid JSON (" + (nl >= 0 ? msg.substring(0, nl) : msg) + ")");
+    } catch (IOException e) {
+      throw new TableException("not valid JSON (" + e.getMessage() + ")");
+    }
+  }
+
+  /** Rejects nesting deeper than MAX_DEPTH before parsing (brackets inside strings ignored). */
+  private static void checkDepth(String s) throws TableException {
+    int depth = 0;
+    boolean inString = false;
+    for (int i = 0, n = s.length(); i < n; i++) {
+      char c = s.charAt(i);
+      if (inString) {
+        if (c == '\\') {
+          i++;
+        } else if (c == '"') {
+          inString = false;
+        }
+      } else if (c == '"') {
+        inString = true;
+      } else if (c == '[' || c == '{') {
+        if (++depth > MAX_DEPTH) {
+          throw new TableException("not valid JSON (nesting deeper than " + MAX_DEPTH + " levels)");
+        }
+      } else if (c == ']' || c == '}') {
+        depth--;
+      }
+    }
+  }
+
+  private static Object read(JsonParser p, JsonToken first) throws IOException, TableException {
+    // Iterative: an explicit stack of open containers (depth is bounded by checkDepth anyway).
+    Deque<Object> stack = new ArrayDeque<>();
+    Deque<String> names = new ArrayDeque<>();
+    Object root = null;
+    JsonToken t = first;
+    while (true) {
+      Object value;
+      boolean open = false;
+      switch (t) {
+        case START_OBJECT:
+          value = new LinkedHashMap<String, Object>();
+          open = true;
+          break;
+        case START_ARRAY:
+          value = new ArrayList<Object>();
+          open = true;
+          break;
+        case END_OBJECT:
+        case END_ARRAY:
+          value = stack.pop();
+          if (value instanceof Map) {
+            names.pop();
+          }
+          if (stack.isEmpty()) {
+            return value;
+          }
+          t = p.nextToken();
+          continue;
+        case FIELD_NAME:
+          names.pop();
+          names.push(p.getCurrentName());
+          t = p.nextToken();
+          continue;
+        case VALUE_STRING:
+          value = p.getText();
+          break;
+        case VALUE_NUMBER_INT:
+        case VALUE_NUMBER_FLOAT: {
+          String text = p.getText();
+          if (text.length() > MAX_NUMBER_CHARS) {
+            throw new TableException("not valid JSON (a number of " + text.length()
+                + " characters (at most " + MAX_NUMBER_CHARS + "))");
+          }
+          double d = Double.parseDouble(text);
+          if (Double.isInfinite(d) || Double.isNaN(d)) {
+            throw new TableException("not valid JSON (number " + text + " overflows a double)");
+          }
+          value = new Num(d, t == JsonToken.VALUE_NUMBER_INT, text);
+          break;
+        }
+        case VALUE_TRUE:
+          value = Boolean.TRUE;
+          break;
+        case VALUE_FALSE:
+          value = Boolean.FALSE;
+          break;
+        case VALUE_NULL:
+          value = NULL;
+          break;
+        default:
+          throw new TableException("not valid JSON (unexpected token " + t + ")");
+      }
+      if (stack.isEmpty()) {
+        if (!open) {
+          return value;
+        }
+        root = value;
+      } else {
+        Object top = stack.peek();
+        if (top instanceof Map) {
+          @SuppressWarnings("unchecked")
+          Map<String, Object> m = (Map<String, Object>) top;
+          String name = names.peek();
+          if (m.containsKey(name)) {
+            throw new TableException("not valid JSON (duplicate key '" + name + "' in an object)");
+          }
+          m.put(name, value);
+        } else {
+          @SuppressWarnings("unchecked")
+          List<Object> l = (List<Object>) top;
+          l.add(value);
+        }
+      }
+      if (open) {
+        stack.push(value);
+        if (value instanceof Map) {
+          names.push("");
+        }
+      }
+      t = p.nextToken();
+      if (t == null) {
+        throw new TableException("not valid JSON (unexpected end of input)");
+      }
+    }
+  }
+}
