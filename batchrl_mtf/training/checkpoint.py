@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 
 from batchrl_mtf.core.d3rlpy import load_d3rlpy
 from batchrl_mtf.core.io import dumps_json
@@ -144,7 +147,6 @@ def _checkpoint_modules(algo: Any) -> dict[str, Any]:
 def save_algo(algo: Any, folder: Path) -> None:
     """Write ``algo`` (built) as :data:`MODEL_CONFIG` + :data:`MODEL_WEIGHTS` into ``folder``."""
     import torch
-    from safetensors.torch import save as st_save
 
     d3rlpy = load_d3rlpy()
     impl = algo.impl
@@ -172,9 +174,6 @@ def load_algo(config_path: Path, weights_path: Path, device: str) -> Any:
     Raises:
         PolicyError: A missing, corrupt or inconsistent file (nothing in them is executed).
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load as st_load
-
     d3rlpy = load_d3rlpy()
     for p in (config_path, weights_path):
         if not p.is_file():

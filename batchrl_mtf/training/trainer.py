@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from batchrl_mtf.core.d3rlpy import load_d3rlpy
 from batchrl_mtf.core.io import atomic_dir, dumps_json, output_dir, package_versions
-from batchrl_mtf.data.box import action_box
+from batchrl_mtf.data.box import action_box, parse_action_box
 from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.data.spec import DatasetSpec
 from batchrl_mtf.data.transitions import Transitions
@@ -441,7 +441,13 @@ def _train(
     test_episodes = list(test.to_d3rlpy().episodes)[:MAX_EVAL_EPISODES]  # type: ignore[attr-defined]
     eval_obs = test.observations[:ACTION_STATS_STATES]
 
-    bounds = action_box(train_data.actions, config.action_box)
+    if parse_action_box(config.action_box) is None:  # minmax: the dataset's own bounds
+        bounds = (
+            np.asarray(spec.action_low, dtype=np.float64),
+            np.asarray(spec.action_high, dtype=np.float64),
+        )
+    else:
+        bounds = action_box(train_data.actions, config.action_box)
     if resume:
         algo, done, seconds_before = _resume_state(out_path, config, spec)
         metrics = _read_metrics(out_path / "metrics.csv")
