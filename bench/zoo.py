@@ -231,8 +231,16 @@ def bench_world(name: str, args: argparse.Namespace) -> dict[str, Any]:
     selected = None
     if has_command(SELECT_HOOK):  # issue 16: off-policy selection
         sel = wdir / "select"
+        # production's weights are a fact the platform knows (as --formula/--beta)
+        prod_flag = ["--production", ",".join(str(w) for w in fusion["production"])]
         stage(
-            "select", text, [sel], lambda: run([*CLI, SELECT_HOOK, str(ds), "--out", str(sel)], log)
+            "select",
+            text,
+            [sel],
+            lambda: run(
+                [*CLI, "-q", SELECT_HOOK, str(ds), "--out", str(sel), *fusion_flags, *prod_flag],
+                log,
+            ),
         )
         selected = str(sel / "table.json")
 

@@ -17,6 +17,7 @@ from batchrl_mtf.cli import (
     learned,
     predictor,
     score,
+    select,
     sim,
     train,
     upgrade,
@@ -43,6 +44,19 @@ def main(quiet: bool, verbose: bool) -> None:
     setup_logging(quiet, verbose)
 
 
-for _module in (data, sim, predictor, learned, train, evaluate, export, score, demo, zoo, upgrade):
+for _module in (
+    data,
+    sim,
+    predictor,
+    learned,
+    train,
+    evaluate,
+    export,
+    select,
+    score,
+    demo,
+    zoo,
+    upgrade,
+):
     for _command in _module.COMMANDS:
         main.add_command(_command)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
+from batchrl_mtf.core.config import read_toml
 from batchrl_mtf.core.fusion import DEFAULT_BETA, FORMULAS
 from batchrl_mtf.core.io import describe_os_error
 from batchrl_mtf.errors import BatchRLMTFError, ConfigError, SchemaError
@@ -20,6 +22,7 @@ __all__ = [
     "fusion_override_options",
     "overwrite_option",
     "parse_float_list",
+    "read_config_table",
 ]
 
 EXIT_USER_ERROR = 2
@@ -92,6 +95,19 @@ def split_csv_option(values: Sequence[str]) -> tuple[str, ...]:
     for v in values:
         out.extend(p.strip() for p in v.split(",") if p.strip())
     return tuple(out)
+
+
+def read_config_table(path: Path, section: str) -> Mapping[str, object]:
+    """The settings of a ``--config`` TOML file: its ``[section]`` table, else its top level.
+
+    Raises:
+        ConfigError: Unreadable file, invalid TOML, or ``section`` not a table.
+    """
+    doc = read_toml(path, "--config file")
+    table = doc.get(section, doc)
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"--config {path}: expected a [{section}] table")
+    return table
 
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -96,9 +96,14 @@ def _print_result(result: ExportResult, written: tuple[Path, ...]) -> None:
     )
     for label, cmp in (("offline estimate", result.ope), ("true value", result.true)):
         if cmp is not None:
+            bounds = ""
+            if cmp.table_lower is not None and cmp.network_lower is not None:
+                bounds = (
+                    f"; lower bounds: network {cmp.network_lower:.4f}, table {cmp.table_lower:.4f}"
+                )
             click.echo(
                 f"{label} ({cmp.source}): network {cmp.network:.4f}, table {cmp.table:.4f}, "
-                f"lost {cmp.value_lost:.4f}"
+                f"lost {cmp.value_lost:.4f}{bounds}"
             )
 
 

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import click
 
-from batchrl_mtf.cli._common import overwrite_option, progress_enabled
-from batchrl_mtf.core.config import parse_overrides, read_toml
-from batchrl_mtf.errors import ConfigError
+from batchrl_mtf.cli._common import overwrite_option, progress_enabled, read_config_table
+from batchrl_mtf.core.config import parse_overrides
 from batchrl_mtf.training import TrainConfig, config_for_resume, resolve_config, train
 
 __all__ = ["COMMANDS", "train_command"]
@@ -19,14 +18,6 @@ ALGOS = ("bcq", "cql", "iql", "td3bc", "awac", "bc")
 _DEFAULTS = (
     TrainConfig()
 )  # the --help defaults are the config's (these options merge with --config)
-
-
-def _read_config_file(path: Path) -> Mapping[str, object]:
-    doc = read_toml(path, "--config file")
-    table = doc.get("train", doc)
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"--config {path}: expected a [train] table")
-    return table
 
 
 @click.command(
@@ -119,7 +110,7 @@ def train_command(
 
     layers: list[tuple[str, Mapping[str, object]]] = []
     if config_file is not None:
-        layers.append((f"--config {config_file}", _read_config_file(config_file)))
+        layers.append((f"--config {config_file}", read_config_table(config_file, "train")))
     flags: dict[str, object] = {}
     for key, value in (
         ("algo", algo),

@@ -20,7 +20,14 @@ from typing import Any, TypeVar
 from batchrl_mtf.core.fusion import Fusion
 from batchrl_mtf.errors import ConfigError
 
-__all__ = ["config_from_mapping", "config_to_dict", "parse_overrides", "require"]
+__all__ = [
+    "config_from_mapping",
+    "config_to_dict",
+    "merge_layer",
+    "parse_overrides",
+    "read_toml",
+    "require",
+]
 
 T = TypeVar("T")
 
@@ -223,3 +230,15 @@ def read_toml(path: str | Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"{p}: not valid TOML ({exc})") from None
     except RecursionError:
         raise ConfigError(f"{p}: the {what} is nested too deeply to parse") from None
+
+
+def merge_layer(base: dict[str, object], layer: Mapping[str, object]) -> None:
+    """Merge the settings ``layer`` into ``base`` in place; nested tables merge key by key."""
+    for key, value in layer.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            merge_layer(base[key], value)  # type: ignore[arg-type]
+        elif isinstance(value, Mapping):
+            base[key] = {}
+            merge_layer(base[key], value)  # type: ignore[arg-type]
+        else:
+            base[key] = value

@@ -485,11 +485,16 @@ class ValueComparison:
         source: Where the values come from (``"ope:fqe"``, ``"env:envs/sim.toml"``).
         network: Value of the network policy.
         table: Value of the table.
+        network_lower: Lower end of the network's 95% interval (offline estimates; ``None``
+            when there is none): quote it next to the value.
+        table_lower: Lower end of the table's 95% interval.
     """
 
     source: str
     network: float
     table: float
+    network_lower: float | None = None
+    table_lower: float | None = None
 
     @property
     def value_lost(self) -> float:
@@ -497,13 +502,17 @@ class ValueComparison:
         return self.network - self.table
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-ready form, with ``value_lost``."""
-        return {
+        """JSON-ready form, with ``value_lost`` (and the lower bounds when known)."""
+        out: dict[str, object] = {
             "source": self.source,
             "network": self.network,
             "table": self.table,
             "value_lost": self.value_lost,
         }
+        for key in ("network_lower", "table_lower"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
 
 
 def fidelity_report(

@@ -121,6 +121,7 @@ def _offline_values(
     ope: OPEConfig,
     split: str | None,
     network_offline: tuple[str, float] | None,
+    network_lower: float | None,
 ) -> tuple[ValueComparison, PolicyResult]:
     """The recommended offline estimates of ``policy`` and its table on the held-out sessions."""
     if split is None:
@@ -135,8 +136,15 @@ def _offline_values(
         recommended.append(r.recommended)
     if network_offline is None:
         network_offline = (recommended[0].estimator, float(recommended[0].value))
+        network_lower = recommended[0].lower
     est, net_value = network_offline
-    cmp = ValueComparison(f"ope:{est}", float(net_value), float(recommended[-1].value))
+    cmp = ValueComparison(
+        f"ope:{est}",
+        float(net_value),
+        float(recommended[-1].value),
+        network_lower=network_lower,
+        table_lower=recommended[-1].lower,
+    )
     return cmp, result.policies[-1]
 
 
@@ -151,6 +159,7 @@ def export_table(
     ope: OPEConfig | None = None,
     ope_split: str | None = None,
     network_offline: tuple[str, float] | None = None,
+    network_lower: float | None = None,
     env: str | None = None,
     world: World | None = None,
     true_sessions: int = TRUE_SESSIONS,
@@ -173,6 +182,8 @@ def export_table(
             else every session).
         network_offline: ``(estimator, value)`` of the policy when already estimated with ``ope``
             on the same sessions (the pipeline's evaluate stage): it is not estimated again.
+        network_lower: The lower end of that estimate's interval (quoted next to it in
+            ``meta.ope``); with ``network_offline`` ``None`` it comes from the fit here.
         env: A simulated world (platform spec path or shipped name): also the true values of the
             policy and its table (``None``: none).
         world: The world of ``env`` when already built.
@@ -210,7 +221,7 @@ def export_table(
     table_offline: PolicyResult | None = None
     if ope is not None:
         ope_cmp, table_offline = _offline_values(
-            policy, table_policy, data, ope, ope_split, network_offline
+            policy, table_policy, data, ope, ope_split, network_offline, network_lower
         )
     fid = fidelity_report(gap, ope_cmp, true_cmp)
     meta = {**table.meta, "fidelity": fid, "ope": None if ope_cmp is None else ope_cmp.to_dict()}

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from batchrl_mtf.core.config import require
+from batchrl_mtf.data.box import DEFAULT_ACTION_BOX, parse_action_box
 
 __all__ = ["ESTIMATOR_NAMES", "FQE_ENGINES", "OPEConfig"]
 
@@ -81,6 +82,10 @@ class OPEConfig:
             ``fqe`` was run): a DR value blown up by a few huge importance weights is not
             quoted; ``None`` = no such guard.
         recommend_order: Preference order of the recommended-estimate rule.
+        support_box: Box of the logged support for the ``support`` diagnostic
+            (:mod:`batchrl_mtf.ope.support`; ``"qLO-HI"`` quantiles or ``"minmax"``).
+        support_max_outside: A policy is flagged when more than this share of its actions on the
+            evaluation states leave that box.
     """
 
     estimators: tuple[str, ...] = ESTIMATOR_NAMES
@@ -113,6 +118,8 @@ class OPEConfig:
     min_ess: float = 30.0
     dr_max_ci_ratio: float | None = 10.0
     recommend_order: tuple[str, ...] = DEFAULT_RECOMMEND_ORDER
+    support_box: str = DEFAULT_ACTION_BOX
+    support_max_outside: float = 0.05
 
     def __post_init__(self) -> None:
         require(len(self.estimators) > 0, "estimators", "expected at least one estimator")
@@ -222,3 +229,9 @@ class OPEConfig:
                 "dr_max_ci_ratio",
                 f"expected a number > 0 or None, found {self.dr_max_ci_ratio}",
             )
+        parse_action_box(self.support_box, "support_box")
+        require(
+            0.0 <= self.support_max_outside <= 1.0,
+            "support_max_outside",
+            f"expected in [0, 1], found {self.support_max_outside}",
+        )

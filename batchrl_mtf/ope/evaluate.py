@@ -31,6 +31,7 @@ from batchrl_mtf.ope.config import OPEConfig
 from batchrl_mtf.ope.dr import DR, WDR
 from batchrl_mtf.ope.fqe import CFQE, FQE, fit_q_many
 from batchrl_mtf.ope.importance import PDIS, WPDIS, bandwidth_for
+from batchrl_mtf.ope.support import support_diagnostic
 from batchrl_mtf.policy.base import LoggingPolicy, Policy
 
 __all__ = [
@@ -100,12 +101,18 @@ class Recommended:
     ci: tuple[float, float] | None
     reason: str
 
+    @property
+    def lower(self) -> float | None:
+        """The lower end of the interval (quote it next to the value), ``None`` without one."""
+        return None if self.ci is None else float(self.ci[0])
+
     def to_dict(self) -> dict[str, object]:
-        """JSON form ``{"estimator", "value", "ci", "reason"}``."""
+        """JSON form ``{"estimator", "value", "ci", "lower", "reason"}``."""
         return {
             "estimator": self.estimator,
             "value": float(self.value),
             "ci": None if self.ci is None else [float(self.ci[0]), float(self.ci[1])],
+            "lower": self.lower,
             "reason": self.reason,
         }
 
@@ -120,6 +127,9 @@ class PolicyResult:
         recommended: The recommended estimate (``None`` when no estimate is finite).
         fqe_loss: Final TD loss of the FQE fits by estimator (diagnostic).
         fqe_steps: Gradient steps of the FQE fits by estimator (mean over fits; diagnostic).
+        support: The support diagnostic (:func:`batchrl_mtf.ope.support.support_diagnostic`:
+            share of the policy's actions outside the logged quantile box, and whether that
+            flags it); ``None`` for the logging policy itself.
     """
 
     name: str
@@ -127,6 +137,7 @@ class PolicyResult:
     recommended: Recommended | None
     fqe_loss: dict[str, float] = field(default_factory=dict)
     fqe_steps: dict[str, float] = field(default_factory=dict)
+    support: dict[str, object] | None = None
 
 
 @dataclass(frozen=True)
@@ -293,6 +304,15 @@ def evaluate_policies(
                 recommended=recommend(estimates, pdata.n_sessions, config),
                 fqe_loss=losses,
                 fqe_steps=steps,
+                support=None
+                if pdata.is_behavior
+                else support_diagnostic(
+                    pdata.policy_actions,
+                    data.actions,
+                    data.spec.tasks,
+                    config.support_box,
+                    config.support_max_outside,
+                ),
             )
         )
     ranked = sorted(

@@ -9,8 +9,11 @@ JSON (``batchrl-mtf/ope-report@1``; other tools read it; extra keys may be added
                    "estimates": {"fqe": {"value": 21.3, "ci": [20.1, 22.4]},
                                  "wpdis": {"value": 20.8, "ci": [18.9, 22.9], "ess": 412.5}},
                    "recommended": {"estimator": "wdr", "value": 21.0, "ci": [19.9, 22.2],
-                                   "reason": "..."},
-                   "diagnostics": {"fqe_final_loss": 0.12, "fqe_steps": 2650.0}}],
+                                   "lower": 19.9, "reason": "..."},
+                   "diagnostics": {"fqe_final_loss": 0.12, "fqe_steps": 2650.0},
+                   "support": {"box": "q0.01-0.99", "low": [...], "high": [...],
+                               "outside_share": 0.01, "outside_by_task": {"w_click": 0.0},
+                               "flag": false}}],
      "ranking": ["<name of the best policy>", ...],
      "recommend_rule": "...", "config": {...}, "versions": {...}}
 
@@ -19,7 +22,11 @@ JSON (``batchrl-mtf/ope-report@1``; other tools read it; extra keys may be added
 trajectory weights; ``fit_se`` (``fqe``, ``cfqe``, ``dr``, ``wdr`` with ``fqe_n_fits >= 2``) is the
 standard error over the FQE fits, already folded into ``ci``; ``diagnostics`` holds the final TD
 loss and the gradient steps (mean over fits; fewer than the budget after an early stop) of the
-``fqe`` and ``cfqe`` fits. Non-finite numbers are written as ``null``.
+``fqe`` and ``cfqe`` fits. ``recommended.lower`` is the lower end of the recommended interval, the
+number to quote next to the value (added in issue 16). ``support`` (not for ``behavior``; issue 16)
+is the share of the policy's actions on the evaluated states outside the logged per-task quantile
+box (``batchrl_mtf.ope.support``) and ``flag`` whether that exceeds ``support_max_outside``.
+Non-finite numbers are written as ``null``.
 """
 
 from __future__ import annotations
@@ -59,6 +66,8 @@ def report_to_dict(
                 **{f"{k}_final_loss": v for k, v in p.fqe_loss.items()},
                 **{f"{k}_steps": v for k, v in p.fqe_steps.items()},
             }
+        if p.support is not None:
+            doc["support"] = p.support
         policies.append(doc)
     return {
         "format": REPORT_FORMAT,
@@ -99,6 +108,19 @@ def format_table(result: OPEResult) -> str:
             lines.append(
                 f"{label:<36} {name:<5}{mark} {_fmt(est.value):>10} {_fmt(lo):>10} "
                 f"{_fmt(hi):>10} {_fmt(est.ess):>8}"
+            )
+    for p in result.policies:
+        rec_ = p.recommended
+        if rec_ is not None:
+            lines.append(
+                f"{p.name}: recommended {rec_.estimator} {_fmt(rec_.value)}, "
+                f"lower bound {_fmt(rec_.lower)}"
+            )
+        if p.support is not None and p.support.get("flag"):
+            share = float(p.support["outside_share"])  # type: ignore[arg-type]
+            lines.append(
+                f"WARNING {p.name}: {share:.0%} of its actions leave the logged support "
+                f"(box {p.support['box']}); its estimates extrapolate"
             )
     lines.append("ranking: " + " > ".join(result.ranking))
     lines.append("* recommended estimate (" + RECOMMEND_RULE + ")")

@@ -1,11 +1,11 @@
 """The evaluate and export stages' work: OPE per policy, paired differences, the weight table, and
 the policies' weights on a sample of states that the report plots (the report only reads files).
 
-Policies are evaluated with :func:`batchrl_mtf.ope.evaluate_policies` (same config, same seed,
+Policies are evaluated with :func:`batchrl_mtf.ope.paired.evaluate_each` (same config, same seed,
 same sessions, so the bootstrap intervals stay paired): all in one call with the batched FQE engine
 (its fits train as one ensemble), else one at a time and merged, so that a progress bar can follow
-them. Differences against production use the per-session values of
-each estimate (:func:`batchrl_mtf.pipeline.glue.bootstrap_difference`).
+them. Differences against production use the per-session values of each estimate
+(:func:`batchrl_mtf.ope.paired.bootstrap_difference`).
 """
 
 from __future__ import annotations
@@ -13,20 +13,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-from tqdm.auto import tqdm
 
 from batchrl_mtf.core.io import atomic_write_bytes, atomic_write_text, dumps_json
 from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.export import ExportConfig, export_table, quantile_edges, select_keys
-from batchrl_mtf.ope import OPEResult, evaluate_policies
-from batchrl_mtf.ope.evaluate import eligible
+from batchrl_mtf.ope.paired import paired_difference
 from batchrl_mtf.pipeline.context import (
     check_env_fits,
     fusion,
@@ -34,13 +31,7 @@ from batchrl_mtf.pipeline.context import (
     ope_config,
     production_weights,
 )
-from batchrl_mtf.pipeline.glue import (
-    bootstrap_difference,
-    npz_bytes,
-    paired_difference,
-    rollout_arrays,
-    truth_summary,
-)
+from batchrl_mtf.pipeline.glue import npz_bytes, rollout_arrays, truth_summary
 from batchrl_mtf.policy import Policy, TablePolicy
 
 if TYPE_CHECKING:
@@ -48,8 +39,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_STATES",
-    "evaluate_each",
-    "paired_vs",
     "save_rollouts",
     "save_weights",
     "weight_states",
@@ -60,84 +49,6 @@ logger = logging.getLogger("batchrl_mtf.pipeline")
 
 MAX_STATES = 5000
 """Evaluation states (a seeded sample) the report's weight distributions are computed on."""
-
-
-def evaluate_each(
-    data: Any, policies: Sequence[Any], config: Any, progress: bool
-) -> tuple[Any, dict[str, np.ndarray]]:
-    """Evaluate ``policies`` (together with the batched FQE engine, else one by one) and merge.
-
-    Returns:
-        The merged ``OPEResult`` and the per-session values keyed ``"<policy>|<estimator>"``.
-    """
-    per_session: dict[str, np.ndarray] = {}
-    if config.fqe_engine == "batched":
-        parts = [evaluate_policies(data, list(policies), config)]
-    else:
-        bar = tqdm(policies, desc="evaluate", unit="policy", disable=not progress, leave=False)
-        parts = [evaluate_policies(data, [policy], config) for policy in bar]
-    for res in parts:
-        for p in res.policies:
-            for est_name, est in p.estimates.items():
-                per_session[f"{p.name}|{est_name}"] = np.asarray(est.per_session, dtype=np.float64)
-            if p.recommended is not None:
-                logger.info("%s: %s = %.4g", p.name, p.recommended.estimator, p.recommended.value)
-    results = tuple(p for r in parts for p in r.policies)
-    ranked = sorted(
-        results, key=lambda r: -(r.recommended.value if r.recommended is not None else -math.inf)
-    )
-    first = parts[0]
-    merged = OPEResult(
-        gamma=first.gamma,
-        n_sessions=first.n_sessions,
-        n_requests=first.n_requests,
-        estimators=first.estimators,
-        policies=results,
-        ranking=tuple(r.name for r in ranked),
-        bandwidth=next((r.bandwidth for r in parts if r.bandwidth is not None), None),
-        config=first.config,
-    )
-    return merged, per_session
-
-
-def common_estimator(p: Any, base: Any, n_sessions: int, config: Any) -> str | None:
-    """The first estimator of ``config.recommend_order`` valid for both policies.
-
-    Valid: eligible for both under the guards of the recommended-estimate rule
-    (:func:`batchrl_mtf.ope.evaluate.eligible`: finite, the ESS floor for pure importance
-    sampling, the interval-width guard for doubly robust estimators), so a difference never mixes
-    a trusted and an untrusted value.
-    """
-
-    for name in config.recommend_order:
-        if all(eligible(name, e.estimates, n_sessions, config) for e in (p, base)):
-            return str(name)
-    return p.recommended.estimator if p.recommended is not None else None
-
-
-def paired_vs(
-    per_session: dict[str, np.ndarray], base: str, result: Any, config: Any
-) -> dict[str, dict[str, Any]]:
-    """Per policy: the difference to ``base`` with a paired 95% interval, for every estimator,
-    and the estimator to quote (:func:`common_estimator`)."""
-
-    ref = next(p for p in result.policies if p.name == base)
-    out: dict[str, dict[str, Any]] = {}
-    for p in result.policies:
-        if p.name == base:
-            continue
-        diffs: dict[str, dict[str, object]] = {}
-        for est in p.estimates:
-            a, b = per_session.get(f"{p.name}|{est}"), per_session.get(f"{base}|{est}")
-            if a is None or b is None or len(a) != len(b):
-                continue
-            d, lo, hi = bootstrap_difference(a, b, config.n_bootstrap, config.ci_level, config.seed)
-            diffs[est] = {"diff": d, "ci": [lo, hi]}
-        out[p.name] = {
-            "estimator": common_estimator(p, ref, result.n_sessions, config),
-            "by_estimator": diffs,
-        }
-    return out
 
 
 def save_rollouts(folder: Path, doc: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
@@ -267,6 +178,7 @@ def write_export(ctx: Context, folder: Path, algo: str) -> dict[str, Any]:
         table_cfg = dataclasses.replace(table_cfg, default=default)
     ope = None
     network_offline = None
+    network_lower: float | None = None
     if cfg.export.ope:
         base = ope_config(ctx)
         est = "fqe" if "fqe" in base.estimators else base.estimators[0]
@@ -274,6 +186,7 @@ def write_export(ctx: Context, folder: Path, algo: str) -> dict[str, Any]:
         report = _json(ctx.folder("evaluate") / "ope.json")
         net = next(p for p in report["policies"] if p["name"] == algo)["estimates"][est]
         network_offline = (est, float(net["value"]))
+        network_lower = None if net.get("ci") is None else float(net["ci"][0])
     truth: dict[str, Any] = {}
     if cfg.truth is not None:
         env = cfg.truth_env
@@ -297,6 +210,7 @@ def write_export(ctx: Context, folder: Path, algo: str) -> dict[str, Any]:
         ope=ope,
         ope_split=cfg.evaluate.split,
         network_offline=network_offline,
+        network_lower=network_lower,
         **truth,
     )
     table = result.table

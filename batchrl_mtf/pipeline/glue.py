@@ -4,19 +4,18 @@
   policy's true value (:func:`batchrl_mtf.sim.true_value`): the ``rollout`` figures plus the
   weights used per hidden user segment (the paper's action plots), and the per-session returns
   (for paired differences).
-* :func:`paired_difference` and :func:`bootstrap_difference`: intervals of a difference of two
-  policies measured on the same sessions.
+* :func:`load_npz` and :func:`npz_bytes`: the stage caches' ``.npz`` files.
+
+The paired differences of two policies (``paired_difference``, ``bootstrap_difference``) live in
+:mod:`batchrl_mtf.ope.paired`.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import math
 import zipfile
-from collections.abc import Sequence
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -27,10 +26,8 @@ from batchrl_mtf.sim import TrueValue
 logger = logging.getLogger("batchrl_mtf.pipeline")
 
 __all__ = [
-    "bootstrap_difference",
     "load_npz",
     "npz_bytes",
-    "paired_difference",
     "rollout_arrays",
     "truth_summary",
 ]
@@ -60,47 +57,6 @@ def rollout_arrays(name: str, value: TrueValue) -> dict[str, npt.NDArray[Any]]:
     return out
 
 
-def paired_difference(
-    a: Sequence[float] | FloatArray, b: Sequence[float] | FloatArray, level: float = 0.95
-) -> tuple[float, float, float]:
-    """Mean of ``a - b`` over paired sessions and its normal-approximation interval.
-
-    Returns:
-        ``(difference, low, high)``.
-    """
-    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    m = float(d.mean()) if d.size else math.nan
-    if d.size < 2:
-        return m, math.nan, math.nan
-    z = _z(level)
-    h = z * float(d.std(ddof=1)) / math.sqrt(d.size)
-    return m, m - h, m + h
-
-
-def bootstrap_difference(
-    a: FloatArray, b: FloatArray, n_bootstrap: int, level: float, seed: int
-) -> tuple[float, float, float]:
-    """Mean of ``a - b`` (per-session values of two estimates) with a percentile bootstrap.
-
-    Sessions are resampled with replacement together for both policies (a paired interval). With
-    ``n_bootstrap = 0`` the normal approximation is used.
-    """
-    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    if n_bootstrap <= 0 or d.size < 2:
-        return paired_difference(a, b, level)
-    rng = np.random.default_rng(seed)
-    n = d.size
-    means = np.empty(n_bootstrap)
-    chunk = max(1, 2_000_000 // n)
-    for lo in range(0, n_bootstrap, chunk):
-        size = min(chunk, n_bootstrap - lo)
-        idx = rng.integers(0, n, size=(size, n))
-        means[lo : lo + size] = d[idx].mean(axis=1)
-    tail = (1.0 - level) / 2.0 * 100.0
-    low, high = np.percentile(means, [tail, 100.0 - tail])
-    return float(d.mean()), float(low), float(high)
-
-
 def load_npz(path: Path) -> dict[str, npt.NDArray[Any]]:
     """The arrays of the ``.npz`` file ``path``; a missing or unreadable cache is empty (recomputed).
 
@@ -121,7 +77,3 @@ def npz_bytes(arrays: dict[str, npt.NDArray[Any]]) -> bytes:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
     return buf.getvalue()
-
-
-def _z(level: float) -> float:
-    return NormalDist().inv_cdf(0.5 + level / 2.0)

@@ -22,9 +22,10 @@ import numpy as np
 
 from batchrl_mtf.core.io import atomic_write_text, dumps_json
 from batchrl_mtf.core.version import __version__
+from batchrl_mtf.ope.paired import paired_difference
 from batchrl_mtf.pipeline import figures
 from batchrl_mtf.pipeline.document import Document
-from batchrl_mtf.pipeline.glue import load_npz, paired_difference
+from batchrl_mtf.pipeline.glue import load_npz
 from batchrl_mtf.serving import WeightTable
 
 if TYPE_CHECKING:

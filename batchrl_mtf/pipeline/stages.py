@@ -28,6 +28,7 @@ from batchrl_mtf.core.io import (
 )
 from batchrl_mtf.data.build import build_dataset
 from batchrl_mtf.ope import best_constant, best_constant_table, report_to_dict
+from batchrl_mtf.ope.paired import evaluate_each, paired_vs
 from batchrl_mtf.pipeline.config import IMPORTANCE_WEIGHTED, PipelineConfig
 from batchrl_mtf.pipeline.context import (
     Context,
@@ -37,13 +38,7 @@ from batchrl_mtf.pipeline.context import (
     ope_config,
     production_weights,
 )
-from batchrl_mtf.pipeline.evaluation import (
-    evaluate_each,
-    paired_vs,
-    save_rollouts,
-    save_weights,
-    write_export,
-)
+from batchrl_mtf.pipeline.evaluation import save_rollouts, save_weights, write_export
 from batchrl_mtf.pipeline.glue import load_npz, npz_bytes, rollout_arrays, truth_summary
 from batchrl_mtf.pipeline.report import write_report
 from batchrl_mtf.pipeline.stage import Stage, input_hash

@@ -23,7 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from batchrl_mtf.core.config import config_from_mapping, config_to_dict, require
+from batchrl_mtf.core.config import config_from_mapping, config_to_dict, merge_layer, require
+from batchrl_mtf.data.box import DEFAULT_ACTION_BOX, parse_action_box
 from batchrl_mtf.errors import ConfigError
 
 __all__ = [
@@ -334,6 +335,11 @@ class TrainConfig:
         eval_every: Epochs between simulator evaluations (with ``env``); 0 = only at the end.
         eval_episodes: Simulated sessions per evaluation.
         checkpoint_every: Epochs between checkpoints written to the policy directory.
+        action_box: The policy's action bounds, from the training split's logged weights
+            (:mod:`batchrl_mtf.data.box`): ``"qLO-HI"`` = per-task quantiles (default
+            ``"q0.01-0.99"``: a few extreme logged weights do not let the policy extrapolate to
+            where the logs have almost no data), ``"minmax"`` = the raw logged min/max (the
+            dataset's ``action_low``/``action_high``, the behaviour before issue 16).
         bcq: BCQ hyper-parameters.
         cql: CQL hyper-parameters.
         iql: IQL hyper-parameters.
@@ -358,6 +364,7 @@ class TrainConfig:
     eval_every: int = 1
     eval_episodes: int = 500
     checkpoint_every: int = 1
+    action_box: str = DEFAULT_ACTION_BOX
     bcq: BCQParams = field(default_factory=BCQParams)
     cql: CQLParams = field(default_factory=CQLParams)
     iql: IQLParams = field(default_factory=IQLParams)
@@ -403,6 +410,7 @@ class TrainConfig:
             "hidden_units",
             f"expected positive layer sizes, found {list(self.hidden_units)}",
         )
+        parse_action_box(self.action_box)
         require(
             bool(_DEVICE.match(self.device)),
             "device",
@@ -432,17 +440,6 @@ _ALGO_SECTIONS = frozenset(ALGORITHMS)
 _TOP_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 
 
-def _merge(base: dict[str, object], layer: Mapping[str, object]) -> None:
-    for key, value in layer.items():
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _merge(base[key], value)  # type: ignore[arg-type]
-        elif isinstance(value, Mapping):
-            base[key] = {}
-            _merge(base[key], value)  # type: ignore[arg-type]
-        else:
-            base[key] = value
-
-
 def _nest(layer: Mapping[str, object], algo: str, where: str) -> dict[str, object]:
     """Turn dotted and bare algorithm keys into nested sections; reject unknown keys."""
     algo_fields = {f.name for f in dataclasses.fields(ALGORITHMS[algo].params)}
@@ -455,11 +452,11 @@ def _nest(layer: Mapping[str, object], algo: str, where: str) -> dict[str, objec
                     f"{where}: unknown key {key!r}; dotted keys are <algo>.<field> with algo one "
                     f"of {', '.join(sorted(_ALGO_SECTIONS))}"
                 )
-            _merge(out, {section: {sub: value}})
+            merge_layer(out, {section: {sub: value}})
         elif key in _TOP_FIELDS:
-            _merge(out, {key: value})
+            merge_layer(out, {key: value})
         elif key in algo_fields:
-            _merge(out, {algo: {key: value}})
+            merge_layer(out, {algo: {key: value}})
         else:
             raise ConfigError(
                 f"{where}: unknown key {key!r}; expected one of {', '.join(sorted(_TOP_FIELDS))} "
@@ -498,11 +495,11 @@ def resolve_config(
             f"preset: algorithm {algo!r} has presets {', '.join(presets)}; found {preset_name!r}"
         )
     merged: dict[str, object] = {}
-    _merge(merged, _nest(base or {}, algo, "saved config"))
+    merge_layer(merged, _nest(base or {}, algo, "saved config"))
     if not base:  # a saved config already holds its preset's values and overrides
-        _merge(merged, _nest(presets[preset_name], algo, f"preset {preset_name!r}"))
+        merge_layer(merged, _nest(presets[preset_name], algo, f"preset {preset_name!r}"))
     for where, layer in layers:
-        _merge(merged, _nest(layer, algo, where))
+        merge_layer(merged, _nest(layer, algo, where))
     merged["algo"] = algo
     merged["preset"] = preset_name
     return config_from_mapping(TrainConfig, merged, "train config")

@@ -4,8 +4,9 @@ The loop is d3rlpy's own (``algo.update`` on sampled transition batches, as ``al
 run by us, so that no d3rlpy log directory appears in the user's working directory, epochs may be
 shorter than ``n_steps_per_epoch`` at the end, and an interrupted run still leaves a usable,
 resumable policy directory. Observations are standardised with the dataset's statistics and
-actions min-max scaled to the dataset's weight bounds, both inside the d3rlpy model, so the saved
-model maps raw states to weights.
+actions min-max scaled to the action box (``TrainConfig.action_box``: by default the training
+split's 1%-99% logged quantiles per task), both inside the d3rlpy model, so the saved model maps
+raw states to weights within that box.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from tqdm.auto import tqdm
 
 from batchrl_mtf.core.d3rlpy import load_d3rlpy
 from batchrl_mtf.core.io import atomic_dir, dumps_json, output_dir, package_versions
+from batchrl_mtf.data.box import action_box, parse_action_box
 from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.data.spec import DatasetSpec
 from batchrl_mtf.data.transitions import Transitions
@@ -89,9 +92,23 @@ def _check_device(device: str) -> None:
             )
 
 
-def build_algo(config: TrainConfig, spec: DatasetSpec) -> Any:
-    """The d3rlpy algorithm for ``config``, with scalers from ``spec`` (not yet built)."""
+def build_algo(
+    config: TrainConfig,
+    spec: DatasetSpec,
+    bounds: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
+) -> Any:
+    """The d3rlpy algorithm for ``config``, with scalers from ``spec`` (not yet built).
+
+    Args:
+        config: The run's settings.
+        spec: The dataset's spec (feature statistics, action bounds).
+        bounds: Action bounds ``(low, high)``, each shape (n_tasks,) (the ``action_box`` of the
+            training split, :func:`batchrl_mtf.data.box.action_box`); ``None`` = the dataset's
+            ``action_low``/``action_high``.
+    """
     d3rlpy = load_d3rlpy()
+
+    low, high = (spec.action_low, spec.action_high) if bounds is None else bounds
 
     cfg_cls = getattr(d3rlpy.algos, config.spec.d3rlpy_config)
     kwargs: dict[str, Any] = dataclasses.asdict(config.params)
@@ -102,8 +119,8 @@ def build_algo(config: TrainConfig, spec: DatasetSpec) -> Any:
         std=np.asarray(spec.features.std, dtype=np.float32),
     )
     kwargs["action_scaler"] = d3rlpy.preprocessing.MinMaxActionScaler(
-        minimum=np.asarray(spec.action_low, dtype=np.float32),
-        maximum=np.asarray(spec.action_high, dtype=np.float32),
+        minimum=np.asarray(low, dtype=np.float32),
+        maximum=np.asarray(high, dtype=np.float32),
     )
     if config.reward_scale != 1.0:
         kwargs["reward_scaler"] = d3rlpy.preprocessing.MultiplyRewardScaler(config.reward_scale)
@@ -214,6 +231,7 @@ class _Run:
     metrics: list[dict[str, float]]
     done: int
     seconds_before: float
+    bounds: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None
 
     def policy(self) -> TrainedPolicy:
         return TrainedPolicy(self.algo, self.spec, name=str(self.out))
@@ -228,6 +246,13 @@ class _Run:
             "feature_names": list(self.spec.features.names),
             "action_low": list(self.spec.action_low),
             "action_high": list(self.spec.action_high),
+            "action_box": None
+            if self.bounds is None
+            else {
+                "rule": self.config.action_box,
+                "low": [float(x) for x in self.bounds[0]],
+                "high": [float(x) for x in self.bounds[1]],
+            },
             "gamma": self.config.gamma,
             "dataset_hash": self.spec.dataset_hash,
             "data_hash": self.spec.data_hash,
@@ -416,15 +441,22 @@ def _train(
     test_episodes = list(test.to_d3rlpy().episodes)[:MAX_EVAL_EPISODES]  # type: ignore[attr-defined]
     eval_obs = test.observations[:ACTION_STATS_STATES]
 
+    if parse_action_box(config.action_box) is None:  # minmax: the dataset's own bounds
+        bounds = (
+            np.asarray(spec.action_low, dtype=np.float64),
+            np.asarray(spec.action_high, dtype=np.float64),
+        )
+    else:
+        bounds = action_box(train_data.actions, config.action_box)
     if resume:
         algo, done, seconds_before = _resume_state(out_path, config, spec)
         metrics = _read_metrics(out_path / "metrics.csv")
     else:
         _seed_all(config.seed)
-        algo = build_algo(config, spec)
+        algo = build_algo(config, spec, bounds)
         algo.build_with_dataset(buffer)
         done, seconds_before, metrics = 0, 0.0, []
-    run = _Run(config, spec, algo, out_path, metrics, done, seconds_before)
+    run = _Run(config, spec, algo, out_path, metrics, done, seconds_before, bounds)
     if done >= config.n_steps:
         logger.info("%s already has %d of %d steps; nothing to do", out_path, done, config.n_steps)
         return TrainResult(out_path, config, done, 0.0, tuple(metrics))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -12,6 +13,7 @@ from logs_factory import make_logs
 
 from batchrl_mtf.cli import main
 from batchrl_mtf.data.build import build_dataset
+from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.data.reward import RewardConfig
 from batchrl_mtf.serving import WeightTable
 
@@ -164,3 +166,30 @@ def test_evaluate_fqe_fits_reports_the_fitting_error(dataset: Path, tmp_path: Pa
                        "--out", str(tmp_path / "x.json")])  # fmt: skip
     assert code == 2
     assert "fqe_n_fits: expected >= 1, found 0" in text
+
+
+def test_evaluate_flags_a_policy_whose_actions_leave_the_logged_support(
+    dataset: Path, tmp_path: Path
+) -> None:
+    data = load_dataset(dataset)
+    inside = ",".join(f"{w:g}" for w in np.median(data.actions, axis=0))
+    outside = ",".join(f"{w + 5:g}" for w in data.spec.action_high)
+    out = tmp_path / "ope.json"
+    code, text = _run([
+        "evaluate", str(dataset), "--policy", f"constant:{inside}", "--policy",
+        f"constant:{outside}", "--policy", "behavior", "--estimators", "fqe", "--gamma", "1",
+        "--split", "all", "--n-bootstrap", "20", "--fqe-steps", "20", "--out", str(out),
+    ])  # fmt: skip
+    assert code == 0, text
+    doc = json.loads(out.read_text())
+    ins, outs, beh = doc["policies"]
+    assert ins["support"]["flag"] is False and ins["support"]["outside_share"] == 0.0
+    assert outs["support"]["flag"] is True and outs["support"]["outside_share"] == 1.0
+    assert "support" not in beh  # the logging policy is its own support
+    assert f"WARNING constant:{outside}: 100% of its actions leave the logged support" in text
+    assert f"WARNING constant:{inside}" not in text
+    # a lower bound next to every recommended estimate
+    for p in doc["policies"]:
+        rec = p["recommended"]
+        assert rec["lower"] == rec["ci"][0] <= rec["value"]
+    assert "lower bound" in text

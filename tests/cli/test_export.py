@@ -19,6 +19,7 @@ from batchrl_mtf.cli import export as export_cli
 from batchrl_mtf.cli import main
 from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.export import workflow
+from batchrl_mtf.ope import Recommended
 from batchrl_mtf.serving import Fusion, WeightTable
 from tests.logs_factory import make_logs
 
@@ -58,9 +59,7 @@ def _value(policy: Any) -> float:
 def fake_evaluate(data: Any, policies: list[Any], config: Any) -> Any:
     return SimpleNamespace(
         policies=[
-            SimpleNamespace(
-                name=p.name, recommended=SimpleNamespace(estimator="fqe", value=_value(p))
-            )
+            SimpleNamespace(name=p.name, recommended=Recommended("fqe", _value(p), None, "test"))
             for p in policies
         ]
     )
@@ -227,6 +226,36 @@ def test_help_lists_the_flags() -> None:
     for flag in ("--keys", "--buckets", "--edges", "--min-support", "--max-delta", "--explore",
                  "--env", "--format", "--out", "--default"):  # fmt: skip
         assert flag in result.output
+
+
+def test_export_fidelity_line_quotes_the_lower_bounds(
+    fake: tuple[Path, Path, FakeData], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy_dir, ds_dir, _ = fake
+
+    def evaluate(data: Any, policies: list[Any], config: Any) -> Any:
+        def rec(policy: Any) -> Recommended:
+            if isinstance(policy, FakePolicy):
+                return Recommended("dr", 2.0, (1.5, 2.5), "test")
+            return Recommended("dr", 1.75, (1.0, 2.5), "test")
+
+        return SimpleNamespace(
+            policies=[SimpleNamespace(name=p.name, recommended=rec(p)) for p in policies]
+        )
+
+    monkeypatch.setattr(workflow, "evaluate_policies", evaluate)
+    out = tmp_path / "t.json"
+    result = run(
+        str(policy_dir), "--dataset", str(ds_dir), "--keys", "auto", "--n-keys", "1",
+        "--formula", "sum", "--no-csv", "--out", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (
+        "offline estimate (ope:dr): network 2.0000, table 1.7500, lost 0.2500; "
+        "lower bounds: network 1.5000, table 1.0000"
+    ) in result.output
+    ope = cast(Any, WeightTable.load(out).meta)["ope"]
+    assert (ope["network_lower"], ope["table_lower"]) == (1.5, 1.0)
 
 
 # ---------------------------------------------------------------- the dataset's fusion, for real

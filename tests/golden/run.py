@@ -105,8 +105,10 @@ def run(work: Path) -> dict[str, Any]:
         "report.json": _json(ds / "report.json"),
     }
 
+    # action_box=minmax: the recorded run predates the quantile-box default (issue 16)
     _cli(["train", "ds", "--algo", "td3bc", "--n-steps", "200", "--seed", "0", "--split", "train",
-          "--device", "cpu", "--no-progress", "--out", "pol"], work)  # fmt: skip
+          "--device", "cpu", "--set", "action_box=minmax", "--no-progress", "--out", "pol"],
+         work)  # fmt: skip
     probe = (
         "import json, sys\n"
         "import batchrl_mtf as bm\n"

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from batchrl_mtf.core.d3rlpy import load_d3rlpy
+from batchrl_mtf.data.box import action_box
 from batchrl_mtf.data.build import build_dataset
 from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.data.reward import RewardConfig
@@ -379,6 +380,33 @@ def test_env_with_other_tasks_is_a_clear_error(data: Transitions, tmp_path: Path
     pytest.importorskip("batchrl_mtf.sim.runner")
     with pytest.raises(PolicyError, match=r"--env short_video: task mismatch"):
         train(data, tmp_path / "p", tiny(algo="bc", env="short_video"))
+
+
+@pytest.mark.parametrize("box", ["q0.2-0.8", "minmax"])
+def test_action_bounds_come_from_the_logged_quantile_box(
+    box: str, data: Transitions, tmp_path: Path
+) -> None:
+    out = tmp_path / "boxed"
+    train(data, out, tiny(algo="td3bc", action_box=box))
+    manifest = json.loads((out / "policy.json").read_text())
+    if box == "minmax":  # the dataset's own bounds (the behaviour before the quantile box)
+        low, high = np.asarray(data.spec.action_low), np.asarray(data.spec.action_high)
+    else:
+        low, high = action_box(data.select("train").actions, box)
+    assert manifest["action_box"]["rule"] == box
+    np.testing.assert_allclose(manifest["action_box"]["low"], low)
+    np.testing.assert_allclose(manifest["action_box"]["high"], high)
+    acts = load_policy(out).act(data.observations)
+    tol = 1e-5 * (high - low)
+    assert (acts >= low - tol).all() and (acts <= high + tol).all()
+    if box != "minmax":  # strictly inside the raw logged range
+        assert (high < np.asarray(data.spec.action_high)).all()
+
+
+def test_default_action_box_is_the_logged_quantile_box() -> None:
+    assert resolve_config([]).action_box == "q0.01-0.99"
+    with pytest.raises(ConfigError, match="action_box"):
+        resolve_config([("--set", {"action_box": "q1-0"})])
 
 
 def test_trained_policy_renamed_keeps_its_networks(data: Transitions, trained: Path) -> None:

@@ -1,0 +1,326 @@
+"""The ``select`` workflow: train a portfolio, export each table, estimate, choose, write DIR.
+
+:func:`select_policy` (used by ``batchrl-mtf select``):
+
+1. loads the dataset (it needs a held-out ``test`` split: candidates are trained on ``train``
+   and judged on ``test``);
+2. evaluates production (``production`` weights, default the logged actions' most common
+   centre) on ``test``;
+3. for each trained candidate of the portfolio (:func:`batchrl_mtf.selection.config.portfolio`,
+   within the time budget): trains it on ``train``, exports its weight table at every trust-region
+   step (:func:`export_candidate`) and evaluates each *table* (the gain is estimated on the states
+   and actions the table produces, not the network's) on ``test`` with the same OPE settings and
+   seed as production, so that per-session values are paired;
+4. takes each table's paired gain over production (:func:`batchrl_mtf.ope.paired.paired_vs`) and
+   applies the rule of :mod:`batchrl_mtf.selection.rule`;
+5. writes DIR atomically (:mod:`batchrl_mtf.selection.report`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from batchrl_mtf.core.io import atomic_dir
+from batchrl_mtf.data.box import action_box
+from batchrl_mtf.data.formats import load_dataset
+from batchrl_mtf.data.transitions import Transitions
+from batchrl_mtf.errors import ConfigError, DatasetError
+from batchrl_mtf.export import ExportConfig, export_table, logged_centre
+from batchrl_mtf.ope import OPEConfig, OPEResult, evaluate_policies
+from batchrl_mtf.ope.evaluate import IMPORTANCE_WEIGHTED
+from batchrl_mtf.ope.paired import merge_results, paired_vs, per_session_values
+from batchrl_mtf.policy import ConstantPolicy, TablePolicy
+from batchrl_mtf.selection.config import SelectConfig, portfolio
+from batchrl_mtf.selection.report import check_out, write_selection
+from batchrl_mtf.selection.rule import PRODUCTION, Choice, Gain, choose
+from batchrl_mtf.serving import Fusion, WeightTable
+from batchrl_mtf.training import load_policy, resolve_config, train
+
+__all__ = ["Candidate", "SelectionResult", "export_candidate", "select_policy"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One candidate table and what was measured of it.
+
+    Attributes:
+        name: ``<trained policy>[-tr<step>]``, or ``production``.
+        policy: The trained policy's name (``None`` for production).
+        trust_step: The trust-region step (0 = none; ``None`` for production).
+        table: The table (``None`` when skipped).
+        estimate: ``{"estimator", "value", "lower", "upper"}`` of its policy value.
+        gain: ``{"estimator", "gain", "lower", "upper"}`` over production (paired).
+        support: The support diagnostic of the table's actions on the held-out states.
+        seconds: Wall-clock seconds spent on it (training shared by its trust-region steps is
+            counted on the first).
+        skipped: Why it was not evaluated (``None`` when it was).
+    """
+
+    name: str
+    policy: str | None
+    trust_step: float | None
+    table: WeightTable | None
+    estimate: dict[str, Any] | None = None
+    gain: dict[str, Any] | None = None
+    support: dict[str, object] | None = None
+    seconds: float = 0.0
+    skipped: str | None = None
+
+
+@dataclass(frozen=True)
+class SelectionResult:
+    """What ``select`` decided.
+
+    Attributes:
+        out: The directory written.
+        production: The production weights, shape (n_tasks,).
+        candidates: Production first, then every candidate in portfolio order.
+        choice: The chosen candidate and why.
+        seconds: Wall-clock seconds of the whole selection.
+    """
+
+    out: Path
+    production: tuple[float, ...]
+    candidates: tuple[Candidate, ...]
+    choice: Choice
+    seconds: float
+
+    @property
+    def chosen(self) -> Candidate:
+        """The chosen candidate."""
+        return next(c for c in self.candidates if c.name == self.choice.name)
+
+
+def _ope_for(config: OPEConfig, data: Transitions) -> OPEConfig:
+    """``config`` without importance-weighted estimators when the logs lack ``behavior_logp``."""
+    if data.spec.has_behavior_logp:
+        return config
+    kept = tuple(e for e in config.estimators if e not in IMPORTANCE_WEIGHTED) or ("fqe",)
+    order = tuple(e for e in config.recommend_order if e in kept) or kept
+    return dataclasses.replace(config, estimators=kept, recommend_order=order)
+
+
+def production_table(
+    weights: Sequence[float], data: Transitions, fusion: Fusion, meta: dict[str, object]
+) -> WeightTable:
+    """A key-less weight table that serves ``weights`` everywhere."""
+    spec = data.spec
+    low = np.minimum(np.asarray(spec.action_low), np.asarray(weights))
+    high = np.maximum(np.asarray(spec.action_high), np.asarray(weights))
+    return WeightTable(
+        tasks=tuple(spec.tasks),
+        fusion=fusion,
+        action_low=tuple(float(x) for x in low),
+        action_high=tuple(float(x) for x in high),
+        keys=(),
+        default=tuple(float(w) for w in weights),
+        rows=(),
+        meta={"policy": PRODUCTION, "dataset_hash": spec.dataset_hash, **meta},
+    )
+
+
+def export_candidate(
+    policy: Any,
+    data: Transitions,
+    fusion: Fusion,
+    config: SelectConfig,
+    production: tuple[float, ...],
+    max_delta: float | None,
+    name: str,
+) -> WeightTable:
+    """The weight table of a trained candidate (:func:`batchrl_mtf.export.export_table`, the
+    export's workflow, without offline values: ``select`` estimates every table itself).
+
+    Args:
+        policy: The trained policy (``act(obs (n, d)) -> (n, k)``).
+        data: The dataset (its states are bucketed; all splits, as ``export`` does).
+        fusion: The fusion the weights are for.
+        config: Keys, buckets and shrinkage of the export.
+        production: The table's default (shrinkage and the trust region centre on it).
+        max_delta: Trust region around production (``None`` = none).
+        name: Recorded as ``meta.policy``.
+    """
+    export_cfg = ExportConfig(
+        keys=config.keys,
+        buckets=config.buckets,
+        min_support=config.min_support,
+        max_delta=max_delta,
+        default=production,
+        seed=config.seed,
+    )
+    return export_table(policy, data, export_cfg, fusion, policy_name=name).table
+
+
+def _estimate(result: OPEResult, name: str, estimator: str | None) -> dict[str, Any] | None:
+    p = next(p for p in result.policies if p.name == name)
+    est_name = estimator or (p.recommended.estimator if p.recommended is not None else None)
+    if est_name is None or est_name not in p.estimates:
+        return None
+    est = p.estimates[est_name]
+    lo, hi = est.ci if est.ci is not None else (math.nan, math.nan)
+    return {"estimator": est_name, "value": est.value, "lower": lo, "upper": hi}
+
+
+class _Budget:
+    """Wall-clock budget: skip a trained candidate whose projected cost would pass it."""
+
+    def __init__(self, minutes: float) -> None:
+        self.limit = minutes * 60.0
+        self.start = time.perf_counter()
+        self.costs: list[float] = []
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def allows(self) -> bool:
+        if self.limit <= 0 or not self.costs:
+            return True
+        return self.elapsed() + float(np.mean(self.costs)) <= self.limit
+
+
+def select_policy(
+    dataset: Transitions | str | Path,
+    out: str | Path,
+    config: SelectConfig | None = None,
+    *,
+    fusion: Fusion,
+    production: Sequence[float] | None = None,
+    progress: bool = False,
+) -> SelectionResult:
+    """Train, export and estimate the portfolio; choose; write ``out`` (module docstring).
+
+    Args:
+        dataset: A loaded dataset or a dataset directory (with a ``test`` split).
+        out: The directory to write (``table.json``, ``selection.json``, ``selection.md``,
+            ``candidates/``); an existing one is replaced only when ``select`` wrote it.
+        config: The portfolio, budget and OPE settings.
+        fusion: The fusion the weights are for.
+        production: Production weights in task order (default: the logged actions' most common
+            centre).
+        progress: Show progress bars.
+
+    Raises:
+        DatasetError: No ``test`` split.
+        ConfigError: ``out`` is not a directory ``select`` wrote; bad production weights.
+    """
+    config = config or SelectConfig()
+    budget = _Budget(config.budget_minutes)
+    data = dataset if isinstance(dataset, Transitions) else load_dataset(dataset)
+    out_path = Path(out)
+    check_out(out_path)
+    if not bool(np.any(data.split == "test")) or not bool(np.any(data.split == "train")):
+        raise DatasetError(
+            f"{data.path or 'dataset'}: select needs a train and a test split (candidates are "
+            "judged on held-out sessions); build the dataset with a test fraction > 0"
+        )
+    tasks = tuple(data.spec.tasks)
+    prod = tuple(float(w) for w in (production or logged_centre(data.actions)))
+    if len(prod) != len(tasks):
+        raise ConfigError(
+            f"--production: expected {len(tasks)} weights ({', '.join(tasks)}), found {len(prod)}"
+        )
+    ope = _ope_for(config.ope, data)
+    test = data.select("test")
+    low, high = action_box(data.select("train").actions, config.action_box)
+    width = float(np.median(high - low))
+    names = tuple(data.spec.feature_names)
+
+    prod_policy = ConstantPolicy(prod, tasks, name=PRODUCTION)
+    parts = [evaluate_policies(test, [prod_policy], ope)]
+    per_session = per_session_values(parts[0])
+    prod_table = production_table(prod, data, fusion, {"source": "production weights"})
+    tables: dict[str, WeightTable] = {PRODUCTION: prod_table}
+    rows: list[tuple[str, str | None, float | None, float, str | None]] = [
+        (PRODUCTION, None, None, budget.elapsed(), None)
+    ]
+    with atomic_dir(out_path) as tmp:
+        for spec in portfolio(config):
+            steps = [
+                f"{spec.name}" if s == 0 else f"{spec.name}-tr{s:g}" for s in config.trust_steps
+            ]
+            if not budget.allows():
+                reason = f"time budget of {config.budget_minutes:g} min"
+                rows += [
+                    (n, spec.name, s, 0.0, reason)
+                    for n, s in zip(steps, config.trust_steps, strict=True)
+                ]
+                logger.info("skipping %s: %s", spec.name, reason)
+                continue
+            t0 = time.perf_counter()
+            pdir = tmp / "candidates" / spec.name
+            tcfg = resolve_config([("select portfolio", spec.overrides)])
+            train(data, pdir, tcfg, show_progress=progress)
+            policy = load_policy(pdir)
+            for cname, step in zip(steps, config.trust_steps, strict=True):
+                t1 = time.perf_counter()
+                table = export_candidate(
+                    policy, data, fusion, config, prod, None if step == 0 else step * width, cname
+                )
+                tables[cname] = table
+                res = evaluate_policies(test, [TablePolicy(table, names, name=cname)], ope)
+                parts.append(res)
+                per_session.update(per_session_values(res))
+                spent = time.perf_counter() - (t0 if cname == steps[0] else t1)
+                rows.append((cname, spec.name, step, spent, None))
+            budget.costs.append(time.perf_counter() - t0)
+            logger.info("%s: %.1f s", spec.name, budget.costs[-1])
+
+        merged = merge_results(parts)
+        vs = paired_vs(per_session, PRODUCTION, merged, ope)
+        by_name = {p.name: p for p in merged.policies}
+        gains: list[Gain] = []
+        candidates: list[Candidate] = []
+        for cname, pol, tstep, secs, skipped in rows:
+            if skipped is not None:
+                candidates.append(Candidate(cname, pol, tstep, None, seconds=0.0, skipped=skipped))
+                continue
+            gain = None
+            est_name = None
+            if cname != PRODUCTION:
+                entry = vs[cname]
+                est_name = entry["estimator"]
+                diff = entry["by_estimator"].get(est_name) if est_name else None
+                if diff is not None:
+                    gain = {
+                        "estimator": est_name,
+                        "gain": float(diff["diff"]),
+                        "lower": float(diff["ci"][0]),
+                        "upper": float(diff["ci"][1]),
+                    }
+                    sup = by_name[cname].support or {}
+                    gains.append(
+                        Gain(
+                            cname,
+                            gain["gain"],
+                            gain["lower"],
+                            gain["upper"],
+                            supported=not sup.get("flag", False),
+                        )
+                    )
+            candidates.append(
+                Candidate(
+                    cname,
+                    pol,
+                    tstep,
+                    tables[cname],
+                    estimate=_estimate(merged, cname, est_name),
+                    gain=gain,
+                    support=by_name[cname].support,
+                    seconds=secs,
+                )
+            )
+        choice = choose(gains, config.require_support)
+        result = SelectionResult(out_path, prod, tuple(candidates), choice, budget.elapsed())
+        write_selection(tmp, result, config, data)
+    return result

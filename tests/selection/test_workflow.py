@@ -1,0 +1,117 @@
+"""``select`` end to end on a small zoo world where production is optimal: it must keep
+production; the shape of selection.json; --out safety."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import tomli_w
+from click.testing import CliRunner
+
+from batchrl_mtf.cli import main
+from batchrl_mtf.errors import ConfigError
+from batchrl_mtf.selection import SELECTION_FORMAT, check_out
+from batchrl_mtf.serving import WeightTable
+from batchrl_mtf.sim.zoo import get_world
+
+WORLD = "t11"  # tuning half, production (pred_click alone) is optimal in every state
+SMALL = [
+    "--set", "algorithms=['td3bc']", "--set", "conservativeness.td3bc=[2.5]",
+    "--set", "n_steps=150", "--set", "trust_steps=[0, 0.5]", "--set", "ope.fqe_n_steps=150",
+    "--set", "ope.n_bootstrap=100", "--budget-minutes", "0", "--no-progress",
+]  # fmt: skip
+
+
+def _invoke(args: list[str]) -> str:
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+@pytest.fixture(scope="module")
+def selected(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, tuple[float, ...]]:
+    tmp = tmp_path_factory.mktemp("select")
+    zw = get_world(WORLD)
+    fusion = zw.doc["fusion"]
+    (tmp / "reward.toml").write_text(tomli_w.dumps({"reward": zw.doc["reward"]}))
+    _invoke(["zoo", "make", WORLD, "--out", str(tmp / "spec.toml")])
+    _invoke(["simulate", "--env", str(tmp / "spec.toml"), "--sessions", "500", "--policy",
+             zw.logging, "--seed", "3", "--out", str(tmp / "logs.parquet")])  # fmt: skip
+    _invoke(["build-dataset", str(tmp / "logs.parquet"), "--reward", str(tmp / "reward.toml"),
+             "--out", str(tmp / "ds")])  # fmt: skip
+    prod = tuple(float(w) for w in fusion["production"])
+    text = _invoke(
+        ["select", str(tmp / "ds"), "--out", str(tmp / "sel"), "--formula", "logsum", "--beta",
+         ",".join(map(str, fusion["beta"])), "--production", ",".join(map(str, prod)), *SMALL]
+    )  # fmt: skip
+    return tmp / "sel", text, prod
+
+
+def test_select_keeps_production_where_production_is_optimal(
+    selected: tuple[Path, str, tuple[float, ...]],
+) -> None:
+    out, text, prod = selected
+    doc = json.loads((out / "selection.json").read_text())
+    assert doc["chosen"]["name"] == "production", doc["chosen"]
+    assert "keep production" in doc["chosen"]["reason"]
+    assert "chosen: production" in text
+    table = WeightTable.load(out / "table.json")
+    assert table.keys == () and table.rows == ()
+    assert table.default == pytest.approx(prod)
+    # every candidate's lower bound of its gain is at or below zero (that is why)
+    for c in doc["candidates"][1:]:
+        assert c["gain"]["lower"] <= 0.0
+
+
+def test_selection_json_shape(selected: tuple[Path, str, tuple[float, ...]]) -> None:
+    out, _, _ = selected
+    doc = json.loads((out / "selection.json").read_text())
+    assert doc["format"] == SELECTION_FORMAT
+    assert {"dataset", "dataset_hash", "split", "n_sessions", "gamma", "production",
+            "candidates", "chosen", "rule", "config", "versions"} <= set(doc)  # fmt: skip
+    assert doc["split"] == "test" and doc["gamma"] == 1.0
+    names = [c["name"] for c in doc["candidates"]]
+    assert names == ["production", "td3bc-alpha2.5-s0", "td3bc-alpha2.5-s0-tr0.5"]
+    for c in doc["candidates"]:
+        assert set(c) >= {"name", "policy", "trust_step", "table", "estimate", "gain", "support"}
+        est = c["estimate"]
+        assert est["lower"] <= est["value"] <= est["upper"]
+        assert (out / c["table"]).is_file()
+        assert 0.0 <= c["support"]["outside_share"] <= 1.0
+        if c["name"] != "production":
+            g = c["gain"]
+            assert g["lower"] <= g["gain"] <= g["upper"]
+            assert g["estimator"] == est["estimator"]
+    ch = doc["chosen"]
+    assert set(ch) >= {"name", "estimate", "lower", "upper", "reason"}
+    prod = doc["candidates"][0]["estimate"]
+    assert (ch["estimate"], ch["lower"], ch["upper"]) == (
+        prod["value"],
+        prod["lower"],
+        prod["upper"],
+    )
+    md = (out / "selection.md").read_text()
+    assert "Chosen: `production`" in md and "td3bc-alpha2.5-s0-tr0.5" in md
+    assert json.loads((out / "timing.json").read_text())["seconds"] > 0
+
+
+def test_out_refuses_a_directory_select_did_not_write(
+    selected: tuple[Path, str, tuple[float, ...]], tmp_path: Path
+) -> None:
+    out, _, _ = selected
+    check_out(out)  # its own output may be replaced
+    check_out(tmp_path / "new")  # absent
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="not written by batchrl-mtf select"):
+        check_out(foreign)
+    res = CliRunner().invoke(main, ["select", str(out.parent / "ds"), "--out", str(foreign)])
+    assert res.exit_code == 2
+    assert "refusing to replace it" in res.output and "Traceback" not in res.output
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="not a directory"):
+        check_out(tmp_path / "file")
