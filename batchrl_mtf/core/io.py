@@ -39,6 +39,7 @@ __all__ = [
     "hash_files",
     "output_dir",
     "package_versions",
+    "read_json",
     "read_marker",
     "write_marker",
 ]
@@ -46,6 +47,19 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 JSONValue = None | bool | int | float | str | Sequence["JSONValue"] | Mapping[str, "JSONValue"]
+
+
+def read_json(path: Path, error: type[Exception]) -> object:
+    """The JSON document in ``path``; anything unreadable raises ``error`` naming the file.
+
+    Args:
+        path: A JSON file.
+        error: The error class to raise (the caller's: ``DatasetError``, ``PolicyError``, ...).
+    """
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from None
 
 
 def dumps_json(obj: object) -> str:

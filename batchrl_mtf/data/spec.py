@@ -8,7 +8,6 @@ hashes), the action bounds rule (:func:`action_bounds`), reading ``features.json
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from batchrl_mtf.core.fusion import Fusion
+from batchrl_mtf.core.io import read_json
 from batchrl_mtf.data.config import DatasetConfig
 from batchrl_mtf.data.features import FeatureSpec
 from batchrl_mtf.errors import ConfigError, DatasetError, FusionError, PolicyError
@@ -200,10 +200,9 @@ def read_spec(root: Path) -> DatasetSpec:
     fpath = root / "features.json"
     if not fpath.is_file():
         raise DatasetError(f"{root}: not a dataset directory (missing {fpath.name})")
-    try:
-        doc = json.loads(fpath.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{fpath}: not valid JSON ({exc})") from None
+    doc = read_json(fpath, DatasetError)
+    if not isinstance(doc, dict):
+        raise DatasetError(f"{fpath}: expected a JSON object, found {type(doc).__name__}")
     return DatasetSpec.from_dict(doc, str(fpath))
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from batchrl_mtf.core.io import read_json
 from batchrl_mtf.data.features import FeatureSpec
 from batchrl_mtf.data.spec import DatasetSpec, check_feature_spec
 from batchrl_mtf.errors import DatasetError, PolicyError
@@ -219,10 +220,7 @@ def read_manifest(path: str | Path, *, legacy_ok: bool = False) -> dict[str, Any
     mpath = root / "policy.json"
     if not mpath.is_file():
         raise PolicyError(f"{root}: not a policy directory (missing policy.json)")
-    try:
-        doc = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise PolicyError(f"{mpath}: not valid JSON ({exc})") from None
+    doc = read_json(mpath, PolicyError)
     if isinstance(doc, dict) and doc.get("format") == LEGACY_POLICY_FORMAT and not legacy_ok:
         raise PolicyError(legacy_message(root))
     allowed = (POLICY_FORMAT, LEGACY_POLICY_FORMAT) if legacy_ok else (POLICY_FORMAT,)
