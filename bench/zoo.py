@@ -55,6 +55,7 @@ from zoo_report import aggregate, print_report, world_metrics  # noqa: E402
 from batchrl_mtf.sim import FixedPolicy, World, feature_names_of  # noqa: E402
 from batchrl_mtf.sim.zoo import ZooWorld, get_world, zoo_worlds  # noqa: E402
 from batchrl_mtf.sim.zoo_truth import TruthConfig, policy_returns, world_truth  # noqa: E402
+from batchrl_mtf.training.checkpoint import load_algo  # noqa: E402
 
 CLI = [sys.executable, "-m", "batchrl_mtf"]
 SELECT_HOOK = "select"
@@ -238,14 +239,23 @@ def bench_world(name: str, args: argparse.Namespace) -> dict[str, Any]:
             text,
             [sel],
             lambda: run(
-                [*CLI, "-q", SELECT_HOOK, str(ds), "--out", str(sel), *fusion_flags, *prod_flag],
+                [
+                    *CLI,
+                    "-q",
+                    SELECT_HOOK,
+                    str(ds),
+                    "--out",
+                    str(sel),
+                    "--overwrite",
+                    *fusion_flags,
+                    *prod_flag,
+                ],
                 log,
             ),
         )
         selected = str(sel / "table.json")
 
     def byhand() -> dict[str, Any]:
-        import d3rlpy
         import torch
 
         torch.set_num_threads(1)
@@ -270,7 +280,7 @@ def bench_world(name: str, args: argparse.Namespace) -> dict[str, Any]:
         meta = json.loads((out / "state.json").read_text())
         world = World(zw.spec())
         names = feature_names_of(world)
-        algo = d3rlpy.load_learnable(str(out / "model.d3"))
+        algo = load_algo(out / "model.json", out / "model.safetensors", "cpu:0")
         p = ColumnPolicy(
             algo, [names.index(c) for c in meta["state"]], world.tasks, world.low, world.high
         )

@@ -9,14 +9,16 @@ import click
 
 from batchrl_mtf.cli._common import (
     fusion_override_options,
+    overwrite_option,
     parse_float_list,
     progress_enabled,
     read_config_table,
 )
 from batchrl_mtf.core.config import parse_overrides
 from batchrl_mtf.core.fusion import choose_fusion
+from batchrl_mtf.core.io import check_output_dir
 from batchrl_mtf.data.formats import load_dataset
-from batchrl_mtf.selection import SelectConfig, check_out, resolve_select_config, select_policy
+from batchrl_mtf.selection import SelectConfig, resolve_select_config, select_policy
 
 __all__ = ["COMMANDS", "select_command"]
 
@@ -37,7 +39,7 @@ Default portfolio: algorithms {",".join(_DEFAULT.algorithms)}; TD3+BC alpha
 trust-region steps {",".join(f"{v:g}" for v in _DEFAULT.trust_steps)}; {_DEFAULT.n_steps} steps each.
 Settings (TOML via --config, top-level or [select]; --set key=value): algorithms,
 conservativeness.<algo>, seeds, n_steps, trust_steps, action_box, keys, buckets, min_support,
-budget_minutes, n_threads, seed, ope.<OPEConfig field>. See docs/selection.md.""",
+budget_minutes, n_threads, parallel, seed, ope.<OPEConfig field>. See docs/selection.md.""",
 )
 @click.argument("dataset_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Directory to write.")
@@ -58,6 +60,7 @@ budget_minutes, n_threads, seed, ope.<OPEConfig field>. See docs/selection.md.""
 )
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting.")
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+@overwrite_option
 def select_command(
     dataset_dir: Path,
     out: Path,
@@ -68,6 +71,7 @@ def select_command(
     config_file: Path | None,
     overrides: tuple[str, ...],
     progress: bool,
+    overwrite: bool,
 ) -> None:
     """Choose a weight table offline: train a small portfolio on DATASET_DIR, export each
     candidate's table, estimate every table and production with paired intervals on the held-out
@@ -75,9 +79,11 @@ def select_command(
     production when no lower bound is above zero.
 
     Writes --out/table.json (weight-table@1), selection.json, selection.md, timing.json and
-    candidates/. An existing --out is replaced only when select wrote it.
+    candidates/. An existing selection at --out is replaced only with --overwrite; any other
+    non-empty directory, a file, or a path holding the dataset is refused.
     """
-    check_out(out)  # before any work: refuse a directory select did not write
+    # before any work: refuse what is not ours to write
+    check_output_dir(out, "selection", inputs=[dataset_dir], overwrite=overwrite)
     layers: list[tuple[str, Mapping[str, object]]] = []
     if config_file is not None:
         layers.append((f"--config {config_file}", read_config_table(config_file, "select")))
@@ -100,6 +106,7 @@ def select_command(
         fusion=fusion,
         production=prod,
         progress=progress and progress_enabled(),
+        overwrite=overwrite,
     )
     ch = result.chosen
     est = ch.estimate or {}

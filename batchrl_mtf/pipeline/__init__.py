@@ -14,13 +14,9 @@ Python::
 
 from __future__ import annotations
 
-from batchrl_mtf.pipeline.config import (
-    SECTIONS,
-    PipelineConfig,
-    load_pipeline,
-    parse_pipeline,
-)
+from batchrl_mtf.pipeline.config import SECTIONS, PipelineConfig
 from batchrl_mtf.pipeline.demo import DEMO, demo_document
+from batchrl_mtf.pipeline.parse import load_pipeline, parse_pipeline
 from batchrl_mtf.pipeline.runner import PipelineResult, StageRecord, read_record, run_pipeline
 
 __all__ = [

@@ -44,6 +44,8 @@ class Context:
         progress: Show progress bars.
         label: How the run was started.
         records: Records of the stages run so far, by name.
+        jobs: Stages the runner started in worker processes (name -> future of their summary),
+            which their ``run`` collects.
     """
 
     config: PipelineConfig
@@ -51,6 +53,7 @@ class Context:
     progress: bool = True
     label: str = ""
     records: dict[str, StageRecord] = field(default_factory=dict)
+    jobs: dict[str, Any] = field(default_factory=dict)
     _cache: dict[str, Any] = field(default_factory=dict)
 
     def folder(self, name: str) -> Path:

@@ -26,6 +26,7 @@ from batchrl_mtf.ope.paired import paired_difference
 from batchrl_mtf.pipeline import figures
 from batchrl_mtf.pipeline.document import Document
 from batchrl_mtf.pipeline.glue import load_npz
+from batchrl_mtf.pipeline.selecting import selection_lines
 from batchrl_mtf.serving import WeightTable
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ def verdict_lines(ctx: Context) -> list[str]:
             )
     if not lines:
         lines.append(f"No verdict: production or {learned} was not evaluated.")
-    return lines
+    return lines + selection_lines(ctx)
 
 
 def _ope_rows(ctx: Context) -> tuple[list[str], list[list[str]], dict[str, Any]]:
@@ -586,6 +587,11 @@ def write_report(ctx: Context, folder: Path) -> None:
             *[f"`{ctx.folder(f'train:{a}')}`: the {a} policy" for a in cfg.train.algos],
             f"`{ctx.folder('evaluate') / 'ope.json'}`: the OPE report (`batchrl-mtf/ope-report@1`)",
             f"`{ctx.folder('export') / 'weight_table.json'}`: the weight table",
+            *(
+                [f"`{ctx.folder('select')}`: the selection (`selection.json`, `table.json`)"]
+                if cfg.select is not None
+                else []
+            ),
             "each stage folder's `stage.json`: its input hash, output hash and timing",
         ]
     )

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
+import os
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +21,14 @@ from batchrl_mtf.core.io import atomic_write_text, dumps_json, output_dir, write
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.pipeline import stages as st
 from batchrl_mtf.pipeline.config import PipelineConfig
-from batchrl_mtf.pipeline.stage import STAGE_FORMAT, StageRecord, execute, read_record
+from batchrl_mtf.pipeline.stage import (
+    STAGE_FORMAT,
+    Stage,
+    StageRecord,
+    execute,
+    is_fresh,
+    read_record,
+)
 
 __all__ = [
     "STAGE_FORMAT",
@@ -104,6 +114,32 @@ def run_pipeline(
         return _run(config, root, force, progress, label)
 
 
+def _job_group(stages: Sequence[Stage], first: int) -> list[Stage]:
+    """The consecutive stages from ``first`` on that have a ``job`` (e.g. every ``train:*``)."""
+    group = []
+    for stage in stages[first:]:
+        if stage.job is None:
+            break
+        group.append(stage)
+    return group
+
+
+def _start_jobs(ctx: st.Context, todo: list[Stage], pools: contextlib.ExitStack) -> None:
+    """Start ``todo``'s jobs in worker processes (``[train] parallel``; at least two stages to
+    run and two workers, else they run in this process one after another)."""
+    parallel = ctx.config.train.parallel or (os.cpu_count() or 1)
+    workers = min(parallel, len(todo))
+    if workers < 2:
+        return
+    logger.info("running %s in %d worker processes", ", ".join(s.name for s in todo), workers)
+    pool = pools.enter_context(
+        ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    )
+    for stage in todo:
+        fn, args = stage.job  # type: ignore[misc]
+        ctx.jobs[stage.name] = pool.submit(fn, *args)
+
+
 def _run(
     config: PipelineConfig, root: Path, force: Sequence[str], progress: bool, label: str
 ) -> PipelineResult:
@@ -118,15 +154,21 @@ def _run(
     atomic_write_text(root / "pipeline.json", dumps_json(config.to_dict()))
     records: list[StageRecord] = []
     stages = st.plan(ctx)
-    with single_torch_thread():
+
+    def forced(stage: Stage) -> bool:
+        return (
+            "all" in force
+            or stage.name in force
+            or ("train" in force and stage.name.startswith("train:"))
+        )
+
+    with single_torch_thread(), contextlib.ExitStack() as pools:
         for i, stage in enumerate(stages, 1):
             logger.info("[%d/%d] %s", i, len(stages), stage.name)
-            forced = (
-                "all" in force
-                or stage.name in force
-                or ("train" in force and stage.name.startswith("train:"))
-            )
-            rec = execute(stage, forced)
+            if stage.job is not None and stage.name not in ctx.jobs:
+                group = _job_group(stages, i - 1)
+                _start_jobs(ctx, [s for s in group if not is_fresh(s, forced(s))], pools)
+            rec = execute(stage, forced(stage))
             ctx.records[stage.name] = rec
             records.append(rec)
     seconds = time.perf_counter() - start

@@ -22,7 +22,16 @@ from typing import Any
 from batchrl_mtf.core.io import atomic_write_text, dumps_json, hash_bytes, package_versions
 from batchrl_mtf.core.version import __version__
 
-__all__ = ["RECORD", "STAGE_FORMAT", "Stage", "StageRecord", "execute", "input_hash", "read_record"]
+__all__ = [
+    "RECORD",
+    "STAGE_FORMAT",
+    "Stage",
+    "StageRecord",
+    "execute",
+    "input_hash",
+    "is_fresh",
+    "read_record",
+]
 
 logger = logging.getLogger("batchrl_mtf.pipeline")
 
@@ -79,6 +88,10 @@ class Stage:
         inputs: Builds the hashed input document (called after upstream stages ran).
         run: Does the work; returns ``(output_hash, summary)``.
         outputs: Files that must exist for a cached result to be used (relative to ``folder``).
+        job: ``(function, args)``: a module-level function and picklable arguments that do the
+            stage's work in another process, so that consecutive stages with a job run in
+            parallel (the runner starts them; ``run`` then collects the result). ``None``: the
+            stage runs in the pipeline's process only.
     """
 
     name: str
@@ -87,6 +100,18 @@ class Stage:
     inputs: Callable[[], dict[str, Any]]
     run: Callable[[], tuple[str, dict[str, Any]]]
     outputs: Sequence[str] = ()
+    job: tuple[Callable[..., Any], tuple[Any, ...]] | None = None
+
+
+def is_fresh(stage: Stage, force: bool) -> bool:
+    """Whether ``execute`` would skip ``stage`` (its recorded input hash matches, its outputs
+    exist, and it is not forced)."""
+    if force:
+        return False
+    h = input_hash(stage.name, stage.version, stage.inputs())
+    old = read_record(stage.folder)
+    have = all((stage.folder / f).exists() for f in stage.outputs)
+    return old is not None and old.get("input_hash") == h and have
 
 
 def execute(stage: Stage, force: bool) -> StageRecord:

@@ -1,8 +1,9 @@
-"""The pipeline's stages: simulate → dataset → train → evaluate → truth → export → report.
+"""The pipeline's stages: simulate → dataset → train → evaluate → truth → export → select →
+report.
 
 Each function here builds one :class:`~batchrl_mtf.pipeline.runner.Stage`: what it hashes and what
 it does. Folders under ``OUT``: ``simulate/``, ``dataset/``, ``train/<algo>/``, ``evaluate/``,
-``truth/``, ``export/``, ``report/``; each holds its ``stage.json``.
+``truth/``, ``export/``, ``select/``, ``report/``; each holds its ``stage.json``.
 """
 
 from __future__ import annotations
@@ -41,13 +42,15 @@ from batchrl_mtf.pipeline.context import (
 from batchrl_mtf.pipeline.evaluation import save_rollouts, save_weights, write_export
 from batchrl_mtf.pipeline.glue import load_npz, npz_bytes, rollout_arrays, truth_summary
 from batchrl_mtf.pipeline.report import write_report
+from batchrl_mtf.pipeline.selecting import OUTPUTS as SELECT_OUTPUTS
+from batchrl_mtf.pipeline.selecting import run_selection
 from batchrl_mtf.pipeline.stage import Stage, input_hash
 from batchrl_mtf.policy import ConstantPolicy, LoggingPolicy, Policy
 from batchrl_mtf.resolve import resolve_ope_policy, resolve_sim_policy
 from batchrl_mtf.sim import load_spec, run_sessions, true_value
-from batchrl_mtf.training import train
+from batchrl_mtf.training import TrainConfig, train
 
-__all__ = ["Context", "plan"]
+__all__ = ["Context", "plan", "train_job"]
 
 logger = logging.getLogger("batchrl_mtf.pipeline")
 
@@ -73,6 +76,8 @@ def plan(ctx: Context) -> list[Stage]:
     if cfg.truth is not None:
         stages.append(_truth_stage(ctx))
     stages.append(_export_stage(ctx))
+    if cfg.select is not None:
+        stages.append(_select_stage(ctx))
     stages.append(_report_stage(ctx))
     return stages
 
@@ -165,6 +170,23 @@ def _features(cfg: PipelineConfig) -> dict[str, object]:
 # --------------------------------------------------------------------------------- train
 
 
+def train_job(dataset: str, folder: str, config: TrainConfig) -> dict[str, Any]:
+    """The train stage's work (also run in a worker process): train ``config`` on the dataset
+    directory ``dataset`` into ``folder``; returns the stage summary."""
+    result = train(dataset, folder, config, overwrite=True, show_progress=False)
+    return _train_summary(config.algo, result)
+
+
+def _train_summary(algo: str, result: Any) -> dict[str, Any]:
+    last = dict(result.metrics[-1]) if result.metrics else {}
+    return {
+        "algo": algo,
+        "n_steps": result.n_steps_done,
+        "train_seconds": result.seconds,
+        "last": last,
+    }
+
+
 def _train_stage(ctx: Context, algo: str) -> Stage:
     name = f"train:{algo}"
     folder = ctx.folder(name)
@@ -174,18 +196,18 @@ def _train_stage(ctx: Context, algo: str) -> Stage:
         return {"train": tc.to_dict(), **ctx.upstream("dataset")}
 
     def run() -> tuple[str, dict[str, Any]]:
-
-        result = train(ctx.dataset(), folder, tc, overwrite=True, show_progress=ctx.progress)
-        last = dict(result.metrics[-1]) if result.metrics else {}
-        summary = {
-            "algo": algo,
-            "n_steps": result.n_steps_done,
-            "train_seconds": result.seconds,
-            "last": last,
-        }
+        started = ctx.jobs.pop(name, None)
+        if started is not None:  # the runner trained it in a worker process
+            summary = started.result()
+        else:
+            result = train(ctx.dataset(), folder, tc, overwrite=True, show_progress=ctx.progress)
+            summary = _train_summary(algo, result)
         return hash_files([folder / "model.safetensors"]), summary
 
-    return Stage(name, folder, 1, inputs, run, ("model.safetensors", "policy.json", "metrics.csv"))
+    job = (train_job, (str(ctx.folder("dataset")), str(folder), tc))
+    return Stage(
+        name, folder, 1, inputs, run, ("model.safetensors", "policy.json", "metrics.csv"), job
+    )
 
 
 # --------------------------------------------------------------------------------- evaluate
@@ -407,6 +429,34 @@ def _export_stage(ctx: Context) -> Stage:
         run,
         ("weight_table.json", "weight_table.csv", "fidelity.json", "weights.npz", "weights.json"),
     )
+
+
+# --------------------------------------------------------------------------------- select
+
+
+def _select_stage(ctx: Context) -> Stage:
+    cfg = ctx.config
+    folder = ctx.folder("select")
+    algos = cfg.train.algos
+
+    def inputs() -> dict[str, Any]:
+        env = cfg.truth_env
+        return {
+            "select": cfg.section("select"),
+            "evaluate": cfg.section("evaluate"),
+            "fusion": cfg.section("fusion"),
+            "export_fusion": None if cfg.export.fusion is None else cfg.export.fusion.to_dict(),
+            "truth": cfg.section("truth"),
+            "env_hash": _spec_hash(env) if env else "",
+            "sim_env": cfg.data.simulate.env if cfg.data.simulate is not None else "",
+            **ctx.upstream("dataset", "truth", *(f"train:{a}" for a in algos)),
+        }
+
+    def run() -> tuple[str, dict[str, Any]]:
+        summary = run_selection(ctx, folder)
+        return hash_files([folder / "table.json", folder / "selection.json"]), summary
+
+    return Stage("select", folder, 1, inputs, run, SELECT_OUTPUTS)
 
 
 # --------------------------------------------------------------------------------- report

@@ -28,6 +28,7 @@ from batchrl_mtf.selection.workflow import (
     Candidate,
     SelectionResult,
     export_candidate,
+    select_among,
     select_policy,
 )
 
@@ -48,6 +49,7 @@ __all__ = [
     "export_candidate",
     "portfolio",
     "resolve_select_config",
+    "select_among",
     "select_policy",
     "selection_doc",
 ]

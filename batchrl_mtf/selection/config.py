@@ -85,6 +85,10 @@ class SelectConfig:
         budget_minutes: Wall-clock budget; candidates whose projected cost (mean time of the
             candidates so far) would pass it are skipped and listed as such; 0 = no budget.
         n_threads: torch CPU threads of training and FQE.
+        parallel: Worker processes that train candidates at the same time (each with
+            ``n_threads``; 0 = one per CPU core, 1 = one after another in this process). The
+            trained policies are the same either way; with a budget that binds, more candidates
+            fit in it.
         require_support: Leave out candidates the support diagnostic flags (more than
             ``ope.support_max_outside`` of their actions outside the logged quantile box).
         ope: The OPE settings of every estimate.
@@ -104,6 +108,7 @@ class SelectConfig:
     min_support: int = 200
     budget_minutes: float = 10.0
     n_threads: int = 1
+    parallel: int = 0
     require_support: bool = True
     ope: OPEConfig = DEFAULT_SELECT_OPE
     seed: int = 0
@@ -137,6 +142,11 @@ class SelectConfig:
             f"expected >= 0 (0 = no budget), found {self.budget_minutes}",
         )
         require(self.n_threads >= 0, "n_threads", f"expected >= 0, found {self.n_threads}")
+        require(
+            self.parallel >= 0,
+            "parallel",
+            f"expected >= 0 (0 = one per core), found {self.parallel}",
+        )
         require(
             self.ope.n_bootstrap > 0,
             "ope.n_bootstrap",

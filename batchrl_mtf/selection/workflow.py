@@ -21,15 +21,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import multiprocessing
+import os
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from batchrl_mtf.core.io import atomic_dir
+from batchrl_mtf.core.io import atomic_dir, output_dir
 from batchrl_mtf.data.box import action_box
 from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.data.transitions import Transitions
@@ -39,13 +43,20 @@ from batchrl_mtf.ope import OPEConfig, OPEResult, evaluate_policies
 from batchrl_mtf.ope.evaluate import IMPORTANCE_WEIGHTED
 from batchrl_mtf.ope.paired import merge_results, paired_vs, per_session_values
 from batchrl_mtf.policy import ConstantPolicy, TablePolicy
-from batchrl_mtf.selection.config import SelectConfig, portfolio
+from batchrl_mtf.selection.config import CandidateSpec, SelectConfig, portfolio
 from batchrl_mtf.selection.report import check_out, write_selection
 from batchrl_mtf.selection.rule import PRODUCTION, Choice, Gain, choose
 from batchrl_mtf.serving import Fusion, WeightTable
 from batchrl_mtf.training import load_policy, resolve_config, train
 
-__all__ = ["Candidate", "SelectionResult", "export_candidate", "select_policy"]
+__all__ = [
+    "Candidate",
+    "SelectionResult",
+    "export_candidate",
+    "select_among",
+    "select_policy",
+    "train_candidate",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -189,99 +200,100 @@ class _Budget:
         return self.elapsed() + float(np.mean(self.costs)) <= self.limit
 
 
-def select_policy(
-    dataset: Transitions | str | Path,
-    out: str | Path,
-    config: SelectConfig | None = None,
-    *,
-    fusion: Fusion,
-    production: Sequence[float] | None = None,
-    progress: bool = False,
-) -> SelectionResult:
-    """Train, export and estimate the portfolio; choose; write ``out`` (module docstring).
+_Row = tuple[str, str | None, float | None, float, str | None]
+"""``(candidate, trained policy, trust step, seconds, skipped)`` of one candidate."""
 
-    Args:
-        dataset: A loaded dataset or a dataset directory (with a ``test`` split).
-        out: The directory to write (``table.json``, ``selection.json``, ``selection.md``,
-            ``candidates/``); an existing one is replaced only when ``select`` wrote it.
-        config: The portfolio, budget and OPE settings.
-        fusion: The fusion the weights are for.
-        production: Production weights in task order (default: the logged actions' most common
-            centre).
-        progress: Show progress bars.
 
-    Raises:
-        DatasetError: No ``test`` split.
-        ConfigError: ``out`` is not a directory ``select`` wrote; bad production weights.
-    """
-    config = config or SelectConfig()
-    budget = _Budget(config.budget_minutes)
-    data = dataset if isinstance(dataset, Transitions) else load_dataset(dataset)
-    out_path = Path(out)
-    check_out(out_path)
-    if not bool(np.any(data.split == "test")) or not bool(np.any(data.split == "train")):
-        raise DatasetError(
-            f"{data.path or 'dataset'}: select needs a train and a test split (candidates are "
-            "judged on held-out sessions); build the dataset with a test fraction > 0"
-        )
-    tasks = tuple(data.spec.tasks)
-    prod = tuple(float(w) for w in (production or logged_centre(data.actions)))
-    if len(prod) != len(tasks):
-        raise ConfigError(
-            f"--production: expected {len(tasks)} weights ({', '.join(tasks)}), found {len(prod)}"
-        )
-    ope = _ope_for(config.ope, data)
-    test = data.select("test")
-    low, high = action_box(data.select("train").actions, config.action_box)
-    width = float(np.median(high - low))
-    names = tuple(data.spec.feature_names)
+class _Judge:
+    """Exports, estimates and finally judges candidates against production (steps 2-4 of the
+    module docstring); :func:`select_policy` and :func:`select_among` feed it policies."""
 
-    prod_policy = ConstantPolicy(prod, tasks, name=PRODUCTION)
-    parts = [evaluate_policies(test, [prod_policy], ope)]
-    per_session = per_session_values(parts[0])
-    prod_table = production_table(prod, data, fusion, {"source": "production weights"})
-    tables: dict[str, WeightTable] = {PRODUCTION: prod_table}
-    rows: list[tuple[str, str | None, float | None, float, str | None]] = [
-        (PRODUCTION, None, None, budget.elapsed(), None)
-    ]
-    with atomic_dir(out_path) as tmp:
-        for spec in portfolio(config):
-            steps = [
-                f"{spec.name}" if s == 0 else f"{spec.name}-tr{s:g}" for s in config.trust_steps
-            ]
-            if not budget.allows():
-                reason = f"time budget of {config.budget_minutes:g} min"
-                rows += [
-                    (n, spec.name, s, 0.0, reason)
-                    for n, s in zip(steps, config.trust_steps, strict=True)
-                ]
-                logger.info("skipping %s: %s", spec.name, reason)
-                continue
-            t0 = time.perf_counter()
-            pdir = tmp / "candidates" / spec.name
-            tcfg = resolve_config([("select portfolio", spec.overrides)])
-            train(data, pdir, tcfg, show_progress=progress)
-            policy = load_policy(pdir)
-            for cname, step in zip(steps, config.trust_steps, strict=True):
-                t1 = time.perf_counter()
+    def __init__(
+        self,
+        data: Transitions,
+        config: SelectConfig,
+        fusion: Fusion,
+        production: Sequence[float] | None,
+    ) -> None:
+        if not bool(np.any(data.split == "test")) or not bool(np.any(data.split == "train")):
+            raise DatasetError(
+                f"{data.path or 'dataset'}: select needs a train and a test split (candidates "
+                "are judged on held-out sessions); build the dataset with a test fraction > 0"
+            )
+        tasks = tuple(data.spec.tasks)
+        prod = tuple(float(w) for w in (production or logged_centre(data.actions)))
+        if len(prod) != len(tasks):
+            raise ConfigError(
+                f"--production: expected {len(tasks)} weights ({', '.join(tasks)}), "
+                f"found {len(prod)}"
+            )
+        self.data, self.config, self.fusion, self.production = data, config, fusion, prod
+        self.ope = _ope_for(config.ope, data)
+        self.test = data.select("test")
+        low, high = action_box(data.select("train").actions, config.action_box)
+        self.width = float(np.median(high - low))
+        self.names = tuple(data.spec.feature_names)
+        self.start = time.perf_counter()
+        prod_policy = ConstantPolicy(prod, tasks, name=PRODUCTION)
+        self.parts = [evaluate_policies(self.test, [prod_policy], self.ope)]
+        self.per_session = per_session_values(self.parts[0])
+        self.tables: dict[str, WeightTable] = {
+            PRODUCTION: production_table(prod, data, fusion, {"source": "production weights"})
+        }
+        self.rows: list[_Row] = [(PRODUCTION, None, None, time.perf_counter() - self.start, None)]
+
+    def steps(self, policy_name: str) -> list[str]:
+        """Candidate names of ``policy_name``'s tables, one per trust-region step."""
+        return [
+            policy_name if s == 0 else f"{policy_name}-tr{s:g}" for s in self.config.trust_steps
+        ]
+
+    def skip(self, policy_name: str, reason: str) -> None:
+        """Record every table of ``policy_name`` as skipped for ``reason``."""
+        self.rows += [
+            (n, policy_name, s, 0.0, reason)
+            for n, s in zip(self.steps(policy_name), self.config.trust_steps, strict=True)
+        ]
+        logger.info("skipping %s: %s", policy_name, reason)
+
+    def add(self, policies: Sequence[tuple[str, Any]], seconds: Sequence[float] = ()) -> None:
+        """Export every policy's table at every trust-region step and estimate all of them on
+        the held-out split in one call (so the batched FQE fits train as one ensemble).
+
+        Args:
+            policies: ``(name, policy)`` pairs, ``policy.act(obs (n, d)) -> (n, k)``.
+            seconds: Seconds already spent on each policy (its training), counted on its first
+                table.
+        """
+        t0 = time.perf_counter()
+        added: list[tuple[str, str, float, float]] = []
+        table_policies = []
+        for i, (pname, policy) in enumerate(policies):
+            spent = seconds[i] if i < len(seconds) else 0.0
+            for cname, step in zip(self.steps(pname), self.config.trust_steps, strict=True):
+                delta = None if step == 0 else step * self.width
                 table = export_candidate(
-                    policy, data, fusion, config, prod, None if step == 0 else step * width, cname
+                    policy, self.data, self.fusion, self.config, self.production, delta, cname
                 )
-                tables[cname] = table
-                res = evaluate_policies(test, [TablePolicy(table, names, name=cname)], ope)
-                parts.append(res)
-                per_session.update(per_session_values(res))
-                spent = time.perf_counter() - (t0 if cname == steps[0] else t1)
-                rows.append((cname, spec.name, step, spent, None))
-            budget.costs.append(time.perf_counter() - t0)
-            logger.info("%s: %.1f s", spec.name, budget.costs[-1])
+                self.tables[cname] = table
+                table_policies.append(TablePolicy(table, self.names, name=cname))
+                added.append((cname, pname, step, spent if cname == pname else 0.0))
+        if not table_policies:
+            return
+        res = evaluate_policies(self.test, table_policies, self.ope)
+        self.parts.append(res)
+        self.per_session.update(per_session_values(res))
+        share = (time.perf_counter() - t0) / len(added)
+        self.rows += [(c, p, s, spent + share, None) for c, p, s, spent in added]
 
-        merged = merge_results(parts)
-        vs = paired_vs(per_session, PRODUCTION, merged, ope)
+    def decide(self, out: Path) -> SelectionResult:
+        """Paired gains over production, the rule, the result (step 4)."""
+        merged = merge_results(self.parts)
+        vs = paired_vs(self.per_session, PRODUCTION, merged, self.ope)
         by_name = {p.name: p for p in merged.policies}
         gains: list[Gain] = []
         candidates: list[Candidate] = []
-        for cname, pol, tstep, secs, skipped in rows:
+        for cname, pol, tstep, secs, skipped in self.rows:
             if skipped is not None:
                 candidates.append(Candidate(cname, pol, tstep, None, seconds=0.0, skipped=skipped))
                 continue
@@ -313,14 +325,169 @@ def select_policy(
                     cname,
                     pol,
                     tstep,
-                    tables[cname],
+                    self.tables[cname],
                     estimate=_estimate(merged, cname, est_name),
                     gain=gain,
                     support=by_name[cname].support,
                     seconds=secs,
                 )
             )
-        choice = choose(gains, config.require_support)
-        result = SelectionResult(out_path, prod, tuple(candidates), choice, budget.elapsed())
+        choice = choose(gains, self.config.require_support)
+        elapsed = time.perf_counter() - self.start
+        return SelectionResult(out, self.production, tuple(candidates), choice, elapsed)
+
+
+def select_policy(
+    dataset: Transitions | str | Path,
+    out: str | Path,
+    config: SelectConfig | None = None,
+    *,
+    fusion: Fusion,
+    production: Sequence[float] | None = None,
+    progress: bool = False,
+    overwrite: bool = False,
+) -> SelectionResult:
+    """Train, export and estimate the portfolio; choose; write ``out`` (module docstring).
+
+    Args:
+        dataset: A loaded dataset or a dataset directory (with a ``test`` split).
+        out: The directory to write (``table.json``, ``selection.json``, ``selection.md``,
+            ``candidates/``), claimed with :func:`batchrl_mtf.core.io.output_dir` (kind
+            ``selection``): an existing selection is replaced only with ``overwrite``; anything
+            else, or a path that holds the dataset, is refused.
+        config: The portfolio, budget and OPE settings.
+        fusion: The fusion the weights are for.
+        production: Production weights in task order (default: the logged actions' most common
+            centre).
+        progress: Show progress bars.
+        overwrite: Replace an existing selection at ``out``.
+
+    Raises:
+        DatasetError: No ``test`` split.
+        OutputError: ``out`` is not ours to write (see ``output_dir``).
+        ConfigError: Bad production weights.
+    """
+    config = config or SelectConfig()
+    data = dataset if isinstance(dataset, Transitions) else load_dataset(dataset)
+    inputs = [data.path] if data.path is not None else []
+    with output_dir(out, "selection", inputs=inputs, overwrite=overwrite) as out_path:
+        return _select(data, out_path, config, fusion, production, progress)
+
+
+def _select(
+    data: Transitions,
+    out_path: Path,
+    config: SelectConfig,
+    fusion: Fusion,
+    production: Sequence[float] | None,
+    progress: bool,
+) -> SelectionResult:
+    budget = _Budget(config.budget_minutes)
+    judge = _Judge(data, config, fusion, production)
+    specs = portfolio(config)
+    workers = min(config.parallel or (os.cpu_count() or 1), len(specs))
+    with atomic_dir(out_path, kind="selection") as tmp:
+        if workers >= 2 and data.path is not None:
+            _train_parallel(data, specs, tmp, judge, budget, config, workers)
+        else:
+            for spec in specs:
+                if not budget.allows():
+                    judge.skip(spec.name, f"time budget of {config.budget_minutes:g} min")
+                    continue
+                t0 = time.perf_counter()
+                pdir = tmp / "candidates" / spec.name
+                trained = train_candidate(data, str(pdir), spec.overrides, progress)
+                judge.add([(spec.name, load_policy(pdir))], [trained])
+                budget.costs.append(time.perf_counter() - t0)
+                logger.info("%s: %.1f s", spec.name, budget.costs[-1])
+        result = judge.decide(out_path)
+        write_selection(tmp, result, config, data)
+    return result
+
+
+def train_candidate(
+    dataset: Transitions | str, pdir: str, overrides: Mapping[str, object], progress: bool = False
+) -> float:
+    """Train one portfolio candidate into ``pdir`` (also run in a worker process); returns the
+    seconds it took."""
+    t0 = time.perf_counter()
+    tcfg = resolve_config([("select portfolio", overrides)])
+    train(dataset, pdir, tcfg, show_progress=progress)
+    return time.perf_counter() - t0
+
+
+def _train_parallel(
+    data: Transitions,
+    specs: Sequence[CandidateSpec],
+    tmp: Path,
+    judge: _Judge,
+    budget: _Budget,
+    config: SelectConfig,
+    workers: int,
+) -> None:
+    """Train the candidates in ``workers`` spawned processes (at most ``workers`` at once, each
+    with ``n_threads``), judging each one in portfolio order as it finishes; a candidate is
+    started only while the budget allows it (the projected cost of the next one is the mean
+    wall time of those trained so far)."""
+    todo = iter(specs)
+    pending: deque[tuple[CandidateSpec, Any, float]] = deque()
+    logger.info("training up to %d candidates at once in worker processes", workers)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+
+        def submit_next() -> None:
+            for spec in todo:
+                if budget.allows():
+                    pdir = str(tmp / "candidates" / spec.name)
+                    job = pool.submit(train_candidate, str(data.path), pdir, dict(spec.overrides))
+                    pending.append((spec, job, time.perf_counter()))
+                    return
+                judge.skip(spec.name, f"time budget of {config.budget_minutes:g} min")
+
+        for _ in range(workers):
+            submit_next()
+        while pending:
+            spec, job, t0 = pending.popleft()
+            trained = job.result()
+            budget.costs.append(time.perf_counter() - t0)
+            judge.add([(spec.name, load_policy(tmp / "candidates" / spec.name))], [trained])
+            logger.info("%s: %.1f s", spec.name, time.perf_counter() - t0)
+            submit_next()
+
+
+def select_among(
+    dataset: Transitions | str | Path,
+    policies: Sequence[tuple[str, Any]],
+    out: str | Path,
+    config: SelectConfig | None = None,
+    *,
+    fusion: Fusion,
+    production: Sequence[float] | None = None,
+) -> SelectionResult:
+    """:func:`select_policy` on policies trained elsewhere (the pipeline's ``[train]`` algorithms):
+    export each one's table at every trust-region step, estimate every table and production on
+    the held-out split, choose, write ``out``. ``config``'s portfolio fields (``algorithms``,
+    ``conservativeness``, ``seeds``, ``n_steps``, ``budget_minutes``) are not used.
+
+    Args:
+        dataset: A loaded dataset or a dataset directory (with a ``test`` split).
+        policies: ``(name, policy)`` pairs, ``policy.act(obs (n, d)) -> (n, k)``.
+        out: The directory to write (as :func:`select_policy`; no ``candidates/<policy>``
+            directories, the policies live where they were trained).
+        config: Trust-region steps, export and OPE settings.
+        fusion: The fusion the weights are for.
+        production: Production weights in task order (default: the logged actions' centre).
+
+    Raises:
+        DatasetError: No ``test`` split.
+        ConfigError: ``out`` is not a directory ``select`` wrote; bad production weights.
+    """
+    config = config or SelectConfig()
+    data = dataset if isinstance(dataset, Transitions) else load_dataset(dataset)
+    out_path = Path(out)
+    check_out(out_path)
+    judge = _Judge(data, config, fusion, production)
+    judge.add(policies)
+    result = judge.decide(out_path)
+    with atomic_dir(out_path) as tmp:
         write_selection(tmp, result, config, data)
     return result

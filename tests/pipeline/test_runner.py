@@ -17,7 +17,10 @@ from batchrl_mtf.pipeline import demo_document, load_pipeline, parse_pipeline, r
 from batchrl_mtf.pipeline.demo import DEMO
 
 REPO = Path(__file__).resolve().parents[2]
-STAGES = ("simulate", "dataset", "train/td3bc", "train/bc", "evaluate", "truth", "export", "report")
+STAGES = (
+    "simulate", "dataset", "train/td3bc", "train/bc", "evaluate", "truth", "export", "select",
+    "report",
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +70,45 @@ def test_demo_writes_every_artefact(demo_run: tuple[Path, Any]) -> None:
     assert [s["stage"] for s in run["stages"]][-1] == "report"
     assert "| policy |" in result.output
     assert "production" in result.output
+    # the select stage: `batchrl-mtf select`'s files, the trained algorithms as candidates
+    sel = json.loads((out / "select" / "selection.json").read_text(encoding="utf-8"))
+    assert sel["format"] == "batchrl-mtf/selection@1"
+    names = [c["name"] for c in sel["candidates"]]
+    assert names[0] == "production"
+    assert {c["policy"] for c in sel["candidates"][1:]} == {"td3bc", "bc"}
+    assert len(names) == 1 + 2 * len(sel["config"]["trust_steps"])
+    assert sel["chosen"]["name"] in names
+    chosen = WeightTable.load(out / "select" / "table.json")
+    assert chosen.meta["policy"] == sel["chosen"]["name"]
+    truth_sel = json.loads((out / "select" / "truth.json").read_text(encoding="utf-8"))
+    assert truth_sel["chosen"] == sel["chosen"]["name"]
+    lo, hi = truth_sel["vs_production"]["ci"]
+    assert lo <= truth_sel["vs_production"]["diff"] <= hi
+    assert "**Selection**" in result.output
+
+
+def test_select_disabled_and_train_processes(demo_run: tuple[Path, Any], tmp_path: Path) -> None:
+    """``[select] enabled = false`` plans no select stage; a training in a worker process (the
+    runner's ``[train] parallel``) writes the same bytes as in the pipeline's process."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from batchrl_mtf.pipeline.stages import Context, plan, train_job
+
+    doc = demo_document(quick=True)
+    doc["select"] = {"enabled": False}
+    config = parse_pipeline(doc, "demo", REPO)
+    names = [s.name for s in plan(Context(config=config, out=tmp_path / "run"))]
+    assert "select" not in names and "report" in names
+    assert config.to_dict()["select"] == {"enabled": False}
+
+    out, _ = demo_run
+    tc = config.train.resolved("bc")
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        summary = pool.submit(train_job, str(out / "dataset"), str(tmp_path / "bc"), tc).result()
+    assert summary["n_steps"] == tc.n_steps
+    a = (tmp_path / "bc" / "model.safetensors").read_bytes()
+    assert a == (out / "train" / "bc" / "model.safetensors").read_bytes()
 
 
 def test_report_is_complete_and_self_contained(demo_run: tuple[Path, Any]) -> None:
@@ -144,6 +186,11 @@ def _demo_with(section: str, key: str, value: object) -> dict[str, Any]:
         ("export", "bucket", 3, r"\[export\]: unknown key\(s\) 'bucket'"),
         ("export", "policy", "cql", r"\[export\]: 'policy'"),
         ("truth", "session", 10, r"\[truth\]: unknown key\(s\) 'session'"),
+        ("select", "budget_minutes", 5, r"\[select\]: unknown key\(s\) 'budget_minutes'"),
+        ("select", "ope.fqe_n_steps", 5, r"\[select\]: unknown key\(s\) 'ope.fqe_n_steps'"),
+        ("select", "enabled", "yes", r"\[select\]: 'enabled': expected true or false"),
+        ("select", "trust_steps", [-1.0], r"\[select\].*trust_steps"),
+        ("train", "parallel", -1, r"\[train\]: parallel: expected an integer >= 0"),
         ("reward", "watch", 1.0, r"\[reward\]: unknown key\(s\) 'watch'"),
         ("features", "hist", 3, r"\[features\]: 'hist'"),
         ("trian", "n_steps", 10, r"unknown section\(s\) \[trian\]"),

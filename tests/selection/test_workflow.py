@@ -101,17 +101,67 @@ def test_out_refuses_a_directory_select_did_not_write(
     selected: tuple[Path, str, tuple[float, ...]], tmp_path: Path
 ) -> None:
     out, _, _ = selected
-    check_out(out)  # its own output may be replaced
+    check_out(out)  # its own output (the pipeline's select stage replaces it)
     check_out(tmp_path / "new")  # absent
+    marker = json.loads((out / ".batchrl-mtf.json").read_text())
+    assert marker["kind"] == "selection"
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
     with pytest.raises(ConfigError, match="not written by batchrl-mtf select"):
         check_out(foreign)
-    res = CliRunner().invoke(main, ["select", str(out.parent / "ds"), "--out", str(foreign)])
-    assert res.exit_code == 2
-    assert "refusing to replace it" in res.output and "Traceback" not in res.output
+    ds = str(out.parent / "ds")
+    cases = [
+        (foreign, "was not written by batchrl-mtf"),
+        (out, "already holds a batchrl-mtf selection; pass --overwrite"),
+        (out.parent / "ds", "is or contains the input"),
+        (out.parent, "is or contains the input"),
+    ]
+    for target, message in cases:
+        res = CliRunner().invoke(main, ["select", ds, "--out", str(target), *SMALL])
+        assert res.exit_code == 2, (target, res.output)
+        assert message in res.output and "Traceback" not in res.output
     assert (foreign / "notes.txt").read_text() == "keep me"
+    assert (out / "selection.json").is_file()
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="not a directory"):
         check_out(tmp_path / "file")
+
+
+def test_parallel_training_selects_the_same(
+    selected: tuple[Path, str, tuple[float, ...]], tmp_path: Path
+) -> None:
+    """Candidates trained in worker processes (``parallel``) are the same policies, estimated the
+    same, as one after another in this process."""
+    import dataclasses
+
+    from batchrl_mtf.ope import OPEConfig
+    from batchrl_mtf.selection import SelectConfig, select_policy
+    from batchrl_mtf.serving import Fusion
+
+    out, _, prod = selected
+    fusion = get_world(WORLD).doc["fusion"]
+    config = SelectConfig(
+        algorithms=("td3bc", "bc"),
+        conservativeness={"td3bc": (2.5,)},
+        n_steps=100,
+        trust_steps=(0.0,),
+        budget_minutes=0,
+        ope=OPEConfig(estimators=("fqe",), gamma=1.0, fqe_n_steps=100, n_bootstrap=50),
+    )
+    docs = []
+    for parallel in (1, 2):
+        res = select_policy(
+            out.parent / "ds",
+            tmp_path / f"p{parallel}",
+            dataclasses.replace(config, parallel=parallel),
+            fusion=Fusion("logsum", tuple(fusion["beta"])),
+            production=prod,
+        )
+        assert [c.name for c in res.candidates] == ["production", "td3bc-alpha2.5-s0", "bc-s0"]
+        docs.append(json.loads((tmp_path / f"p{parallel}" / "selection.json").read_text()))
+    for name in ("td3bc-alpha2.5-s0", "bc-s0"):
+        a = (tmp_path / "p1" / "candidates" / name / "model.safetensors").read_bytes()
+        assert a == (tmp_path / "p2" / "candidates" / name / "model.safetensors").read_bytes()
+    assert docs[0]["candidates"] == docs[1]["candidates"]
+    assert docs[0]["chosen"] == docs[1]["chosen"]
