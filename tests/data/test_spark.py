@@ -354,3 +354,22 @@ def test_spark_without_linked_users_writes_ranges_in_canonical_order(
     rules = {p["rule"] for p in local["problems"]}  # type: ignore[attr-defined]
     assert {"prob_range", "duplicate_position", "weights_differ", "negative_value"} <= rules
     _assert_same_datasets(tmp_path, local, spark, partitions or 2)
+
+
+def test_spark_fails_like_the_local_engine_and_leaves_nothing(tmp_path: Path) -> None:
+    """on_error="fail" without linked users: the one-pass plan writes before it merges the
+    summaries, so the failure must remove what it wrote."""
+    pytest.importorskip("pyspark")
+    from batchrl_mtf.data.spark import SparkOptions, build_dataset_spark
+
+    clean_linking_logs().to_parquet(tmp_path / "l.parquet", index=False)
+    cfg = DatasetConfig(on_error="fail")
+    with pytest.raises(SchemaError) as local:
+        build_dataset([tmp_path / "l.parquet"], REWARD, tmp_path / "local", cfg)
+    with pytest.raises(SchemaError) as spark:
+        build_dataset_spark(
+            [tmp_path / "l.parquet"], REWARD, tmp_path / "spark", cfg, SparkOptions("local[2]")
+        )
+    assert str(spark.value) == str(local.value)
+    assert not (tmp_path / "spark").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["l.parquet"]  # no temporary sibling left
