@@ -76,8 +76,8 @@ def test_parts_of_complete_users_merge_to_the_whole() -> None:
     key = f["user_id"].astype("string").fillna("<na>")
     linked: set[str] = set()
     for col in ("request_id", "session_id"):
-        n = key.groupby(f[col]).nunique()
-        linked |= set(key[f[col].isin(n[n > 1].index)])
+        users_per = key.groupby(f[col]).nunique()
+        linked |= set(key[f[col].isin(users_per[users_per > 1].index)])
     group = np.where(key.isin(linked), "mixed", key)
     parts = []
     for g in sorted(set(group), reverse=True):  # a different order than the whole
