@@ -6,25 +6,31 @@ logs that hold complete users; the driver merges the parts' small summaries with
 (:class:`~batchrl_mtf.data.stats.PartSummary`, :func:`~batchrl_mtf.data.parts.check_summary`,
 :func:`~batchrl_mtf.data.build.report_document`). See ``docs/scale.md``.
 
-Plan of the job:
+Plan of the job (``docs/scale.md`` has its profile):
 
-1. Column checks on a sample (driver), id and ``ts`` type decisions from a small aggregate.
-2. Routing: a request or a session whose rows carry more than one ``user_id`` (or a missing one
-   and a present one) links users; every row of the linked users goes to one shared group, so
-   that each group is closed under "shares a request or a session". Other rows are grouped by
-   user.
-3. ``repartition`` by group, sorted by group within partitions, ``mapInArrow``: each task cuts its
-   stream into chunks of complete groups (``chunk_rows``) and runs :func:`process_part` on each,
-   yielding transitions and one JSON summary per chunk.
+1. Column checks on a sample (driver); one aggregate job gives the row count, the missing ids
+   per id column and whether any request or session links users (more than one ``user_id``, or
+   a missing one and a present one); id and ``ts`` type decisions follow from it.
+2. No linked users (the usual case): ``repartitionByRange`` by ``user_id`` into ranges of
+   complete users, ``mapInArrow``: each task runs :func:`process_part` on its rows (cut into
+   chunks of complete users of about ``chunk_rows`` rows only when a partition holds more, after
+   ``sortWithinPartitions``); the tasks' JSON summaries come back through an accumulator and
+   their transitions, already in canonical order (partition ranges ascend, each chunk's rows are
+   canonical), are written as they come: one pass over the logs, no sort of the output.
+3. Linked users: every row of the linked users goes to one shared group (each group is closed
+   under "shares a request or a session"), other rows are grouped by user; ``repartition`` by
+   group, ``mapInArrow`` as above with the summaries as rows; the result is persisted, the
+   summaries collected, and the transitions written globally sorted in canonical order.
 4. The driver merges the summaries (in partition, chunk order), fails when ``on_error="fail"``
-   and there are problems, writes the transitions globally sorted in canonical order as
-   ``transitions/part-*.parquet``, and ``features.json``, ``reward.toml``, ``report.json``.
+   and there are problems (nothing is left behind), writes ``transitions/part-*.parquet``,
+   ``features.json``, ``reward.toml``, ``report.json``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -34,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 
@@ -47,6 +54,7 @@ from batchrl_mtf.data.formats import transitions_table
 from batchrl_mtf.data.parts import check_summary, process_part
 from batchrl_mtf.data.reward import RewardConfig, load_reward
 from batchrl_mtf.data.spark_io import (
+    column_names,
     input_files,
     is_uri,
     norm_uri,
@@ -57,7 +65,7 @@ from batchrl_mtf.data.spark_io import (
 )
 from batchrl_mtf.data.spec import bounds_from_range, dataset_fusion
 from batchrl_mtf.data.stats import PartSummary
-from batchrl_mtf.errors import ConfigError, SchemaError
+from batchrl_mtf.errors import ConfigError, Problem, SchemaError
 from batchrl_mtf.logs.schema import FILE_COLUMN, ID_COLUMNS, LogColumns, LogFrame, normalise_ts
 
 __all__ = ["INSTALL_HINT", "SparkOptions", "build_dataset_spark", "spark_session"]
@@ -83,9 +91,12 @@ class SparkOptions:
         master: Spark master (``local[2]``, ``spark://host:7077``, ``yarn``); ``None`` = the active
             session's or spark-submit's.
         partitions: Partitions of the grouped logs and of the written transitions; 0 = the
-            session's ``spark.sql.shuffle.partitions``.
+            session's ``spark.sql.shuffle.partitions`` (``N`` for ``local[N]``), raised to
+            ``ceil(rows / chunk_rows)`` when the logs are larger.
         chunk_rows: Log rows per call of the shared part function on an executor (bounds executor
-            memory; a group larger than this is processed whole).
+            memory; a user, or the group of linked users, larger than this is processed whole).
+            A partition of at most ``chunk_rows`` rows on average is processed as one chunk
+            (up to the imbalance of the range partitioning).
     """
 
     master: str | None = None
@@ -111,9 +122,10 @@ def spark_session(master: str | None = None) -> Any:
     if master:
         builder = builder.master(master)
         m = re.fullmatch(r"local\[(\d+|\*)\]", master)
-        if m:  # Spark's default of 200 shuffle partitions is for clusters, not for N local cores
+        if m:  # Spark's default of 200 shuffle partitions is for clusters, not for N local cores:
+            # each mapInArrow task costs ~0.2 s of fixed overhead, so one task per core
             cores = (os.cpu_count() or 2) if m.group(1) == "*" else int(m.group(1))
-            builder = builder.config("spark.sql.shuffle.partitions", str(4 * cores))
+            builder = builder.config("spark.sql.shuffle.partitions", str(cores))
     if (master is None or master.startswith("local")) and "PYSPARK_PYTHON" not in os.environ:
         # local workers must run this interpreter (its virtualenv has batchrl_mtf and its
         # dependencies), not whatever `python3` is first on PATH
@@ -146,16 +158,24 @@ class _Task:
     id_dtypes: dict[str, str]
     chunk_rows: int
     out_schema: pa.Schema
+    sorted_groups: bool
+    """Partitions arrive sorted by group (cut into chunks of ``chunk_rows``); else one chunk each."""
+    file_column: bool
+    """Rows carry ``_file_uri``; else every row is from ``files[0]``."""
 
 
 def _frame(task: _Task, table: pa.Table) -> pd.DataFrame:
     """A chunk as the frame :func:`batchrl_mtf.logs.schema.read_logs` would give for its rows."""
-    enc = table.column("_file_uri").combine_chunks().dictionary_encode()
-    lookup = np.array(
-        [task.file_index[norm_uri(u)] for u in enc.dictionary.to_pylist()], dtype=np.int16
-    )
-    file_idx = lookup[enc.indices.to_numpy(zero_copy_only=False)]
-    frame = table.drop_columns(list(_HELPER)).to_pandas(split_blocks=True)
+    if task.file_column:
+        enc = table.column("_file_uri").combine_chunks().dictionary_encode()
+        lookup = np.array(
+            [task.file_index[norm_uri(u)] for u in enc.dictionary.to_pylist()], dtype=np.int16
+        )
+        file_idx = lookup[enc.indices.to_numpy(zero_copy_only=False)]
+    else:
+        file_idx = np.zeros(table.num_rows, dtype=np.int16)
+    helper = [c for c in _HELPER if c in table.column_names]
+    frame = table.drop_columns(helper).to_pandas(split_blocks=True)
     if "ts" in frame.columns:
         source = task.files[int(file_idx[0])] if len(file_idx) else "logs"
         frame["ts"] = normalise_ts(frame["ts"], source)
@@ -176,7 +196,10 @@ def _spark_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(cols, names=[f.name for f in schema if f.name not in _OUT_HELPER])
 
 
-def _run_chunk(task: _Task, table: pa.Table, part: int, seq: int) -> Iterator[pa.RecordBatch]:
+def _run_chunk(
+    task: _Task, table: pa.Table, part: int, seq: int, stats: Any
+) -> Iterator[pa.RecordBatch]:
+    """Transitions of one chunk; its summary as a row, or added to the accumulator ``stats``."""
     logs = LogFrame(_frame(task, table), task.files)
     res = process_part(logs, task.columns, task.reward, task.config)
     schema = task.out_schema
@@ -193,15 +216,21 @@ def _run_chunk(task: _Task, table: pa.Table, part: int, seq: int) -> Iterator[pa
             .append_column("_seq", pa.array(np.full(n, seq), pa.int64()))
         )
         yield from out.cast(schema).to_batches(max_chunksize=1 << 16)
-    stats = {f.name: pa.nulls(1, f.type) for f in schema}
-    stats["_stats"] = pa.array([json.dumps(res.summary.to_json())], pa.string())
-    stats["_part"] = pa.array([part], pa.int64())
-    stats["_seq"] = pa.array([seq], pa.int64())
-    yield from pa.table(stats, schema=schema).to_batches()
+    doc = json.dumps(res.summary.to_json())
+    if stats is not None:
+        stats.add([(part, seq, doc)])
+        return
+    row = {f.name: pa.nulls(1, f.type) for f in schema}
+    row["_stats"] = pa.array([doc], pa.string())
+    row["_part"] = pa.array([part], pa.int64())
+    row["_seq"] = pa.array([seq], pa.int64())
+    yield from pa.table(row, schema=schema).to_batches()
 
 
-def _map_partition(task: _Task, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Cut a partition's stream (sorted by group) into chunks of complete groups and run them."""
+def _map_partition(
+    task: _Task, batches: Iterator[pa.RecordBatch], stats: Any = None
+) -> Iterator[pa.RecordBatch]:
+    """Run a partition: one chunk, or (sorted by group) chunks of complete groups."""
     from pyspark import TaskContext
 
     ctx = TaskContext.get()
@@ -209,7 +238,8 @@ def _map_partition(task: _Task, batches: Iterator[pa.RecordBatch]) -> Iterator[p
     seq = 0
     buf: list[pa.RecordBatch] = []
     n_buf = 0
-    threshold = task.chunk_rows
+    chunk_rows = task.chunk_rows if task.sorted_groups else math.inf
+    threshold = chunk_rows
     for batch in batches:
         if batch.num_rows == 0:
             continue
@@ -224,17 +254,28 @@ def _map_partition(task: _Task, batches: Iterator[pa.RecordBatch]) -> Iterator[p
             threshold = 2 * n_buf  # one group so far: read on until it ends (look again later)
             continue
         cut = int(changes[-1]) + 1  # the last group may continue in the next batch
-        yield from _run_chunk(task, table.slice(0, cut), part, seq)
+        yield from _run_chunk(task, table.slice(0, cut), part, seq, stats)
         seq += 1
         rest = table.slice(cut)
         buf = rest.to_batches()
         n_buf = rest.num_rows
-        threshold = task.chunk_rows
+        threshold = chunk_rows
     if n_buf:
-        yield from _run_chunk(task, pa.Table.from_batches(buf), part, seq)
+        yield from _run_chunk(task, pa.Table.from_batches(buf), part, seq, stats)
 
 
 # --- the driver side --------------------------------------------------------------------------
+
+
+class _ListParam:
+    """A Spark ``AccumulatorParam`` (by its two methods) that concatenates lists."""
+
+    def zero(self, value: list[Any]) -> list[Any]:
+        return []
+
+    def addInPlace(self, a: list[Any], b: list[Any]) -> list[Any]:  # noqa: N802
+        a.extend(b)
+        return a
 
 
 def _ddl(kind: str) -> str:
@@ -251,22 +292,67 @@ def _rethrow(exc: BaseException) -> None:
             raise cls(m.group(1).strip()) from None
 
 
+@dataclass(frozen=True)
+class _Facts:
+    """What one aggregate job over the id columns finds (:func:`_log_facts`)."""
+
+    rows: int
+    nulls: dict[str, int]
+    """Missing values per id column."""
+    linked: bool
+    """A request or a session links users (more than one ``user_id``, or a missing one and a
+    present one)."""
+
+
+def _log_facts(raw: Any, id_cols: Sequence[str], has_session: bool) -> _Facts:
+    """Row count, missing ids and linked users in one job (id columns only: Parquet pruning)."""
+    from pyspark.sql import functions as F  # noqa: N812
+
+    user = F.col("user_id")
+    # more than one distinct user (countDistinct(user) + max(user is null) > 1 of the routing)
+    links = (F.min(user) != F.max(user)) | (
+        (F.max(user.isNull().cast("int")) == 1) & (F.count(user) > 0)
+    )
+    counts = [F.count(F.lit(1)).alias("_rows")] + [
+        F.sum(F.col(c).isNull().cast("long")).alias(f"null_{c}") for c in id_cols
+    ]
+    per_key = raw.groupBy("request_id").agg(*counts, F.coalesce(links, F.lit(False)).alias("_l"))
+    per_key = per_key.withColumn("_l", F.col("_l") & F.col("request_id").isNotNull())
+    per_key = per_key.drop("request_id")
+    if has_session:
+        zeros = [F.lit(0).cast("long").alias(c) for c in per_key.columns if c != "_l"]
+        sessions = (
+            raw.where(F.col("session_id").isNotNull())
+            .groupBy("session_id")
+            .agg(F.coalesce(links, F.lit(False)).alias("_l"))
+            .select(*zeros, "_l")
+        )
+        per_key = per_key.unionByName(sessions)
+    sums = [F.sum(c).alias(c) for c in per_key.columns if c != "_l"]
+    row = per_key.agg(*sums, F.max(F.col("_l").cast("int")).alias("_l")).collect()[0].asDict()
+    nulls = {c: int(row[f"null_{c}"] or 0) for c in id_cols}
+    return _Facts(int(row["_rows"] or 0), nulls, bool(row["_l"]))
+
+
 def _id_dtypes(
-    spark: Any, raw: Any, files: Sequence[str], uris: dict[str, int], id_cols: Sequence[str]
+    raw: Any,
+    files: Sequence[str],
+    uris: dict[str, int],
+    id_cols: Sequence[str],
+    nulls: dict[str, int],
 ) -> dict[str, str]:
-    """The dtype :func:`~batchrl_mtf.logs.schema.read_logs` gives each id column, from one aggregate."""
+    """The dtype :func:`~batchrl_mtf.logs.schema.read_logs` gives each id column (a second small
+    aggregate only for float id or ``ts`` columns)."""
     from pyspark.sql import functions as F  # noqa: N812
     from pyspark.sql import types as T  # noqa: N812
 
     types = {f.name: f.dataType for f in raw.schema.fields}
-    aggs = [F.sum(F.col(c).isNull().cast("long")).alias(f"null_{c}") for c in id_cols]
     floats = [c for c in id_cols if isinstance(types[c], (T.DoubleType, T.FloatType))]
     ts_float = "ts" in types and isinstance(types["ts"], (T.DoubleType, T.FloatType))
     per_file = [
         F.max((F.col(c) != F.floor(F.col(c))).cast("int")).alias(f"frac_{c}")
         for c in [*floats, *(["ts"] if ts_float else [])]
     ]
-    nulls = raw.agg(*aggs).collect()[0].asDict() if aggs else {}
     frac: dict[str, set[int]] = {}
     if per_file:
         for row in raw.groupBy("_file_uri").agg(*per_file).collect():
@@ -285,7 +371,7 @@ def _id_dtypes(
     for c in id_cols:
         t = types[c]
         if isinstance(t, T.IntegralType) or (c in floats and c not in frac):
-            out[c] = "int64" if not nulls.get(f"null_{c}") else "Int64"
+            out[c] = "int64" if not nulls.get(c) else "Int64"
         else:
             out[c] = "string"
     return out
@@ -378,20 +464,12 @@ def _build(
 ) -> dict[str, object]:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F  # noqa: N812
+    from pyspark.sql import types as T  # noqa: N812
 
     files = input_files(spark, paths)
     uris = [spark_uri(f) for f in files]
     file_index = {norm_uri(u): i for i, u in enumerate(uris)}
-    first = spark.read.parquet(uris[0]).columns
-    for f, u in zip(files[1:], uris[1:], strict=True):
-        cols = spark.read.parquet(u).columns
-        if set(cols) != set(first):
-            extra = sorted(set(cols) - set(first))
-            missing = sorted(set(first) - set(cols))
-            raise SchemaError(
-                f"{f}: columns differ from {files[0]}: expected the same column set; found "
-                f"extra {extra} and missing {missing}"
-            )
+    first = column_names(spark, files, uris)
     raw = spark.read.parquet(*uris).select(*first)
     source = log_source(files)
     sample = raw.limit(1000).toArrow().to_pandas()
@@ -402,9 +480,33 @@ def _build(
         if c in keep_cols and dict(raw.dtypes)[c] in ("double", "float"):
             raw = raw.withColumn(c, F.when(F.isnan(c), None).otherwise(F.col(c)))
     id_cols = [c for c in ID_COLUMNS if c in keep_cols]
-    id_dtypes = _id_dtypes(spark, raw, files, file_index, id_cols)
     has_session = config.session_gap_s is None
-    keyed = _group_key(spark, raw, has_session)
+    facts = _log_facts(raw, id_cols, has_session)
+    id_dtypes = _id_dtypes(raw, files, file_index, id_cols, facts.nulls)
+    if len(files) == 1:  # every row is from files[0]: no per-row file name to move around
+        raw = raw.drop("_file_uri")
+    n_parts = options.partitions or max(
+        int(spark.conf.get("spark.sql.shuffle.partitions")),
+        math.ceil(facts.rows / options.chunk_rows),
+    )
+    sorted_groups = facts.rows > n_parts * options.chunk_rows  # chunks within partitions
+    user_type = raw.schema["user_id"].dataType
+    # ranges of user_id are ranges of the transitions' canonical order when Spark orders the
+    # ids as the part function does: integers (or integral floats) numerically, text by code point
+    in_order = id_dtypes["user_id"] != "string" or isinstance(user_type, T.StringType)
+    by_range = in_order and not facts.linked
+    if by_range:
+        keyed = raw.withColumn("_grp", F.xxhash64("user_id"))
+        grouped = keyed.repartitionByRange(n_parts, "user_id")
+        if sorted_groups:
+            grouped = grouped.sortWithinPartitions("user_id")
+    else:
+        if facts.linked:
+            logger.info("requests or sessions link users: grouping them first")
+        keyed = _group_key(spark, raw, has_session)
+        grouped = keyed.repartition(n_parts, "_grp")
+        if sorted_groups:
+            grouped = grouped.sortWithinPartitions("_grp")
 
     spec = feature_spec(columns, config.features)
     sess_kind = "string" if not has_session else id_dtypes["session_id"]
@@ -428,33 +530,46 @@ def _build(
         id_dtypes=id_dtypes,
         chunk_rows=options.chunk_rows,
         out_schema=out_schema,
+        sorted_groups=sorted_groups,
+        file_column=len(files) > 1,
     )
-    n_parts = options.partitions or int(spark.conf.get("spark.sql.shuffle.partitions"))
-    grouped = keyed.repartition(n_parts, "_grp").sortWithinPartitions("_grp")
-    mapped = grouped.mapInArrow(lambda it: _map_partition(task, it), out_ddl)
-    mapped = mapped.persist(StorageLevel.MEMORY_AND_DISK)
+    dataset_fusion(config, columns.tasks)  # offsets that do not fit fail before any work
+
+    stats: Any = None
+    collected: list[tuple[int, int, str]] = []
+    if by_range:
+        # one pass: the tasks' summaries come back with the write job (an accumulator in its
+        # result stage: applied once per partition) and the transitions are written as they come
+        stats = spark.sparkContext.accumulator([], _ListParam())
+        mapped = grouped.mapInArrow(lambda it: _map_partition(task, it, stats), out_ddl)
+        transitions = mapped.drop(*_OUT_HELPER)
+    else:
+        mapped = grouped.mapInArrow(lambda it: _map_partition(task, it), out_ddl)
+        mapped = mapped.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        rows = mapped.where(F.col("_stats").isNotNull()).select("_part", "_seq", "_stats")
-        docs = sorted((r["_part"], r["_seq"], r["_stats"]) for r in rows.collect())
-        summary = PartSummary.merge([PartSummary.from_json(json.loads(d)) for _, _, d in docs])
-        problems = check_summary(summary, files, config)
-        low, high = bounds_from_range(
-            summary.actions.min, summary.actions.max, columns.tasks, config
-        )
-        dataset_fusion(config, columns.tasks)  # offsets that do not fit fail before writing
-        order = ("user_id", "_sess_start", "session_id", "step")
-        kept = mapped.where(F.col("_stats").isNull())
-        if options.partitions:  # exactly that many range partitions (adaptive execution keeps it)
-            kept = kept.repartitionByRange(options.partitions, *order).sortWithinPartitions(*order)
-        else:  # adaptive execution sizes the range partitions
-            kept = kept.orderBy(*order)
-        transitions = kept.drop(*_OUT_HELPER)
+        if not by_range:
+            rows = mapped.where(F.col("_stats").isNotNull()).select("_part", "_seq", "_stats")
+            collected = [(r["_part"], r["_seq"], r["_stats"]) for r in rows.collect()]
+            _merged(collected, files, config, columns)  # fail before writing
+            order = ("user_id", "_sess_start", "session_id", "step")
+            kept = mapped.where(F.col("_stats").isNull())
+            if (
+                options.partitions
+            ):  # exactly that many range partitions (adaptive execution keeps it)
+                kept = kept.repartitionByRange(options.partitions, *order).sortWithinPartitions(
+                    *order
+                )
+            else:  # adaptive execution sizes the range partitions
+                kept = kept.orderBy(*order)
+            transitions = kept.drop(*_OUT_HELPER)
         any_uri = any(is_uri(str(p)) for p in paths)
         data_hash = (
             sha_parts_remote(spark, uris) if any_uri else hash_files([str(p) for p in paths])
         )
 
         def documents(dataset_hash: str) -> tuple[str, str]:
+            docs = collected if stats is None else list(stats.value)
+            summary, problems, low, high = _merged(docs, files, config, columns)
             ds = dataset_spec(
                 summary,
                 spec,
@@ -495,6 +610,22 @@ def _build(
                 (tmp / "reward.toml").write_text(reward.to_toml(), encoding="utf-8")
                 (tmp / "report.json").write_text(report_text, encoding="utf-8")
     finally:
-        mapped.unpersist()
+        if not by_range:
+            mapped.unpersist()
     doc: dict[str, object] = json.loads(report_text)
     return doc
+
+
+def _merged(
+    docs: Sequence[tuple[int, int, str]],
+    files: Sequence[str],
+    config: DatasetConfig,
+    columns: LogColumns,
+) -> tuple[PartSummary, tuple[Problem, ...], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The chunks' summaries merged in (partition, chunk) order, checked (may raise), and the
+    action bounds."""
+    ordered = sorted(docs)
+    summary = PartSummary.merge([PartSummary.from_json(json.loads(d)) for _, _, d in ordered])
+    problems = check_summary(summary, files, config)
+    low, high = bounds_from_range(summary.actions.min, summary.actions.max, columns.tasks, config)
+    return summary, problems, low, high

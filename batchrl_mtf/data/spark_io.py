@@ -13,10 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from batchrl_mtf.data.reward import RewardConfig
 from batchrl_mtf.errors import SchemaError
 
 __all__ = [
+    "column_names",
     "hadoop_fs",
     "hash_parts",
     "input_files",
@@ -93,6 +97,30 @@ def input_files(spark: Any, paths: Sequence[str | Path]) -> list[str]:
                 f"{Path(f).suffix!r} (convert it, or use --engine local)"
             )
     return out
+
+
+def column_names(spark: Any, files: Sequence[str], uris: Sequence[str]) -> list[str]:
+    """The first file's columns; every file must have the same column set (local files: from
+    their Parquet footers, without a Spark job per file)."""
+    names: list[list[str]] = []
+    for f, u in zip(files, uris, strict=True):
+        if is_uri(f):
+            names.append(list(spark.read.parquet(u).columns))
+            continue
+        try:
+            names.append(list(pq.read_schema(f).names))
+        except (OSError, pa.ArrowException) as exc:
+            raise SchemaError(f"{f}: expected a Parquet file; found {exc}") from None
+    first = names[0]
+    for f, cols in zip(files[1:], names[1:], strict=True):
+        if set(cols) != set(first):
+            extra = sorted(set(cols) - set(first))
+            missing = sorted(set(first) - set(cols))
+            raise SchemaError(
+                f"{f}: columns differ from {files[0]}: expected the same column set; found "
+                f"extra {extra} and missing {missing}"
+            )
+    return first
 
 
 def spark_uri(f: str) -> str:

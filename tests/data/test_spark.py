@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -75,8 +76,8 @@ def test_parts_of_complete_users_merge_to_the_whole() -> None:
     key = f["user_id"].astype("string").fillna("<na>")
     linked: set[str] = set()
     for col in ("request_id", "session_id"):
-        n = key.groupby(f[col]).nunique()
-        linked |= set(key[f[col].isin(n[n > 1].index)])
+        users_per = key.groupby(f[col]).nunique()
+        linked |= set(key[f[col].isin(users_per[users_per > 1].index)])
     group = np.where(key.isin(linked), "mixed", key)
     parts = []
     for g in sorted(set(group), reverse=True):  # a different order than the whole
@@ -228,37 +229,63 @@ def _floats_close(a: object, b: object, path: str = "") -> None:
         assert a == b, path
 
 
-def test_spark_and_local_engines_are_equivalent(tmp_path: Path) -> None:
-    pytest.importorskip("pyspark")
-    from batchrl_mtf.data.spark import SparkOptions, build_dataset_spark
-    from batchrl_mtf.data.spark_io import hash_parts
+def clean_linking_logs(string_users: bool = False) -> pd.DataFrame:
+    """Logs with problems that do not link users (no request or session spans two users)."""
+    df = make_logs(n_users=14, sessions_per_user=3, seed=5)
+    users = sorted(df["user_id"].unique())
+    df.loc[df.index[7], "pred_click"] = -0.5  # prob_range
+    r = df.loc[df.user_id == users[2], "request_id"].iloc[0]
+    rows = df.index[df.request_id == r]
+    df.loc[rows[1], "position"] = df.loc[rows[0], "position"]  # duplicate_position
+    r = df.loc[df.user_id == users[5], "request_id"].iloc[-1]
+    df.loc[df.index[df.request_id == r][1], "w_like"] += 0.5  # weights_differ
+    df.loc[df.index[-1], "watch_time"] = -1.0  # negative_value
+    if string_users:  # text ids: code-point order ("u10" < "u9"), not numeric order
+        df["user_id"] = "u" + (df["user_id"] - 95).astype(str)
+    return df.sample(frac=1.0, random_state=1).reset_index(drop=True)
 
-    df = bad_logs()
-    half = df["request_id"] % 2 == 0  # two input files, problems attributed to each
+
+def _build_both(
+    tmp_path: Path,
+    df: pd.DataFrame,
+    n_files: int,
+    options: object,
+    caplog: pytest.LogCaptureFixture,
+) -> tuple[dict[str, object], dict[str, object], bool]:
+    """Build ``df`` (as ``n_files`` Parquet files) with both engines; also whether the Spark
+    engine found linked users."""
+    from batchrl_mtf.data.spark import SparkOptions, build_dataset_spark
+
+    assert isinstance(options, SparkOptions)
     d = tmp_path / "logs"
     d.mkdir()
-    df[half].to_parquet(d / "a.parquet", index=False)
-    df[~half].to_parquet(d / "b.parquet", index=False)
+    for i in range(n_files):  # problems attributed to each file
+        df[df["request_id"] % n_files == i].to_parquet(d / f"{'ab'[i]}.parquet", index=False)
     cfg = DatasetConfig(on_error="drop-session", window_end_ms=int(df["ts"].max()) + 1)
     local = build_dataset([d], REWARD, tmp_path / "local", cfg)
-    spark = build_dataset_spark(
-        [d],
-        REWARD,
-        tmp_path / "spark",
-        cfg,
-        SparkOptions(master="local[2]", partitions=3, chunk_rows=60),
-    )
+    with caplog.at_level(logging.INFO, logger="batchrl_mtf.data.spark"):
+        spark = build_dataset_spark([d], REWARD, tmp_path / "spark", cfg, options)
+    linked = any("link users" in r.getMessage() for r in caplog.records)
+    return local, spark, linked
+
+
+def _assert_same_datasets(
+    tmp_path: Path, local: dict[str, object], spark: dict[str, object], n_parts: int
+) -> None:
+    """The Spark dataset equals the local one (see docs/scale.md for what "equal" is)."""
+    from batchrl_mtf.data.spark_io import hash_parts
+
     # accounting and problems identical; the other report floats within 1e-9
     assert spark["accounting"] == local["accounting"]
     assert spark["problems"] == local["problems"]
-    assert len(local["problems"]) >= 6  # type: ignore[arg-type]
     parts = sorted((tmp_path / "spark" / "transitions").glob("part-*.parquet"))
-    assert len(parts) >= 2, "transitions are partitioned"
+    assert len(parts) == n_parts, "transitions are partitioned"
     assert spark["dataset_hash"] == hash_parts(tmp_path / "spark" / "transitions")
     fl = json.loads((tmp_path / "local" / "features.json").read_text())
     fs = json.loads((tmp_path / "spark" / "features.json").read_text())
     assert fs["dataset_hash"] == spark["dataset_hash"]
     assert json.loads((tmp_path / "spark" / "report.json").read_text()) == spark
+    local, spark = dict(local), dict(spark)
     for doc in (local, spark):
         doc.pop("dataset_hash")  # each engine hashes the Parquet bytes it wrote
     _floats_close(local, spark)
@@ -274,7 +301,7 @@ def test_spark_and_local_engines_are_equivalent(tmp_path: Path) -> None:
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(a.behavior_logp, b.behavior_logp, rtol=1e-9, atol=1e-9)
     ta = pq.read_table(tmp_path / "local" / "transitions.parquet")
-    tb = pq.read_table(tmp_path / "spark" / "transitions")
+    tb = pq.read_table(tmp_path / "spark" / "transitions")  # the parts in name order
     assert ta.column("user_id").to_pylist() == tb.column("user_id").to_pylist()
     assert ta.column("ts").to_pylist() == tb.column("ts").to_pylist()
     # dataset.h5 from the Spark output on the "training machine"
@@ -286,3 +313,63 @@ def test_spark_and_local_engines_are_equivalent(tmp_path: Path) -> None:
     ):
         for name in ("observations", "actions", "rewards", "terminals", "timeouts"):
             np.testing.assert_allclose(got[name][()], ref[name][()], rtol=1e-6)
+
+
+def test_spark_and_local_engines_are_equivalent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Linked users (grouped first, output sorted), two files, chunks within partitions."""
+    pytest.importorskip("pyspark")
+    from batchrl_mtf.data.spark import SparkOptions
+
+    opts = SparkOptions(master="local[2]", partitions=3, chunk_rows=60)
+    local, spark, linked = _build_both(tmp_path, bad_logs(), 2, opts, caplog)
+    assert linked
+    assert len(local["problems"]) >= 6  # type: ignore[arg-type]
+    _assert_same_datasets(tmp_path, local, spark, 3)
+
+
+@pytest.mark.parametrize(
+    ("string_users", "n_files", "partitions", "chunk_rows"),
+    [
+        (False, 1, 0, 1_000_000),  # one chunk per partition, summaries by accumulator
+        (True, 2, 3, 60),  # text ids, two files, sorted chunks within range partitions
+    ],
+)
+def test_spark_without_linked_users_writes_ranges_in_canonical_order(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    string_users: bool,
+    n_files: int,
+    partitions: int,
+    chunk_rows: int,
+) -> None:
+    pytest.importorskip("pyspark")
+    from batchrl_mtf.data.spark import SparkOptions
+
+    opts = SparkOptions(master="local[2]", partitions=partitions, chunk_rows=chunk_rows)
+    df = clean_linking_logs(string_users)
+    local, spark, linked = _build_both(tmp_path, df, n_files, opts, caplog)
+    assert not linked
+    rules = {p["rule"] for p in local["problems"]}  # type: ignore[attr-defined]
+    assert {"prob_range", "duplicate_position", "weights_differ", "negative_value"} <= rules
+    _assert_same_datasets(tmp_path, local, spark, partitions or 2)
+
+
+def test_spark_fails_like_the_local_engine_and_leaves_nothing(tmp_path: Path) -> None:
+    """on_error="fail" without linked users: the one-pass plan writes before it merges the
+    summaries, so the failure must remove what it wrote."""
+    pytest.importorskip("pyspark")
+    from batchrl_mtf.data.spark import SparkOptions, build_dataset_spark
+
+    clean_linking_logs().to_parquet(tmp_path / "l.parquet", index=False)
+    cfg = DatasetConfig(on_error="fail")
+    with pytest.raises(SchemaError) as local:
+        build_dataset([tmp_path / "l.parquet"], REWARD, tmp_path / "local", cfg)
+    with pytest.raises(SchemaError) as spark:
+        build_dataset_spark(
+            [tmp_path / "l.parquet"], REWARD, tmp_path / "spark", cfg, SparkOptions("local[2]")
+        )
+    assert str(spark.value) == str(local.value)
+    assert not (tmp_path / "spark").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["l.parquet"]  # no temporary sibling left
