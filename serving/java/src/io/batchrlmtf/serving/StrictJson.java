@@ -41,7 +41,11 @@ public final class StrictJson {
 
   private static final JsonFactory FACTORY = new JsonFactory();
 
-  /** A JSON number: its double value and whether it was written as an integer. */
+  /**
+   * A JSON number: its double value, whether it was written as an integer and, for an integer,
+   * its text (exact beyond 2^53; {@code null} for other numbers, so that a large table's numbers
+   * stay small in memory).
+   */
   public static final class Num {
     public final double value;
     public final boolean integer;
@@ -50,12 +54,12 @@ public final class StrictJson {
     Num(double value, boolean integer, String text) {
       this.value = value;
       this.integer = integer;
-      this.text = text;
+      this.text = integer ? text : null;
     }
 
     @Override
     public String toString() {
-      return text;
+      return text != null ? text : Double.toString(value);
     }
   }
 
@@ -70,22 +74,114 @@ public final class StrictJson {
     if (data.length >= 3 && (data[0] & 0xff) == 0xef && (data[1] & 0xff) == 0xbb && (data[2] & 0xff) == 0xbf) {
       start = 3;
     }
-    CharsetDecoder dec = StandardCharsets.UTF_8.newDecoder()
-        .onMalformedInput(CodingErrorAction.REPORT)
-        .onUnmappableCharacter(CodingErrorAction.REPORT);
-    String text;
-    try {
-      text = dec.decode(ByteBuffer.wrap(data, start, data.length - start)).toString();
-    } catch (CharacterCodingException e) {
+    int len = data.length - start;
+    if (len >= 4 && (data[start] == 0 || data[start + 1] == 0 || data[start + 2] == 0 || data[start + 3] == 0)) {
+      // Jackson would guess UTF-16/32 from the zero bytes: decode as UTF-8 strictly instead.
+      CharsetDecoder dec = StandardCharsets.UTF_8.newDecoder()
+          .onMalformedInput(CodingErrorAction.REPORT)
+          .onUnmappableCharacter(CodingErrorAction.REPORT);
+      String text;
+      try {
+        text = dec.decode(ByteBuffer.wrap(data, start, len)).toString();
+      } catch (CharacterCodingException e) {
+        throw new TableException("not UTF-8 text (JSON files are UTF-8, re-save it as UTF-8)");
+      }
+      return parse(text);
+    }
+    // The bytes directly (no decoded copy of the whole text): check UTF-8 and nesting, then parse.
+    if (!validUtf8(data, start, data.length)) {
       throw new TableException("not UTF-8 text (JSON files are UTF-8, re-save it as UTF-8)");
     }
-    return parse(text);
+    checkDepth(data, start);
+    try (JsonParser p = FACTORY.createParser(data, start, len)) {
+      return parse(p);
+    } catch (IOException e) {
+      throw new TableException("not valid JSON (" + e.getMessage() + ")");
+    }
+  }
+
+  /**
+   * Whether bytes [from, to) are UTF-8 as {@code CharsetDecoder} with {@code REPORT} accepts it: no
+   * overlong forms, no surrogates, nothing above U+10FFFF, no truncated sequence.
+   */
+  static boolean validUtf8(byte[] b, int from, int to) {
+    int i = from;
+    while (i < to) {
+      int c = b[i];
+      if (c >= 0) {
+        i++;
+        continue;
+      }
+      c &= 0xFF;
+      int len;
+      int cp;
+      if ((c & 0xE0) == 0xC0) {
+        len = 2;
+        cp = c & 0x1F;
+      } else if ((c & 0xF0) == 0xE0) {
+        len = 3;
+        cp = c & 0x0F;
+      } else if ((c & 0xF8) == 0xF0) {
+        len = 4;
+        cp = c & 0x07;
+      } else {
+        return false;
+      }
+      if (i + len > to) {
+        return false;
+      }
+      for (int j = 1; j < len; j++) {
+        int cc = b[i + j] & 0xFF;
+        if ((cc & 0xC0) != 0x80) {
+          return false;
+        }
+        cp = (cp << 6) | (cc & 0x3F);
+      }
+      if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF))
+          || (cp >= 0xD800 && cp <= 0xDFFF)) {
+        return false;
+      }
+      i += len;
+    }
+    return true;
+  }
+
+  /** As {@link #checkDepth(String)} on UTF-8 bytes (brackets and quotes are single bytes). */
+  private static void checkDepth(byte[] s, int from) throws TableException {
+    int depth = 0;
+    boolean inString = false;
+    for (int i = from, n = s.length; i < n; i++) {
+      byte c = s[i];
+      if (inString) {
+        if (c == '\\') {
+          i++;
+        } else if (c == '"') {
+          inString = false;
+        }
+      } else if (c == '"') {
+        inString = true;
+      } else if (c == '[' || c == '{') {
+        if (++depth > MAX_DEPTH) {
+          throw new TableException("not valid JSON (nesting deeper than " + MAX_DEPTH + " levels)");
+        }
+      } else if (c == ']' || c == '}') {
+        depth--;
+      }
+    }
   }
 
   /** Parses text. @throws TableException "not valid JSON (...)". */
   public static Object parse(String text) throws TableException {
     checkDepth(text);
     try (JsonParser p = FACTORY.createParser(text)) {
+      return parse(p);
+    } catch (IOException e) {
+      throw new TableException("not valid JSON (" + e.getMessage() + ")");
+    }
+  }
+
+  private static Object parse(JsonParser p) throws IOException, TableException {
+    try {
       JsonToken first = p.nextToken();
       if (first == null) {
         throw new TableException("not valid JSON (no value)");
@@ -99,8 +195,6 @@ public final class StrictJson {
       String msg = e.getOriginalMessage();
       int nl = msg.indexOf('\n');
       throw new TableException("not valid JSON (" + (nl >= 0 ? msg.substring(0, nl) : msg) + ")");
-    } catch (IOException e) {
-      throw new TableException("not valid JSON (" + e.getMessage() + ")");
     }
   }
 
@@ -139,11 +233,11 @@ public final class StrictJson {
       boolean open = false;
       switch (t) {
         case START_OBJECT:
-          value = new LinkedHashMap<String, Object>();
+          value = new LinkedHashMap<String, Object>(8); // small: most objects of a table have 2-3 keys
           open = true;
           break;
         case START_ARRAY:
-          value = new ArrayList<Object>();
+          value = new ArrayList<Object>(4); // [lo, hi] pairs
           open = true;
           break;
         case END_OBJECT:
