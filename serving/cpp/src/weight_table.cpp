@@ -27,48 +27,53 @@ namespace {
 /** Candidates per block of fuse_logsum: its k * kBlock values stay in the L1 cache. */
 constexpr std::size_t kBlock = 256;
 
-bool valid_utf8(const std::string& s) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  std::size_t n = s.size(), i = 0;
+/**
+ * One pass over the text: whether it is UTF-8 (no overlong forms, surrogates, code points above
+ * U+10FFFF or truncated sequences) and whether brackets outside strings nest deeper than
+ * kMaxJsonDepth; a UTF-8 error anywhere is reported before a nesting error.
+ */
+void check_text(const char* data, std::size_t n) {
+  const auto* p = reinterpret_cast<const unsigned char*>(data);
+  std::size_t i = 0;
+  int depth = 0;
+  bool in_string = false, too_deep = false, utf8 = true;
   while (i < n) {
     unsigned c = p[i];
-    if (c < 0x80) { ++i; continue; }
+    if (c < 0x80) {
+      ++i;
+      if (in_string) {
+        if (c == '\\' && i < n && p[i] < 0x80) ++i;  // skip an escaped ASCII byte (others: checked)
+        else if (c == '"') in_string = false;
+      } else if (c == '"') {
+        in_string = true;
+      } else if (c == '[' || c == '{') {
+        too_deep |= ++depth > kMaxJsonDepth;
+      } else if (c == ']' || c == '}') {
+        --depth;
+      }
+      continue;
+    }
     std::size_t len;
     unsigned cp;
     if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
     else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
     else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
-    else return false;
-    if (i + len > n) return false;
+    else { utf8 = false; break; }
+    if (i + len > n) { utf8 = false; break; }
     for (std::size_t j = 1; j < len; ++j) {
-      if ((p[i + j] & 0xC0) != 0x80) return false;
+      if ((p[i + j] & 0xC0) != 0x80) { utf8 = false; break; }
       cp = (cp << 6) | (p[i + j] & 0x3F);
     }
+    if (!utf8) break;
     if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
-      return false;
+        (cp >= 0xD800 && cp <= 0xDFFF)) {
+      utf8 = false;
+      break;
+    }
     i += len;
   }
-  return true;
-}
-
-void check_depth(const std::string& s) {
-  int depth = 0;
-  bool in_string = false;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    char c = s[i];
-    if (in_string) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > kMaxJsonDepth)
-        throw TableError("not valid JSON (nesting deeper than " + std::to_string(kMaxJsonDepth) + " levels)");
-    } else if (c == ']' || c == '}') {
-      --depth;
-    }
-  }
+  if (!utf8) throw TableError("not UTF-8 text (JSON files are UTF-8, re-save it as UTF-8)");
+  if (too_deep) throw TableError("not valid JSON (nesting deeper than " + std::to_string(kMaxJsonDepth) + " levels)");
 }
 
 /** SAX handler building a DOM, refusing duplicate keys, long and overflowing numbers. */
@@ -100,12 +105,14 @@ class StrictSax : public nlohmann::json_sax<json> {
     return true;
   }
   bool key(string_t& k) override {
-    json* obj = stack_.back();
-    if (obj->contains(k)) {
-      error = "duplicate key '" + k.substr(0, 40) + "' in an object";
+    // One lookup: insert a null under the key (refusing a duplicate); put() fills it.
+    auto& o = stack_.back()->get_ref<json::object_t&>();
+    auto res = o.emplace(std::move(k), nullptr);
+    if (!res.second) {
+      error = "duplicate key '" + res.first->first.substr(0, 40) + "' in an object";
       return false;
     }
-    key_ = k;
+    slot_ = &res.first->second;
     return true;
   }
   bool end_object() override { stack_.pop_back(); return true; }
@@ -125,13 +132,14 @@ class StrictSax : public nlohmann::json_sax<json> {
  private:
   std::vector<json*> stack_;
   json* last_ = nullptr;
-  std::string key_;
+  json* slot_ = nullptr;  // the value of the object's latest key
   bool put(json&& v) {
     if (stack_.empty()) {
       root = std::move(v);
       last_ = &root;
     } else if (stack_.back()->is_object()) {
-      last_ = &((*stack_.back())[key_] = std::move(v));
+      *slot_ = std::move(v);
+      last_ = slot_;
     } else {
       stack_.back()->push_back(std::move(v));
       last_ = &stack_.back()->back();
@@ -191,14 +199,22 @@ bool same_keys(const json& o, const std::vector<std::string>& want) {
 
 std::vector<double> per_weight(const json& x, const std::vector<std::string>& names, const std::string& where) {
   const json& m = obj(x, where);
-  if (!same_keys(m, names))
-    throw TableError(where + ": expected exactly the keys " + join(names) + " (tasks match weights), found " + show(m));
   std::vector<double> out;
-  for (const auto& n : names) {
-    const json& v = m.at(n);
-    if (!v.is_number()) throw TableError(where + "." + n + ": expected a finite number, found " + show(v));
-    out.push_back(v.get<double>());
+  out.reserve(names.size());
+  bool same = m.size() == names.size();
+  for (std::size_t i = 0; same && i < names.size(); ++i) {  // one lookup per name
+    auto it = m.find(names[i]);
+    if (it == m.end()) {
+      same = false;
+    } else {
+      out.push_back(it->is_number() ? it->get<double>() : NAN);
+    }
   }
+  if (!same)
+    throw TableError(where + ": expected exactly the keys " + join(names) + " (tasks match weights), found " + show(m));
+  for (std::size_t i = 0; i < names.size(); ++i)
+    if (std::isnan(out[i]))
+      throw TableError(where + "." + names[i] + ": expected a finite number, found " + show(m.at(names[i])));
   return out;
 }
 
@@ -214,11 +230,12 @@ json parse_strict_json(const std::string& input) {
   if (input.size() > kMaxJsonBytes)
     throw TableError("expected at most " + std::to_string(kMaxJsonBytes) + " bytes of JSON, found " +
                      std::to_string(input.size()));
-  std::string text = input.compare(0, 3, "\xEF\xBB\xBF") == 0 ? input.substr(3) : input;
-  if (!valid_utf8(text)) throw TableError("not UTF-8 text (JSON files are UTF-8, re-save it as UTF-8)");
-  check_depth(text);
+  const std::size_t skip = input.compare(0, 3, "\xEF\xBB\xBF") == 0 ? 3 : 0;  // a UTF-8 BOM
+  const char* begin = input.data() + skip;
+  const char* end = input.data() + input.size();
+  check_text(begin, static_cast<std::size_t>(end - begin));
   StrictSax sax;
-  bool ok = json::sax_parse(text, &sax, json::input_format_t::json, true, false);
+  bool ok = json::sax_parse(begin, end, &sax, json::input_format_t::json, true, false);
   if (!ok) throw TableError("not valid JSON (" + (sax.error.empty() ? std::string("syntax error") : sax.error) + ")");
   return std::move(sax.root);
 }
