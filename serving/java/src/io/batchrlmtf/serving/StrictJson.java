@@ -10,12 +10,19 @@ import java.nio.charset.CharacterCodingException;
 import java.nio.charset.CharsetDecoder;
 import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
+import java.util.AbstractMap;
+import java.util.AbstractSet;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.Deque;
+import java.util.HashSet;
+import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.NoSuchElementException;
+import java.util.Set;
 
 /**
  * Strict, bounded JSON as batchrl-mtf reads it (the same rules as {@code batchrl_mtf.serving._json}):
@@ -24,8 +31,8 @@ import java.util.Map;
  * nesting at most {@link #MAX_DEPTH} levels (the top-level value is depth 1), no duplicate keys,
  * nothing after the value.
  *
- * <p>Values: {@code Map<String,Object>} (insertion order), {@code List<Object>}, {@code String},
- * {@link Num}, {@code Boolean}, and {@link #NULL} for JSON null.
+ * <p>Values: {@code Map<String,Object>} (insertion order), {@code List<Object>} (both immutable),
+ * {@code String}, {@link Num}, {@code Boolean}, and {@link #NULL} for JSON null.
  */
 public final class StrictJson {
   public static final long MAX_BYTES = 256L << 20;
@@ -223,38 +230,31 @@ public final class StrictJson {
   }
 
   private static Object read(JsonParser p, JsonToken first) throws IOException, TableException {
-    // Iterative: an explicit stack of open containers (depth is bounded by checkDepth anyway).
+    // Iterative: an explicit stack of open containers (depth is bounded by checkDepth anyway). A
+    // container is built while open (ObjectBuilder, ArrayList) and becomes its compact, immutable
+    // value when it closes: a large table's tree stays small, the builders die young.
     Deque<Object> stack = new ArrayDeque<>();
-    Deque<String> names = new ArrayDeque<>();
-    Object root = null;
     JsonToken t = first;
     while (true) {
       Object value;
-      boolean open = false;
       switch (t) {
         case START_OBJECT:
-          value = new LinkedHashMap<String, Object>(8); // small: most objects of a table have 2-3 keys
-          open = true;
-          break;
-        case START_ARRAY:
-          value = new ArrayList<Object>(4); // [lo, hi] pairs
-          open = true;
-          break;
-        case END_OBJECT:
-        case END_ARRAY:
-          value = stack.pop();
-          if (value instanceof Map) {
-            names.pop();
-          }
-          if (stack.isEmpty()) {
-            return value;
-          }
-          t = p.nextToken();
+          stack.push(new ObjectBuilder());
+          t = next(p);
           continue;
+        case START_ARRAY:
+          stack.push(new ArrayList<Object>(4));
+          t = next(p);
+          continue;
+        case END_OBJECT:
+          value = ((ObjectBuilder) stack.pop()).build();
+          break;
+        case END_ARRAY:
+          value = List.copyOf((List<?>) stack.pop());
+          break;
         case FIELD_NAME:
-          names.pop();
-          names.push(p.getCurrentName());
-          t = p.nextToken();
+          ((ObjectBuilder) stack.peek()).key(p.getCurrentName());
+          t = next(p);
           continue;
         case VALUE_STRING:
           value = p.getText();
@@ -286,36 +286,133 @@ public final class StrictJson {
           throw new TableException("not valid JSON (unexpected token " + t + ")");
       }
       if (stack.isEmpty()) {
-        if (!open) {
-          return value;
-        }
-        root = value;
+        return value;
+      }
+      Object top = stack.peek();
+      if (top instanceof ObjectBuilder) {
+        ((ObjectBuilder) top).value(value);
       } else {
-        Object top = stack.peek();
-        if (top instanceof Map) {
-          @SuppressWarnings("unchecked")
-          Map<String, Object> m = (Map<String, Object>) top;
-          String name = names.peek();
-          if (m.containsKey(name)) {
-            throw new TableException("not valid JSON (duplicate key '" + name + "' in an object)");
-          }
-          m.put(name, value);
-        } else {
-          @SuppressWarnings("unchecked")
-          List<Object> l = (List<Object>) top;
-          l.add(value);
+        @SuppressWarnings("unchecked")
+        List<Object> l = (List<Object>) top;
+        l.add(value);
+      }
+      t = next(p);
+    }
+  }
+
+  private static JsonToken next(JsonParser p) throws IOException, TableException {
+    JsonToken t = p.nextToken();
+    if (t == null) {
+      throw new TableException("not valid JSON (unexpected end of input)");
+    }
+    return t;
+  }
+
+  /** An open JSON object: its keys in order (a duplicate is refused as soon as it is read). */
+  private static final class ObjectBuilder {
+    private final ArrayList<String> keys = new ArrayList<>(8);
+    private final ArrayList<Object> values = new ArrayList<>(8);
+    private HashSet<String> seen; // from SMALL keys on
+
+    void key(String name) throws TableException {
+      boolean dup;
+      if (seen != null) {
+        dup = !seen.add(name);
+      } else {
+        dup = keys.contains(name);
+        if (!dup && keys.size() == SmallMap.SMALL) {
+          seen = new HashSet<>(keys);
+          seen.add(name);
         }
       }
-      if (open) {
-        stack.push(value);
-        if (value instanceof Map) {
-          names.push("");
+      if (dup) {
+        throw new TableException("not valid JSON (duplicate key '" + name + "' in an object)");
+      }
+      keys.add(name);
+    }
+
+    void value(Object v) {
+      values.add(v);
+    }
+
+    Map<String, Object> build() {
+      if (keys.size() <= SmallMap.SMALL) {
+        return new SmallMap(keys.toArray(new String[0]), values.toArray());
+      }
+      Map<String, Object> m = new LinkedHashMap<>(keys.size() * 2);
+      for (int i = 0; i < keys.size(); i++) {
+        m.put(keys.get(i), values.get(i));
+      }
+      return Collections.unmodifiableMap(m);
+    }
+  }
+
+  /** An immutable object of at most SMALL keys in insertion order: two arrays, linear lookups. */
+  private static final class SmallMap extends AbstractMap<String, Object> {
+    static final int SMALL = 8;
+    private final String[] keys;
+    private final Object[] values;
+
+    SmallMap(String[] keys, Object[] values) {
+      this.keys = keys;
+      this.values = values;
+    }
+
+    private int index(Object key) {
+      for (int i = 0; i < keys.length; i++) {
+        if (keys[i].equals(key)) {
+          return i;
         }
       }
-      t = p.nextToken();
-      if (t == null) {
-        throw new TableException("not valid JSON (unexpected end of input)");
-      }
+      return -1;
+    }
+
+    @Override
+    public int size() {
+      return keys.length;
+    }
+
+    @Override
+    public boolean containsKey(Object key) {
+      return index(key) >= 0;
+    }
+
+    @Override
+    public Object get(Object key) {
+      int i = index(key);
+      return i < 0 ? null : values[i];
+    }
+
+    @Override
+    public Set<Map.Entry<String, Object>> entrySet() {
+      return new AbstractSet<>() {
+        @Override
+        public int size() {
+          return keys.length;
+        }
+
+        @Override
+        public Iterator<Map.Entry<String, Object>> iterator() {
+          return new Iterator<>() {
+            private int i;
+
+            @Override
+            public boolean hasNext() {
+              return i < keys.length;
+            }
+
+            @Override
+            public Map.Entry<String, Object> next() {
+              if (i >= keys.length) {
+                throw new NoSuchElementException();
+              }
+              Map.Entry<String, Object> e = new AbstractMap.SimpleImmutableEntry<>(keys[i], values[i]);
+              i++;
+              return e;
+            }
+          };
+        }
+      };
     }
   }
 }
