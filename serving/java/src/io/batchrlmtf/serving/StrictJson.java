@@ -153,7 +153,10 @@ public final class StrictJson {
     return true;
   }
 
-  /** As {@link #checkDepth(String)} on UTF-8 bytes (brackets and quotes are single bytes). */
+  /**
+   * Rejects nesting deeper than MAX_DEPTH before parsing (brackets inside strings ignored), on
+   * UTF-8 bytes (brackets and quotes are single bytes).
+   */
   private static void checkDepth(byte[] s, int from) throws TableException {
     int depth = 0;
     boolean inString = false;
@@ -179,7 +182,7 @@ public final class StrictJson {
 
   /** Parses text. @throws TableException "not valid JSON (...)". */
   public static Object parse(String text) throws TableException {
-    checkDepth(text);
+    checkDepth(text.getBytes(StandardCharsets.UTF_8), 0);
     try (JsonParser p = FACTORY.createParser(text)) {
       return parse(p);
     } catch (IOException e) {
@@ -202,30 +205,6 @@ public final class StrictJson {
       String msg = e.getOriginalMessage();
       int nl = msg.indexOf('\n');
       throw new TableException("not valid JSON (" + (nl >= 0 ? msg.substring(0, nl) : msg) + ")");
-    }
-  }
-
-  /** Rejects nesting deeper than MAX_DEPTH before parsing (brackets inside strings ignored). */
-  private static void checkDepth(String s) throws TableException {
-    int depth = 0;
-    boolean inString = false;
-    for (int i = 0, n = s.length(); i < n; i++) {
-      char c = s.charAt(i);
-      if (inString) {
-        if (c == '\\') {
-          i++;
-        } else if (c == '"') {
-          inString = false;
-        }
-      } else if (c == '"') {
-        inString = true;
-      } else if (c == '[' || c == '{') {
-        if (++depth > MAX_DEPTH) {
-          throw new TableException("not valid JSON (nesting deeper than " + MAX_DEPTH + " levels)");
-        }
-      } else if (c == ']' || c == '}') {
-        depth--;
-      }
     }
   }
 
