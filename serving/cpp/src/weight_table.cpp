@@ -2,6 +2,7 @@
 #include "batchrl_mtf/weight_table.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -33,11 +34,21 @@ constexpr std::size_t kBlock = 256;
  * kMaxJsonDepth; a UTF-8 error anywhere is reported before a nesting error.
  */
 void check_text(const char* data, std::size_t n) {
+  // Bytes that need a look: quotes, backslash, brackets and every non-ASCII byte; runs of other
+  // bytes (digits, names, punctuation: most of a table) are skipped with one table lookup each.
+  static const auto special = [] {
+    std::array<bool, 256> t{};
+    for (unsigned char c : std::string("\"\\[]{}")) t[c] = true;
+    for (int c = 0x80; c < 256; ++c) t[c] = true;
+    return t;
+  }();
   const auto* p = reinterpret_cast<const unsigned char*>(data);
   std::size_t i = 0;
   int depth = 0;
   bool in_string = false, too_deep = false, utf8 = true;
   while (i < n) {
+    while (i < n && !special[p[i]]) ++i;
+    if (i == n) break;
     unsigned c = p[i];
     if (c < 0x80) {
       ++i;
@@ -167,13 +178,24 @@ std::string kind(const json& v) {
   return "null";
 }
 
-const json& obj(const json& v, const std::string& where) {
-  if (!v.is_object()) throw TableError(where + ": expected an object, found " + kind(v));
+// A field's name for a message: a string, or a callable that makes it (built only on an error,
+// so that validating a large table's rows allocates no strings).
+inline std::string where_str(const std::string& s) { return s; }
+inline std::string where_str(const char* s) { return s; }
+template <class F>
+std::string where_str(const F& f) {
+  return f();
+}
+
+template <class W>
+const json& obj(const json& v, const W& where) {
+  if (!v.is_object()) throw TableError(where_str(where) + ": expected an object, found " + kind(v));
   return v;
 }
 
-const json& list(const json& v, const std::string& where) {
-  if (!v.is_array()) throw TableError(where + ": expected a list, found " + kind(v));
+template <class W>
+const json& list(const json& v, const W& where) {
+  if (!v.is_array()) throw TableError(where_str(where) + ": expected a list, found " + kind(v));
   return v;
 }
 
@@ -197,8 +219,9 @@ bool same_keys(const json& o, const std::vector<std::string>& want) {
   return true;
 }
 
-std::vector<double> per_weight(const json& x, const std::vector<std::string>& names, const std::string& where) {
-  const json& m = obj(x, where);
+template <class W>
+std::vector<double> per_weight(const json& x, const std::vector<std::string>& names, const W& where_) {
+  const json& m = obj(x, where_);
   std::vector<double> out;
   out.reserve(names.size());
   bool same = m.size() == names.size();
@@ -211,10 +234,10 @@ std::vector<double> per_weight(const json& x, const std::vector<std::string>& na
     }
   }
   if (!same)
-    throw TableError(where + ": expected exactly the keys " + join(names) + " (tasks match weights), found " + show(m));
+    throw TableError(where_str(where_) + ": expected exactly the keys " + join(names) + " (tasks match weights), found " + show(m));
   for (std::size_t i = 0; i < names.size(); ++i)
     if (std::isnan(out[i]))
-      throw TableError(where + "." + names[i] + ": expected a finite number, found " + show(m.at(names[i])));
+      throw TableError(where_str(where_) + "." + names[i] + ": expected a finite number, found " + show(m.at(names[i])));
   return out;
 }
 
@@ -388,20 +411,20 @@ WeightTable TableBuilder::build(const json& doc) {
   std::copy(dflt.begin(), dflt.end(), t.weights_.begin() + nr * k);
   static const std::vector<std::string> f3 = {"bounds", "weights", "support"}, f2 = {"bounds", "weights"};
   for (std::size_t r = 0; r < nr; ++r) {
-    std::string where = "rows[" + std::to_string(r) + "]";
+    auto where = [r] { return "rows[" + std::to_string(r) + "]"; };
     const json& rd = obj(rows[r], where);
     if (!same_keys(rd, f3) && !same_keys(rd, f2))
-      throw TableError(where + ": expected fields bounds, weights and (optional) support, found " + show(rd));
-    const json& bd = obj(rd["bounds"], where + ".bounds");
+      throw TableError(where() + ": expected fields bounds, weights and (optional) support, found " + show(rd));
+    const json& bd = obj(rd["bounds"], [&] { return where() + ".bounds"; });
     if (!same_keys(bd, t.key_names_))
-      throw TableError(where + ".bounds: expected one bound per key " + join(t.key_names_) + ", found " + show(bd));
+      throw TableError(where() + ".bounds: expected one bound per key " + join(t.key_names_) + ", found " + show(bd));
     for (const auto& name : t.key_names_) {
-      const json& pair = list(bd[name], where + ".bounds." + name);
+      const json& pair = list(bd[name], [&] { return where() + ".bounds." + name; });
       auto ok = [](const json& v) { return v.is_null() || v.is_number(); };
       if (pair.size() != 2 || !ok(pair[0]) || !ok(pair[1]))
-        throw TableError(where + ".bounds." + name + ": expected [lo, hi] of numbers or null, found " + show(pair));
+        throw TableError(where() + ".bounds." + name + ": expected [lo, hi] of numbers or null, found " + show(pair));
     }
-    auto w = per_weight(rd["weights"], wn, where + ".weights");
+    auto w = per_weight(rd["weights"], wn, [&] { return where() + ".weights"; });
     std::copy(w.begin(), w.end(), t.weights_.begin() + r * k);
   }
   if (top.contains("exploration") && !top["exploration"].is_null()) {
@@ -420,11 +443,11 @@ WeightTable TableBuilder::build(const json& doc) {
   }
   if (top.contains("meta")) obj(top["meta"], "meta");
 
-  auto check_weights = [&](const double* w, const std::string& where) {
+  auto check_weights = [&](const double* w, const auto& where) {
     for (std::size_t i = 0; i < k; ++i)
       if (!(t.low_[i] <= w[i] && w[i] <= t.high_[i]))
-        throw TableError(where + "." + wn[i] + ": expected a weight within the action bounds [" + num(t.low_[i]) + ", " +
-                         num(t.high_[i]) + "], found " + num(w[i]));
+        throw TableError(where_str(where) + "." + wn[i] + ": expected a weight within the action bounds [" +
+                         num(t.low_[i]) + ", " + num(t.high_[i]) + "], found " + num(w[i]));
   };
   check_weights(dflt.data(), "default");
   t.strides_.assign(d, 1);
@@ -432,17 +455,17 @@ WeightTable TableBuilder::build(const json& doc) {
   t.cell_row_.assign(static_cast<std::size_t>(cells), -1);
   std::vector<int> lo(d), hi(d);
   for (std::size_t r = 0; r < nr; ++r) {
-    std::string where = "rows[" + std::to_string(r) + "]";
+    auto where = [r] { return "rows[" + std::to_string(r) + "]"; };
     const json& rd = rows[r];
-    check_weights(&t.weights_[r * k], where + ".weights");
+    check_weights(&t.weights_[r * k], [&] { return where() + ".weights"; });
     if (rd.contains("support")) {
       const json& s = rd["support"];
       if (!((s.is_number_integer() && !s.is_number_unsigned() && s.get<std::int64_t>() >= 0) ||
             (s.is_number_unsigned() && s.get<std::uint64_t>() <= static_cast<std::uint64_t>(INT64_MAX))))
-        throw TableError(where + ".support: expected an integer >= 0 (int64), found " + show(s));
+        throw TableError(where() + ".support: expected an integer >= 0 (int64), found " + show(s));
     }
     for (std::size_t j = 0; j < d; ++j) {
-      const std::string w = where + ".bounds." + t.key_names_[j];
+      auto w = [&] { return where() + ".bounds." + t.key_names_[j]; };
       const json& pair = rd["bounds"][t.key_names_[j]];
       const auto& e = t.edges_[j];
       auto cell = [&](const json& v, int none_cell, const char* side) {
@@ -450,17 +473,17 @@ WeightTable TableBuilder::build(const json& doc) {
         double x = v.get<double>();
         auto it = std::lower_bound(e.begin(), e.end(), x);
         if (it == e.end() || *it != x)
-          throw TableError(w + ": expected " + side + " to be null or one of the edges, found " + show(v));
+          throw TableError(w() + ": expected " + side + " to be null or one of the edges, found " + show(v));
         return static_cast<int>(it - e.begin()) + 1;
       };
       lo[j] = cell(pair[0], 0, "lo");
       hi[j] = cell(pair[1], static_cast<int>(e.size()) + 1, "hi");
-      if (lo[j] >= hi[j]) throw TableError(w + ": expected lo < hi, found " + show(pair));
+      if (lo[j] >= hi[j]) throw TableError(w() + ": expected lo < hi, found " + show(pair));
     }
     int best = -1;
     paint(t.cell_row_, t.strides_, lo, hi, 0, 0, static_cast<int>(r), false, &best);
     if (best >= 0)
-      throw TableError(where + ": overlaps rows[" + std::to_string(best) + "] (rows never overlap)");
+      throw TableError(where() + ": overlaps rows[" + std::to_string(best) + "] (rows never overlap)");
     paint(t.cell_row_, t.strides_, lo, hi, 0, 0, static_cast<int>(r), true, &best);
   }
 
