@@ -6,13 +6,14 @@ package io.batchrlmtf.serving;
  * operations, which HotSpot does not vectorise), and one of plain arithmetic that it vectorises:
  * {@code log f = 2 atanh(s)}, {@code s = (f - 1) / (f + 1)} (at most 0.172 in size), by the series
  * {@code 2 (s + s^3/3 + ... + s^21/21)} (truncation below 2^-55 relative), and {@code log x = e ln2
- * + log f} with ln 2 in two parts. About 8 times faster than {@code Math.log} per value (a call the
- * JIT does not vectorise) and within 2 ulp of {@code StrictMath.log} on 20 million values from
- * 1e-323 to 1e308 (relative error at most 2.5e-16, near {@code x = 1} too, where {@code e = 0} and
- * the series alone is the result).
+ * + log f} with ln 2 in two parts. About 2.4 times faster than {@code Math.log} (a call the JIT
+ * does not vectorise; measured: 8,000 values in 20 us against 48 us) and within 2 ulp of {@code
+ * StrictMath.log} on 20 million values from 1e-323 to 1e308 (relative error at most 4.5e-16, near
+ * {@code x = 1} too, where {@code e = 0} and the series alone is the result).
  */
 final class BlockLog {
-  private static final double LN2_HI = 6.93147180369123816490e-01; // ln 2, 32 trailing zero bits
+  // ln 2 in two parts; LN2_HI has 21 trailing zero bits, so e * LN2_HI is exact for every exponent.
+  private static final double LN2_HI = 6.93147180369123816490e-01;
   private static final double LN2_LO = 1.90821492927058770002e-10; // ln 2 - LN2_HI
   private static final long MANTISSA = 0x000FFFFFFFFFFFFFL;
   private static final long SQRT2_MANTISSA = 0x6A09E667F3BCDL; // the mantissa bits of sqrt(2)
