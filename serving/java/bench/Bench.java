@@ -32,7 +32,7 @@ public final class Bench {
     long[] times = new long[iters];
     long[] cpuTimes = new long[iters];
     long sink = 0;
-    int warm = Math.max(2000, iters / 5);
+    int warm = Math.max(20000, iters); // let C2 compile the hot loops (it shares the cores) first
     for (int it = -warm; it < iters; it++) {
       for (int j = 0; j < d; j++) {
         x[j] = rng.nextGaussian();

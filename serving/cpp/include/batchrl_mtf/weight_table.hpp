@@ -80,6 +80,7 @@ class WeightTable {
   std::vector<std::string> tasks_;
   bool logsum_ = true;
   std::vector<double> beta_;
+  std::vector<double> beta_rep_;  // beta repeated for one block of candidates (fuse_logsum)
   std::vector<double> low_, high_;
   std::vector<std::string> key_names_;
   std::vector<std::vector<double>> edges_;

@@ -31,6 +31,7 @@ public final class WeightTable {
   private final String[] weightNames;
   private final boolean logsum;
   private final double[] beta;
+  private final double[] betaRep; // beta repeated for one block of candidates (fuseLogsum)
   private final double[] low;
   private final double[] high;
   private final boolean hasBounds;
@@ -170,6 +171,7 @@ public final class WeightTable {
         throw new TableException("fusion.beta: expected no beta for formula 'sum'");
       }
       beta = null;
+      betaRep = null;
     } else {
       if (!fus.containsKey("beta")) {
         throw new TableException("fusion.beta: missing (required for formula 'logsum')");
@@ -179,6 +181,10 @@ public final class WeightTable {
         if (!(beta[i] > 0)) {
           throw new TableException("fusion.beta." + tasks[i] + ": expected a number > 0, found " + beta[i]);
         }
+      }
+      betaRep = new double[BLOCK * k];
+      for (int j = 0; j < betaRep.length; j++) {
+        betaRep[j] = beta[j % k];
       }
     }
 
@@ -539,13 +545,20 @@ public final class WeightTable {
     return fuse(flat, preds.length, w);
   }
 
-  /** As {@link #fuse}, writing into {@code out} (length >= n): no allocation on the hot path. */
+  /**
+   * As {@link #fuse}, writing into {@code out} (length >= n): no allocation on the hot path (a
+   * thread's scratch block is allocated on its first call).
+   */
   public void fuseInto(double[] preds, int n, double[] w, double[] out) {
     int k = tasks.length;
     if (n < 0 || preds.length < n * k || w.length != k || out.length < n) {
       throw new IllegalArgumentException("fuse: expected preds of length >= n*k = " + (n * k) + ", "
           + k + " weights and out of length >= " + n + ", found " + preds.length + ", " + w.length
           + " and " + out.length);
+    }
+    if (logsum) {
+      fuseLogsum(preds, n, w, out);
+      return;
     }
     for (int i = 0; i < n; i++) {
       double s = 0;
@@ -557,24 +570,89 @@ public final class WeightTable {
           nan = true;
           continue;
         }
-        if (logsum) {
-          if (!(p >= 0.0 && p <= 1.0)) {
-            throw new IllegalArgumentException("preds." + tasks[t] + "[" + i
-                + "]: expected a probability in [0, 1] or null, found " + p);
-          }
-          s += w[t] * Math.log(p + beta[t]);
-        } else {
-          if (Double.isInfinite(p)) {
-            throw new IllegalArgumentException("preds." + tasks[t] + "[" + i
-                + "]: expected a finite number or null, found " + p);
-          }
-          s += w[t] * p;
+        if (Double.isInfinite(p)) {
+          throw new IllegalArgumentException("preds." + tasks[t] + "[" + i
+              + "]: expected a finite number or null, found " + p);
         }
+        s += w[t] * p;
       }
       if (!nan && Double.isInfinite(s)) {
         throw new IllegalArgumentException("fuse: a score overflows a double");
       }
       out[i] = nan ? Double.NaN : s;
+    }
+  }
+
+  /** Candidates per block of {@link #fuseLogsum}: its k * BLOCK values stay in the L1 cache. */
+  private static final int BLOCK = 256;
+  /** Bits of 1.0: a double in [+0.0, 1.0] has bits b <= ONE_BITS (as a signed long too). */
+  private static final long ONE_BITS = 0x3FF0000000000000L;
+  private static final ThreadLocal<double[][]> FUSE_SCRATCH = new ThreadLocal<>();
+
+  /**
+   * Block by block: x = p + beta with a branch-free range check (the sign bit of (ONE_BITS - b) | b
+   * is set for any value outside [+0.0, 1.0], NaN and -0.0 included, so that a second look is
+   * needed only then), the block's logarithms ({@link BlockLog}: vectorised, within 2 ulp), then
+   * the weighted sums in task order.
+   */
+  private void fuseLogsum(double[] preds, int n, double[] w, double[] out) {
+    int k = tasks.length;
+    double[][] scratch = FUSE_SCRATCH.get();
+    if (scratch == null || scratch[0].length < BLOCK * k) {
+      scratch = new double[][] {new double[BLOCK * k], new double[BLOCK * k]};
+      FUSE_SCRATCH.set(scratch);
+    }
+    double[] x = scratch[0];
+    double[] betaRep = this.betaRep;
+    boolean anyNan = false;
+    for (int b0 = 0; b0 < n; b0 += BLOCK) {
+      int nb = Math.min(BLOCK, n - b0);
+      int m = nb * k;
+      int base = b0 * k;
+      long bad = 0;
+      for (int j = 0; j < m; j++) {
+        double p = preds[base + j];
+        long b = Double.doubleToRawLongBits(p);
+        bad |= (ONE_BITS - b) | b;
+        x[j] = p + betaRep[j];
+      }
+      if (bad < 0) {
+        for (int j = 0; j < m; j++) {
+          double p = preds[base + j];
+          if (p >= 0.0 && p <= 1.0) {
+            continue;
+          }
+          if (Double.isNaN(p)) {
+            anyNan = true;
+            continue;
+          }
+          throw new IllegalArgumentException("preds." + tasks[j % k] + "[" + (b0 + j / k)
+              + "]: expected a probability in [0, 1] or null, found " + p);
+        }
+      }
+      BlockLog.logInPlace(x, m, scratch[1]);
+      for (int i = 0; i < nb; i++) {
+        double s = 0;
+        int off = i * k;
+        for (int t = 0; t < k; t++) {
+          s += w[t] * x[off + t];
+        }
+        out[b0 + i] = s;
+      }
+    }
+    if (anyNan) {
+      for (int i = 0; i < n; i++) {
+        for (int t = 0; t < k; t++) {
+          if (Double.isNaN(preds[i * k + t])) {
+            out[i] = Double.NaN;
+          }
+        }
+      }
+    }
+    for (int i = 0; i < n; i++) {
+      if (Double.isInfinite(out[i])) {
+        throw new IllegalArgumentException("fuse: a score overflows a double");
+      }
     }
   }
 
@@ -585,56 +663,99 @@ public final class WeightTable {
     return order;
   }
 
+  private static final ThreadLocal<int[]> RANK_COUNT = ThreadLocal.withInitial(() -> new int[2048]);
+
   /**
    * As {@link #rank} into {@code order} (length >= n) with caller-owned scratch arrays ({@code
-   * keys} length >= 2n, {@code tmp} length >= n): no allocation on the hot path. A stable LSD radix
-   * sort on keys that order the scores best first (NaN last; 0.0 ties with -0.0).
+   * keys} length >= 2n, {@code tmp} length >= n): no allocation on the hot path. Keys that order
+   * the scores best first as signed longs (NaN last; 0.0 ties with -0.0), then a stable radix sort
+   * of the indices by key (see {@link #radixSort}): exactly a sort on (score, index).
    */
   public static void rankInto(double[] scores, int n, int[] order, long[] keys, int[] tmp) {
     if (n == 0) {
       return;
     }
-    int[] count = new int[8 * 256];
     for (int i = 0; i < n; i++) {
-      double d = scores[i] == 0.0 ? 0.0 : scores[i];
+      double d = scores[i] + 0.0; // -0.0 + 0.0 = +0.0: ties with 0.0
       long b = Double.doubleToRawLongBits(d);
-      long asc = b < 0 ? ~b : (b | Long.MIN_VALUE); // unsigned ascending order of d
-      long key = Double.isNaN(d) ? -1L : ~asc; // best first, NaN last (unsigned)
-      keys[i] = key;
+      long asc = b ^ ((b >> 63) | Long.MIN_VALUE); // unsigned ascending order of d
+      long key = ~asc ^ Long.MIN_VALUE; // best first, as a signed long
+      keys[i] = d != d ? Long.MAX_VALUE : key; // NaN last
       order[i] = i;
-      for (int p = 0; p < 8; p++) {
-        count[(p << 8) | (int) ((key >>> (8 * p)) & 0xFF)]++;
-      }
     }
-    int[] o = order;
-    int[] o2 = tmp;
-    int ka = 0; // keys[ka .. ka + n) are current, the other half is scratch
-    for (int p = 0; p < 8; p++) {
-      int base = p << 8;
-      int shift = 8 * p;
-      if (count[base | (int) ((keys[ka] >>> shift) & 0xFF)] == n) {
-        continue;
+    radixSort(keys, order, 0, n, tmp, RANK_COUNT.get());
+  }
+
+  /**
+   * Stable sort of idx[from, from + m) by keys[idx] (ascending; equal keys keep their order). One
+   * counting pass on (key - min) >>> shift, the shift leaving at most 2^11 buckets (about m), puts
+   * every index into its bucket; a bucket of more than 16 is sorted again the same way (on its own
+   * range, at least 6 bits narrower: at most 11 levels), and one insertion sort over the range then
+   * sorts the short buckets (it never moves an index past its bucket: O(m * 16) at most).
+   */
+  private static void radixSort(long[] keys, int[] idx, int from, int m, int[] tmp, int[] count) {
+    int to = from + m;
+    if (m > 16) {
+      long lo = keys[idx[from]];
+      long hi = lo;
+      for (int i = from + 1; i < to; i++) {
+        long key = keys[idx[i]];
+        lo = Math.min(lo, key);
+        hi = Math.max(hi, key);
+      }
+      if (lo == hi) {
+        return; // all equal: already in order
+      }
+      int bits = 4; // about log2(m) digit bits, 4 to 11
+      while (bits < 11 && (1 << bits) < m) {
+        bits++;
+      }
+      long range = hi - lo; // unsigned
+      int top = 63 - Long.numberOfLeadingZeros(range);
+      int shift = top + 1 > bits ? top + 1 - bits : 0;
+      int nb = (int) (range >>> shift) + 1;
+      Arrays.fill(count, 0, nb, 0);
+      for (int i = from; i < to; i++) {
+        count[(int) ((keys[idx[i]] - lo) >>> shift)]++;
       }
       int sum = 0;
-      for (int b = 0; b < 256; b++) {
-        int t = count[base + b];
-        count[base + b] = sum;
-        sum += t;
+      int largest = 0;
+      for (int d = 0; d < nb; d++) {
+        int c = count[d];
+        largest = Math.max(largest, c);
+        count[d] = sum;
+        sum += c;
       }
-      int kb = n - ka; // 0 or n
-      for (int i = 0; i < n; i++) {
-        long key = keys[ka + i];
-        int dst = count[base | (int) ((key >>> shift) & 0xFF)]++;
-        keys[kb + dst] = key;
-        o2[dst] = o[i];
+      for (int i = from; i < to; i++) {
+        int v = idx[i];
+        tmp[from + count[(int) ((keys[v] - lo) >>> shift)]++] = v;
       }
-      ka = kb;
-      int[] t = o;
-      o = o2;
-      o2 = t;
+      System.arraycopy(tmp, from, idx, from, m);
+      if (shift == 0) {
+        return; // one key per bucket value: sorted
+      }
+      if (largest > 16) { // (rare: clustered keys) sort the large buckets on their own range
+        for (int a = from; a < to; ) {
+          long d = (keys[idx[a]] - lo) >>> shift;
+          int b = a + 1;
+          while (b < to && ((keys[idx[b]] - lo) >>> shift) == d) {
+            b++;
+          }
+          if (b - a > 16) {
+            radixSort(keys, idx, a, b - a, tmp, count);
+          }
+          a = b;
+        }
+      }
     }
-    if (o != order) {
-      System.arraycopy(o, 0, order, 0, n);
+    for (int i = from + 1; i < to; i++) { // insertion sort (stable)
+      int v = idx[i];
+      long kv = keys[v];
+      int j = i;
+      for (; j > from && keys[idx[j - 1]] > kv; j--) {
+        idx[j] = idx[j - 1];
+      }
+      idx[j] = v;
     }
   }
 
