@@ -206,10 +206,25 @@ def bench_world(name: str, args: argparse.Namespace) -> dict[str, Any]:
         text,
         [ds],
         lambda: run(
-            [*CLI, "build-dataset", str(logs), "--reward", str(reward), "--out", str(ds)], log
+            [
+                *CLI,
+                "build-dataset",
+                str(logs),
+                "--reward",
+                str(reward),
+                "--out",
+                str(ds),
+                "--overwrite",
+            ],
+            log,
         ),
     )
-    stage("train", text, [pol], lambda: run([*CLI, "-q", "train", str(ds), "--out", str(pol)], log))
+    stage(
+        "train",
+        text,
+        [pol],
+        lambda: run([*CLI, "-q", "train", str(ds), "--out", str(pol), "--overwrite"], log),
+    )
     stage(
         "export",
         text,
@@ -321,7 +336,16 @@ def bench_world(name: str, args: argparse.Namespace) -> dict[str, Any]:
         env = wdir / "learned" / "env.toml"
 
         def make_env() -> dict[str, Any]:
-            cmd = [*CLI, "make-env", str(logs), "--reward", str(reward), "--out", str(env)]
+            cmd = [
+                *CLI,
+                "make-env",
+                str(logs),
+                "--reward",
+                str(reward),
+                "--out",
+                str(env),
+                "--overwrite",
+            ]
             validation = env.parent / "env" / "validation.json"
             if not (args.reuse_outputs and validation.is_file()):
                 run(cmd + fusion_flags, log)
@@ -339,8 +363,10 @@ def bench_world(name: str, args: argparse.Namespace) -> dict[str, Any]:
             }
 
         learned = stage("make-env", [text, args.env_sessions, list(policies)], [env], make_env)
+    sel_doc = wdir / "select" / "selection.json"
     return {
         "world": zw.summary(),
+        "selection": json.loads(sel_doc.read_text()) if selected and sel_doc.is_file() else None,
         "truth": truth,
         "byhand": hand,
         "true_values": true_values,

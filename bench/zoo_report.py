@@ -44,6 +44,32 @@ def _median(x: list[float]) -> float | None:
     return float(np.median(y)) if y else None
 
 
+def _selected(raw: dict[str, Any], row: dict[str, Any]) -> dict[str, Any] | None:
+    """Issue 16's figures of the table ``select`` chose (``None`` without a select stage)."""
+    tv, truth, sel = raw["true_values"], raw["truth"], raw.get("selection")
+    chosen = tv.get("selected")
+    if chosen is None:
+        return None
+    prod, best, oracle = truth["production"], truth["best_constant"], truth["oracle"]
+    gap, gap_h = _diff(oracle, prod)
+    d_prod, h_prod = _diff(chosen, prod)
+    d_best, h_best = _diff(chosen, best)
+    ch = (sel or {}).get("chosen") or {}
+    lower = ch.get("lower")
+    return {
+        "chosen": ch.get("name"),
+        "value": chosen,
+        "gap_closed": (chosen["mean"] - prod["mean"]) / gap if gap > gap_h and gap > 0 else None,
+        "minus_production": d_prod,
+        "significantly_worse_than_production": d_prod < -h_prod,
+        "minus_best": d_best,
+        "at_or_above_best": d_best >= -h_best,
+        "above_byhand": chosen["mean"] > raw["byhand"]["mean"],
+        "lower": lower,
+        "lower_below_truth": None if lower is None else bool(lower <= chosen["mean"]),
+    }
+
+
 def world_metrics(raw: dict[str, Any]) -> dict[str, Any]:
     """The figures of one world from :func:`bench_world`'s raw results."""
     w, truth, tv = raw["world"], raw["truth"], raw["true_values"]
@@ -111,6 +137,7 @@ def world_metrics(raw: dict[str, Any]) -> dict[str, Any]:
         }
     else:
         row["learned_env"] = None
+    row["select"] = _selected(raw, row)
     row["seconds"] = raw["seconds"]
     row["wall_s"] = raw["wall_s"]
     return row
@@ -124,7 +151,22 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     ope = [r["ope"] for r in rows]
     le = [r["learned_env"] for r in rows if r["learned_env"]]
     n_pairs = sum(o["policies"] for o in ope)
+    sel = [r["select"] for r in rows if r.get("select")]
+    lows = [x["lower_below_truth"] for x in sel if x["lower_below_truth"] is not None]
+    select_agg = {
+        "worlds": len(sel),
+        "significantly_worse_than_production": sum(
+            x["significantly_worse_than_production"] for x in sel
+        ),
+        "at_or_above_best": sum(x["at_or_above_best"] for x in sel),
+        "above_byhand": sum(x["above_byhand"] for x in sel),
+        "median_gap_closed": _median([x["gap_closed"] for x in sel]),
+        "lower_below_truth": sum(lows),
+        "with_lower": len(lows),
+        "kept_production": sum(x["chosen"] == "production" for x in sel),
+    }
     return {
+        "select": select_agg,
         "worlds": n,
         "median_gap_closed": _median([r["gap_closed"] for r in rows]),
         "worlds_with_gap": sum(r["gap_closed"] is not None for r in rows),
@@ -175,10 +217,38 @@ def print_report(rows: list[dict[str, Any]], agg: dict[str, Any]) -> None:
             f"{_f(e.get('replay_return_rel'), pct=True)} | {_f(e.get('spearman'))} | "
             f"{_f(e.get('median_rel_error'), pct=True)} |"
         )
+    if any(r.get("select") for r in rows):
+        print(
+            "\n| world | selected (select) | truth | - production | - best constant | "
+            "gap closed | > by-hand | its lower bound | lower <= truth |"
+        )
+        print("|" + "---|" * 9)
+        for r in rows:
+            x = r.get("select")
+            if not x:
+                continue
+            print(
+                f"| {r['world']} | {x['chosen']} | {_v(x['value'])} | "
+                f"{_f(x['minus_production'])} | {_f(x['minus_best'])} | "
+                f"{_f(x['gap_closed'], pct=True)} | {'yes' if x['above_byhand'] else 'no'} | "
+                f"{_f(x['lower'])} | {x['lower_below_truth']} |"
+            )
     a, n = agg, agg["worlds"]
     print(f"\naggregate over {n} worlds:")
     if not n:
         return
+    sa = a.get("select") or {}
+    if sa.get("worlds"):
+        m = sa["worlds"]
+        print(
+            f"- select (issue 16 targets on this half): significantly below production in "
+            f"{sa['significantly_worse_than_production']}/{m} (target 0); at or above the best "
+            f"constant in {sa['at_or_above_best']}/{m} (target >= 90%); median gap closed "
+            f"{_f(sa['median_gap_closed'], pct=True)} (target >= 75%); above the by-hand script "
+            f"in {sa['above_byhand']}/{m} (target >= 80%); its lower bound below its truth in "
+            f"{sa['lower_below_truth']}/{sa['with_lower']} (target >= 90%); kept production in "
+            f"{sa['kept_production']}/{m}"
+        )
     print(
         f"- median share of the production->oracle gap closed by the default table: "
         f"{_f(a['median_gap_closed'], pct=True)} (over the {a['worlds_with_gap']} worlds with a gap)"
@@ -206,3 +276,29 @@ def print_report(rows: list[dict[str, Any]], agg: dict[str, Any]) -> None:
         f"{_f(a['env_median_replay_return_rel'], pct=True)} (median), sim-to-real Spearman "
         f"{_f(a['env_median_spearman'])}, median relative error {_f(a['env_median_rel_error'], pct=True)}"
     )
+
+
+def main() -> None:
+    """Re-print the tables and aggregates of a ``bench/zoo.py`` JSON from its raw results
+    (``python bench/zoo_report.py runs/zoo/heldout.json [--work runs/zoo]``); ``--work`` adds each
+    world's ``select/selection.json`` when the JSON predates its record."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("json", type=Path)
+    ap.add_argument("--work", type=Path, default=None)
+    args = ap.parse_args()
+    doc = json.loads(args.json.read_text())
+    raws = doc["raw"]
+    for raw in raws:
+        sel = args.work / raw["world"]["name"] / "select" / "selection.json" if args.work else None
+        if raw.get("selection") is None and sel is not None and sel.is_file():
+            raw["selection"] = json.loads(sel.read_text())
+    rows = [world_metrics(r) for r in raws]
+    print_report(rows, aggregate(rows))
+
+
+if __name__ == "__main__":
+    main()
