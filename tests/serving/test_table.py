@@ -5,6 +5,7 @@ serving package's import rules."""
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import re
 import threading
@@ -239,6 +240,8 @@ def test_loaded_rows_are_made_on_demand_and_equal_eager_rows() -> None:
     text = eager.to_json()
     loaded = WeightTable.loads(text)
     assert "rows" not in vars(loaded)  # kept as arrays until asked for
+    copied = copy.deepcopy(loaded)  # (multiprocessing pickles tables the same way)
+    assert "rows" not in vars(copied) and copied.rows == eager.rows
     assert loaded == eager and loaded.rows == eager.rows and loaded.to_json() == text
     assert all(type(r) is TableRow for r in loaded.rows) and type(loaded.rows) is tuple
     assert loaded.rows is loaded.rows  # made once
