@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import cast
 
 from batchrl_mtf.errors import ExportError
-from batchrl_mtf.serving._grid import check_keys
-from batchrl_mtf.serving._json import check_plain_json
+from batchrl_mtf.serving._grid import RowArrays, check_keys, row_arrays
+from batchrl_mtf.serving._json import check_plain_json, count_members
 from batchrl_mtf.serving._types import (
     FORMAT,
     FORMULAS,
@@ -31,7 +31,13 @@ from batchrl_mtf.serving._types import (
     weight_names,
 )
 
-__all__ = ["parse_csv_rows", "parse_table", "table_to_csv", "table_to_dict"]
+__all__ = [
+    "count_table_members",
+    "parse_csv_rows",
+    "parse_table",
+    "table_to_csv",
+    "table_to_dict",
+]
 
 _REQUIRED = ("format", "tasks", "fusion", "keys", "default", "rows")
 _OPTIONAL = ("action_bounds", "exploration", "meta")
@@ -262,6 +268,30 @@ def parse_table(doc: object) -> dict[str, object]:
     }
 
 
+def count_table_members(doc: Mapping[str, object], rows: object) -> int:
+    """Object members plus ``:`` inside strings of a table document that :func:`parse_table`
+    accepted (see :func:`~batchrl_mtf.serving._json.loads_counted`).
+
+    When the rows came out as :class:`RowArrays`, each row is known to hold ``bounds`` (one
+    ``[number|null, number|null]`` per key name), ``weights`` (one number per weight name) and
+    maybe ``support`` (a number), so they are counted without walking them.
+    """
+    members, colons = count_members({k: v for k, v in doc.items() if k != "rows"})
+    raw = doc.get("rows")
+    if not isinstance(rows, RowArrays) or not isinstance(raw, list):
+        more, more_colons = count_members(raw)
+        return members + 1 + more + colons + more_colons
+    keys = cast(Sequence[Mapping[str, object]], doc["keys"])
+    key_names = [cast(str, k["name"]) for k in keys]
+    wn = weight_names(cast(Sequence[str], doc["tasks"]))
+    n = len(raw)
+    members += (
+        1 + sum(map(len, cast(list[dict[str, object]], raw))) + n * (len(key_names) + len(wn))
+    )
+    colons += n * sum(name.count(":") for name in (*key_names, *wn))
+    return members + colons
+
+
 def _parse_fusion(fus: Mapping[str, object], tasks: tuple[str, ...]) -> Fusion:
     formula = fus.get("formula")
     if formula not in FORMULAS:
@@ -314,8 +344,13 @@ def _getter(names: Sequence[str]) -> Callable[[Mapping[str, object]], tuple[obje
 
 def _rows_fast(
     raw: list[object], key_names: list[str], wn: tuple[str, ...]
-) -> tuple[TableRow, ...] | None:
-    """Rows of well-formed JSON as :class:`TableRow` values, or ``None`` if any row is not."""
+) -> tuple[TableRow, ...] | RowArrays | None:
+    """Rows of well-formed JSON, or ``None`` if any row is not.
+
+    When every number is a float (bounds: or ``null``) and every support an int, as ``export``
+    writes them, the rows come as :class:`RowArrays` (the table makes :class:`TableRow` values of
+    them only when asked); otherwise as :class:`TableRow` values with the numbers as found.
+    """
     kset, wset = set(key_names), set(wn)
     if not raw:
         return ()
@@ -332,24 +367,31 @@ def _rows_fast(
     wds = list(map(operator.itemgetter("weights"), rds))
     if set(map(type, bds)) != {dict} or set(map(type, wds)) != {dict}:
         return None
-    if not (_all_equal(map(dict.keys, bds), kset) and _all_equal(map(dict.keys, wds), wset)):
+    # exactly the names: as many keys as names, and every name found (else KeyError)
+    if set(map(len, bds)) != {len(kset)} or set(map(len, wds)) != {len(wset)}:
         return None
-    weights = list(map(_getter(wn), wds))
-    pairs = []
-    for name in key_names:
-        col = list(map(operator.itemgetter(name), bds))
+    try:
+        weights = list(map(_getter(wn), wds))
+        cols = [list(map(operator.itemgetter(name), bds)) for name in key_names]
+    except KeyError:
+        return None
+    support = list(map(operator.methodcaller("get", "support", 0), rds))
+    arrays = row_arrays(cast(list[object], weights), support, cols, len(wn))
+    if arrays is not None and arrays.floats:
+        return arrays
+    for col in cols:
         if set(map(type, col)) != {list} or set(map(len, col)) != {2}:
             return None
-        pairs.append(map(tuple, col))
+    pairs = [map(tuple, col) for col in cols]  # the table normalises and checks them
     bounds = zip(*pairs, strict=True) if pairs else itertools.repeat((), len(rds))
-    support = map(operator.methodcaller("get", "support", 0), rds)
     return tuple(map(TableRow, bounds, weights, support))  # type: ignore[arg-type]
 
 
 def _parse_rows(
     raw: list[object], key_names: list[str], wn: tuple[str, ...]
-) -> tuple[TableRow, ...]:
-    """Rows as :class:`TableRow` values (numbers unchecked: the table checks them as arrays).
+) -> tuple[TableRow, ...] | RowArrays:
+    """Rows as :class:`TableRow` values or :class:`RowArrays` (numbers unchecked: the table
+    checks them as arrays).
 
     The common case (every row well formed) runs at C speed; otherwise the rows are read field by
     field to name the first one that is not.

@@ -20,7 +20,15 @@ import numpy.typing as npt
 from batchrl_mtf.errors import ExportError
 from batchrl_mtf.serving._types import MAX_CELLS, Bound, TableKey, TableRow, is_number, show
 
-__all__ = ["Grid", "build_grid", "check_keys", "check_weights"]
+__all__ = [
+    "Grid",
+    "RowArrays",
+    "build_grid",
+    "check_keys",
+    "check_weights",
+    "row_arrays",
+    "rows_from_arrays",
+]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -37,21 +45,16 @@ class Grid:
         strides: Mixed-radix strides of the key cells, shape (n_keys,).
         cell_row: Row index per grid cell, ``-1`` where the default applies, shape (n_cells,).
         weights: Row weights with the default appended as the last row, shape (n_rows + 1, k).
-        rows: The rows with plain Python floats (``None`` bounds) and int supports, or ``None``
-            when the given rows already are.
+        arrays: The rows' numbers (:func:`rows_from_arrays` makes normal rows of them).
     """
 
     def __init__(
-        self,
-        strides: IntArray,
-        cell_row: IntArray,
-        weights: FloatArray,
-        rows: tuple[TableRow, ...] | None,
+        self, strides: IntArray, cell_row: IntArray, weights: FloatArray, arrays: RowArrays
     ) -> None:
         self.strides = strides
         self.cell_row = cell_row
         self.weights = weights
-        self.rows = rows
+        self.arrays = arrays
 
 
 def check_keys(keys: Sequence[TableKey]) -> tuple[int, ...]:
@@ -108,10 +111,117 @@ def check_weights(
             )
 
 
+class RowArrays:
+    """The numbers of n rows as arrays, their types already checked (:func:`row_arrays`).
+
+    Attributes:
+        weights: Weights, shape (n, k), float64.
+        support: Supports, shape (n,), int64 (values not yet checked to be >= 0).
+        bounds: Per key, the bounds ``[lo, hi]`` as floats, shape (n, 2), NaN where ``None``.
+        unbounded: Per key, where the bound is ``None``, shape (n, 2), bool.
+        floats: Every weight and bound is a Python float (a bound may be ``None``) and every
+            support a Python int: the values need no normalisation.
+        plain: ``floats``, and every container is a tuple (the rows are already normal).
+    """
+
+    def __init__(
+        self,
+        weights: FloatArray,
+        support: IntArray,
+        bounds: list[FloatArray],
+        unbounded: list[npt.NDArray[np.bool_]],
+        floats: bool,
+        plain: bool,
+    ) -> None:
+        self.weights = weights
+        self.support = support
+        self.bounds = bounds
+        self.unbounded = unbounded
+        self.floats = floats
+        self.plain = plain
+
+
+def row_arrays(
+    weights: list[object],
+    support: list[object],
+    pairs: Sequence[list[object]],
+    k: int,
+) -> RowArrays | None:
+    """The rows' numbers as arrays, or ``None`` when a type or length does not fit.
+
+    Args:
+        weights: Per row, its weights (a tuple or list of k numbers), n of them.
+        support: Per row, its support (an integer), n of them.
+        pairs: Per key, per row, its bound ``[lo, hi]`` (numbers or ``None``), n each.
+        k: Number of tasks.
+
+    Returns:
+        The arrays (values not checked yet: :func:`build_grid` does), or ``None``: then the rows
+        are checked one by one, which names the first that does not fit.
+    """
+    n = len(weights)
+    w_types = set(map(type, weights))
+    if not w_types <= {tuple, list}:
+        return None
+    rows_w = cast(list[Sequence[float]], weights)
+    if n and set(map(len, rows_w)) != {k}:
+        return None
+    flat = itertools.chain.from_iterable
+    v_types = set(map(type, flat(rows_w)))
+    s_types = set(map(type, support))
+    if not (v_types <= _NUMBER_TYPES and s_types <= _INT_TYPES):
+        return None
+    floats = v_types <= {float} and s_types <= {int}
+    plain = floats and w_types <= {tuple}
+    bounds: list[FloatArray] = []
+    unbounded: list[npt.NDArray[np.bool_]] = []
+    try:
+        w = np.fromiter(flat(rows_w), np.float64, n * k)
+        w = w.reshape(n, k)
+        sup = np.fromiter(cast(list[int], support), np.int64, n)  # beyond int64: OverflowError
+        for col in pairs:
+            p_types = set(map(type, col))
+            if not p_types <= {tuple, list}:
+                return None
+            pair_col = cast(list[Sequence[object]], col)
+            if n and set(map(len, pair_col)) != {2}:
+                return None
+            values = list(flat(pair_col))
+            b_types = set(map(type, values))
+            if not b_types <= _NUMBER_TYPES | {type(None)}:
+                return None
+            floats = floats and b_types <= {float, type(None)}
+            plain = plain and floats and p_types <= {tuple}
+            x = np.array(values, dtype=np.float64).reshape(n, 2)  # None -> NaN
+            none = np.isnan(x)
+            if int(none.sum()) != values.count(None):  # a NaN bound that is not None
+                none = np.fromiter(map(operator.is_, values, itertools.repeat(None)), bool, 2 * n)
+                none = none.reshape(n, 2)
+            bounds.append(x)
+            unbounded.append(none)
+    except OverflowError:  # beyond float64 or int64: the row-by-row check names it
+        return None
+    return RowArrays(w, sup, bounds, unbounded, floats, plain)
+
+
+def rows_from_arrays(arrays: RowArrays) -> tuple[TableRow, ...]:
+    """Rows with plain Python floats (``None`` bounds) and int supports."""
+    n = arrays.weights.shape[0]
+    per_key = []
+    for x, none in zip(arrays.bounds, arrays.unbounded, strict=True):
+        values = [
+            None if u else v for v, u in zip(x.ravel().tolist(), none.ravel().tolist(), strict=True)
+        ]
+        per_key.append(zip(values[0::2], values[1::2], strict=True))
+    bounds = zip(*per_key, strict=True) if per_key else itertools.repeat((), n)
+    weights = map(tuple, arrays.weights.tolist())
+    return tuple(map(TableRow, bounds, weights, arrays.support.tolist()))
+
+
 def build_grid(
     keys: Sequence[TableKey],
     shape: tuple[int, ...],
-    rows: Sequence[TableRow],
+    rows: Sequence[TableRow] | RowArrays,
     default: Sequence[float],
     tasks: Sequence[str],
     low: FloatArray,
@@ -122,7 +232,7 @@ def build_grid(
     Args:
         keys: Validated keys (see :func:`check_keys`), d of them.
         shape: Grid shape from :func:`check_keys`.
-        rows: The rows, n of them.
+        rows: The rows, n of them, or their numbers as :class:`RowArrays` (a document's rows).
         default: Validated default weights, shape (k,).
         tasks: Task names, k of them.
         low: Lowest weight per task (``-inf`` without action bounds), shape (k,).
@@ -131,106 +241,58 @@ def build_grid(
     Raises:
         ExportError: ``rows[i]...`` naming the first invalid row (in row order) and its field.
     """
-    n, k, d = len(rows), len(tasks), len(keys)
+    k, d = len(tasks), len(keys)
+    arrays = rows if isinstance(rows, RowArrays) else None
+    if not isinstance(rows, RowArrays) and set(map(type, rows)) <= {TableRow}:
+        bs = list(map(_BOUNDS, rows))
+        if set(map(type, bs)) <= {tuple, list} and (not rows or set(map(len, bs)) == {d}):
+            pairs = [list(map(operator.itemgetter(j), bs)) for j in range(d)]
+            arrays = row_arrays(list(map(_WEIGHTS, rows)), list(map(_SUPPORT, rows)), pairs, k)
+            if arrays is not None and not set(map(type, bs)) <= {tuple}:
+                arrays.plain = False
+    n = arrays.weights.shape[0] if arrays is not None else len(cast(Sequence[TableRow], rows))
     weights = np.empty((n + 1, k), dtype=np.float64)
     weights[n] = default
     lo_cell = np.zeros((n, d), dtype=np.int64)
     hi_cell = np.zeros((n, d), dtype=np.int64)
-    bad = np.zeros(n, dtype=bool)
-    ok = set(map(type, rows)) <= {TableRow}
-    plain = ok
-    values: list[tuple[list[float | None], list[float | None]]] = []
-    sup: list[object] = []
-    if ok and n:
-        ws = list(map(_WEIGHTS, rows))
-        ok = set(map(type, ws)) <= {tuple, list} and set(map(len, ws)) == {k}
-        if ok:
-            flat = list(itertools.chain.from_iterable(ws))
-            types = set(map(type, flat))
-            ok = types <= _NUMBER_TYPES
-            plain = types == {float} and set(map(type, ws)) == {tuple}
-        if ok:
-            w = np.array(flat, dtype=np.float64).reshape(n, k)
-            weights[:n] = w
-            bad |= ~(np.isfinite(w) & (w >= low) & (w <= high)).all(axis=1)
-            sup = list(map(_SUPPORT, rows))
-            types = set(map(type, sup))
-            ok = types <= _INT_TYPES and max(cast(list[int], sup)) <= _MAX_SUPPORT
-            plain = plain and types == {int}
-        if ok:
-            bad |= np.array(sup, dtype=np.int64) < 0
-            bs = list(map(_BOUNDS, rows))
-            ok = set(map(type, bs)) <= {tuple, list} and set(map(len, bs)) == {d}
-            plain = plain and set(map(type, bs)) <= {tuple}
-        if ok and d:
-            for j, key in enumerate(keys):
-                pairs = list(map(operator.itemgetter(j), bs))
-                ok = set(map(type, pairs)) <= {tuple, list} and set(map(len, pairs)) == {2}
-                if not ok:
-                    break
-                plain = plain and set(map(type, pairs)) == {tuple}
-                los, his = list(map(_FIRST, pairs)), list(map(_SECOND, pairs))
-                lo_ok, lo_c, lo_v = _cells(key, los, 0)
-                hi_ok, hi_c, hi_v = _cells(key, his, len(key.edges) + 1)
-                if lo_ok is None or hi_ok is None:
-                    ok = False
-                    break
-                plain = plain and lo_v is los and hi_v is his
-                values.append((lo_v, hi_v))
-                lo_cell[:, j], hi_cell[:, j] = lo_c, hi_c
-                bad |= ~lo_ok | ~hi_ok | (lo_c >= hi_c)
-    if not ok or bad.any():
-        first = int(np.argmax(bad)) if ok else n
+    bad = np.ones(n, dtype=bool)
+    if arrays is not None:
+        w = arrays.weights
+        weights[:n] = w
+        bad = ~(np.isfinite(w) & (w >= low) & (w <= high)).all(axis=1) | (arrays.support < 0)
+        for j, key in enumerate(keys):
+            edges = np.asarray(key.edges, dtype=np.float64)
+            x, none = arrays.bounds[j], arrays.unbounded[j]
+            lo_ok, lo_cell[:, j] = _cells(edges, x[:, 0], none[:, 0], 0)
+            hi_ok, hi_cell[:, j] = _cells(edges, x[:, 1], none[:, 1], len(edges) + 1)
+            bad |= ~lo_ok | ~hi_ok | (lo_cell[:, j] >= hi_cell[:, j])
+    if arrays is None or bad.any():
+        checked = rows_from_arrays(rows) if isinstance(rows, RowArrays) else rows
+        first = int(np.argmax(bad)) if arrays is not None else n
         for i in range(min(first + 1, n)):  # the row-by-row check of every row before it too
-            _check_row(rows[i], i, keys, tasks, low, high)
+            _check_row(checked[i], i, keys, tasks, low, high)
         raise ExportError(f"rows[{first}]: invalid row")  # pragma: no cover - checks agree
-    cell_row = _paint(shape, lo_cell, hi_cell, rows)
-    normal = None
-    if not plain and n:
-        bounds = (
-            zip(*(zip(lo, hi, strict=True) for lo, hi in values), strict=True)
-            if d
-            else itertools.repeat((), n)
-        )
-        normal = tuple(map(TableRow, bounds, map(tuple, weights[:n].tolist()), map(int, sup)))  # type: ignore[arg-type]
-    return Grid(_strides(shape), cell_row, weights, normal)
+    cell_row = _paint(shape, lo_cell, hi_cell)
+    return Grid(_strides(shape), cell_row, weights, arrays)
 
 
 _WEIGHTS = operator.attrgetter("weights")
 _SUPPORT = operator.attrgetter("support")
 _BOUNDS = operator.attrgetter("bounds")
-_FIRST = operator.itemgetter(0)
-_SECOND = operator.itemgetter(1)
 
 
 def _cells(
-    key: TableKey, values: list[object], none_cell: int
-) -> tuple[npt.NDArray[np.bool_] | None, IntArray, list[float | None]]:
-    """Per bound value: whether it is ``None`` or an edge, its cell, and the value as a float.
+    edges: FloatArray, x: FloatArray, none: npt.NDArray[np.bool_], none_cell: int
+) -> tuple[npt.NDArray[np.bool_], IntArray]:
+    """Per bound value: whether it is ``None`` or an edge, and its cell.
 
-    ``None`` goes to ``none_cell``; a value equal to edge ``i`` to cell ``i + 1``. The returned
-    list is ``values`` itself when it already holds only floats and ``None``.
+    ``None`` goes to ``none_cell``; a value equal to edge ``i`` to cell ``i + 1``.
     """
-    types = set(map(type, values))
-    if not types <= _NUMBER_TYPES | {type(None)}:
-        return None, np.zeros(0, dtype=np.int64), []
-    obj = np.array(values, dtype=object)
-    is_none = np.asarray(obj == None, dtype=bool)  # noqa: E711 - elementwise
-    obj[is_none] = 0.0
-    x = obj.astype(np.float64)
-    edges = np.asarray(key.edges, dtype=np.float64)
-    pos = np.searchsorted(edges, x, side="left")
+    xf = np.where(none, 0.0, x)
+    pos = np.searchsorted(edges, xf, side="left")
     hit = pos < len(edges)
-    hit[hit] = edges[pos[hit]] == x[hit]
-    cell = np.where(is_none, none_cell, pos + 1).astype(np.int64)
-    if types <= {float, type(None)}:
-        return is_none | hit, cell, cast(list[float | None], values)
-    floats = x.tolist()
-    return (
-        is_none | hit,
-        cell,
-        [None if none else v for v, none in zip(floats, is_none.tolist(), strict=True)],
-    )
+    hit[hit] = edges[pos[hit]] == xf[hit]
+    return none | hit, np.where(none, none_cell, pos + 1).astype(np.int64)
 
 
 def _check_row(
@@ -287,9 +349,7 @@ def _strides(shape: tuple[int, ...]) -> IntArray:
     return strides
 
 
-def _paint(
-    shape: tuple[int, ...], lo: IntArray, hi: IntArray, rows: Sequence[TableRow]
-) -> IntArray:
+def _paint(shape: tuple[int, ...], lo: IntArray, hi: IntArray) -> IntArray:
     """The cell -> row array; raises ``rows[i]: overlaps rows[j]`` for the first overlap."""
     n_cells = math.prod(shape)
     n = lo.shape[0]

@@ -9,13 +9,25 @@ readers in Java and C++ accept, within fixed bounds, and turns every problem int
 * no number token longer than :data:`MAX_NUMBER_CHARS` characters;
 * nesting at most :data:`MAX_DEPTH` containers deep (the top-level value is depth 1);
 * no object with the same key twice.
+
+Speed: the standard parser runs without per-number hooks whenever a byte scan of the raw text
+(``bytes.translate`` and substring searches, at memory speed) proves that no hook could fire: no
+run of ``MAX_NUMBER_CHARS // 3`` digits (which every longer number has) and no positive exponent
+of three or more digits (the only way a number of at most 100 characters overflows a double). Otherwise, or when
+the scans see such text inside a string, the text is parsed again with the checking hooks, so the
+result and every message are the same either way. The cyclic garbage collector is paused while a
+document is parsed and built (:func:`gc_paused`): it would otherwise re-scan the growing document
+hundreds of times.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from batchrl_mtf.errors import ExportError
@@ -25,8 +37,12 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_NUMBER_CHARS",
     "check_plain_json",
+    "count_members",
     "dumps_stable",
+    "gc_paused",
+    "loads_counted",
     "loads_strict",
+    "read_limited",
     "read_strict",
 ]
 
@@ -38,6 +54,43 @@ MAX_DEPTH = 64
 
 MAX_NUMBER_CHARS = 100
 """Longest number token accepted (a double needs at most 24 characters)."""
+
+
+_SCAN_MASK = bytes(
+    0x30 if i in b"0123456789" else 0x65 if i in b"eE" else i if i == 0x2B else 0x20
+    for i in range(256)
+)
+"""Digits -> ``0``, ``e``/``E`` -> ``e``, ``+`` kept, every other byte -> space."""
+_LONG_DIGITS = b"0" * (MAX_NUMBER_CHARS // 3)
+"""A number token longer than MAX_NUMBER_CHARS has at most 4 other characters (sign, point,
+exponent mark and sign) around at most 3 digit groups, so one group has this many digits."""
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a large document is parsed and built.
+
+    Parsing creates millions of containers, none of them garbage; each collection would walk all
+    of them again. Reference counting still frees temporaries. The collector is re-enabled only if
+    it was enabled on entry (the setting is process-wide).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _hooks_needed(raw: bytes) -> bool:
+    """Whether a number hook could fire on ``raw``: a run of ``MAX_NUMBER_CHARS // 3`` digits
+    (every longer number token has one), or an exponent ``e``/``e+`` with three or more digits
+    (a shorter number is below 1e200). A false positive (such text inside a string, or a long
+    but allowed number) only costs the slower checking parse."""
+    scan = raw.translate(_SCAN_MASK)
+    # rfind compares a needle's first byte first: "e" is rare here, "0" (the last byte) is not
+    return any(scan.rfind(needle) >= 0 for needle in (_LONG_DIGITS, b"e000", b"e+000"))
 
 
 class _InvalidJSONError(Exception):
@@ -87,29 +140,86 @@ def loads_strict(data: bytes | str, source: str) -> object:
     Raises:
         ExportError: ``"<source>: not valid JSON (...)"`` or ``"<source>: not UTF-8 text ..."``.
     """
+    text, raw = _decode(data, source)
+    with gc_paused():
+        return _parse(text, source, numbers=_hooks_needed(raw), keys=True)
+
+
+def loads_counted(data: bytes | str, source: str) -> tuple[object, int | None]:
+    """:func:`loads_strict` without the per-object duplicate-key hook, for large documents.
+
+    Every other check is made. A repeated key would be merged silently, so the caller proves
+    there is none: in JSON text every ``:`` outside a string ends a key, so the document has no
+    repeated key exactly when ``colons`` equals the number of object members plus the number of
+    ``:`` inside all strings (keys and values; :func:`count_members` counts both). If the proof
+    fails, parse again with :func:`loads_strict`, which names the repeated key.
+
+    Returns:
+        ``(value, colons)``: ``colons`` is the number of ``:`` in the text, or ``None`` when the
+        value was parsed with every check (the text escapes a colon as ``\\u003a``, so counting
+        cannot prove anything, or needs the number hooks).
+
+    Raises:
+        ExportError: As :func:`loads_strict`, except for a repeated key.
+    """
+    text, raw = _decode(data, source)
+    with gc_paused():
+        numbers = _hooks_needed(raw)
+        if numbers or _escaped_colon(raw):
+            return _parse(text, source, numbers=numbers, keys=True), None
+        return _parse(text, source, numbers=False, keys=False), raw.count(b":")
+
+
+def _escaped_colon(raw: bytes) -> bool:
+    """Whether the text may write a colon as an escape (``\\u003a``): then counting is no proof."""
+    return raw.rfind(b"\\u") >= 0 and (raw.rfind(b"\\u003a") >= 0 or raw.rfind(b"\\u003A") >= 0)
+
+
+def count_members(value: object) -> tuple[int, int]:
+    """``(object members, colons in strings)`` of a parsed JSON value, keys and values included
+    (iterative; see :func:`loads_counted`)."""
+    members = colons = 0
+    todo = [value]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            members += len(node)
+            colons += sum(k.count(":") for k in node)
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+        elif isinstance(node, str):
+            colons += node.count(":")
+    return members, colons
+
+
+def _decode(data: bytes | str, source: str) -> tuple[str, bytes]:
+    """The text and its UTF-8 bytes (size checked, byte-order mark skipped)."""
     size = len(data)
     if size > MAX_BYTES:
         raise ExportError(f"{source}: expected at most {MAX_BYTES} bytes of JSON, found {size}")
-    if isinstance(data, bytes):
-        if data.startswith(b"\xef\xbb\xbf"):
-            data = data[3:]
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ExportError(
-                f"{source}: not UTF-8 text (invalid byte at offset {exc.start}; JSON files are "
-                "UTF-8, re-save it as UTF-8)"
-            ) from None
-    else:
-        text = data
+    if isinstance(data, str):
+        return data, data.encode("utf-8", "surrogatepass")
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
     try:
-        doc = json.loads(
-            text,
-            parse_constant=_reject_constant,
-            parse_int=_parse_int,
-            parse_float=_parse_float,
-            object_pairs_hook=_unique_keys,
-        )
+        return data.decode("utf-8"), data
+    except UnicodeDecodeError as exc:
+        raise ExportError(
+            f"{source}: not UTF-8 text (invalid byte at offset {exc.start}; JSON files are "
+            "UTF-8, re-save it as UTF-8)"
+        ) from None
+
+
+def _parse(text: str, source: str, numbers: bool, keys: bool) -> object:
+    """``json.loads`` with the hooks asked for; ``NaN``/``Infinity`` are always refused."""
+    hooks: dict[str, object] = {"parse_constant": _reject_constant}
+    if numbers:
+        hooks.update(parse_int=_parse_int, parse_float=_parse_float)
+    if keys:
+        hooks["object_pairs_hook"] = _unique_keys
+    try:
+        return json.loads(text, **hooks)  # type: ignore[arg-type]
     except _InvalidJSONError as exc:
         raise ExportError(f"{source}: not valid JSON ({exc})") from None
     except json.JSONDecodeError as exc:
@@ -122,7 +232,24 @@ def loads_strict(data: bytes | str, source: str) -> object:
         ) from None
     except (ValueError, OverflowError) as exc:  # e.g. int digit limits
         raise ExportError(f"{source}: not valid JSON ({str(exc)[:80]})") from None
-    return doc
+
+
+def read_limited(path: str | os.PathLike[str]) -> bytes:
+    """A JSON file's bytes (size checked before reading it all).
+
+    Raises:
+        ExportError: ``"<path>: ..."``: unreadable or too large.
+    """
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        if size > MAX_BYTES:
+            raise ExportError(f"{path}: expected at most {MAX_BYTES} bytes of JSON, found {size}")
+        return p.read_bytes()
+    except IsADirectoryError:
+        raise ExportError(f"{path}: cannot read weight table (is a directory)") from None
+    except OSError as exc:
+        raise ExportError(f"{path}: cannot read weight table ({exc.strerror})") from None
 
 
 def read_strict(path: str | os.PathLike[str]) -> object:
@@ -131,17 +258,7 @@ def read_strict(path: str | os.PathLike[str]) -> object:
     Raises:
         ExportError: ``"<path>: ..."``: unreadable, too large, not UTF-8, not valid JSON.
     """
-    p = Path(path)
-    try:
-        size = p.stat().st_size
-        if size > MAX_BYTES:
-            raise ExportError(f"{path}: expected at most {MAX_BYTES} bytes of JSON, found {size}")
-        data = p.read_bytes()
-    except IsADirectoryError:
-        raise ExportError(f"{path}: cannot read weight table (is a directory)") from None
-    except OSError as exc:
-        raise ExportError(f"{path}: cannot read weight table ({exc.strerror})") from None
-    return loads_strict(data, str(path))
+    return loads_strict(read_limited(path), str(path))
 
 
 def check_plain_json(value: object, where: str, depth: int) -> None:

@@ -119,7 +119,7 @@ class TableKey:
     edges: tuple[float, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TableRow:
     """One bucket: a box of key values and its weights.
 

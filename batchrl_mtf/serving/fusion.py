@@ -11,6 +11,7 @@ order). Infinite or out-of-range predictions are errors, never ranked.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -64,34 +65,75 @@ def fuse(
             f"(n_requests, n_candidates, k) with weights (n_requests, k); found {p.shape} and "
             f"{w.shape}"
         )
-    if not np.isfinite(w).all():
+    small = w.size <= 64  # a request's weights: Python floats beat numpy calls on 8 values
+    w_abs = sum(map(abs, w.ravel().tolist())) if small else float(np.abs(w).sum())
+    if not math.isfinite(w_abs) and not np.isfinite(w).all():
         raise ExportError(f"fuse: expected finite weights, found {show(w.tolist())}")
-    nan = np.isnan(p)
     if formula == "logsum":
         if beta is None:
             raise ExportError("fuse: formula 'logsum' needs beta (one offset per task)")
         b = _floats(beta, "beta")
-        if b.shape != (p.shape[-1],) or not (np.isfinite(b) & (b > 0)).all():
-            raise ExportError(
-                f"fuse: expected beta of shape ({p.shape[-1]},), finite and > 0, found "
-                f"{show(b.tolist())}"
-            )
-        good = nan | ((p >= 0.0) & (p <= 1.0))
-        if not good.all():
-            _raise_bad(p, good, "a probability in [0, 1] (or NaN: no prediction)")
-        fusion = Fusion("logsum", tuple(float(v) for v in b))
+        if b.shape != (p.shape[-1],):
+            _raise_bad_beta(b, p.shape[-1])
+        cached = _LOGSUM.get(b.tobytes())  # offsets seen before were checked then
+        if cached is None:
+            if not (np.isfinite(b) & (b > 0)).all():
+                _raise_bad_beta(b, p.shape[-1])
+            cached = _logsum(b)
+        fusion, x_max = cached
     else:
-        good = nan | np.isfinite(p)
+        fusion, x_max = _SUM, math.inf
+    # One min and one max prove the common case: a NaN makes both NaN (so none is missing).
+    lo, hi = (float(p.min()), float(p.max())) if p.size else (0.0, 0.0)
+    if formula == "logsum":
+        clean = lo >= 0.0 and hi <= 1.0
+    else:
+        clean = math.isfinite(lo) and math.isfinite(hi)
+        x_max = max(abs(lo), abs(hi)) if clean else math.inf
+    # |score| <= sum_k |w_k| * max |transform(p)|: far below the largest double, no overflow
+    if clean and math.isfinite(w_abs) and w_abs * x_max < 1e300:
+        return fusion.score(p, w)  # the one fusion formula (batchrl_mtf.core.fusion)
+    nan = np.isnan(p)
+    if not clean:
+        if formula == "logsum":
+            good = nan | ((p >= 0.0) & (p <= 1.0))
+            expected = "a probability in [0, 1] (or NaN: no prediction)"
+        else:
+            good = nan | np.isfinite(p)
+            expected = "a finite number (or NaN: no prediction)"
         if not good.all():
-            _raise_bad(p, good, "a finite number (or NaN: no prediction)")
-        fusion = Fusion("sum")
+            _raise_bad(p, good, expected)
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
-        scores = fusion.score(p, w)  # the one fusion formula (batchrl_mtf.core.fusion)
+        scores = fusion.score(p, w)
     if nan.any():  # NaN policy: any missing prediction makes the candidate's score NaN
         scores[nan.any(axis=-1)] = np.nan
     if np.isinf(scores).any():
         raise ExportError("fuse: a score overflows a double (weights times predictions too large)")
     return scores
+
+
+_SUM = Fusion("sum")
+_LOGSUM: dict[bytes, tuple[Fusion, float]] = {}
+"""The ``logsum`` fusion and ``max_k max_p |log(p + beta_k)|`` by the offsets' bytes (requests
+reuse their table's offsets; building and checking a Fusion per request costs more than the
+request's own checks). Only checked offsets are stored; kept small."""
+
+
+def _logsum(beta: FloatArray) -> tuple[Fusion, float]:
+    """The ``logsum`` fusion with offsets ``beta`` (finite, > 0, checked by the caller), and the
+    largest ``|log(p + beta_k)|`` for ``p`` in ``[0, 1]``."""
+    if len(_LOGSUM) >= 64:
+        _LOGSUM.clear()
+    offsets = tuple(float(v) for v in beta)
+    x_max = max(max(abs(math.log(v)), abs(math.log1p(v))) for v in offsets) if offsets else 0.0
+    _LOGSUM[beta.tobytes()] = entry = (Fusion("logsum", offsets), x_max)
+    return entry
+
+
+def _raise_bad_beta(b: FloatArray, k: int) -> None:
+    raise ExportError(
+        f"fuse: expected beta of shape ({k},), finite and > 0, found {show(b.tolist())}"
+    )
 
 
 def _floats(x: object, name: str) -> FloatArray:

@@ -2,25 +2,41 @@
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from batchrl_mtf.core.io import atomic_write_text
 from batchrl_mtf.errors import ExportError
-from batchrl_mtf.serving._format import parse_csv_rows, parse_table, table_to_csv, table_to_dict
-from batchrl_mtf.serving._grid import build_grid, check_keys, check_weights
+from batchrl_mtf.serving._format import (
+    count_table_members,
+    parse_csv_rows,
+    parse_table,
+    table_to_csv,
+    table_to_dict,
+)
+from batchrl_mtf.serving._grid import (
+    RowArrays,
+    build_grid,
+    check_keys,
+    check_weights,
+    rows_from_arrays,
+)
 from batchrl_mtf.serving._json import (
     check_plain_json,
     dumps_stable,
+    gc_paused,
+    loads_counted,
     loads_strict,
-    read_strict,
+    read_limited,
 )
 from batchrl_mtf.serving._types import (
     FORMAT,
@@ -49,6 +65,7 @@ __all__ = [
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+_BIG_INT = 1 << 53  # ints beyond it take the array path (exactly as numpy converts them)
 
 
 @dataclass(frozen=True)
@@ -90,13 +107,18 @@ class WeightTable:
     _logp_const: FloatArray = field(init=False, repr=False, compare=False)
     _lo: FloatArray = field(init=False, repr=False, compare=False)
     _hi: FloatArray = field(init=False, repr=False, compare=False)
+    _row_arrays: RowArrays = field(init=False, repr=False, compare=False)
+    _scalar_keys: tuple[tuple[str, tuple[float, ...], int], ...] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         low, high = self._validate_header()
         object.__setattr__(self, "tasks", tuple(self.tasks))
         check_weights(self.default, self.tasks, low, high, "default")
         shape = check_keys(self.keys)
-        grid = build_grid(self.keys, shape, self.rows, self.default, self.tasks, low, high)
+        given = self.rows
+        grid = build_grid(self.keys, shape, given, self.default, self.tasks, low, high)
         if self.action_low is not None and self.action_high is not None:
             object.__setattr__(self, "action_low", tuple(float(x) for x in self.action_low))
             object.__setattr__(self, "action_high", tuple(float(x) for x in self.action_high))
@@ -104,7 +126,11 @@ class WeightTable:
         object.__setattr__(
             self, "keys", tuple(TableKey(k.name, tuple(map(float, k.edges))) for k in self.keys)
         )
-        object.__setattr__(self, "rows", tuple(self.rows) if grid.rows is None else grid.rows)
+        object.__setattr__(self, "_row_arrays", grid.arrays)
+        if not isinstance(given, RowArrays) and grid.arrays.plain:
+            object.__setattr__(self, "rows", tuple(given))
+        else:  # made from the arrays when first read (see __getattr__)
+            object.__delattr__(self, "rows")
         meta = dict(self.meta) if isinstance(self.meta, Mapping) else self.meta
         check_plain_json(meta, "meta", 2)
         object.__setattr__(self, "meta", meta)
@@ -112,9 +138,30 @@ class WeightTable:
             self, "_edges", tuple(np.asarray(key.edges, np.float64) for key in self.keys)
         )
         object.__setattr__(self, "_strides", grid.strides)
+        object.__setattr__(
+            self,
+            "_scalar_keys",
+            tuple(
+                (key.name, key.edges, int(stride))
+                for key, stride in zip(self.keys, grid.strides, strict=True)
+            ),
+        )
         object.__setattr__(self, "_cell_row", grid.cell_row)
         object.__setattr__(self, "_weights", grid.weights)
         self._prepare_exploration(low, high)
+
+    if not TYPE_CHECKING:  # mypy: every other attribute stays checked
+
+        def __getattr__(self, name: str) -> object:
+            """``rows``, made on first use from the validated arrays (a loaded table keeps its
+            rows as arrays: 200,000 :class:`TableRow` values cost time and memory that serving
+            does not need). Making them twice from two threads gives equal tuples."""
+            arrays = self.__dict__.get("_row_arrays")
+            if name != "rows" or arrays is None:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            rows = rows_from_arrays(arrays)
+            object.__setattr__(self, "rows", rows)
+            return rows
 
     def _validate_header(self) -> tuple[FloatArray, FloatArray]:
         """Check tasks, fusion, bounds and exploration; return the bounds (±inf when absent)."""
@@ -251,7 +298,32 @@ class WeightTable:
         Returns:
             Weights of shape (n, k), columns in task order (``w_<task>``), float64.
         """
+        if names is None and isinstance(features, Mapping) and self._scalar_keys:
+            row = self._scalar_row(features)
+            if row is not None:  # one state of plain numbers: the same result, without arrays
+                return self._weights[row : row + 1].copy()
         return self._weights[self.row_index(features, names)]
+
+    def _scalar_row(self, features: Mapping[str, object]) -> int | None:
+        """Row of one state given as Python/numpy float or int scalars (the default row when a
+        key is NaN), or ``None`` when the state is anything else: then :meth:`row_index` reads it
+        (and names what is wrong). ``bisect_right`` on the edges is ``searchsorted(side="right")``."""
+        cell = 0
+        missing = False
+        for name, edges, stride in self._scalar_keys:
+            v = features.get(name)
+            if isinstance(v, float) or (type(v) is int and -_BIG_INT < v < _BIG_INT):
+                x = float(v)
+            else:
+                return None
+            if x != x:  # NaN: the default row, once every key is known to be a number
+                missing = True
+            else:
+                cell += bisect.bisect_right(edges, x) * stride
+        if missing:
+            return len(self._weights) - 1
+        row = int(self._cell_row[cell])
+        return len(self._weights) - 1 if row < 0 else row
 
     def log_prob(
         self,
@@ -453,12 +525,33 @@ class WeightTable:
             ExportError: The file is unreadable, not strict JSON, or not a valid table (the message
                 starts with the path and names the field).
         """
-        return cls.from_dict(read_strict(path), source=str(path))
+        return cls.loads(read_limited(path), source=str(path))
 
     @classmethod
     def loads(cls, text: str | bytes, source: str = "<table>") -> WeightTable:
-        """Parse and validate a table from JSON text or UTF-8 bytes (as :meth:`load`)."""
-        return cls.from_dict(loads_strict(text, source), source=source)
+        """Parse and validate a table from JSON text or UTF-8 bytes (as :meth:`load`).
+
+        Repeated keys are found by counting (:func:`~batchrl_mtf.serving._json.loads_counted`)
+        rather than by a hook per object; when the count does not prove there is none, or the
+        document is not a valid table, it is parsed again with every check, so that the message
+        is the one the strict parser gives first.
+        """
+        with gc_paused():  # parse and build in one pause: the document is freed inside it
+            doc, colons = loads_counted(text, source)
+            if colons is None:  # parsed with every check already
+                return cls.from_dict(doc, source=source)
+            try:
+                args = parse_table(doc)
+                proven = (
+                    count_table_members(cast(Mapping[str, object], doc), args["rows"]) == colons
+                )
+            except ExportError:
+                proven = False
+            if not proven:
+                del doc
+                return cls.from_dict(loads_strict(text, source), source=source)
+            del doc
+            return cls._build(args, source)
 
     @classmethod
     def from_dict(cls, doc: object, source: str = "<table>") -> WeightTable:
@@ -467,8 +560,17 @@ class WeightTable:
         Raises:
             ExportError: ``"<source>: <field>: expected ..., found ..."``.
         """
+        with gc_paused():  # millions of short-lived containers for a large table
+            try:
+                args = parse_table(doc)
+            except ExportError as exc:
+                raise ExportError(f"{source}: {exc}") from None
+            return cls._build(args, source)
+
+    @classmethod
+    def _build(cls, args: dict[str, object], source: str) -> WeightTable:
         try:
-            return cls(**parse_table(doc))  # type: ignore[arg-type]
+            return cls(**args)  # type: ignore[arg-type]
         except ExportError as exc:
             raise ExportError(f"{source}: {exc}") from None
 

@@ -5,6 +5,7 @@ serving package's import rules."""
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import re
 import threading
@@ -212,6 +213,80 @@ def test_rows_from_numpy_values_are_normalised() -> None:
     row = table.rows[0]
     assert type(row.support) is int and type(row.weights[0]) is float
     assert type(row.bounds[0][1]) is float and row.bounds[0][0] is None
+
+
+def test_one_state_lookup_equals_the_batched_lookup() -> None:
+    table = WeightTable.from_dict(doc_example())
+    edges = [e for key in table.keys for e in key.edges]
+    values: list[Any] = [*edges, -1e300, 1e300, 0.0, -0.0, 2**60, 3, np.float64(0.3), None]
+    values += [float("nan"), True, np.float32(1.0), np.int64(2)]
+    for u in values:
+        for d in values:
+            got = table.lookup({"u_activity": u, "session_depth": d, "extra": "ignored"})
+            batched = table.lookup({"u_activity": [u], "session_depth": [d]})
+            assert got.shape == (1, 3) and np.array_equal(got, batched), (u, d)
+    weights = table.lookup({"u_activity": 0.0, "session_depth": 0})
+    weights[0, 0] = -5.0  # a copy: the table is not changed
+    assert table.lookup({"u_activity": 0.0, "session_depth": 0})[0, 0] != -5.0
+    for bad, match in (("high", "expected numbers"), ([1.0, 2.0], "equal shape")):
+        with pytest.raises(ExportError, match=match):
+            table.lookup({"u_activity": bad, "session_depth": 0})
+    with pytest.raises(ExportError, match="missing key feature 'session_depth'"):
+        table.lookup({"u_activity": 0.0})
+
+
+def test_loaded_rows_are_made_on_demand_and_equal_eager_rows() -> None:
+    eager = WeightTable.from_dict(doc_example())
+    text = eager.to_json()
+    loaded = WeightTable.loads(text)
+    assert "rows" not in vars(loaded)  # kept as arrays until asked for
+    copied = copy.deepcopy(loaded)  # (multiprocessing pickles tables the same way)
+    assert "rows" not in vars(copied) and copied.rows == eager.rows
+    assert loaded == eager and loaded.rows == eager.rows and loaded.to_json() == text
+    assert all(type(r) is TableRow for r in loaded.rows) and type(loaded.rows) is tuple
+    assert loaded.rows is loaded.rows  # made once
+    again = WeightTable(**_public(loaded), exploration=loaded.exploration)
+    assert again == loaded and again.to_csv() == loaded.to_csv()
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        loaded.nope  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_a_nan_bound_in_a_python_dict_is_not_taken_for_null() -> None:
+    doc = doc_example()
+    doc["keys"][1]["edges"] = [2.0, 5.0]
+    doc["rows"][0]["bounds"]["session_depth"] = [float("nan"), 2.0]
+    with pytest.raises(ExportError, match=r"rows\[0\]\.bounds\.session_depth: expected lo"):
+        WeightTable.from_dict(doc)
+    doc["rows"][0]["bounds"]["session_depth"] = [None, 2.0]
+    assert WeightTable.from_dict(doc).rows[0].bounds[1] == (None, 2.0)
+
+
+def test_integer_numbers_in_rows_load_as_floats() -> None:
+    doc = doc_example()
+    doc["rows"][0]["weights"]["w_click"] = 1
+    assert doc["rows"][0]["bounds"]["session_depth"] == [None, 2]  # an int in the example
+    table = WeightTable.loads(json.dumps(doc))
+    row = table.rows[0]
+    assert row.weights[0] == 1.0 and type(row.weights[0]) is float
+    assert row.bounds[1] == (None, 2.0) and type(row.bounds[1][1]) is float
+    assert table == WeightTable.from_dict(doc)
+
+
+def test_a_loaded_table_names_the_first_bad_row_as_the_row_by_row_check() -> None:
+    doc = doc_example()
+    doc["keys"][1]["edges"] = [2.0, 5.0]
+    first = doc["rows"][0]
+    doc["rows"] = [
+        first,
+        {**first, "bounds": {"u_activity": [-0.4, 0.3], "session_depth": [2.5, None]}},
+        {**first, "bounds": {"u_activity": [0.3, 1.0], "session_depth": [None, 2.0]}},
+    ]
+    doc["rows"][0]["bounds"]["session_depth"] = [None, 2.0]
+    doc["rows"][2]["weights"] = {**first["weights"], "w_like": 99.0}
+    assert WeightTable.loads(json.dumps({**doc, "rows": [first]})).rows[0].bounds[1] == (None, 2.0)
+    for load in (lambda: WeightTable.loads(json.dumps(doc)), lambda: WeightTable.from_dict(doc)):
+        with pytest.raises(ExportError, match=r"rows\[1\]\.bounds\.session_depth: expected lo"):
+            load()
 
 
 def _sum() -> Any:
