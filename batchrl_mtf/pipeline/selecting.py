@@ -102,6 +102,9 @@ def run_selection(ctx: Context, folder: Path) -> dict[str, Any]:
         d, lo, hi = paired_difference(np.asarray(returns), prod_returns)
         doc["vs_production"] = {"diff": d, "ci": [lo, hi]}
         summary["true_vs_production"] = doc["vs_production"]
+        gain = chosen.gain or {}
+        if gain.get("lower") is not None:
+            doc["gain_lower_below_true_gain"] = bool(gain["lower"] <= d)
     atomic_write_text(folder / "truth.json", dumps_json(doc))
     return summary
 
@@ -145,17 +148,25 @@ def selection_lines(ctx: Context) -> list[str]:
         vs = truth["vs_production"]
         lo, hi = vs["ci"]
         word = "beats" if lo > 0 else ("does worse than" if hi < 0 else "does not beat")
+        checks = []
+        if "lower_below_truth" in truth:
+            checks.append(
+                "the lower bound of its value was "
+                + ("below its true value" if truth["lower_below_truth"] else "ABOVE its true value")
+            )
+        if "gain_lower_below_true_gain" in truth:
+            checks.append(
+                "the lower bound of its gain was "
+                + (
+                    "below the true gain"
+                    if truth["gain_lower_below_true_gain"]
+                    else "ABOVE the true gain (the gain was overstated)"
+                )
+            )
         lines.append(
             f"In the simulator the selected table **{word} production**: true difference "
             f"{vs['diff']:+.3g} [{lo:+.3g}, {hi:+.3g}]"
-            + (
-                "; its offline lower bound was below its true value."
-                if truth.get("lower_below_truth")
-                else (
-                    "; its offline lower bound was ABOVE its true value (the estimate overstated it)."
-                    if "lower_below_truth" in truth
-                    else "."
-                )
-            )
+            + ("; " + "; ".join(checks) if checks else "")
+            + "."
         )
     return lines
