@@ -103,15 +103,19 @@ class Stage:
     job: tuple[Callable[..., Any], tuple[Any, ...]] | None = None
 
 
+def _cached(stage: Stage, old: dict[str, Any] | None, h: str) -> bool:
+    """Whether ``stage``'s record ``old`` holds input hash ``h`` and its outputs exist."""
+    have = all((stage.folder / f).exists() for f in stage.outputs)
+    return old is not None and old.get("input_hash") == h and have
+
+
 def is_fresh(stage: Stage, force: bool) -> bool:
     """Whether ``execute`` would skip ``stage`` (its recorded input hash matches, its outputs
     exist, and it is not forced)."""
     if force:
         return False
     h = input_hash(stage.name, stage.version, stage.inputs())
-    old = read_record(stage.folder)
-    have = all((stage.folder / f).exists() for f in stage.outputs)
-    return old is not None and old.get("input_hash") == h and have
+    return _cached(stage, read_record(stage.folder), h)
 
 
 def execute(stage: Stage, force: bool) -> StageRecord:
@@ -119,8 +123,7 @@ def execute(stage: Stage, force: bool) -> StageRecord:
     inputs = stage.inputs()
     h = input_hash(stage.name, stage.version, inputs)
     old = read_record(stage.folder)
-    have = all((stage.folder / f).exists() for f in stage.outputs)
-    if old is not None and old.get("input_hash") == h and have and not force:
+    if old is not None and not force and _cached(stage, old, h):
         logger.info("%s: skipped (unchanged)", stage.name)
         return StageRecord(
             stage.name,
