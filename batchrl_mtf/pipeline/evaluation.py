@@ -11,7 +11,6 @@ them. Differences against production use the per-session values of each estimate
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +30,7 @@ from batchrl_mtf.pipeline.context import (
     ope_config,
     production_weights,
 )
-from batchrl_mtf.pipeline.glue import npz_bytes, rollout_arrays, truth_summary
+from batchrl_mtf.pipeline.glue import npz_bytes, read_stage_json, rollout_arrays, truth_summary
 from batchrl_mtf.policy import Policy, TablePolicy
 
 if TYPE_CHECKING:
@@ -183,7 +182,7 @@ def write_export(ctx: Context, folder: Path, algo: str) -> dict[str, Any]:
         base = ope_config(ctx)
         est = "fqe" if "fqe" in base.estimators else base.estimators[0]
         ope = dataclasses.replace(base, estimators=(est,))
-        report = _json(ctx.folder("evaluate") / "ope.json")
+        report = read_stage_json(ctx.folder("evaluate") / "ope.json")
         net = next(p for p in report["policies"] if p["name"] == algo)["estimates"][est]
         network_offline = (est, float(net["value"]))
         network_lower = None if net.get("ci") is None else float(net["ci"][0])
@@ -192,7 +191,7 @@ def write_export(ctx: Context, folder: Path, algo: str) -> dict[str, Any]:
         env = cfg.truth_env
         world = ctx.world(env)
         check_env_fits(ctx, world, env)
-        values = _json(ctx.folder("truth") / "values.json")
+        values = read_stage_json(ctx.folder("truth") / "values.json")
         truth = {
             "env": env,
             "world": world,
@@ -248,7 +247,3 @@ def write_export(ctx: Context, folder: Path, algo: str) -> dict[str, Any]:
         "keys": list(table.key_names),
         "mean_abs_scaled": result.gap["mean_abs_scaled"],
     }
-
-
-def _json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))

@@ -5,6 +5,7 @@
   weights used per hidden user segment (the paper's action plots), and the per-session returns
   (for paired differences).
 * :func:`load_npz` and :func:`npz_bytes`: the stage caches' ``.npz`` files.
+* :func:`read_stage_json` and :func:`stage_json_or_none`: the stages' own JSON files.
 
 The paired differences of two policies (``paired_difference``, ``bootstrap_difference``) live in
 :mod:`batchrl_mtf.ope.paired`.
@@ -13,6 +14,7 @@ The paired differences of two policies (``paired_difference``, ``bootstrap_diffe
 from __future__ import annotations
 
 import io
+import json
 import logging
 import zipfile
 from pathlib import Path
@@ -28,7 +30,9 @@ logger = logging.getLogger("batchrl_mtf.pipeline")
 __all__ = [
     "load_npz",
     "npz_bytes",
+    "read_stage_json",
     "rollout_arrays",
+    "stage_json_or_none",
     "truth_summary",
 ]
 
@@ -77,3 +81,13 @@ def npz_bytes(arrays: dict[str, npt.NDArray[Any]]) -> bytes:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
     return buf.getvalue()
+
+
+def read_stage_json(path: Path) -> Any:
+    """A JSON file a stage of this run wrote (it must exist)."""
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def stage_json_or_none(path: Path) -> Any:
+    """:func:`read_stage_json`, or ``None`` when the file is absent (an optional stage output)."""
+    return read_stage_json(path) if path.is_file() else None

@@ -25,7 +25,7 @@ from batchrl_mtf.core.version import __version__
 from batchrl_mtf.ope.paired import paired_difference
 from batchrl_mtf.pipeline import figures
 from batchrl_mtf.pipeline.document import Document
-from batchrl_mtf.pipeline.glue import load_npz
+from batchrl_mtf.pipeline.glue import load_npz, stage_json_or_none
 from batchrl_mtf.pipeline.selecting import selection_lines
 from batchrl_mtf.serving import WeightTable
 
@@ -35,10 +35,6 @@ if TYPE_CHECKING:
 __all__ = ["verdict_lines", "write_report"]
 
 logger = logging.getLogger("batchrl_mtf.pipeline")
-
-
-def _load(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def _num(x: Any, digits: int = 4) -> str:
@@ -75,8 +71,8 @@ def verdict_lines(ctx: Context) -> list[str]:
     """The verdict: the learned policy against production, offline and (when known) true."""
     cfg = ctx.config
     learned = cfg.learned
-    ope = _load(ctx.folder("evaluate") / "ope.json") or {}
-    summary = _load(ctx.folder("evaluate") / "summary.json") or {}
+    ope = stage_json_or_none(ctx.folder("evaluate") / "ope.json") or {}
+    summary = stage_json_or_none(ctx.folder("evaluate") / "summary.json") or {}
     pol = next((p for p in ope.get("policies", []) if p["name"] == learned), None)
     lines = []
     vs = summary.get("vs_production", {}).get(learned, {})
@@ -98,7 +94,9 @@ def verdict_lines(ctx: Context) -> list[str]:
                     f"**{learned} does not beat production**: {_signed(diff, lo, hi)} {tail}; "
                     "the interval includes 0."
                 )
-    truth = _load(ctx.folder("truth") / "values.json") if cfg.truth is not None else None
+    truth = (
+        stage_json_or_none(ctx.folder("truth") / "values.json") if cfg.truth is not None else None
+    )
     if truth is not None:
         with np.load(ctx.folder("truth") / "rollouts.npz") as z:
             a, b = z.get(f"returns|{learned}"), z.get("returns|production")
@@ -110,7 +108,7 @@ def verdict_lines(ctx: Context) -> list[str]:
                     f"same users for every policy) {learned} **{word} production**: true "
                     f"difference {_signed(d, lo, hi)} in mean session return."
                 )
-        fid = _load(ctx.folder("export") / "fidelity.json") or {}
+        fid = stage_json_or_none(ctx.folder("export") / "fidelity.json") or {}
         tt = fid.get("truth_table_vs_production")
         if tt is not None:
             lo, hi = tt["ci"]
@@ -127,10 +125,12 @@ def verdict_lines(ctx: Context) -> list[str]:
 def _ope_rows(ctx: Context) -> tuple[list[str], list[list[str]], dict[str, Any]]:
     """Header and rows of the OPE table (+ the values the figure needs)."""
     cfg = ctx.config
-    ope = _load(ctx.folder("evaluate") / "ope.json")
-    summary = _load(ctx.folder("evaluate") / "summary.json") or {}
-    truth = _load(ctx.folder("truth") / "values.json") if cfg.truth is not None else None
-    fid = _load(ctx.folder("export") / "fidelity.json") or {}
+    ope = stage_json_or_none(ctx.folder("evaluate") / "ope.json")
+    summary = stage_json_or_none(ctx.folder("evaluate") / "summary.json") or {}
+    truth = (
+        stage_json_or_none(ctx.folder("truth") / "values.json") if cfg.truth is not None else None
+    )
+    fid = stage_json_or_none(ctx.folder("export") / "fidelity.json") or {}
     ests = list(ope["estimators"])
     header = ["policy", *[f"{e} [95% CI]" for e in ests], "Δ vs production (offline)"]
     if truth is not None:
@@ -226,7 +226,7 @@ def _headline(ctx: Context, header: list[str], rows: list[list[str]], verdict: l
 
 
 def _data_section(doc: Document, ctx: Context) -> None:
-    rep = _load(ctx.folder("dataset") / "report.json")
+    rep = stage_json_or_none(ctx.folder("dataset") / "report.json")
     acc = rep["accounting"]
     doc.heading("Data")
     sim = ctx.records.get("simulate")
@@ -284,7 +284,7 @@ def _training_section(doc: Document, ctx: Context, figdir: Path, tasks: list[str
         folder = ctx.folder(f"train:{algo}")
         m = _metrics(folder / "metrics.csv")
         metrics[algo] = m
-        man = _load(folder / "policy.json") or {}
+        man = stage_json_or_none(folder / "policy.json") or {}
         last = {k: v[-1] for k, v in m.items() if v}
         rows.append(
             [
@@ -331,7 +331,7 @@ def _weights_section(
     samples = {a: evaluated[prefix + a] for a in cfg.train.algos}
     samples.update({k[len(prefix) :]: v for k, v in exported.items() if k.startswith(prefix)})
     n_states = len(evaluated["index"])
-    fid = _load(ctx.folder("export") / "fidelity.json") or {}
+    fid = stage_json_or_none(ctx.folder("export") / "fidelity.json") or {}
     doc.heading("Learned weights")
     path = figures.weights_figure(
         samples,
@@ -347,7 +347,9 @@ def _weights_section(
         f"Distribution of each policy's fusion weights per task over {n_states} test states "
         "(violins with medians); lines: the constant baselines.",
     )
-    truth = _load(ctx.folder("truth") / "values.json") if cfg.truth is not None else None
+    truth = (
+        stage_json_or_none(ctx.folder("truth") / "values.json") if cfg.truth is not None else None
+    )
     label, caption, means = _segment_means(ctx, samples, tasks, truth, fid, exported)
     path = figures.segment_weights_figure(
         means, tasks, refs, label, figdir / "weights_by_segment.png"
@@ -385,7 +387,7 @@ def _segment_means(
             wbs = sources.get(p, {}).get("weights_by_segment", {})
             means[p] = {s: [wbs[s][f"w_{t}"] for t in tasks] for s in truth["segments"] if s in wbs}
         return "hidden segment", caption, means
-    buckets = _load(ctx.folder("export") / "weights.json") or {}
+    buckets = stage_json_or_none(ctx.folder("export") / "weights.json") or {}
     feat, names = buckets["feature"], buckets["buckets"]
     caption = (
         f"Mean fusion weight per task by **tertile of `{feat}`** on test states (the dataset "
@@ -423,8 +425,8 @@ def _truth_by_segment(
 
 
 def _ope_order(ctx: Context) -> list[str]:
-    ope = _load(ctx.folder("evaluate") / "ope.json") or {}
-    fid = _load(ctx.folder("export") / "fidelity.json") or {}
+    ope = stage_json_or_none(ctx.folder("evaluate") / "ope.json") or {}
+    fid = stage_json_or_none(ctx.folder("export") / "fidelity.json") or {}
     return [p["name"] for p in ope.get("policies", [])] + ([fid["table"]] if "table" in fid else [])
 
 
@@ -432,7 +434,7 @@ def _export_section(doc: Document, ctx: Context, figdir: Path) -> None:
 
     folder = ctx.folder("export")
     table = WeightTable.load(folder / "weight_table.json")
-    fid = _load(folder / "fidelity.json") or {}
+    fid = stage_json_or_none(folder / "fidelity.json") or {}
     f = fid.get("fidelity", {})
     doc.heading("Exported weight table")
     export_meta = table.meta.get("export", {}) if isinstance(table.meta, dict) else {}
@@ -503,7 +505,7 @@ def _offline_section(
 ) -> None:
     """The OPE table and figure, with what production and the best constant are."""
     doc.heading("Offline evaluation")
-    ope = _load(ctx.folder("evaluate") / "ope.json")
+    ope = stage_json_or_none(ctx.folder("evaluate") / "ope.json")
     gamma = float(ope["gamma"])
     unit = "mean session return" if gamma == 1.0 else f"discounted session return (γ = {gamma:g})"
     prod_src = summary.get("production", {}).get("source", "")
@@ -547,9 +549,9 @@ def write_report(ctx: Context, folder: Path) -> None:
     cfg = ctx.config
     figdir = folder / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
-    spec = _load(ctx.folder("dataset") / "features.json")
+    spec = stage_json_or_none(ctx.folder("dataset") / "features.json")
     tasks = list(spec["tasks"])
-    summary = _load(ctx.folder("evaluate") / "summary.json") or {}
+    summary = stage_json_or_none(ctx.folder("evaluate") / "summary.json") or {}
     refs = {"production": summary["production"]["weights"]} if "production" in summary else {}
     if "best_constant" in summary:
         refs["best-constant"] = summary["best_constant"]["weights"]

@@ -13,7 +13,6 @@ whether the offline lower bound was below the truth (what ``bench/zoo.py`` check
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,12 @@ from batchrl_mtf.pipeline.context import (
     ope_config,
     production_weights,
 )
-from batchrl_mtf.pipeline.glue import load_npz, truth_summary
+from batchrl_mtf.pipeline.glue import (
+    load_npz,
+    read_stage_json,
+    stage_json_or_none,
+    truth_summary,
+)
 from batchrl_mtf.policy import TablePolicy
 from batchrl_mtf.resolve import resolve_sim_policy
 from batchrl_mtf.selection import PRODUCTION, select_among
@@ -110,14 +114,10 @@ def run_selection(ctx: Context, folder: Path) -> dict[str, Any]:
 
 
 def _values(ctx: Context, name: str) -> dict[str, Any]:
-    doc = json.loads((ctx.folder("truth") / "values.json").read_text(encoding="utf-8"))
+    doc = read_stage_json(ctx.folder("truth") / "values.json")
     entry = dict(doc["policies"][name])
     entry.pop("key", None)
     return entry
-
-
-def _load(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def _fmt(x: Any) -> str:
@@ -129,7 +129,7 @@ def selection_lines(ctx: Context) -> list[str]:
     if ctx.config.select is None:
         return []
     folder = ctx.folder("select")
-    doc = _load(folder / "selection.json")
+    doc = stage_json_or_none(folder / "selection.json")
     if doc is None:
         return []
     ch = doc["chosen"]
@@ -143,7 +143,7 @@ def selection_lines(ctx: Context) -> list[str]:
             else "Production is kept: no candidate's lower bound of its gain is above zero."
         )
     ]
-    truth = _load(folder / "truth.json")
+    truth = stage_json_or_none(folder / "truth.json")
     if truth is not None and "vs_production" in truth:
         vs = truth["vs_production"]
         lo, hi = vs["ci"]

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import logging
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,7 +38,13 @@ from batchrl_mtf.pipeline.context import (
     production_weights,
 )
 from batchrl_mtf.pipeline.evaluation import save_rollouts, save_weights, write_export
-from batchrl_mtf.pipeline.glue import load_npz, npz_bytes, rollout_arrays, truth_summary
+from batchrl_mtf.pipeline.glue import (
+    load_npz,
+    npz_bytes,
+    read_stage_json,
+    rollout_arrays,
+    truth_summary,
+)
 from batchrl_mtf.pipeline.report import write_report
 from batchrl_mtf.pipeline.selecting import OUTPUTS as SELECT_OUTPUTS
 from batchrl_mtf.pipeline.selecting import run_selection
@@ -58,10 +62,6 @@ logger = logging.getLogger("batchrl_mtf.pipeline")
 def _spec_hash(env: str) -> str:
 
     return hash_files([load_spec(env).source])
-
-
-def _json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def plan(ctx: Context) -> list[Stage]:
@@ -303,7 +303,7 @@ def _evaluate_stage(ctx: Context) -> Stage:
 def _truth_policies(ctx: Context) -> list[tuple[str, dict[str, Any]]]:
     """``(name, identity)`` of every policy rolled out; the identity keys the per-policy cache."""
     cfg = ctx.config
-    ev_summary = _json(ctx.folder("evaluate") / "summary.json")
+    ev_summary = read_stage_json(ctx.folder("evaluate") / "summary.json")
     out: list[tuple[str, dict[str, Any]]] = []
     for p in cfg.evaluate.policies:
         if p == "behavior":
@@ -357,7 +357,7 @@ def _truth_stage(ctx: Context) -> Stage:
 
         world = ctx.world(env)
         check_env_fits(ctx, world, env)
-        old = _json(folder / "values.json") if (folder / "values.json").is_file() else {}
+        old = read_stage_json(folder / "values.json") if (folder / "values.json").is_file() else {}
         old_arrays = load_npz(folder / "rollouts.npz")
         values: dict[str, Any] = {}
         arrays: dict[str, np.ndarray] = {}
