@@ -74,6 +74,23 @@ EVALUATE_SIZING = [
 EXPORT_SIZING = ["--fqe-fits", "1", "--fqe-steps", "1000"]
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+"""Set in every command the bench runs to the threads of one job (``--jobs`` worlds share the
+cores; see :func:`threads_per_job`)."""
+
+
+def threads_per_job(jobs: int) -> int:
+    """CPU threads of each of ``jobs`` parallel worlds: the cores shared out, at least 1.
+
+    Every world's commands run with this many torch/BLAS threads (:data:`THREAD_VARS`), and
+    ``select`` trains its candidates one after another when that is 1 (``--set parallel=1``):
+    two worlds on two cores with each library's default of one thread per core ran 4+ spinning
+    threads on 2 cores, which made ``make-env`` several times slower (docs/zoo.md, Sizing).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // max(1, jobs))
+
+
 def run(cmd: list[str], log: Path) -> None:
     """Run one command, appending its output to ``log``; raise with the log's tail on failure."""
     with log.open("a") as fh:
@@ -163,12 +180,15 @@ def bench_world(name: str, args: argparse.Namespace) -> dict[str, Any]:
     text = zw.to_toml()
     t_all = time.perf_counter()
 
+    ran: dict[str, float] = {}  # seconds of the stages this run computed (not cached)
+
     def stage(key_name: str, key: object, outputs: list[Path], fn: Any) -> Any:
         if st.fresh(key_name, key, outputs):
             return st.done[key_name].get("result")
         t = time.perf_counter()
         result = fn()
-        st.record(key_name, key, time.perf_counter() - t, result)
+        ran[key_name] = time.perf_counter() - t
+        st.record(key_name, key, ran[key_name], result)
         return result
 
     def make_logs() -> None:
@@ -264,6 +284,8 @@ def bench_world(name: str, args: argparse.Namespace) -> dict[str, Any]:
                     "--overwrite",
                     *fusion_flags,
                     *prod_flag,
+                    "--set",
+                    f"parallel={threads_per_job(args.jobs)}",
                 ],
                 log,
             ),
@@ -273,7 +295,7 @@ def bench_world(name: str, args: argparse.Namespace) -> dict[str, Any]:
     def byhand() -> dict[str, Any]:
         import torch
 
-        torch.set_num_threads(1)
+        torch.set_num_threads(threads_per_job(args.jobs))
         out = wdir / "byhand"
         if not (args.reuse_outputs and (out / "state.json").is_file()):
             run(
@@ -373,6 +395,7 @@ def bench_world(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "estimates": estimates,
         "learned": learned,
         "seconds": {k: v.get("seconds") for k, v in st.done.items()},
+        "ran_s": ran,
         "wall_s": time.perf_counter() - t_all,
     }
 
@@ -408,8 +431,15 @@ def main() -> None:
     load0 = os.getloadavg()[0]
     results: list[dict[str, Any]] = []
     errors: dict[str, str] = {}
+    threads = threads_per_job(args.jobs)
+    for var in THREAD_VARS:  # inherited by the worker processes and every command they run
+        os.environ[var] = str(threads)
+    print(f"{len(names)} worlds, {args.jobs} at a time, {threads} thread(s) each", flush=True)
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        futures = {n: pool.submit(bench_world, n, args) for n in names}
+        # largest logs first, so the longest world does not start last (shorter makespan)
+        order = sorted(names, key=lambda n: -get_world(n).sessions)
+        submitted = {n: pool.submit(bench_world, n, args) for n in order}
+        futures = {n: submitted[n] for n in names}
         for n, f in futures.items():
             try:
                 results.append(f.result())
@@ -433,6 +463,16 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1))
     print_report(rows, agg)
+    per_stage: dict[str, float] = {}
+    for r in results:
+        for k, v in r.get("ran_s", {}).items():
+            per_stage[k] = per_stage.get(k, 0.0) + v
+    cached = sorted({k for r in results for k in r["seconds"]} - set(per_stage))
+    print(
+        "\nstage time this run, summed over worlds (min): "
+        + ", ".join(f"{k} {v / 60:.1f}" for k, v in per_stage.items())
+        + (f"; cached, not run: {', '.join(cached)}" if cached else "")
+    )
     print(f"\nwall {wall / 60:.1f} min; load average {load0:.2f} -> {os.getloadavg()[0]:.2f}")
     print(f"json: {out}")
 

@@ -138,6 +138,14 @@ __all__ = ["COMMANDS", "make_env_command"]
     "--on-error", type=click.Choice(["fail", "drop-session"]), default="fail", show_default=True
 )
 @click.option("--seed", type=int, default=0, show_default=True)
+@config_option(
+    "--n-threads",
+    "n_threads",
+    config=LearnedEnvConfig,
+    field="n_threads",
+    type=click.IntRange(min=0),
+    help="CPU threads of torch and BLAS while fitting (0 = one per core).",
+)
 @overwrite_option
 def make_env_command(
     logs: tuple[Path, ...],
@@ -163,6 +171,7 @@ def make_env_command(
     session_gap: float | None,
     on_error: str,
     seed: int,
+    n_threads: int,
     overwrite: bool,
 ) -> None:
     """Learn a Gymnasium environment (a world model) from LOGS and validate it against them.
@@ -199,6 +208,7 @@ def make_env_command(
         "session_gap_s": session_gap,
         "on_error": on_error,
         "seed": seed,
+        "n_threads": n_threads,
     }
     if leave_l2 != "auto":
         l2 = parse_float_list(leave_l2, "--leave-l2")

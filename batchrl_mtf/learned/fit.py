@@ -38,6 +38,7 @@ from batchrl_mtf.core.io import (
     package_versions,
     read_marker,
 )
+from batchrl_mtf.core.threads import limit_threads
 from batchrl_mtf.data.clean import Accounting, log_source
 from batchrl_mtf.data.config import DatasetConfig
 from batchrl_mtf.data.features import FeatureConfig
@@ -427,6 +428,18 @@ def make_env(
         ConfigError: The options do not fit the logs.
     """
     config = config or LearnedEnvConfig()
+    with limit_threads(config.n_threads):
+        return _make_env(paths, reward, out, config, predictor_dir, overwrite)
+
+
+def _make_env(
+    paths: Sequence[str | Path],
+    reward: RewardConfig | str | Path,
+    out: str | Path,
+    config: LearnedEnvConfig,
+    predictor_dir: str | Path | None,
+    overwrite: bool,
+) -> MakeEnvResult:
     t_start = time.perf_counter()
     out_path = Path(out)
     if out_path.suffix.lower() != ".toml":

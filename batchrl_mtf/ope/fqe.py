@@ -38,15 +38,14 @@ is a lower bound in practice. ``alpha`` defaults to 0.5e-3 (``OPEConfig.cfqe_alp
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Iterator
 from typing import Any, ClassVar, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from batchrl_mtf.core.d3rlpy import load_d3rlpy
+from batchrl_mtf.core.threads import limit_threads
 from batchrl_mtf.ope.base import Estimator, PolicyData, Term
 from batchrl_mtf.ope.config import OPEConfig
 from batchrl_mtf.ope.fqe_batched import Member, fit_members, fqe_transitions, torch_thread_count
@@ -80,19 +79,6 @@ class QValues:
     def members(self) -> tuple[QValues, ...]:
         """The individual fits (``(self,)`` for a single fit)."""
         return self.fits if self.fits else (self,)
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    import torch
-
-    prev = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
 
 
 def _build_fqe(
@@ -300,7 +286,7 @@ def _fit_one(pdata: PolicyData, config: OPEConfig, alpha: float, seed: int) -> Q
     m = len(rows)
     losses: list[float] = []
     mini = d3rlpy.dataset.TransitionMiniBatch
-    with _torch_threads(torch_thread_count(config)), torch.random.fork_rng():
+    with limit_threads(torch_thread_count(config)), torch.random.fork_rng():
         torch.manual_seed(seed)
         fqe = _build_fqe(config, alpha, pdata.gamma, mean, std, low, high)
         fqe.create_impl((d,), k)

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from batchrl_mtf.core.threads import limit_threads
 from batchrl_mtf.ope.base import PolicyData
 from batchrl_mtf.ope.config import OPEConfig
 
@@ -284,9 +285,7 @@ def fit_members(
     def s_act(a: F32) -> torch.Tensor:  # d3rlpy's MinMaxActionScaler, to [-1, 1]
         return torch.from_numpy((((a - low) / (high - low)) * 2.0 - 1.0).astype(np.float32))
 
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(torch_thread_count(config, len(members)))
-    try:
+    with limit_threads(torch_thread_count(config, len(members))):
         inp = _Inputs(
             obs=s_obs(obs_raw),
             act=s_act(data.actions.astype(np.float32)),
@@ -306,8 +305,6 @@ def fit_members(
             out[j] = MemberFit(
                 scale * q_logged, scale * (q_logged if behavior else v_policy), loss, steps
             )
-    finally:
-        torch.set_num_threads(prev_threads)
     return [f for f in out if f is not None]
 
 
@@ -326,17 +323,19 @@ def _shapes(sizes: list[int]) -> list[tuple[int, int]]:
     return out
 
 
-def _views(flat: torch.Tensor, shapes: list[tuple[int, int]]) -> list[torch.Tensor]:
-    """The parameters as views of the members' flat vectors ``flat`` (M, n_params)."""
+def _split(flat: torch.Tensor, shapes: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """The members' flat vectors ``flat`` (M, n_params) as one tensor per parameter, each
+    (M, in, out) in the order of :func:`_shapes` (copies: every parameter is its own leaf, so
+    autograd writes each gradient once instead of scattering it into the flat vector)."""
     out, lo = [], 0
     for a, b in shapes:
-        out.append(flat[:, lo : lo + a * b].view(-1, a, b))
+        out.append(flat[:, lo : lo + a * b].reshape(-1, a, b).clone())
         lo += a * b
     return out
 
 
 def _forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Q-values of stacked members (parameters from :func:`_views`): ``x`` (M, B, d+k) -> (M, B)."""
+    """Q-values of stacked members (parameters from :func:`_split`): ``x`` (M, B, d+k) -> (M, B)."""
     import torch
     from torch.nn.functional import layer_norm
 
@@ -393,10 +392,13 @@ def _train(
     d, k = inp.obs.shape[1], inp.act.shape[1]
     sizes = [d + k, *config.fqe_hidden_units, 1]
     shapes = _shapes(sizes)
-    flat = _flat_init([mb.seed for mb in members], sizes, k).requires_grad_(True)
-    targ = flat.detach().clone()
-    avg = torch.zeros_like(targ)
-    avg_sq = torch.zeros_like(targ)
+    params = [
+        p.requires_grad_(True)
+        for p in _split(_flat_init([mb.seed for mb in members], sizes, k), shapes)
+    ]
+    targ = [p.detach().clone() for p in params]
+    avg = [torch.zeros_like(p) for p in targ]
+    avg_sq = [torch.zeros_like(p) for p in targ]
     seeds = sorted({mb.seed for mb in members})
     rngs = [np.random.default_rng(s) for s in seeds]
     seed_of = np.array([seeds.index(mb.seed) for mb in members])
@@ -405,7 +407,7 @@ def _train(
     active = np.arange(big_m)
     plateau = _Plateau(config, budget, horizon, big_m)
     loss_buf = np.zeros((budget, big_m), dtype=np.float64)
-    finals: dict[int, torch.Tensor] = {}
+    finals: dict[int, list[torch.Tensor]] = {}
     steps_of = np.zeros(big_m, dtype=np.int64)
     b1, b2 = _ADAM_BETAS
     bs = config.fqe_batch_size
@@ -422,9 +424,8 @@ def _train(
         x_obs = inp.obs[src]
         with torch.no_grad():
             nxt = torch.cat([inp.next_obs[idx], inp.next_act[pol[:, None], idx]], dim=-1)
-            q_next = _forward(_views(targ, shapes), nxt)
+            q_next = _forward(targ, nxt)
             y = inp.rewards[idx] + gamma * q_next * (1.0 - inp.terms[idx])
-        params = _views(flat, shapes)
         q_b = _forward(params, torch.cat([x_obs, inp.act[src]], dim=-1))
         td = ((q_b - y) ** 2).mean(dim=1)
         loss = td.sum()
@@ -434,7 +435,8 @@ def _train(
             x_pi = torch.cat([x_obs[c0:], inp.pis[pol[c0:, None], src[c0:]]], dim=-1)
             q_pi = _forward([p[c0:] for p in params], x_pi)
             loss = loss + (alphas * (q_pi.mean(dim=1) - q_b[c0:].mean(dim=1))).sum()
-        flat.grad = None
+        for p in params:
+            p.grad = None
         loss.backward()
         phase = plateau.phase(step)
         lr = config.fqe_learning_rate * (
@@ -444,15 +446,19 @@ def _train(
         )
         t = step + 1
         with torch.no_grad():  # torch.optim.Adam's update, with a learning rate per member
-            g = flat.grad
-            assert g is not None
-            avg.lerp_(g, 1.0 - b1)
-            avg_sq.mul_(b2).addcmul_(g, g, value=1.0 - b2)
-            denom = (avg_sq.sqrt() / math.sqrt(1.0 - b2**t)).add_(_ADAM_EPS)
-            step_size = torch.from_numpy((lr / (1.0 - b1**t)).astype(np.float32))[:, None]
-            flat.sub_(step_size * avg / denom)
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+            torch._foreach_lerp_(avg, grads, 1.0 - b1)
+            torch._foreach_mul_(avg_sq, b2)
+            torch._foreach_addcmul_(avg_sq, grads, grads, value=1.0 - b2)
+            denom = torch._foreach_sqrt(avg_sq)
+            torch._foreach_div_(denom, math.sqrt(1.0 - b2**t))
+            torch._foreach_add_(denom, _ADAM_EPS)
+            step_size = torch.from_numpy((lr / (1.0 - b1**t)).astype(np.float32))[:, None, None]
+            upd = torch._foreach_div(avg, denom)
+            torch._foreach_mul_(upd, [step_size] * len(upd))
+            torch._foreach_sub_(params, upd)
             if step % config.fqe_target_update_interval == 0:
-                targ.copy_(flat)
+                torch._foreach_copy_(targ, params)
         loss_buf[step, active] = td.detach().numpy()
         if (step + 1) % config.fqe_plateau_window == 0:
             window = loss_buf[step + 1 - config.fqe_plateau_window : step + 1, active]
@@ -460,18 +466,20 @@ def _train(
         done = step + 1 >= plateau.end
         if done.any():
             for pos in np.flatnonzero(done):
-                finals[int(active[pos])] = flat.detach()[pos].clone()
+                finals[int(active[pos])] = [p.detach()[pos].clone() for p in params]
                 steps_of[active[pos]] = step + 1
             keep = np.flatnonzero(~done)
             kt = torch.from_numpy(keep)
-            flat = flat.detach()[kt].clone().requires_grad_(True)
-            targ, avg, avg_sq = targ[kt], avg[kt], avg_sq[kt]
+            params = [p.detach()[kt].clone().requires_grad_(True) for p in params]
+            targ = [p[kt] for p in targ]
+            avg = [p[kt] for p in avg]
+            avg_sq = [p[kt] for p in avg_sq]
             plateau.select(keep)
             active = active[keep]
-    for pos, left in enumerate(active):  # only when m == 0: never trained
-        finals[int(left)] = flat.detach()[pos].clone()
-    stacked = torch.stack([finals[g] for g in range(big_m)])
-    q_logged, v_policy = _predict(_views(stacked, shapes), inp, pol_of)
+    for row, left in enumerate(active):  # only when m == 0: never trained
+        finals[int(left)] = [p.detach()[row].clone() for p in params]
+    stacked = [torch.stack([finals[g][i] for g in range(big_m)]) for i in range(len(shapes))]
+    q_logged, v_policy = _predict(stacked, inp, pol_of)
     out = []
     for g_idx in range(big_m):
         steps = int(steps_of[g_idx])

@@ -11,13 +11,14 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from batchrl_mtf.core.io import atomic_write_text, dumps_json, output_dir, write_marker
+from batchrl_mtf.core.threads import limit_threads
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.pipeline import stages as st
 from batchrl_mtf.pipeline.config import PipelineConfig
@@ -60,25 +61,6 @@ class PipelineResult:
     report_md: Path
     report_html: Path
     headline: str
-
-
-@contextlib.contextmanager
-def single_torch_thread() -> Iterator[None]:
-    """One torch CPU thread while the pipeline runs (restored afterwards).
-
-    Training (``n_threads = 1``) and OPE (``torch_threads = 1``) already use one thread for these
-    small networks; this covers the rest (policy rollouts, tabulation, the report), where torch's
-    default of one thread per core was measured 3x slower (BCQ acting on 2,000 states: 1.13 s with
-    2 threads, 0.39 s with 1, on the 2-core machine under load).
-    """
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def run_pipeline(
@@ -162,7 +144,7 @@ def _run(
             or ("train" in force and stage.name.startswith("train:"))
         )
 
-    with single_torch_thread(), contextlib.ExitStack() as pools:
+    with limit_threads(1), contextlib.ExitStack() as pools:
         for i, stage in enumerate(stages, 1):
             logger.info("[%d/%d] %s", i, len(stages), stage.name)
             if stage.job is not None and stage.name not in ctx.jobs:

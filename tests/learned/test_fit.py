@@ -676,6 +676,7 @@ def test_learned_env_feeds_decayed_sums_and_weights_to_its_leave_model(
         ("leave_recency_decay", -0.1, "leave_recency_decay"),
         ("leave_classes", 0, "leave_classes"),
         ("leave_em_iterations", 0, "leave_em_iterations"),
+        ("n_threads", -1, "n_threads"),
     ],
 )
 def test_leave_options_are_validated(field: str, value: float, match: str) -> None:
@@ -708,3 +709,34 @@ def test_cli_leave_options_reach_the_saved_leave_model(logs_path: Path, tmp_path
     # the mixture world steps (classes drawn at the start of each session)
     stats, _ = run_sessions(World(load_spec(out)), _production(out), 20, 0)
     assert len(stats.returns) == 20
+
+
+def test_make_env_runs_with_its_thread_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import batchrl_mtf.learned.fit as fit_mod
+
+    seen: list[int] = []
+    monkeypatch.setattr(fit_mod, "_make_env", lambda *a: seen.append(torch.get_num_threads()))
+    torch.set_num_threads(2)
+    make_env([], REWARD, "x.toml", LearnedEnvConfig(n_threads=1))
+    make_env([], REWARD, "x.toml", LearnedEnvConfig(n_threads=0))
+    assert seen == [1, 2]
+    assert torch.get_num_threads() == 2
+
+
+def test_cli_n_threads_reaches_the_config(
+    logs_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import batchrl_mtf.cli.learned as cli_mod
+
+    seen: list[LearnedEnvConfig] = []
+
+    def fake(*args: object, **kwargs: object) -> None:
+        seen.append(args[3])  # type: ignore[arg-type]
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(cli_mod, "make_env", fake)
+    base = ["make-env", str(logs_path), "--reward", str(REWARD)]
+    for extra, want in (([], LearnedEnvConfig().n_threads), (["--n-threads", "0"], 0)):
+        res = CliRunner().invoke(main, [*base, "--out", str(tmp_path / f"e{want}.toml"), *extra])
+        assert res.exit_code == 2, res.output
+    assert [c.n_threads for c in seen] == [1, 0]
