@@ -73,6 +73,10 @@ class OPEConfig:
             one per 12 fits trained together by the batched engine, at most one per available
             core (so 10 policies x 6 fits use 2 cores, one policy's 6 fits one thread); one for
             the d3rlpy engine, which fits one network at a time.
+        fqe_member_groups: Batched engine with more than one thread: train the fits as one
+            ensemble per thread, each thread running its ensemble on one core
+            (:func:`batchrl_mtf.ope.fqe_batched.fit_members`), instead of one ensemble whose
+            products are split over the threads. The fits are the same either way.
         min_ess_fraction: A pure importance-sampling estimate (``pdis``, ``wpdis``) is eligible
             as the recommended one only when its effective sample size is at least this
             fraction of the sessions.
@@ -114,6 +118,7 @@ class OPEConfig:
     fqe_plateau_patience: int = 2
     fqe_tail_fraction: float = 0.1
     torch_threads: int = 0
+    fqe_member_groups: bool = True
     min_ess_fraction: float = 0.05
     min_ess: float = 30.0
     dr_max_ci_ratio: float | None = 10.0

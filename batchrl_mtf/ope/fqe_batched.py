@@ -34,6 +34,7 @@ import itertools
 import logging
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -285,7 +286,8 @@ def fit_members(
     def s_act(a: F32) -> torch.Tensor:  # d3rlpy's MinMaxActionScaler, to [-1, 1]
         return torch.from_numpy((((a - low) / (high - low)) * 2.0 - 1.0).astype(np.float32))
 
-    with limit_threads(torch_thread_count(config, len(members))):
+    threads = torch_thread_count(config, len(members))
+    with limit_threads(1 if config.fqe_member_groups else threads):
         inp = _Inputs(
             obs=s_obs(obs_raw),
             act=s_act(data.actions.astype(np.float32)),
@@ -296,11 +298,9 @@ def fit_members(
             terms=torch.from_numpy(trans[0].terminals),
             rows=torch.from_numpy(rows),
         )
-        order = sorted(range(len(members)), key=lambda j: (members[j].alpha > 0, j))
-        fits = _train([members[j] for j in order], config, budget, horizon, gamma, inp)
+        fits = _train_groups(members, config, budget, horizon, gamma, inp, threads)
         out: list[MemberFit | None] = [None] * len(members)
-        for pos, j in enumerate(order):
-            q_logged, v_policy, loss, steps = fits[pos]
+        for j, (q_logged, v_policy, loss, steps) in enumerate(fits):
             behavior = pdatas[members[j].policy].is_behavior
             out[j] = MemberFit(
                 scale * q_logged, scale * (q_logged if behavior else v_policy), loss, steps
@@ -375,6 +375,42 @@ class _Inputs:
     rewards: torch.Tensor  # (m,) scaled
     terms: torch.Tensor  # (m,)
     rows: torch.Tensor  # (m,) row of each transition
+
+
+def _train_groups(
+    members: list[Member], config: OPEConfig, budget: int, horizon: int, gamma: float,
+    inp: _Inputs, threads: int,
+) -> list[tuple[FloatArray, FloatArray, float, int]]:  # fmt: skip
+    """Train ``members`` as ``threads`` ensembles at once, one per thread, or as one ensemble.
+
+    With ``config.fqe_member_groups`` (and more than one thread) member ``j`` of the ensemble
+    order (plain fits first, then conservative ones) goes to group ``j % threads``, so the groups
+    cost alike; each group is trained by :func:`_train` in its own thread with one torch thread
+    (torch releases the GIL inside its kernels). Without it, one ensemble uses ``threads``
+    intra-op threads. A member's fit does not depend on the others (its own loss, gradient,
+    Adam state and mini-batch stream), so the fits are the same either way up to the rounding of
+    the batched kernels.
+
+    Returns per member, in the order of ``members``, ``(q_logged, v_policy, final_loss, steps)``.
+    """
+    order = sorted(range(len(members)), key=lambda j: (members[j].alpha > 0, j))
+    n_groups = threads if config.fqe_member_groups else 1
+    groups = [order[g::n_groups] for g in range(n_groups) if order[g::n_groups]]
+
+    def run(group: list[int]) -> list[tuple[FloatArray, FloatArray, float, int]]:
+        return _train([members[j] for j in group], config, budget, horizon, gamma, inp)
+
+    if len(groups) <= 1:
+        results = [run(order)]
+        groups = [order]
+    else:
+        with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+            results = list(pool.map(run, groups))
+    out: list[tuple[FloatArray, FloatArray, float, int] | None] = [None] * len(members)
+    for group, fits in zip(groups, results, strict=True):
+        for j, fit in zip(group, fits, strict=True):
+            out[j] = fit
+    return [f for f in out if f is not None]
 
 
 def _train(

@@ -131,6 +131,38 @@ def test_a_fit_does_not_depend_on_the_other_members() -> None:
     np.testing.assert_allclose(together, alone, rtol=1e-4)
 
 
+def test_member_groups_train_in_threads_and_give_the_same_fits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    import batchrl_mtf.ope.fqe_batched as fb
+
+    one = _fit_values(EXACT, [NEAR, FAR, LoggingPolicy(TASKS)], 0.05)
+    seen: list[tuple[int, int, int]] = []
+    real = fb._train
+
+    def spy(members, *args):  # type: ignore[no-untyped-def]
+        seen.append((threading.get_ident(), len(members), sum(m.alpha > 0 for m in members)))
+        return real(members, *args)
+
+    monkeypatch.setattr(fb, "_train", spy)
+    for grouped in (True, False):
+        cfg = dataclasses.replace(EXACT, torch_threads=2, fqe_member_groups=grouped)
+        seen.clear()
+        got = _fit_values(cfg, [NEAR, FAR, LoggingPolicy(TASKS)], 0.05)
+        for a, b in zip(one, got, strict=True):
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * float(np.abs(a).max()))
+        ensembles = [s for s in seen if s[1] == 18]  # fit_q_many: 3 policies x 3 seeds x 2
+        halves = [s for s in seen if s[1] == 9]
+        if grouped:  # two ensembles of 9, in two threads, alike in plain and conservative fits
+            assert not ensembles and len(halves) == 2
+            assert halves[0][0] != halves[1][0]
+            assert {h[2] for h in halves} == {4, 5}
+        else:
+            assert len(ensembles) == 1 and not halves
+
+
 def test_evaluate_batched_and_d3rlpy_agree_within_the_fit_spread() -> None:
     cfg = dataclasses.replace(EXACT, estimators=("fqe", "cfqe", "wpdis", "dr"), n_bootstrap=50)
     ref = evaluate_policies(DATA, [NEAR, FAR], dataclasses.replace(cfg, fqe_engine="d3rlpy"))
