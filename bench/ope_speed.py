@@ -93,7 +93,8 @@ def main() -> None:
         f"batched: {t_new:.1f} s wall, {c_new:.1f} s CPU for {len(policies)} policies ({_load()})"
     )
     steps = [s for p in new.policies for s in p.fqe_steps.values()]
-    budget = step_budget(config, len(fqe_transitions(prepare(data, policies[0], 1.0)).rows))  # type: ignore[arg-type]
+    pd0 = prepare(data, policies[0], 1.0)  # type: ignore[arg-type]
+    budget = step_budget(config, len(fqe_transitions(pd0).rows), pd0.horizon)
     print(f"  batched fits: budget {budget} steps, took {min(steps):.0f}-{max(steps):.0f} "
           "(mean over each policy's fits)")  # fmt: skip
     k = min(args.d3rlpy_policies, len(policies))

@@ -54,6 +54,7 @@ __all__ = [
     "MemberFit",
     "fit_members",
     "fqe_transitions",
+    "propagation_steps",
     "step_budget",
     "torch_thread_count",
 ]
@@ -122,18 +123,28 @@ def torch_thread_count(config: OPEConfig, n_fits: int = 1) -> int:
     return max(1, min(cores, n_fits // _FITS_PER_THREAD))
 
 
-def step_budget(config: OPEConfig, n_transitions: int) -> int:
+def propagation_steps(config: OPEConfig, horizon: int) -> int:
+    """The propagation floor ``ceil(fqe_propagations * horizon * fqe_target_update_interval)``:
+    steps whose hard target updates carry a session's value back to its first request
+    ``fqe_propagations`` times over (sessions of up to ``horizon`` requests)."""
+    return math.ceil(config.fqe_propagations * horizon * config.fqe_target_update_interval)
+
+
+def step_budget(config: OPEConfig, n_transitions: int, horizon: int = 1) -> int:
     """Gradient steps of each batched fit: the cosine schedule's horizon ``T``.
 
-    ``T = min(fqe_n_steps, max(fqe_min_steps, ceil(fqe_budget_epochs * m / fqe_batch_size)))``
-    for ``m`` training transitions: at most ``fqe_budget_epochs`` passes over a small dataset
-    (more passes only refit the same bootstrapped targets), ``fqe_n_steps`` on a large one.
-    ``fqe_budget_epochs = None`` gives ``fqe_n_steps`` exactly (the d3rlpy engine's budget).
+    ``T = min(fqe_n_steps, max(fqe_min_steps, P, ceil(fqe_budget_epochs * m / fqe_batch_size)))``
+    for ``m`` training transitions and the propagation floor ``P`` (:func:`propagation_steps`)
+    of sessions of up to ``horizon`` requests: at most ``fqe_budget_epochs`` passes over a
+    small dataset (more passes only refit the same bootstrapped targets), but never fewer steps
+    than its longest session needs for its value to propagate, and ``fqe_n_steps`` on a large
+    one. ``fqe_budget_epochs = None`` gives ``fqe_n_steps`` exactly (the d3rlpy engine's budget).
     """
     if config.fqe_budget_epochs is None:
         return config.fqe_n_steps
     scaled = math.ceil(config.fqe_budget_epochs * n_transitions / config.fqe_batch_size)
-    return max(1, min(config.fqe_n_steps, max(config.fqe_min_steps, scaled)))
+    floor = max(config.fqe_min_steps, propagation_steps(config, horizon))
+    return max(1, min(config.fqe_n_steps, max(floor, scaled)))
 
 
 @dataclass(frozen=True)
@@ -174,9 +185,9 @@ class _Plateau:
     Every ``W = fqe_plateau_window`` steps a member's mean TD loss over the window is compared
     with its best earlier window; a window that is not at least ``fqe_plateau_tol`` (relative)
     below it counts as flat. After ``fqe_plateau_patience`` flat windows in a row, and no earlier
-    than ``horizon * fqe_target_update_interval`` steps (each hard target update carries the value
-    one request back, so the longest session needs ``horizon`` updates), the member's cosine
-    schedule is compressed: from its current phase ``p`` it anneals to 0 over the next
+    than :func:`propagation_steps` (each hard target update carries the value one request back,
+    so the longest session needs ``horizon`` updates; ``fqe_propagations`` times that), the
+    member's cosine schedule is compressed: from its current phase ``p`` it anneals to 0 over the next
     ``ceil(fqe_tail_fraction * T)`` steps (or the steps left, if fewer) and then stops. The final
     network is thus never a large-learning-rate Adam step, as with the full schedule.
     """
@@ -186,7 +197,7 @@ class _Plateau:
         self.window = config.fqe_plateau_window
         self.tol = config.fqe_plateau_tol
         self.patience = config.fqe_plateau_patience
-        self.min_steps = min(budget, horizon * config.fqe_target_update_interval)
+        self.min_steps = min(budget, propagation_steps(config, horizon))
         self.tail = max(1, math.ceil(config.fqe_tail_fraction * budget))
         self.budget = budget
         self.best = np.full(n_members, np.inf)
@@ -268,7 +279,7 @@ def fit_members(
     m = len(rows)
     gamma = pdatas[0].gamma
     horizon = max(p.horizon for p in pdatas)
-    budget = step_budget(config, m)
+    budget = step_budget(config, m, horizon)
     low = np.asarray(spec.action_low, dtype=np.float32)
     high = np.asarray(spec.action_high, dtype=np.float32)
     mean = np.asarray(spec.features.mean, dtype=np.float64)

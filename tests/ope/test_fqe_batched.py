@@ -185,7 +185,9 @@ def test_early_stopping_stops_on_a_plateau_after_an_annealing_tail() -> None:
     pd = prepare(DATA, NEAR, 1.0)
     q = fit_q(pd, cfg, 0.0)
     steps = [f.steps for f in q.members()]
-    min_steps = pd.horizon * cfg.fqe_target_update_interval  # value propagation guard
+    # value propagation guard: fqe_propagations x horizon x target update interval
+    min_steps = math.ceil(cfg.fqe_propagations * pd.horizon * cfg.fqe_target_update_interval)
+    assert min_steps == 2 * 4 * cfg.fqe_target_update_interval
     assert all(min_steps <= s < 2000 for s in steps)
     assert all(s <= min_steps + cfg.fqe_plateau_window + 100 for s in steps)  # + tail of 100
     off = fit_q(prepare(DATA, NEAR, 1.0), dataclasses.replace(cfg, fqe_early_stop=False), 0.0)
@@ -194,20 +196,23 @@ def test_early_stopping_stops_on_a_plateau_after_an_annealing_tail() -> None:
 
 
 @pytest.mark.parametrize(
-    ("epochs", "n_steps", "min_steps", "m", "expected"),
+    ("epochs", "n_steps", "min_steps", "m", "horizon", "expected"),
     [
-        (None, 5000, 1000, 100, 5000),  # no scaling: fqe_n_steps
-        (50.0, 5000, 1000, 1_000_000, 5000),  # large data: the cap
-        (50.0, 5000, 1000, 12_800, 2500),  # 50 passes of 256
-        (50.0, 5000, 1000, 1000, 1000),  # tiny data: the floor
-        (50.0, 500, 1000, 1000, 500),  # the cap wins over the floor
+        (None, 5000, 1000, 100, 1, 5000),  # no scaling: fqe_n_steps
+        (50.0, 5000, 1000, 1_000_000, 1, 5000),  # large data: the cap
+        (50.0, 5000, 1000, 12_800, 1, 2500),  # 50 passes of 256
+        (50.0, 5000, 1000, 1000, 1, 1000),  # tiny data: the floor
+        (50.0, 500, 1000, 1000, 1, 500),  # the cap wins over the floor
+        (50.0, 5000, 1000, 1000, 15, 1500),  # propagation floor: 2 x 15 requests x 50 steps
+        (50.0, 5000, 1000, 12_800, 30, 3000),  # ... above 50 passes
+        (50.0, 2000, 1000, 12_800, 30, 2000),  # ... and below the cap
     ],
 )
 def test_step_budget_scales_with_the_dataset(
-    epochs: float | None, n_steps: int, min_steps: int, m: int, expected: int
+    epochs: float | None, n_steps: int, min_steps: int, m: int, horizon: int, expected: int
 ) -> None:
     cfg = OPEConfig(fqe_budget_epochs=epochs, fqe_n_steps=n_steps, fqe_min_steps=min_steps)
-    assert step_budget(cfg, m) == expected
+    assert step_budget(cfg, m, horizon) == expected
 
 
 def test_batched_fit_reaches_the_known_value_with_the_defaults() -> None:
@@ -242,6 +247,7 @@ def test_transitions_drop_timeouts_and_bootstrap_from_zero_after_terminals() -> 
         ("fqe_n_critics", 2, r"fqe_n_critics: expected 1 with fqe_engine 'batched'"),
         ("fqe_budget_epochs", 0.0, r"fqe_budget_epochs: expected a number > 0 or None"),
         ("fqe_min_steps", 0, r"fqe_min_steps: expected >= 1, found 0"),
+        ("fqe_propagations", -1.0, r"fqe_propagations: expected a number >= 0"),
         ("fqe_plateau_window", 0, r"fqe_plateau_window: expected >= 1, found 0"),
         ("fqe_plateau_tol", 1.0, r"fqe_plateau_tol: expected in \[0, 1\), found 1.0"),
         ("fqe_tail_fraction", 0.0, r"fqe_tail_fraction: expected in \(0, 1\], found 0.0"),
