@@ -14,6 +14,7 @@ engines' estimates in units of the d3rlpy fits' standard error, and the load ave
 start and the end (the machine is shared).
 
     python bench/ope_speed.py [--sessions 30000] [--policies 10] [--d3rlpy-policies 1]
+        [--set fqe_member_groups=false ...]
 
 Target (issue 19): the batched evaluate of 10 policies on 30,000 sessions <= 90 s on 2 cores.
 """
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from batchrl_mtf.core.config import config_from_mapping, parse_overrides
 from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.ope import OPEConfig, evaluate_policies, prepare
 from batchrl_mtf.ope.fqe_batched import fqe_transitions, step_budget
@@ -70,6 +72,10 @@ def main() -> None:
     ap.add_argument("--split", default="all", choices=["all", "train", "test"])
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--work", type=Path, default=Path("runs/ope_speed"))
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="OPEConfig field of the batched run (repeatable), e.g. fqe_member_groups=false",
+    )  # fmt: skip
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     full = load_dataset(_dataset(args.work, args.sessions, args.seed))
@@ -81,7 +87,8 @@ def main() -> None:
     for i in range(args.policies - 1):
         w = centre * rng.uniform(0.6, 1.4, size=len(centre))
         policies.append(ConstantPolicy(tuple(float(x) for x in w), tasks, name=f"c{i}"))
-    config = OPEConfig(gamma=1.0)
+    config = config_from_mapping(OPEConfig, {"gamma": 1.0, **parse_overrides(args.set)}, "--set")
+    print(f"batched settings: {', '.join(args.set) or 'defaults'}")
     print(f"{data.n_sessions} sessions, {len(data)} requests ({args.split}); "
           f"{len(policies)} policies; estimators {','.join(config.estimators)}; "
           f"{config.fqe_n_fits} fits each; {os.cpu_count()} cores")  # fmt: skip
@@ -97,9 +104,12 @@ def main() -> None:
     budget = step_budget(config, len(fqe_transitions(pd0).rows), pd0.horizon)
     print(f"  batched fits: budget {budget} steps, took {min(steps):.0f}-{max(steps):.0f} "
           "(mean over each policy's fits)")  # fmt: skip
+    on_policy = float(np.add.reduceat(data.rewards, pd0.starts).mean())
+    logged = {n: round(e.value, 2) for n, e in new.policies[0].estimates.items()}
+    print(f"  logging policy: on-policy mean logged return {on_policy:.2f}; batched {logged}")
     k = min(args.d3rlpy_policies, len(policies))
     if k > 0:
-        ref_cfg = dataclasses.replace(config, fqe_engine="d3rlpy", torch_threads=1)
+        ref_cfg = dataclasses.replace(OPEConfig(gamma=1.0), fqe_engine="d3rlpy", torch_threads=1)
         t0, c0 = time.perf_counter(), time.process_time()
         ref = evaluate_policies(data, policies[:k], ref_cfg)  # type: ignore[arg-type]
         t_ref, c_ref = time.perf_counter() - t0, time.process_time() - c0
