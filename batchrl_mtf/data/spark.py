@@ -60,7 +60,13 @@ from batchrl_mtf.data.spark_io import (
     spark_uri,
     write_remote,
 )
-from batchrl_mtf.data.spark_plan import group_key, id_column_dtypes, log_facts
+from batchrl_mtf.data.spark_plan import (
+    group_key,
+    id_column_dtypes,
+    log_facts,
+    range_partition,
+    user_bounds,
+)
 from batchrl_mtf.data.spark_task import OUT_HELPER_COLUMNS, PartTask, map_partition
 from batchrl_mtf.data.spec import bounds_from_range, dataset_fusion
 from batchrl_mtf.data.stats import PartSummary
@@ -211,6 +217,7 @@ def _build(
     from pyspark import StorageLevel
     from pyspark.sql import functions as F  # noqa: N812
     from pyspark.sql import types as T  # noqa: N812
+    from pyspark.sql.pandas.types import to_arrow_schema
 
     files = input_files(spark, paths)
     uris = [spark_uri(f) for f in files]
@@ -218,8 +225,9 @@ def _build(
     first = column_names(spark, files, uris)
     raw = spark.read.parquet(*uris).select(*first)
     source = log_source(files)
-    sample = raw.limit(1000).toArrow().to_pandas()
-    columns = check_columns(sample, source, reward, config)
+    # the column checks need names and types only: an empty frame of the logs' schema (no job)
+    empty = to_arrow_schema(raw.schema).empty_table().to_pandas()
+    columns = check_columns(empty, source, reward, config)
     keep_cols = [c for c in first if c not in columns.unknown]
     raw = raw.select(*keep_cols, F.col("_metadata.file_path").alias("_file_uri"))
     for c in ID_COLUMNS:  # NaN ids are missing ids, as in pandas
@@ -242,9 +250,10 @@ def _build(
     in_order = id_dtypes["user_id"] != "string" or isinstance(user_type, T.StringType)
     by_range = in_order and not facts.linked
     if by_range:
-        keyed = raw.withColumn("_grp", F.xxhash64("user_id"))
-        grouped = keyed.repartitionByRange(n_parts, "user_id")
-        if sorted_groups:
+        bounds = user_bounds(raw, facts.rows, n_parts)
+        grouped = range_partition(raw, n_parts, bounds)
+        if sorted_groups:  # _grp marks where a user ends (chunks are cut there)
+            grouped = grouped.withColumn("_grp", F.xxhash64("user_id"))
             grouped = grouped.sortWithinPartitions("user_id")
     else:
         if facts.linked:
@@ -263,7 +272,6 @@ def _build(
         "terminal boolean, timeout boolean, behavior_logp double, split string, "
         "_sess_start bigint, _stats string, _part bigint, _seq bigint"
     )
-    from pyspark.sql.pandas.types import to_arrow_schema
     from pyspark.sql.types import _parse_datatype_string
 
     out_schema = to_arrow_schema(_parse_datatype_string(out_ddl))  # type: ignore[arg-type]

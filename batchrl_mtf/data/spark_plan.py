@@ -1,6 +1,7 @@
 """The driver-side queries of the Spark engine (:mod:`batchrl_mtf.data.spark`): what one
 aggregate over the id columns says about the logs (row count, missing ids, linked users), the id
-types that follow, and the grouping key of the linked-users plan.
+types that follow, the ranges of users of the one-pass plan and the grouping key of the
+linked-users plan.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from batchrl_mtf.errors import SchemaError
 __all__ = [
     "MAX_LISTED_LINKED_USERS",
     "MIXED_GROUP",
+    "RANGE_SAMPLE_PER_PARTITION",
     "LogFacts",
     "group_key",
     "id_column_dtypes",
     "log_facts",
+    "range_partition",
+    "user_bounds",
 ]
 
 logger = logging.getLogger(__name__)
@@ -151,3 +155,56 @@ def group_key(spark: Any, raw: Any, has_session: bool) -> Any:
     return joined.withColumn(
         "_grp", F.when(F.col("_m"), F.lit(MIXED_GROUP)).otherwise(F.xxhash64(user))
     ).drop("_mu", "_m")
+
+
+RANGE_SAMPLE_PER_PARTITION = 1_000
+"""Sampled ``user_id`` values per range partition (Spark's range partitioning samples 100 per
+partition, about 3x over)."""
+
+
+def user_bounds(raw: Any, rows: int, n_parts: int) -> list[Any]:
+    """Upper bounds of the ``user_id`` ranges of ``n_parts`` partitions of about equal rows.
+
+    A row sample of the ``user_id`` column alone (Parquet column pruning; seeded, so the bounds
+    are the same run after run for the same inputs) instead of Spark's range partitioning, which
+    samples whole rows (every column) in a job of its own. Fewer than ``n_parts - 1`` bounds when
+    the sample holds fewer distinct users.
+    """
+    from pyspark.sql import functions as F  # noqa: N812
+
+    if n_parts <= 1 or rows == 0:
+        return []
+    fraction = min(1.0, RANGE_SAMPLE_PER_PARTITION * n_parts / rows)
+    ids = raw.select("user_id").where(F.col("user_id").isNotNull())
+    if fraction < 1.0:
+        ids = ids.sample(withReplacement=False, fraction=fraction, seed=0)
+    values = sorted(r[0] for r in ids.collect())
+    if not values:
+        return []
+    bounds: list[Any] = []
+    for i in range(1, n_parts):
+        b = values[min(len(values) - 1, (i * len(values)) // n_parts)]
+        if not bounds or b > bounds[-1]:
+            bounds.append(b)
+    return bounds
+
+
+def range_partition(df: Any, n_parts: int, bounds: Sequence[Any]) -> Any:
+    """``df`` in ``n_parts`` partitions by ranges of ``user_id``: partition ``i`` holds the users
+    ``bounds[i-1] <= user_id < bounds[i]`` (missing users in partition 0), so every user is in one
+    partition and the partitions ascend. Spark >= 4.1 (``repartitionById``); older versions use
+    Spark's own range partitioning."""
+    from pyspark.sql import functions as F  # noqa: N812
+
+    if not hasattr(df, "repartitionById"):
+        return df.repartitionByRange(n_parts, "user_id")
+    user = F.col("user_id")
+
+    def part(lo: int, hi: int) -> Any:  # partitions lo..hi: a balanced tree of comparisons
+        if lo == hi:
+            return F.lit(lo)
+        mid = (lo + hi + 1) // 2
+        return F.when(user < F.lit(bounds[mid - 1]), part(lo, mid - 1)).otherwise(part(mid, hi))
+
+    pid = F.when(user.isNull(), F.lit(0)).otherwise(part(0, len(bounds)))
+    return df.withColumn("_pid", pid.cast("int")).repartitionById(n_parts, "_pid").drop("_pid")
