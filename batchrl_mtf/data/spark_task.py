@@ -3,7 +3,7 @@ task turns a partition of complete users into transitions and one JSON summary p
 local engine's :func:`~batchrl_mtf.data.parts.process_part`.
 
 Workers import this module (and so the package) once per Python worker; it must stay light: no
-torch, no d3rlpy (``tests/data/test_spark_task.py`` checks it).
+torch, no d3rlpy (``tests/test_package.py`` checks it).
 """
 
 from __future__ import annotations
