@@ -245,8 +245,10 @@ def main() -> None:
                 ],
                 capture_output=True,
                 text=True,
-                check=True,
+                check=False,
             )
+            if res.returncode:  # the build's own error, not only "exit status 1"
+                sys.exit(f"build failed:\n{res.stderr[-4000:]}")
             runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
     if args.engine == "spark":
         _report_spark(args.rows, in_mem, runs[0])

@@ -8,13 +8,14 @@ logs that hold complete users; the driver merges the parts' small summaries with
 
 Plan of the job (``docs/scale.md`` has its profile):
 
-1. Column checks on a sample (driver); one aggregate job gives the row count, the missing ids
-   per id column and whether any request or session links users (more than one ``user_id``, or
-   a missing one and a present one); id and ``ts`` type decisions follow from it.
-2. No linked users (the usual case): ``repartitionByRange`` by ``user_id`` into ranges of
-   complete users, ``mapInArrow``: each task runs :func:`process_part` on its rows (cut into
-   chunks of complete users of about ``chunk_rows`` rows only when a partition holds more, after
-   ``sortWithinPartitions``); the tasks' JSON summaries come back through an accumulator and
+1. Column checks on the logs' schema (driver, no job); one aggregate job over the id columns
+   (one scan: per request-session pair, then per request and per session) gives the row count,
+   the missing ids per id column and whether any request or session links users (more than one
+   ``user_id``, or a missing one and a present one); id and ``ts`` type decisions follow from it.
+2. No linked users (the usual case): ranges of complete users (bounds from a sample of the
+   ``user_id`` column alone, rows placed by ``repartitionById``), ``mapInArrow``: each task runs
+   :func:`process_part` on its rows (cut into chunks of complete users of about ``chunk_rows``
+   rows only when a partition holds more, after ``sortWithinPartitions``); the tasks' JSON summaries come back through an accumulator and
    their transitions, already in canonical order (partition ranges ascend, each chunk's rows are
    canonical), are written as they come: one pass over the logs, no sort of the output.
 3. Linked users: every row of the linked users goes to one shared group (each group is closed
