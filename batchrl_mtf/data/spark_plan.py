@@ -46,40 +46,30 @@ class LogFacts:
 
 
 def log_facts(raw: Any, id_cols: Sequence[str], has_session: bool) -> LogFacts:
-    """Row count, missing ids and linked users in one job over one scan of the id columns
-    (Parquet column pruning).
-
-    The rows are aggregated once per (request, session) pair (their count, missing ids, smallest
-    and largest user, a missing user); the requests and the sessions that link users are then
-    found from those pairs (a tenth of the rows or fewer), so the logs are read once.
-    """
+    """Row count, missing ids and linked users in one job (id columns only: Parquet pruning)."""
     from pyspark.sql import functions as F  # noqa: N812
 
     user = F.col("user_id")
-    keys = ["request_id", *(["session_id"] if has_session else [])]
-    counts = ["_rows", *(f"null_{c}" for c in id_cols)]
-    pairs = raw.groupBy(*keys).agg(
-        F.count(F.lit(1)).alias("_rows"),
-        *(F.sum(F.col(c).isNull().cast("long")).alias(f"null_{c}") for c in id_cols),
-        F.min(user).alias("_umin"),
-        F.max(user).alias("_umax"),
-        F.max(user.isNull().cast("int")).alias("_unull"),
+    # more than one distinct user (countDistinct(user) + max(user is null) > 1 of the routing)
+    links = (F.min(user) != F.max(user)) | (
+        (F.max(user.isNull().cast("int")) == 1) & (F.count(user) > 0)
     )
-    # a key links users: more than one distinct user, a missing user counting as one
-    links = (F.min("_umin") != F.max("_umax")) | ((F.max("_unull") == 1) & (F.count("_umin") > 0))
-    zeros = [F.lit(0).cast("long").alias(c) for c in counts]
-    parts = [pairs.select(*counts, F.lit(False).alias("_l"))]
-    for key in keys:  # the requests, then the sessions, that link users
-        linked = (
-            pairs.where(F.col(key).isNotNull())
-            .groupBy(key)
+    counts = [F.count(F.lit(1)).alias("_rows")] + [
+        F.sum(F.col(c).isNull().cast("long")).alias(f"null_{c}") for c in id_cols
+    ]
+    per_key = raw.groupBy("request_id").agg(*counts, F.coalesce(links, F.lit(False)).alias("_l"))
+    per_key = per_key.withColumn("_l", F.col("_l") & F.col("request_id").isNotNull())
+    per_key = per_key.drop("request_id")
+    if has_session:
+        zeros = [F.lit(0).cast("long").alias(c) for c in per_key.columns if c != "_l"]
+        sessions = (
+            raw.where(F.col("session_id").isNotNull())
+            .groupBy("session_id")
             .agg(F.coalesce(links, F.lit(False)).alias("_l"))
+            .select(*zeros, "_l")
         )
-        parts.append(linked.select(*zeros, "_l"))
-    per_key = parts[0]
-    for part in parts[1:]:
-        per_key = per_key.unionByName(part)
-    sums = [F.sum(c).alias(c) for c in counts]
+        per_key = per_key.unionByName(sessions)
+    sums = [F.sum(c).alias(c) for c in per_key.columns if c != "_l"]
     row = per_key.agg(*sums, F.max(F.col("_l").cast("int")).alias("_l")).collect()[0].asDict()
     nulls = {c: int(row[f"null_{c}"] or 0) for c in id_cols}
     return LogFacts(int(row["_rows"] or 0), nulls, bool(row["_l"]))
