@@ -9,9 +9,9 @@ logs that hold complete users; the driver merges the parts' small summaries with
 Plan of the job (``docs/scale.md`` has its profile):
 
 1. Column checks on the logs' schema (driver, no job); one aggregate job over the id columns
-   (one scan: per request-session pair, then per request and per session) gives the row count,
-   the missing ids per id column and whether any request or session links users (more than one
-   ``user_id``, or a missing one and a present one); id and ``ts`` type decisions follow from it.
+   (per request and per session, side by side) gives the row count, the missing ids per id
+   column and whether any request or session links users (more than one ``user_id``, or a
+   missing one and a present one); id and ``ts`` type decisions follow from it.
 2. No linked users (the usual case): ranges of complete users (bounds from a sample of the
    ``user_id`` column alone, rows placed by ``repartitionById``), ``mapInArrow``: each task runs
    :func:`process_part` on its rows (cut into chunks of complete users of about ``chunk_rows``
