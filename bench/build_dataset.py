@@ -6,8 +6,14 @@ peak resident memory of that process next to the input's in-memory size.
 
     python bench/build_dataset.py [--rows 2000000] [--repeat 3] [--engine local|spark] [--spark-master local[2]]
 
-Each build runs in its own fresh process; with ``--repeat N`` the median build's time is reported
-(all times are printed) and the largest peak memory of the N builds.
+Local engine: each build runs in its own fresh process; with ``--repeat N`` the median build's time
+is reported (all times are printed) and the largest peak memory of the N builds.
+
+Spark engine: ``--repeat N`` runs N builds in one fresh process and one Spark session (into a new
+output directory each). The first build is the **cold** one (a fresh JVM: its JIT compiler and
+Spark's code generation warm up during it, as on any first job); builds 2..N are **warm** (the
+same JVM and Python workers, as a long-lived cluster executor runs every job after its first).
+Both are reported, each with its CPU seconds (all processes) and the machine's load average.
 
 Targets: local engine (issue 2) >= 1M impressions/s on 2 cores, peak memory under 3x the input's
 in-memory size; Spark engine in ``local[2]`` (issue 19) >= 300k impressions/s.
@@ -133,9 +139,20 @@ def _import_package(batches: Iterator[Any]) -> Iterator[Any]:
     yield from batches
 
 
-def child(path: str, out: str, engine: str, master: str) -> None:
-    import os
+def _cpu_seconds() -> dict[int, float]:
+    """User + system CPU seconds of this process and its descendants (from ``/proc``)."""
+    out = {}
+    for pid in [os.getpid(), *_process_tree(os.getpid())]:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
 
+
+def child(path: str, out: str, engine: str, master: str, repeat: int = 1) -> None:
     from batchrl_mtf.data.build import build_dataset
     from batchrl_mtf.data.reward import RewardConfig
 
@@ -160,18 +177,28 @@ def child(path: str, out: str, engine: str, master: str) -> None:
             _reset_peak(pid)
     _reset_peak(os.getpid())
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    start = time.perf_counter()
-    if engine == "spark":
-        build_dataset_spark([path], reward, out, options=SparkOptions(master=master))
-        tree = _process_tree(os.getpid())
-        extra["jvm"] = max([_peak(p) for p, n in tree.items() if "java" in n] or [0])
-        extra["python_worker"] = max([_peak(p) for p, n in tree.items() if "java" not in n] or [0])
-        extra["driver_build_peak"] = _peak(os.getpid())
-    else:
+    if engine != "spark":
+        start = time.perf_counter()
         build_dataset([path], reward, out)
-    elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        print(json.dumps({"seconds": elapsed, "peak_rss": peak, "rss_after_imports": base}))
+        return
+    builds = []
+    for i in range(repeat):  # build 0: cold (fresh JVM); then warm, in the same session
+        cpu0, load0 = _cpu_seconds(), os.getloadavg()[0]
+        start = time.perf_counter()
+        build_dataset_spark([path], reward, f"{out}{i}", options=SparkOptions(master=master))
+        elapsed = time.perf_counter() - start
+        cpu1 = _cpu_seconds()  # the driver, the JVM and the Python workers
+        cpu = sum(c - cpu0.get(pid, 0.0) for pid, c in cpu1.items())
+        builds.append({"seconds": elapsed, "cpu": cpu, "load": [load0, os.getloadavg()[0]]})
+    tree = _process_tree(os.getpid())
+    extra["jvm"] = max([_peak(p) for p, n in tree.items() if "java" in n] or [0])
+    extra["python_worker"] = max([_peak(p) for p, n in tree.items() if "java" not in n] or [0])
+    extra["driver_build_peak"] = _peak(os.getpid())
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"seconds": elapsed, "peak_rss": peak, "rss_after_imports": base, **extra}))
+    print(json.dumps({"builds": builds, "peak_rss": peak, "rss_after_imports": base, **extra}))
 
 
 def main() -> None:
@@ -181,11 +208,17 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--engine", choices=["local", "spark"], default="local")
     ap.add_argument("--spark-master", default="local[2]")
-    ap.add_argument("--repeat", type=int, default=3, help="builds to run (median reported)")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="builds to run: local, fresh processes (median reported); spark, one session "
+        "(the first cold, the others warm, reported separately)",
+    )
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child[0], args.child[1], args.engine, args.spark_master)
+        child(args.child[0], args.child[1], args.engine, args.spark_master, args.repeat)
         return
     with tempfile.TemporaryDirectory() as tmp:
         df = generate(args.rows)
@@ -194,7 +227,8 @@ def main() -> None:
         df.to_parquet(path, index=False)
         del df
         runs = []
-        for _ in range(args.repeat):  # a fresh process per build: no warm caches or allocator
+        # local: a fresh process per build (no warm caches or allocator); spark: one process
+        for _ in range(args.repeat if args.engine == "local" else 1):
             res = subprocess.run(
                 [
                     sys.executable,
@@ -203,15 +237,22 @@ def main() -> None:
                     args.engine,
                     "--spark-master",
                     args.spark_master,
+                    "--repeat",
+                    str(args.repeat),
                     "--child",
                     path,
                     str(Path(tmp) / "ds"),
                 ],
                 capture_output=True,
                 text=True,
-                check=True,
+                check=False,
             )
+            if res.returncode:  # the build's own error, not only "exit status 1"
+                sys.exit(f"build failed:\n{res.stderr[-4000:]}")
             runs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    if args.engine == "spark":
+        _report_spark(args.rows, in_mem, runs[0])
+        return
     runs.sort(key=lambda r: float(r["seconds"]))
     m = runs[len(runs) // 2]  # the median build (by time)
     m["peak_rss"] = max(r["peak_rss"] for r in runs)
@@ -233,18 +274,39 @@ def main() -> None:
     print(
         f"peak RSS above imports: {build_peak / 2**20:,.0f} MiB ({build_peak / in_mem:.2f}x input; target < 3x)"
     )
-    if args.engine == "spark":
-        print(
-            f"Python workers start-up (before the clock, not in the build time): "
-            f"{m['workers_start_s']:.2f} s"
+
+
+def _report_spark(rows: int, in_mem: int, run: dict[str, Any]) -> None:
+    """Print the cold build and the warm builds of one Spark session, separately."""
+    builds = run["builds"]
+
+    def line(b: dict[str, Any]) -> str:
+        return (
+            f"{b['seconds']:.2f} s, {rows / b['seconds']:,.0f} impressions/s, "
+            f"{b['cpu']:.1f} CPU-s, load {b['load'][0]:.2f}->{b['load'][1]:.2f}"
         )
-        print(f"peak RSS Python driver during the build: {m['driver_build_peak'] / 2**20:,.0f} MiB")
-        print(
-            f"peak RSS JVM during the build (driver+executors, local mode): {m.get('jvm', 0) / 2**20:,.0f} MiB"
-        )
-        print(
-            f"peak RSS largest Python worker during the build: {m.get('python_worker', 0) / 2**20:,.0f} MiB"
-        )
+
+    print(f"machine load (1 min): {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+    print("engine:               spark (one session; target >= 300,000 impressions/s, issue 19)")
+    print(f"impressions:          {rows:,} ({in_mem / 2**20:,.0f} MiB in memory)")
+    print(
+        f"Python workers start-up (before the clock, not in the build time): "
+        f"{run['workers_start_s']:.2f} s"
+    )
+    print(f"cold build (first in a fresh JVM): {line(builds[0])}")
+    warm = builds[1:]
+    for i, b in enumerate(warm, start=2):
+        print(f"warm build {i}:        {line(b)}")
+    if warm:
+        mid = sorted(warm, key=lambda b: float(b["seconds"]))[len(warm) // 2]
+        print(f"warm builds, median:  {line(mid)}")
+    print(f"peak RSS Python driver during the builds: {run['driver_build_peak'] / 2**20:,.0f} MiB")
+    print(
+        f"peak RSS JVM during the builds (driver+executors, local mode): {run['jvm'] / 2**20:,.0f} MiB"
+    )
+    print(
+        f"peak RSS largest Python worker during the builds: {run['python_worker'] / 2**20:,.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -31,6 +31,25 @@ def test_d3rlpy_loads_on_first_use_and_quietly() -> None:
     assert "Gym has been unmaintained" not in r.stderr + r.stdout
 
 
+@pytest.mark.parametrize(
+    "modules",
+    [
+        ("batchrl_mtf",),
+        # what a Spark Python worker imports to run a build task (docs/scale.md)
+        ("batchrl_mtf.data.spark_task", "batchrl_mtf.data.spark"),
+    ],
+)
+def test_package_import_and_spark_workers_do_not_import_torch(modules: tuple[str, ...]) -> None:
+    code = (
+        f"import importlib, sys; [importlib.import_module(m) for m in {modules!r}]; "
+        "heavy = [m for m in ('torch', 'd3rlpy', 'safetensors.torch') if m in sys.modules]; "
+        "assert not heavy, f'imported {heavy}'; "
+        "from batchrl_mtf import train; assert 'torch' in sys.modules  # loaded on first use"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+
+
 @pytest.mark.parametrize("command", sorted(__import__("batchrl_mtf.cli").cli.main.commands))
 def test_every_command_has_help_with_examples(command: str) -> None:
     from click.testing import CliRunner

@@ -8,13 +8,14 @@ logs that hold complete users; the driver merges the parts' small summaries with
 
 Plan of the job (``docs/scale.md`` has its profile):
 
-1. Column checks on a sample (driver); one aggregate job gives the row count, the missing ids
-   per id column and whether any request or session links users (more than one ``user_id``, or
-   a missing one and a present one); id and ``ts`` type decisions follow from it.
-2. No linked users (the usual case): ``repartitionByRange`` by ``user_id`` into ranges of
-   complete users, ``mapInArrow``: each task runs :func:`process_part` on its rows (cut into
-   chunks of complete users of about ``chunk_rows`` rows only when a partition holds more, after
-   ``sortWithinPartitions``); the tasks' JSON summaries come back through an accumulator and
+1. Column checks on the logs' schema (driver, no job); one aggregate job over the id columns
+   (per request and per session, side by side) gives the row count, the missing ids per id
+   column and whether any request or session links users (more than one ``user_id``, or a
+   missing one and a present one); id and ``ts`` type decisions follow from it.
+2. No linked users (the usual case): ranges of complete users (bounds from a sample of the
+   ``user_id`` column alone, rows placed by ``repartitionById``), ``mapInArrow``: each task runs
+   :func:`process_part` on its rows (cut into chunks of complete users of about ``chunk_rows``
+   rows only when a partition holds more, after ``sortWithinPartitions``); the tasks' JSON summaries come back through an accumulator and
    their transitions, already in canonical order (partition ranges ascend, each chunk's rows are
    canonical), are written as they come: one pass over the logs, no sort of the output.
 3. Linked users: every row of the linked users goes to one shared group (each group is closed
@@ -34,15 +35,13 @@ import math
 import os
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
-import pyarrow as pa
 
 from batchrl_mtf.core.config import require
 from batchrl_mtf.core.io import atomic_dir, dumps_json, hash_files
@@ -50,8 +49,7 @@ from batchrl_mtf.data.build import dataset_spec, report_document
 from batchrl_mtf.data.clean import check_columns, log_source
 from batchrl_mtf.data.config import DatasetConfig
 from batchrl_mtf.data.features import feature_spec
-from batchrl_mtf.data.formats import transitions_table
-from batchrl_mtf.data.parts import check_summary, process_part
+from batchrl_mtf.data.parts import check_summary
 from batchrl_mtf.data.reward import RewardConfig, load_reward
 from batchrl_mtf.data.spark_io import (
     column_names,
@@ -63,10 +61,18 @@ from batchrl_mtf.data.spark_io import (
     spark_uri,
     write_remote,
 )
+from batchrl_mtf.data.spark_plan import (
+    group_key,
+    id_column_dtypes,
+    log_facts,
+    range_partition,
+    user_bounds,
+)
+from batchrl_mtf.data.spark_task import OUT_HELPER_COLUMNS, PartTask, map_partition
 from batchrl_mtf.data.spec import bounds_from_range, dataset_fusion
 from batchrl_mtf.data.stats import PartSummary
 from batchrl_mtf.errors import ConfigError, Problem, SchemaError
-from batchrl_mtf.logs.schema import FILE_COLUMN, ID_COLUMNS, LogColumns, LogFrame, normalise_ts
+from batchrl_mtf.logs.schema import ID_COLUMNS, LogColumns
 
 __all__ = ["INSTALL_HINT", "SparkOptions", "build_dataset_spark", "spark_session"]
 
@@ -76,11 +82,6 @@ INSTALL_HINT = (
     "--engine spark needs PySpark and Java 17: pip install 'batchrl-mtf[spark]' "
     "(or pip install 'pyspark>=3.5')"
 )
-MIXED_GROUP = -1
-"""Group key of the rows of users linked by a shared request or session."""
-MAX_LISTED_LINKED_USERS = 10_000
-_HELPER = ("_grp", "_file_uri")
-_OUT_HELPER = ("_sess_start", "_stats", "_part", "_seq")
 
 
 @dataclass(frozen=True)
@@ -143,130 +144,6 @@ def spark_session(master: str | None = None) -> Any:
     return spark
 
 
-# --- the executor side ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Task:
-    """Everything an executor needs (pickled once with the job)."""
-
-    columns: LogColumns
-    reward: RewardConfig
-    config: DatasetConfig
-    files: tuple[str, ...]
-    file_index: dict[str, int]
-    id_dtypes: dict[str, str]
-    chunk_rows: int
-    out_schema: pa.Schema
-    sorted_groups: bool
-    """Partitions arrive sorted by group (cut into chunks of ``chunk_rows``); else one chunk each."""
-    file_column: bool
-    """Rows carry ``_file_uri``; else every row is from ``files[0]``."""
-
-
-def _frame(task: _Task, table: pa.Table) -> pd.DataFrame:
-    """A chunk as the frame :func:`batchrl_mtf.logs.schema.read_logs` would give for its rows."""
-    if task.file_column:
-        enc = table.column("_file_uri").combine_chunks().dictionary_encode()
-        lookup = np.array(
-            [task.file_index[norm_uri(u)] for u in enc.dictionary.to_pylist()], dtype=np.int16
-        )
-        file_idx = lookup[enc.indices.to_numpy(zero_copy_only=False)]
-    else:
-        file_idx = np.zeros(table.num_rows, dtype=np.int16)
-    helper = [c for c in _HELPER if c in table.column_names]
-    frame = table.drop_columns(helper).to_pandas(split_blocks=True)
-    if "ts" in frame.columns:
-        source = task.files[int(file_idx[0])] if len(file_idx) else "logs"
-        frame["ts"] = normalise_ts(frame["ts"], source)
-    for col, dtype in task.id_dtypes.items():
-        frame[col] = frame[col].astype(dtype)
-    frame[FILE_COLUMN] = file_idx
-    return frame
-
-
-def _spark_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """Fixed-size lists as lists, and the id columns in the job's types."""
-    cols = []
-    for field in schema:
-        if field.name in _OUT_HELPER:
-            continue
-        col = table.column(field.name)
-        cols.append(col.cast(field.type))
-    return pa.Table.from_arrays(cols, names=[f.name for f in schema if f.name not in _OUT_HELPER])
-
-
-def _run_chunk(
-    task: _Task, table: pa.Table, part: int, seq: int, stats: Any
-) -> Iterator[pa.RecordBatch]:
-    """Transitions of one chunk; its summary as a row, or added to the accumulator ``stats``."""
-    logs = LogFrame(_frame(task, table), task.files)
-    res = process_part(logs, task.columns, task.reward, task.config)
-    schema = task.out_schema
-    if res.transitions is not None:
-        t = res.transitions
-        out = _spark_table(transitions_table(t), schema)
-        starts = t.episode_starts()
-        sess_start = np.repeat(t.ts_ms[starts], np.diff(np.append(starts, len(t.step))))
-        n = out.num_rows
-        out = (
-            out.append_column("_sess_start", pa.array(sess_start, pa.int64()))
-            .append_column("_stats", pa.nulls(n, pa.string()))
-            .append_column("_part", pa.array(np.full(n, part), pa.int64()))
-            .append_column("_seq", pa.array(np.full(n, seq), pa.int64()))
-        )
-        yield from out.cast(schema).to_batches(max_chunksize=1 << 16)
-    doc = json.dumps(res.summary.to_json())
-    if stats is not None:
-        stats.add([(part, seq, doc)])
-        return
-    row = {f.name: pa.nulls(1, f.type) for f in schema}
-    row["_stats"] = pa.array([doc], pa.string())
-    row["_part"] = pa.array([part], pa.int64())
-    row["_seq"] = pa.array([seq], pa.int64())
-    yield from pa.table(row, schema=schema).to_batches()
-
-
-def _map_partition(
-    task: _Task, batches: Iterator[pa.RecordBatch], stats: Any = None
-) -> Iterator[pa.RecordBatch]:
-    """Run a partition: one chunk, or (sorted by group) chunks of complete groups."""
-    from pyspark import TaskContext
-
-    ctx = TaskContext.get()
-    part = ctx.partitionId() if ctx is not None else 0
-    seq = 0
-    buf: list[pa.RecordBatch] = []
-    n_buf = 0
-    chunk_rows = task.chunk_rows if task.sorted_groups else math.inf
-    threshold = chunk_rows
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        buf.append(batch)
-        n_buf += batch.num_rows
-        if n_buf < threshold:
-            continue
-        table = pa.Table.from_batches(buf)
-        grp = table.column("_grp").to_numpy()
-        changes = np.flatnonzero(grp[1:] != grp[:-1])
-        if len(changes) == 0:
-            threshold = 2 * n_buf  # one group so far: read on until it ends (look again later)
-            continue
-        cut = int(changes[-1]) + 1  # the last group may continue in the next batch
-        yield from _run_chunk(task, table.slice(0, cut), part, seq, stats)
-        seq += 1
-        rest = table.slice(cut)
-        buf = rest.to_batches()
-        n_buf = rest.num_rows
-        threshold = chunk_rows
-    if n_buf:
-        yield from _run_chunk(task, pa.Table.from_batches(buf), part, seq, stats)
-
-
-# --- the driver side --------------------------------------------------------------------------
-
-
 class _ListParam:
     """A Spark ``AccumulatorParam`` (by its two methods) that concatenates lists."""
 
@@ -290,130 +167,6 @@ def _rethrow(exc: BaseException) -> None:
         m = re.search(rf"{cls.__name__}: (.*)", text)
         if m:
             raise cls(m.group(1).strip()) from None
-
-
-@dataclass(frozen=True)
-class _Facts:
-    """What one aggregate job over the id columns finds (:func:`_log_facts`)."""
-
-    rows: int
-    nulls: dict[str, int]
-    """Missing values per id column."""
-    linked: bool
-    """A request or a session links users (more than one ``user_id``, or a missing one and a
-    present one)."""
-
-
-def _log_facts(raw: Any, id_cols: Sequence[str], has_session: bool) -> _Facts:
-    """Row count, missing ids and linked users in one job (id columns only: Parquet pruning)."""
-    from pyspark.sql import functions as F  # noqa: N812
-
-    user = F.col("user_id")
-    # more than one distinct user (countDistinct(user) + max(user is null) > 1 of the routing)
-    links = (F.min(user) != F.max(user)) | (
-        (F.max(user.isNull().cast("int")) == 1) & (F.count(user) > 0)
-    )
-    counts = [F.count(F.lit(1)).alias("_rows")] + [
-        F.sum(F.col(c).isNull().cast("long")).alias(f"null_{c}") for c in id_cols
-    ]
-    per_key = raw.groupBy("request_id").agg(*counts, F.coalesce(links, F.lit(False)).alias("_l"))
-    per_key = per_key.withColumn("_l", F.col("_l") & F.col("request_id").isNotNull())
-    per_key = per_key.drop("request_id")
-    if has_session:
-        zeros = [F.lit(0).cast("long").alias(c) for c in per_key.columns if c != "_l"]
-        sessions = (
-            raw.where(F.col("session_id").isNotNull())
-            .groupBy("session_id")
-            .agg(F.coalesce(links, F.lit(False)).alias("_l"))
-            .select(*zeros, "_l")
-        )
-        per_key = per_key.unionByName(sessions)
-    sums = [F.sum(c).alias(c) for c in per_key.columns if c != "_l"]
-    row = per_key.agg(*sums, F.max(F.col("_l").cast("int")).alias("_l")).collect()[0].asDict()
-    nulls = {c: int(row[f"null_{c}"] or 0) for c in id_cols}
-    return _Facts(int(row["_rows"] or 0), nulls, bool(row["_l"]))
-
-
-def _id_dtypes(
-    raw: Any,
-    files: Sequence[str],
-    uris: dict[str, int],
-    id_cols: Sequence[str],
-    nulls: dict[str, int],
-) -> dict[str, str]:
-    """The dtype :func:`~batchrl_mtf.logs.schema.read_logs` gives each id column (a second small
-    aggregate only for float id or ``ts`` columns)."""
-    from pyspark.sql import functions as F  # noqa: N812
-    from pyspark.sql import types as T  # noqa: N812
-
-    types = {f.name: f.dataType for f in raw.schema.fields}
-    floats = [c for c in id_cols if isinstance(types[c], (T.DoubleType, T.FloatType))]
-    ts_float = "ts" in types and isinstance(types["ts"], (T.DoubleType, T.FloatType))
-    per_file = [
-        F.max((F.col(c) != F.floor(F.col(c))).cast("int")).alias(f"frac_{c}")
-        for c in [*floats, *(["ts"] if ts_float else [])]
-    ]
-    frac: dict[str, set[int]] = {}
-    if per_file:
-        for row in raw.groupBy("_file_uri").agg(*per_file).collect():
-            d = row.asDict()
-            for c in [*floats, *(["ts"] if ts_float else [])]:
-                if d[f"frac_{c}"]:
-                    frac.setdefault(c, set()).add(uris[norm_uri(d["_file_uri"])])
-    if "ts" in frac:
-        first = files[min(frac["ts"])]
-        raise SchemaError(
-            f"{first}: column 'ts': expected int64 epoch milliseconds or timestamps; "
-            "found fractional numbers",
-            (),
-        )
-    out: dict[str, str] = {}
-    for c in id_cols:
-        t = types[c]
-        if isinstance(t, T.IntegralType) or (c in floats and c not in frac):
-            out[c] = "int64" if not nulls.get(c) else "Int64"
-        else:
-            out[c] = "string"
-    return out
-
-
-def _group_key(spark: Any, raw: Any, has_session: bool) -> Any:
-    """``_grp``: the user's hash, or :data:`MIXED_GROUP` for users linked by a request/session."""
-    from pyspark.sql import functions as F  # noqa: N812
-
-    user = F.col("user_id")
-    linked_keys = ["request_id", *(["session_id"] if has_session else [])]
-    marked: Any = None
-    for key in linked_keys:
-        n_users = F.countDistinct(user) + F.max(user.isNull().cast("int"))
-        bad = (
-            raw.where(F.col(key).isNotNull())
-            .groupBy(key)
-            .agg(n_users.alias("_n"))
-            .where(F.col("_n") > 1)
-            .select(key)
-        )
-        users = raw.join(bad, key, "left_semi").select(user.alias("_mu"))
-        marked = users if marked is None else marked.union(users)
-    listed = marked.distinct().limit(MAX_LISTED_LINKED_USERS + 1).collect()
-    if not listed:
-        return raw.withColumn("_grp", F.xxhash64(user))
-    logger.info("%d+ users linked by shared requests/sessions go to one group", len(listed))
-    if len(listed) <= MAX_LISTED_LINKED_USERS:
-        values = [r["_mu"] for r in listed if r["_mu"] is not None]
-        has_null = any(r["_mu"] is None for r in listed)
-        is_marked = user.isin(values) if values else F.lit(False)
-        if has_null:
-            is_marked = is_marked | user.isNull()
-        is_marked = F.coalesce(is_marked, F.lit(False))
-        return raw.withColumn(
-            "_grp", F.when(is_marked, F.lit(MIXED_GROUP)).otherwise(F.xxhash64(user))
-        )
-    flags = marked.distinct().withColumn("_m", F.lit(True))
-    joined = raw.join(F.broadcast(flags), raw["user_id"].eqNullSafe(flags["_mu"]), "left")
-    return joined.withColumn(
-        "_grp", F.when(F.col("_m"), F.lit(MIXED_GROUP)).otherwise(F.xxhash64(user))
-    ).drop("_mu", "_m")
 
 
 def build_dataset_spark(
@@ -465,6 +218,7 @@ def _build(
     from pyspark import StorageLevel
     from pyspark.sql import functions as F  # noqa: N812
     from pyspark.sql import types as T  # noqa: N812
+    from pyspark.sql.pandas.types import to_arrow_schema
 
     files = input_files(spark, paths)
     uris = [spark_uri(f) for f in files]
@@ -472,8 +226,9 @@ def _build(
     first = column_names(spark, files, uris)
     raw = spark.read.parquet(*uris).select(*first)
     source = log_source(files)
-    sample = raw.limit(1000).toArrow().to_pandas()
-    columns = check_columns(sample, source, reward, config)
+    # the column checks need names and types only: an empty frame of the logs' schema (no job)
+    empty = to_arrow_schema(raw.schema).empty_table().to_pandas()
+    columns = check_columns(empty, source, reward, config)
     keep_cols = [c for c in first if c not in columns.unknown]
     raw = raw.select(*keep_cols, F.col("_metadata.file_path").alias("_file_uri"))
     for c in ID_COLUMNS:  # NaN ids are missing ids, as in pandas
@@ -481,8 +236,8 @@ def _build(
             raw = raw.withColumn(c, F.when(F.isnan(c), None).otherwise(F.col(c)))
     id_cols = [c for c in ID_COLUMNS if c in keep_cols]
     has_session = config.session_gap_s is None
-    facts = _log_facts(raw, id_cols, has_session)
-    id_dtypes = _id_dtypes(raw, files, file_index, id_cols, facts.nulls)
+    facts = log_facts(raw, id_cols, has_session)
+    id_dtypes = id_column_dtypes(raw, files, file_index, id_cols, facts.nulls)
     if len(files) == 1:  # every row is from files[0]: no per-row file name to move around
         raw = raw.drop("_file_uri")
     n_parts = options.partitions or max(
@@ -496,14 +251,15 @@ def _build(
     in_order = id_dtypes["user_id"] != "string" or isinstance(user_type, T.StringType)
     by_range = in_order and not facts.linked
     if by_range:
-        keyed = raw.withColumn("_grp", F.xxhash64("user_id"))
-        grouped = keyed.repartitionByRange(n_parts, "user_id")
-        if sorted_groups:
+        bounds = user_bounds(raw, facts.rows, n_parts)
+        grouped = range_partition(raw, n_parts, bounds)
+        if sorted_groups:  # _grp marks where a user ends (chunks are cut there)
+            grouped = grouped.withColumn("_grp", F.xxhash64("user_id"))
             grouped = grouped.sortWithinPartitions("user_id")
     else:
         if facts.linked:
             logger.info("requests or sessions link users: grouping them first")
-        keyed = _group_key(spark, raw, has_session)
+        keyed = group_key(spark, raw, has_session)
         grouped = keyed.repartition(n_parts, "_grp")
         if sorted_groups:
             grouped = grouped.sortWithinPartitions("_grp")
@@ -517,11 +273,10 @@ def _build(
         "terminal boolean, timeout boolean, behavior_logp double, split string, "
         "_sess_start bigint, _stats string, _part bigint, _seq bigint"
     )
-    from pyspark.sql.pandas.types import to_arrow_schema
     from pyspark.sql.types import _parse_datatype_string
 
     out_schema = to_arrow_schema(_parse_datatype_string(out_ddl))  # type: ignore[arg-type]
-    task = _Task(
+    task = PartTask(
         columns=columns,
         reward=reward,
         config=config,
@@ -541,10 +296,10 @@ def _build(
         # one pass: the tasks' summaries come back with the write job (an accumulator in its
         # result stage: applied once per partition) and the transitions are written as they come
         stats = spark.sparkContext.accumulator([], _ListParam())
-        mapped = grouped.mapInArrow(lambda it: _map_partition(task, it, stats), out_ddl)
-        transitions = mapped.drop(*_OUT_HELPER)
+        mapped = grouped.mapInArrow(lambda it: map_partition(task, it, stats), out_ddl)
+        transitions = mapped.drop(*OUT_HELPER_COLUMNS)
     else:
-        mapped = grouped.mapInArrow(lambda it: _map_partition(task, it), out_ddl)
+        mapped = grouped.mapInArrow(lambda it: map_partition(task, it), out_ddl)
         mapped = mapped.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         if not by_range:
@@ -561,7 +316,7 @@ def _build(
                 )
             else:  # adaptive execution sizes the range partitions
                 kept = kept.orderBy(*order)
-            transitions = kept.drop(*_OUT_HELPER)
+            transitions = kept.drop(*OUT_HELPER_COLUMNS)
         any_uri = any(is_uri(str(p)) for p in paths)
         data_hash = (
             sha_parts_remote(spark, uris) if any_uri else hash_files([str(p) for p in paths])
