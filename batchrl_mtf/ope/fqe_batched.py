@@ -408,8 +408,14 @@ def _train_groups(
     n_groups = threads if config.fqe_member_groups else 1
     groups = [order[g::n_groups] for g in range(n_groups) if order[g::n_groups]]
 
+    d, k = inp.obs.shape[1], inp.act.shape[1]
+    # initial weights here, before any thread starts: d3rlpy's initialisation seeds torch's
+    # global generator (threads drawing from it at once would get each other's numbers)
+    init = _flat_init([mb.seed for mb in members], [d + k, *config.fqe_hidden_units, 1], k)
+
     def run(group: list[int]) -> list[tuple[FloatArray, FloatArray, float, int]]:
-        return _train([members[j] for j in group], config, budget, horizon, gamma, inp)
+        rows = [members[j] for j in group]
+        return _train(rows, config, budget, horizon, gamma, inp, init[group])
 
     if len(groups) <= 1:
         results = [run(order)]
@@ -426,9 +432,10 @@ def _train_groups(
 
 def _train(
     members: list[Member], config: OPEConfig, budget: int, horizon: int, gamma: float,
-    inp: _Inputs,
+    inp: _Inputs, init: torch.Tensor,
 ) -> list[tuple[FloatArray, FloatArray, float, int]]:  # fmt: skip
-    """Train ``members`` (plain ones first, then conservative ones) and evaluate them.
+    """Train ``members`` (plain ones first, then conservative ones) from their initial
+    parameters ``init`` (:func:`_flat_init`, one row per member) and evaluate them.
 
     Returns per member ``(q_logged, v_policy, final_loss, steps)`` with Q in scaled units.
     """
@@ -439,10 +446,7 @@ def _train(
     d, k = inp.obs.shape[1], inp.act.shape[1]
     sizes = [d + k, *config.fqe_hidden_units, 1]
     shapes = _shapes(sizes)
-    params = [
-        p.requires_grad_(True)
-        for p in _split(_flat_init([mb.seed for mb in members], sizes, k), shapes)
-    ]
+    params = [p.requires_grad_(True) for p in _split(init, shapes)]
     targ = [p.detach().clone() for p in params]
     avg = [torch.zeros_like(p) for p in targ]
     avg_sq = [torch.zeros_like(p) for p in targ]

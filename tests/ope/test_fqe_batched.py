@@ -163,6 +163,30 @@ def test_member_groups_train_in_threads_and_give_the_same_fits(
             assert len(ensembles) == 1 and not halves
 
 
+def test_member_groups_draw_initial_weights_before_the_threads_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    import batchrl_mtf.ope.fqe_batched as fb
+
+    # d3rlpy's initialisation seeds torch's global generator: drawn in the worker threads, the
+    # groups would race for it and the fits would change from run to run
+    threads: list[bool] = []
+    real = fb._flat_init
+
+    def spy(*args):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread() is threading.main_thread())
+        return real(*args)
+
+    monkeypatch.setattr(fb, "_flat_init", spy)
+    cfg = dataclasses.replace(EXACT, torch_threads=2, fqe_member_groups=True, fqe_n_steps=50)
+    runs = [_fit_values(cfg, [NEAR, FAR, LoggingPolicy(TASKS)], 0.05) for _ in range(2)]
+    assert threads and all(threads)
+    for a, b in zip(*runs, strict=True):
+        assert a.tobytes() == b.tobytes()
+
+
 def test_evaluate_batched_and_d3rlpy_agree_within_the_fit_spread() -> None:
     cfg = dataclasses.replace(EXACT, estimators=("fqe", "cfqe", "wpdis", "dr"), n_bootstrap=50)
     ref = evaluate_policies(DATA, [NEAR, FAR], dataclasses.replace(cfg, fqe_engine="d3rlpy"))
