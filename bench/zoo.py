@@ -23,7 +23,9 @@ It prints one row per world and the aggregates, and writes JSON. Every stage is 
 an interrupted run left on disk). Sizing (to fit a 2-core machine, documented in
 docs/zoo.md): ``evaluate`` runs ``--estimators fqe,dr,wdr,wpdis --fqe-fits 1 --fqe-steps 2000
 --n-bootstrap 200`` and ``export`` ``--fqe-fits 1 --fqe-steps 1000`` (only its fidelity line;
-the table does not depend on it).
+the table does not depend on it). The ``--jobs`` worlds share the cores: every command runs
+with the job's share of threads (:func:`threads_per_job`), the largest worlds start first, and
+the run ends with the time each stage took, summed over the worlds.
 
 Usage::
 
