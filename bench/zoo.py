@@ -54,6 +54,7 @@ sys.path.insert(0, str(HERE))
 from train_quality import ColumnPolicy  # noqa: E402
 from zoo_report import aggregate, print_report, world_metrics  # noqa: E402
 
+from batchrl_mtf.core.threads import usable_cores  # noqa: E402
 from batchrl_mtf.sim import FixedPolicy, World, feature_names_of  # noqa: E402
 from batchrl_mtf.sim.zoo import ZooWorld, get_world, zoo_worlds  # noqa: E402
 from batchrl_mtf.sim.zoo_truth import TruthConfig, policy_returns, world_truth  # noqa: E402
@@ -89,8 +90,7 @@ def threads_per_job(jobs: int) -> int:
     two worlds on two cores with each library's default of one thread per core ran 4+ spinning
     threads on 2 cores, which made ``make-env`` several times slower (docs/zoo.md, Sizing).
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // max(1, jobs))
+    return max(1, usable_cores() // max(1, jobs))
 
 
 def run(cmd: list[str], log: Path) -> None:

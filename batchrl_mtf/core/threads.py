@@ -1,4 +1,5 @@
-"""CPU thread limits for torch and numpy's BLAS while a block runs: :func:`limit_threads`.
+"""CPU threads: the cores this process may use (:func:`usable_cores`) and limits for torch and
+numpy's BLAS while a block runs (:func:`limit_threads`).
 
 The toolkit's networks are small (64-unit layers, mini-batches of 256-1024 rows): splitting one
 of their products over threads gains little, and on a busy machine the libraries' default of one
@@ -11,11 +12,20 @@ bit-identical predictors.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 from threadpoolctl import threadpool_limits
 
-__all__ = ["limit_threads"]
+__all__ = ["limit_threads", "usable_cores"]
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one, else the
+    machine's count), at least 1: what "one per core" means in the toolkit's settings."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 @contextlib.contextmanager

@@ -33,7 +33,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -41,7 +40,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from batchrl_mtf.core.threads import limit_threads
+from batchrl_mtf.core.threads import limit_threads, usable_cores
 from batchrl_mtf.ope.base import PolicyData
 from batchrl_mtf.ope.config import OPEConfig
 
@@ -119,8 +118,7 @@ def torch_thread_count(config: OPEConfig, n_fits: int = 1) -> int:
     busy machine)."""
     if config.torch_threads > 0:
         return config.torch_threads
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    return max(1, min(cores, n_fits // _FITS_PER_THREAD))
+    return max(1, min(usable_cores(), n_fits // _FITS_PER_THREAD))
 
 
 def propagation_steps(config: OPEConfig, horizon: int) -> int:
@@ -418,8 +416,8 @@ def _train_groups(
         return _train(rows, config, budget, horizon, gamma, inp, init[group])
 
     if len(groups) <= 1:
-        results = [run(order)]
         groups = [order]
+        results = [run(order)]
     else:
         with ThreadPoolExecutor(max_workers=len(groups)) as pool:
             results = list(pool.map(run, groups))

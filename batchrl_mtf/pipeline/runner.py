@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
-import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -18,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from batchrl_mtf.core.io import atomic_write_text, dumps_json, output_dir, write_marker
-from batchrl_mtf.core.threads import limit_threads
+from batchrl_mtf.core.threads import limit_threads, usable_cores
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.pipeline import stages as st
 from batchrl_mtf.pipeline.config import PipelineConfig
@@ -109,7 +108,7 @@ def _job_group(stages: Sequence[Stage], first: int) -> list[Stage]:
 def _start_jobs(ctx: st.Context, todo: list[Stage], pools: contextlib.ExitStack) -> None:
     """Start ``todo``'s jobs in worker processes (``[train] parallel``; at least two stages to
     run and two workers, else they run in this process one after another)."""
-    parallel = ctx.config.train.parallel or (os.cpu_count() or 1)
+    parallel = ctx.config.train.parallel or usable_cores()
     workers = min(parallel, len(todo))
     if workers < 2:
         return

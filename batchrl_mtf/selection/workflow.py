@@ -22,7 +22,6 @@ import dataclasses
 import logging
 import math
 import multiprocessing
-import os
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from batchrl_mtf.core.io import atomic_dir, output_dir
+from batchrl_mtf.core.threads import usable_cores
 from batchrl_mtf.data.box import action_box
 from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.data.transitions import Transitions
@@ -385,7 +385,7 @@ def _select(
     budget = _Budget(config.budget_minutes)
     judge = _Judge(data, config, fusion, production)
     specs = portfolio(config)
-    workers = min(config.parallel or (os.cpu_count() or 1), len(specs))
+    workers = min(config.parallel or usable_cores(), len(specs))
     with atomic_dir(out_path, kind="selection") as tmp:
         if workers >= 2 and data.path is not None:
             _train_parallel(data, specs, tmp, judge, budget, config, workers)

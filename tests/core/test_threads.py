@@ -6,7 +6,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_info
 
-from batchrl_mtf.core.threads import limit_threads
+from batchrl_mtf.core.threads import limit_threads, usable_cores
 
 
 def _blas_threads() -> set[int]:
@@ -34,3 +34,15 @@ def test_zero_leaves_the_libraries_alone() -> None:
     torch.set_num_threads(2)
     with limit_threads(0):
         assert torch.get_num_threads() == 2
+
+
+def test_usable_cores_is_the_affinity_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    if hasattr(os, "sched_getaffinity"):
+        assert usable_cores() == len(os.sched_getaffinity(0))
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert usable_cores() == 3
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert usable_cores() == 1
