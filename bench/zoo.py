@@ -215,6 +215,8 @@ def bench_world(name: str, args: argparse.Namespace) -> dict[str, Any]:
         )
 
     stage("logs", text, [spec, logs, reward], make_logs)
+    if args.select_only and not has_command(SELECT_HOOK):
+        raise RuntimeError("--select-only: this batchrl-mtf has no select command")
     tcfg = TruthConfig(eval_sessions=args.truth_sessions)
     truth = stage(
         "truth",
@@ -241,31 +243,32 @@ def bench_world(name: str, args: argparse.Namespace) -> dict[str, Any]:
             log,
         ),
     )
-    stage(
-        "train",
-        text,
-        [pol],
-        lambda: run([*CLI, "-q", "train", str(ds), "--out", str(pol), "--overwrite"], log),
-    )
-    stage(
-        "export",
-        text,
-        [table],
-        lambda: run(
-            [
-                *CLI,
-                "export",
-                str(pol),
-                "--dataset",
-                str(ds),
-                "--out",
-                str(table),
-                *fusion_flags,
-                *EXPORT_SIZING,
-            ],
-            log,
-        ),
-    )
+    if not args.select_only:  # the default end to end (train -> export)
+        stage(
+            "train",
+            text,
+            [pol],
+            lambda: run([*CLI, "-q", "train", str(ds), "--out", str(pol), "--overwrite"], log),
+        )
+        stage(
+            "export",
+            text,
+            [table],
+            lambda: run(
+                [
+                    *CLI,
+                    "export",
+                    str(pol),
+                    "--dataset",
+                    str(ds),
+                    "--out",
+                    str(table),
+                    *fusion_flags,
+                    *EXPORT_SIZING,
+                ],
+                log,
+            ),
+        )
     selected = None
     if has_command(SELECT_HOOK):  # issue 16: off-policy selection
         sel = wdir / "select"
@@ -293,6 +296,39 @@ def bench_world(name: str, args: argparse.Namespace) -> dict[str, Any]:
             ),
         )
         selected = str(sel / "table.json")
+
+    def candidate_truths() -> dict[str, Any]:
+        """True value of every candidate table ``select`` estimated (for choosing its rule on
+        the tuning half: ``bench/select_rules.py``)."""
+        doc = json.loads((sel / "selection.json").read_text())
+        out = {}
+        for c in doc["candidates"]:
+            if c["table"] is None or c["name"] == "production":
+                continue
+            out[c["name"]] = rollout(
+                spec,
+                str(sel / c["table"]),
+                args.truth_sessions,
+                tcfg.eval_seed,
+                wdir / "select_truth" / f"{c['name']}.json",
+                log,
+            )
+        return out
+
+    cand_truth = None
+    if selected is not None and (args.candidate_truth or args.select_only):
+        (wdir / "select_truth").mkdir(exist_ok=True)
+        cand_truth = stage("candidate-truth", [text, args.truth_sessions], [sel], candidate_truths)
+    if args.select_only:
+        return {
+            "world": zw.summary(),
+            "selection": json.loads((sel / "selection.json").read_text()) if selected else None,
+            "truth": truth,
+            "candidate_truth": cand_truth,
+            "seconds": {k: v.get("seconds") for k, v in st.done.items()},
+            "ran_s": ran,
+            "wall_s": time.perf_counter() - t_all,
+        }
 
     def byhand() -> dict[str, Any]:
         import torch
@@ -391,6 +427,7 @@ def bench_world(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return {
         "world": zw.summary(),
         "selection": json.loads(sel_doc.read_text()) if selected and sel_doc.is_file() else None,
+        "candidate_truth": cand_truth,
         "truth": truth,
         "byhand": hand,
         "true_values": true_values,
@@ -414,6 +451,18 @@ def main() -> None:
     parser.add_argument("--truth-sessions", type=int, default=4000)
     parser.add_argument("--env-sessions", type=int, default=1000)
     parser.add_argument("--skip-learned", action="store_true")
+    parser.add_argument(
+        "--candidate-truth",
+        action="store_true",
+        help="Also roll out every candidate table select estimated (its true value), for "
+        "choosing select's rule (bench/select_rules.py).",
+    )
+    parser.add_argument(
+        "--select-only",
+        action="store_true",
+        help="Only the stages select needs (logs, truth, build-dataset, select) and every "
+        "candidate's true value; writes the raw results for bench/select_rules.py.",
+    )
     parser.add_argument(
         "--reuse-outputs",
         action="store_true",
@@ -449,6 +498,13 @@ def main() -> None:
             except Exception as exc:  # report every world, even when one fails
                 errors[n] = str(exc)
                 print(f"{n}: FAILED {exc}", flush=True)
+    if args.select_only:
+        doc0 = {"command": " ".join(sys.argv), "errors": errors, "raw": results}
+        doc0["wall_s"] = time.perf_counter() - t0
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(doc0, indent=1))
+        print(f"wall {doc0['wall_s'] / 60:.1f} min; json: {out}")
+        return
     rows = [world_metrics(r) for r in results]
     agg = aggregate(rows)
     wall = time.perf_counter() - t0

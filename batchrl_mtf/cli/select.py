@@ -76,7 +76,9 @@ def select_command(
     """Choose a weight table offline: train a small portfolio on DATASET_DIR, export each
     candidate's table, estimate every table and production with paired intervals on the held-out
     split, and keep the table with the highest lower bound of its gain over production, or
-    production when no lower bound is above zero.
+    production when no lower bound is above the margin (2% of production's estimated value by
+    default; --set margin=0 for zero, --set bound=all-estimators for the lowest bound over FQE,
+    DR and WDR).
 
     Writes --out/table.json (weight-table@1), selection.json, selection.md, timing.json and
     candidates/. An existing selection at --out is replaced only with --overwrite; any other

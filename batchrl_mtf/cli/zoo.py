@@ -18,9 +18,10 @@ HEADER = "# Zoo world "
 
 @click.group("zoo")
 def zoo_group() -> None:
-    """The world zoo: 24 seeded platform specs, a tuning half and a held-out half.
+    """The world zoo: 36 seeded platform specs, a tuning half and a held-out half.
 
-    Choose defaults on the tuning half (t01..t12), report on the held-out half (h01..h12).
+    Choose defaults on the tuning half (t01..t12, h01..h12), report on the held-out half
+    (n01..n12; h01..h12 were held out until they were looked at).
     See docs/zoo.md.
 
     \b

@@ -35,6 +35,7 @@ from batchrl_mtf.core.config import config_from_mapping, config_to_dict, merge_l
 from batchrl_mtf.data.box import DEFAULT_ACTION_BOX, parse_action_box
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.ope import OPEConfig
+from batchrl_mtf.selection.rule import BOUNDS
 from batchrl_mtf.training import ALGORITHMS
 
 __all__ = [
@@ -91,6 +92,15 @@ class SelectConfig:
             fit in it.
         require_support: Leave out candidates the support diagnostic flags (more than
             ``ope.support_max_outside`` of their actions outside the logged quantile box).
+        bound: The lower bound the rule ranks candidates by (``recommended``: the recommended
+            estimator's paired bound; ``all-estimators``: the lowest over every estimator valid
+            for both policies; :mod:`batchrl_mtf.selection.rule`).
+        margin: A candidate is chosen only when that bound is above ``margin`` times
+            production's estimated value (0 = above zero). Default 0.02, chosen on the tuning
+            worlds (docs/selection.md, "Choosing the rule"): a single FQE fit's bootstrap
+            interval does not hold the fitted Q-function's error, and on the production-optimal
+            tuning world h11 the chosen table's bound was +1.8% of production's estimate while
+            its true gain was -16%.
         ope: The OPE settings of every estimate.
         seed: Seed of the export's auto-key sample.
     """
@@ -110,6 +120,8 @@ class SelectConfig:
     n_threads: int = 1
     parallel: int = 0
     require_support: bool = True
+    bound: str = "recommended"
+    margin: float = 0.02
     ope: OPEConfig = DEFAULT_SELECT_OPE
     seed: int = 0
 
@@ -147,6 +159,12 @@ class SelectConfig:
             "parallel",
             f"expected >= 0 (0 = one per core), found {self.parallel}",
         )
+        require(
+            self.bound in BOUNDS,
+            "bound",
+            f"expected one of {', '.join(BOUNDS)}, found {self.bound!r}",
+        )
+        require(self.margin >= 0, "margin", f"expected >= 0, found {self.margin}")
         require(
             self.ope.n_bootstrap > 0,
             "ope.n_bootstrap",

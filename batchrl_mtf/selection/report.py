@@ -25,7 +25,9 @@
   ``estimate`` is the candidate's policy value with its (unpaired) 95% interval; ``gain`` its
   difference to production on the same sessions with the paired 95% interval, by the first
   estimator valid for both (the one the rule uses); ``chosen.lower``/``chosen.upper`` bound the
-  chosen policy's value. ``skipped`` names why a candidate was not evaluated (the time budget).
+  chosen policy's value (with ``bound = "all-estimators"``, ``chosen.lower`` is the estimate's
+  lower end less the gap between the recommended estimator's paired bound and the rule's bound). ``gain.by_estimator`` (added later, optional) holds the same paired
+  gain by every estimator valid for both policies (``{"fqe": {"gain", "lower", "upper"}, ...}``). ``skipped`` names why a candidate was not evaluated (the time budget).
 * ``selection.md``: the same, for people;
 * ``timing.json``: wall-clock seconds per candidate (kept out of ``selection.json`` so that it
   is reproducible);
@@ -53,7 +55,8 @@ SELECTION_FORMAT = "batchrl-mtf/selection@1"
 
 RULE = (
     "choose the candidate table with the highest lower bound of the paired 95% interval of its "
-    "gain over production on the held-out split; production when no lower bound is above zero"
+    "gain over production on the held-out split; production when no lower bound is above the "
+    "margin (config.margin times production's estimated value; config.bound says which bound)"
 )
 
 
@@ -106,6 +109,10 @@ def selection_doc(
         )
     chosen = result.chosen
     est = chosen.estimate or {}
+    lower = est.get("lower")
+    shift = (chosen.gain or {}).get("lower", math.nan) - result.choice.lower
+    if lower is not None and math.isfinite(shift):
+        lower -= max(0.0, shift)  # the rule's model-error margin, carried onto the value
     test = data.select("test")
     return {
         "format": SELECTION_FORMAT,
@@ -120,7 +127,7 @@ def selection_doc(
             "name": chosen.name,
             "estimator": est.get("estimator"),
             "estimate": est.get("value"),
-            "lower": est.get("lower"),
+            "lower": lower,
             "upper": est.get("upper"),
             "gain": chosen.gain,
             "reason": result.choice.reason,

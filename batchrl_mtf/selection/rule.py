@@ -7,10 +7,15 @@ Each candidate ``c`` has a paired estimate of its gain over production on the he
 1. candidates without a finite lower bound ``l_c`` are not eligible, nor (by default) those the
    support diagnostic flags (their actions leave the logged support, so their estimates are
    extrapolations: :mod:`batchrl_mtf.ope.support`);
-2. the chosen candidate maximises ``l_c`` (ties: larger ``g_c``, then the earlier candidate);
-3. when no ``l_c`` is above zero, nothing is reliably better than production: production is
-   chosen (``reason`` says so). Trust-region steps are candidates of their own, so when the
-   unconstrained table's bound is not above zero but a smaller step's is, that step wins.
+2. with ``bound="all-estimators"`` a candidate's bound is the lowest of its paired lower bounds
+   by every estimator valid for both policies (FQE, DR, WDR: ``Gain.by_estimator``), so that the
+   disagreement between the model-based and the importance-weighted estimators (the model error
+   a single FQE fit's bootstrap interval does not contain) counts against it; with
+   ``"recommended"`` it is the recommended estimator's alone;
+3. the chosen candidate maximises ``l_c`` (ties: larger ``g_c``, then the earlier candidate);
+4. when no ``l_c`` is above ``min_gain`` (default 0), nothing is reliably better than production:
+   production is chosen (``reason`` says so). Trust-region steps are candidates of their own, so
+   when the unconstrained table's bound is not above it but a smaller step's is, that step wins.
 
 Choosing by the lower bound rather than the estimate discounts candidates whose estimate is
 high only because it is uncertain (a policy far from the logs has a wide interval), the
@@ -20,13 +25,18 @@ selection analogue of the pessimism behind conservative offline RL.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
-__all__ = ["PRODUCTION", "Choice", "Gain", "choose"]
+from batchrl_mtf.errors import ConfigError
+
+__all__ = ["BOUNDS", "PRODUCTION", "Choice", "Gain", "choose", "rule_lower"]
 
 PRODUCTION = "production"
 """The name of the production candidate."""
+
+BOUNDS = ("recommended", "all-estimators")
+"""The lower bounds :func:`choose` can rank by (module docstring, step 2)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,8 @@ class Gain:
         lower: Lower end of its paired interval (NaN when there is none).
         upper: Upper end.
         supported: Whether its actions stay in the logged support (not flagged).
+        by_estimator: ``{estimator: (gain, lower, upper)}`` by every estimator valid for both
+            policies (empty: only the recommended one is known).
     """
 
     name: str
@@ -46,6 +58,16 @@ class Gain:
     lower: float
     upper: float
     supported: bool = True
+    by_estimator: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
+
+
+def rule_lower(g: Gain, bound: str = "recommended") -> float:
+    """The lower bound :func:`choose` ranks ``g`` by (module docstring, step 2); NaN when an
+    estimator's bound is not finite."""
+    if bound == "recommended":
+        return g.lower
+    lows = [g.lower, *(lo for _, lo, _ in g.by_estimator.values())]
+    return min(lows) if all(math.isfinite(x) for x in lows) else math.nan
 
 
 @dataclass(frozen=True)
@@ -55,20 +77,37 @@ class Choice:
     Attributes:
         name: The chosen candidate, or :data:`PRODUCTION`.
         reason: Why, in words.
+        lower: The chosen candidate's rule bound (:func:`rule_lower`; NaN for production).
     """
 
     name: str
     reason: str
+    lower: float = math.nan
 
 
-def choose(gains: Sequence[Gain], require_support: bool = True) -> Choice:
+def choose(
+    gains: Sequence[Gain],
+    require_support: bool = True,
+    bound: str = "recommended",
+    min_gain: float = 0.0,
+) -> Choice:
     """Apply the rule of the module docstring to the candidates' gains.
 
     Args:
         gains: One per candidate (production excluded).
         require_support: Leave out candidates whose actions leave the logged support.
+        bound: Which lower bound ranks them, one of :data:`BOUNDS`.
+        min_gain: A candidate is chosen only when its bound is above this (>= 0).
+
+    Raises:
+        ConfigError: An unknown ``bound`` or a negative ``min_gain``.
     """
-    ok = [g for g in gains if math.isfinite(g.lower) and math.isfinite(g.gain)]
+    if bound not in BOUNDS:
+        raise ConfigError(f"bound: expected one of {', '.join(BOUNDS)}, found {bound!r}")
+    if not min_gain >= 0.0:
+        raise ConfigError(f"min_gain: expected >= 0, found {min_gain}")
+    lows = {g.name: rule_lower(g, bound) for g in gains}
+    ok = [g for g in gains if math.isfinite(lows[g.name]) and math.isfinite(g.gain)]
     if not ok:
         return Choice(PRODUCTION, "no candidate has a finite paired lower bound; keep production")
     if require_support:
@@ -82,17 +121,20 @@ def choose(gains: Sequence[Gain], require_support: bool = True) -> Choice:
             )
     best = ok[0]
     for g in ok[1:]:
-        if (g.lower, g.gain) > (best.lower, best.gain):
+        if (lows[g.name], g.gain) > (lows[best.name], best.gain):
             best = g
-    if best.lower <= 0.0:
+    low = lows[best.name]
+    what = "lower bound" if bound == "recommended" else "lowest lower bound over the estimators"
+    if low <= min_gain:
         return Choice(
             PRODUCTION,
-            f"no candidate's lower bound of its gain over production is above zero (best "
-            f"{best.name}: gain {best.gain:.4g}, lower bound {best.lower:.4g}); keep production",
+            f"no candidate's {what} of its gain over production is above {min_gain:.4g} (best "
+            f"{best.name}: gain {best.gain:.4g}, bound {low:.4g}); keep production",
         )
     return Choice(
         best.name,
-        f"highest lower bound of the gain over production ({best.lower:.4g} > 0; gain "
+        f"highest {what} of the gain over production ({low:.4g} > {min_gain:.4g}; gain "
         f"{best.gain:.4g}, interval [{best.lower:.4g}, {best.upper:.4g}]) among {len(ok)} "
         "candidates",
+        low,
     )

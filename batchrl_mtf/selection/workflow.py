@@ -309,6 +309,14 @@ class _Judge:
                         "gain": float(diff["diff"]),
                         "lower": float(diff["ci"][0]),
                         "upper": float(diff["ci"][1]),
+                        "by_estimator": {
+                            e: {
+                                "gain": float(d["diff"]),
+                                "lower": float(d["ci"][0]),
+                                "upper": float(d["ci"][1]),
+                            }
+                            for e, d in entry["by_estimator"].items()
+                        },
                     }
                     sup = by_name[cname].support or {}
                     gains.append(
@@ -318,6 +326,10 @@ class _Judge:
                             gain["lower"],
                             gain["upper"],
                             supported=not sup.get("flag", False),
+                            by_estimator={
+                                e: (d["gain"], d["lower"], d["upper"])
+                                for e, d in gain["by_estimator"].items()
+                            },
                         )
                     )
             candidates.append(
@@ -332,7 +344,9 @@ class _Judge:
                     seconds=secs,
                 )
             )
-        choice = choose(gains, self.config.require_support)
+        prod_value = next(c for c in candidates if c.name == PRODUCTION).estimate or {}
+        min_gain = self.config.margin * abs(float(prod_value.get("value", 0.0)))
+        choice = choose(gains, self.config.require_support, self.config.bound, min_gain)
         elapsed = time.perf_counter() - self.start
         return SelectionResult(out, self.production, tuple(candidates), choice, elapsed)
 

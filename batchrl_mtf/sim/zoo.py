@@ -1,10 +1,13 @@
-"""The world zoo: 24 seeded platform specs, a tuning half and a held-out half (``docs/zoo.md``).
+"""The world zoo: 36 seeded platform specs, a tuning half and a held-out half (``docs/zoo.md``).
 
 Every world is generated from its seed alone (same seed -> same spec, byte for byte) in the
 ordinary spec TOML format (:mod:`batchrl_mtf.sim.spec`), with a logging recipe (which
-``simulate --policy`` and how many sessions) next to it. World ``i`` (0..23) has seed
-``ZOO_SEED + i``; worlds 0..11 (``t01``..``t12``) form the **tuning half**, worlds 12..23
-(``h01``..``h12``) the **held-out half**: choose defaults on the first, report on the second.
+``simulate --policy`` and how many sessions) next to it. World ``i`` (0..35) has seed
+``ZOO_SEED + i``, in blocks of 12 (:data:`BLOCKS`): worlds 0..11 (``t01``..``t12``) and 12..23
+(``h01``..``h12``) form the **tuning half**, worlds 24..35 (``n01``..``n12``) the **held-out
+half**: choose defaults on the first, report on the second. ``h01``..``h12`` were the held-out
+half until their results were examined to diagnose a failure (2026-12-01); from then on they are
+tuning worlds, and the held-out half is a block of seeds nobody had run.
 
 Axes of variation (each drawn per world from its seed): 3-8 tasks; 2-5 hidden segments with
 noisy visible hints plus irrelevant visible features; which feedback drives satisfaction (and so
@@ -34,6 +37,7 @@ from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.sim.spec import PlatformSpec, parse_spec
 
 __all__ = [
+    "BLOCKS",
     "N_WORLDS",
     "ZOO_SEED",
     "ZooWorld",
@@ -44,16 +48,20 @@ __all__ = [
 
 ZOO_SEED = 15_000
 """Seed of world 0; world ``i`` has seed ``ZOO_SEED + i``."""
-N_WORLDS = 24
-HALF_SIZE = N_WORLDS // 2
-PRODUCTION_OPTIMAL_SLOT = 10
-"""Position in each half of the world where production is optimal (``t11``, ``h11``)."""
-XMTF_SLOT = 11
-"""Position in each half of the xMTF KuaiRand-protocol world (``t12``, ``h12``)."""
-LOGGED_SESSIONS = (2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 16000, 30000, 5000, 8000)
-"""Logged sessions of the 12 worlds of a half (shuffled by the half's seed)."""
-
 Half = Literal["tuning", "heldout"]
+
+BLOCKS: tuple[tuple[str, Half], ...] = (("t", "tuning"), ("h", "tuning"), ("n", "heldout"))
+"""Name prefix and half of each block of :data:`HALF_SIZE` consecutive seeds (module docstring:
+block ``h`` was the held-out half before it was looked at)."""
+HALF_SIZE = 12
+"""Worlds per block."""
+N_WORLDS = HALF_SIZE * len(BLOCKS)
+PRODUCTION_OPTIMAL_SLOT = 10
+"""Position in each block of the world where production is optimal (``t11``, ``h11``, ``n11``)."""
+XMTF_SLOT = 11
+"""Position in each block of the xMTF KuaiRand-protocol world (``t12``, ``h12``, ``n12``)."""
+LOGGED_SESSIONS = (2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 16000, 30000, 5000, 8000)
+"""Logged sessions of the 12 worlds of a block (shuffled by the block's seed)."""
 TASK_POOL = ("like", "follow", "comment", "share", "collect", "download")
 INFORMATIVE = ("u_activity", "u_social", "u_age")
 IRRELEVANT = ("u_region", "u_device", "u_tenure")
@@ -137,12 +145,12 @@ def _r(x: float, nd: int = 3) -> float:
 
 
 def _name(index: int) -> tuple[str, Half]:
-    half: Half = "tuning" if index < HALF_SIZE else "heldout"
-    return f"{'t' if half == 'tuning' else 'h'}{index % HALF_SIZE + 1:02d}", half
+    prefix, half = BLOCKS[index // HALF_SIZE]
+    return f"{prefix}{index % HALF_SIZE + 1:02d}", half
 
 
 def _sessions(index: int) -> int:
-    """Logged sessions: the half's list, shuffled by the half's seed."""
+    """Logged sessions: the block's list, shuffled by the block's seed."""
     half_start = index - index % HALF_SIZE
     order = np.random.default_rng([ZOO_SEED, half_start, 99]).permutation(HALF_SIZE)
     return LOGGED_SESSIONS[int(order[index % HALF_SIZE])]
@@ -470,10 +478,10 @@ def _xmtf(index: int, rng: np.random.Generator, name: str, seed: int) -> ZooWorl
 
 
 def generate_world(index: int) -> ZooWorld:
-    """World ``index`` (0..23) of the zoo, drawn from seed ``ZOO_SEED + index`` alone.
+    """World ``index`` (0..35) of the zoo, drawn from seed ``ZOO_SEED + index`` alone.
 
     Raises:
-        ConfigError: ``index`` is outside 0..23.
+        ConfigError: ``index`` is outside 0..35.
     """
     if not 0 <= index < N_WORLDS:
         raise ConfigError(f"zoo world index: expected 0..{N_WORLDS - 1}, found {index}")
@@ -493,7 +501,7 @@ def generate_world(index: int) -> ZooWorld:
 
 @functools.cache
 def zoo_worlds() -> tuple[ZooWorld, ...]:
-    """All 24 worlds, tuning half first."""
+    """All 36 worlds, in seed order (``t``, ``h``, then ``n`` block)."""
     return tuple(generate_world(i) for i in range(N_WORLDS))
 
 
@@ -507,7 +515,8 @@ def get_world(name: str) -> ZooWorld:
         if w.name == name:
             return w
     names = [w.name for w in zoo_worlds()]
-    raise ConfigError(
-        f"zoo world: expected one of {names[0]}..{names[HALF_SIZE - 1]} (tuning) or "
-        f"{names[HALF_SIZE]}..{names[-1]} (held-out), found {name!r}"
+    blocks = ", ".join(
+        f"{names[b * HALF_SIZE]}..{names[(b + 1) * HALF_SIZE - 1]} ({half})"
+        for b, (_, half) in enumerate(BLOCKS)
     )
+    raise ConfigError(f"zoo world: expected one of {blocks}, found {name!r}")

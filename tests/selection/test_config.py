@@ -46,6 +46,8 @@ def test_overrides_nest_ope_and_conservativeness() -> None:
         ({"ope.no_such": 1}, "no_such"),
         ({"train.alpha": 1}, "dotted keys"),
         ({"action_box": "wide"}, "action_box"),
+        ({"bound": "median"}, "bound: expected one of recommended, all-estimators"),
+        ({"margin": -0.01}, "margin: expected >= 0"),
     ],
 )
 def test_bad_settings_name_the_key(layer: dict, match: str) -> None:

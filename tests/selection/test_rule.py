@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.selection import PRODUCTION, Gain, choose
 
 NAN = math.nan
@@ -48,3 +49,62 @@ def test_candidates_outside_the_logged_support_are_left_out() -> None:
     assert choose(gains, require_support=False).name == "far"
     only_far = choose(gains[:1])
     assert only_far.name == PRODUCTION and "leaves the logged support (far)" in only_far.reason
+
+
+def _g(name: str, rec: tuple[float, float, float], **others: tuple[float, float, float]) -> Gain:
+    return Gain(name, *rec, by_estimator={"fqe": rec, **others})
+
+
+@pytest.mark.parametrize(
+    ("gains", "bound", "min_gain", "chosen", "lower"),
+    [
+        # FQE is sure of "a", DR is not: with every estimator's bound, "b" (both agree) wins
+        (
+            [
+                _g("a", (3.0, 2.0, 4.0), dr=(0.5, -1.0, 2.0)),
+                _g("b", (1.0, 0.5, 1.5), dr=(1.2, 0.6, 1.8)),
+            ],
+            "all-estimators",
+            0.0,
+            "b",
+            0.5,
+        ),
+        (
+            [
+                _g("a", (3.0, 2.0, 4.0), dr=(0.5, -1.0, 2.0)),
+                _g("b", (1.0, 0.5, 1.5), dr=(1.2, 0.6, 1.8)),
+            ],
+            "recommended",
+            0.0,
+            "a",
+            2.0,
+        ),
+        # every candidate has an estimator whose bound is below zero: production
+        ([_g("a", (3.0, 2.0, 4.0), dr=(0.5, -1.0, 2.0))], "all-estimators", 0.0, PRODUCTION, NAN),
+        # a non-finite bound of any estimator makes the candidate ineligible under all-estimators
+        ([_g("a", (3.0, 2.0, 4.0), dr=(NAN, NAN, NAN))], "all-estimators", 0.0, PRODUCTION, NAN),
+        # a margin: the bound must clear min_gain, not just zero
+        ([_g("a", (1.0, 0.4, 1.6))], "recommended", 0.5, PRODUCTION, NAN),
+        ([_g("a", (1.0, 0.6, 1.4))], "recommended", 0.5, "a", 0.6),
+    ],
+)
+def test_bound_and_margin(
+    gains: list[Gain], bound: str, min_gain: float, chosen: str, lower: float
+) -> None:
+    choice = choose(gains, bound=bound, min_gain=min_gain)
+    assert choice.name == chosen
+    assert math.isnan(lower) if math.isnan(choice.lower) else choice.lower == lower
+    assert math.isnan(choice.lower) == math.isnan(lower)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"bound": "median"}, "bound: expected one of recommended, all-estimators"),
+        ({"min_gain": -0.1}, "min_gain: expected >= 0"),
+        ({"min_gain": NAN}, "min_gain: expected >= 0"),
+    ],
+)
+def test_bad_rule_settings_raise(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        choose([Gain("a", 1.0, 0.5, 1.5)], **kwargs)

@@ -84,6 +84,11 @@ def test_selection_json_shape(selected: tuple[Path, str, tuple[float, ...]]) -> 
             g = c["gain"]
             assert g["lower"] <= g["gain"] <= g["upper"]
             assert g["estimator"] == est["estimator"]
+            # the same paired gain by every estimator valid for both (the rule's bound reads it)
+            by = g["by_estimator"]
+            assert by[g["estimator"]] == {k: g[k] for k in ("gain", "lower", "upper")}
+            for d in by.values():
+                assert d["lower"] <= d["gain"] <= d["upper"]
     ch = doc["chosen"]
     assert set(ch) >= {"name", "estimate", "lower", "upper", "reason"}
     prod = doc["candidates"][0]["estimate"]

@@ -22,7 +22,15 @@ from batchrl_mtf.sim import World, load_spec, parse_spec, run_sessions, world_po
 from batchrl_mtf.sim.engine import SessionBatch, UserPool
 from batchrl_mtf.sim.env import FusionEnv
 from batchrl_mtf.sim.policies import GaussianPolicy, PolicyContext, TailedGaussianPolicy
-from batchrl_mtf.sim.zoo import N_WORLDS, ZOO_SEED, generate_world, get_world, zoo_worlds
+from batchrl_mtf.sim.zoo import (
+    BLOCKS,
+    HALF_SIZE,
+    N_WORLDS,
+    ZOO_SEED,
+    generate_world,
+    get_world,
+    zoo_worlds,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 WORLDS = zoo_worlds()
@@ -38,9 +46,12 @@ def test_at_least_24_worlds_split_by_seed_into_two_halves() -> None:
     assert len(set(NAMES)) == len(NAMES)
     for w in WORLDS:
         assert w.seed == ZOO_SEED + w.index
-        assert w.half == ("tuning" if w.seed < ZOO_SEED + N_WORLDS // 2 else "heldout")
-        assert w.name[0] == ("t" if w.half == "tuning" else "h")
-    assert sum(w.half == "tuning" for w in WORLDS) == sum(w.half == "heldout" for w in WORLDS)
+        # blocks of 12 seeds: t and h (held out until looked at) tune, n is held out
+        block = "thn"[(w.seed - ZOO_SEED) // HALF_SIZE]
+        assert w.name[0] == block and w.half == ("heldout" if block == "n" else "tuning")
+    assert [b for b, _ in BLOCKS] == ["t", "h", "n"]
+    assert sum(w.half == "tuning" for w in WORLDS) == 24
+    assert sum(w.half == "heldout" for w in WORLDS) == 12
 
 
 def test_generator_is_deterministic_per_seed_and_shipped_specs_match() -> None:
@@ -66,8 +77,8 @@ def test_every_axis_of_variation_is_covered() -> None:
     assert min(w.sessions for w in WORLDS) == 2000 and max(w.sessions for w in WORLDS) == 30000
     drivers = {tuple(sorted(a["satisfaction_drivers"])) for a in ax}
     assert len(drivers) >= 5
-    for half in ("tuning", "heldout"):
-        kinds = [w.kind for w in WORLDS if w.half == half]
+    for block in "thn":
+        kinds = [w.kind for w in WORLDS if w.name[0] == block]
         assert kinds.count("production-optimal") == 1 and kinds.count("xmtf-kuairand") == 1
 
 
@@ -247,7 +258,7 @@ def test_zoo_make_writes_the_world_spec(tmp_path: Path) -> None:
     out = tmp_path / "sub" / "h03.toml"
     res = _invoke(["zoo", "make", "h03", "--out", str(out)])
     assert res.exit_code == 0, res.output
-    assert "heldout" in res.output and "--sessions" in res.output
+    assert "tuning" in res.output and "--sessions" in res.output
     assert out.read_text() == get_world("h03").to_toml()
     spec = load_spec(out)
     assert spec.world.name == "zoo-h03"

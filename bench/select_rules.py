@@ -1,0 +1,180 @@
+"""Choose ``select``'s rule on the tuning half: every rule variant on the same candidates.
+
+``bench/zoo.py --select-only`` (or ``--candidate-truth``) records, per world, ``select``'s
+``selection.json`` (every candidate table's paired gain over production, by every estimator) and
+every candidate table's true value. The rule only reads the estimates, so each variant of
+:func:`batchrl_mtf.selection.rule.choose` (which lower bound, how large a margin over production)
+can be applied afterwards to the same candidates and scored against the truth, without training
+anything again. Run it on the tuning half to choose; the held-out half's figures come from
+``bench/zoo.py`` with the chosen defaults.
+
+Usage::
+
+    python bench/zoo.py --half tuning --select-only --jobs 2 --work runs/zoo \\
+        --out runs/zoo/tuning_select.json
+    python bench/select_rules.py runs/zoo/tuning_select.json [--json runs/zoo/rules.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from zoo_report import _diff  # noqa: E402
+
+from batchrl_mtf.selection.rule import BOUNDS, PRODUCTION, Gain, choose, rule_lower  # noqa: E402
+
+MARGINS = (0.0, 0.01, 0.02, 0.05)
+"""Margins over production tried, as a share of production's estimated value."""
+
+
+def gains_of(selection: dict[str, Any]) -> tuple[list[Gain], dict[str, Any]]:
+    """The rule's inputs from a ``selection.json`` document, and candidates by name."""
+    gains, by_name = [], {}
+    for c in selection["candidates"]:
+        by_name[c["name"]] = c
+        g = c.get("gain")
+        if c["name"] == PRODUCTION or c.get("skipped") or g is None:
+            continue
+        by_est = {
+            e: (float(d["gain"]), float(d["lower"]), float(d["upper"]))
+            for e, d in (g.get("by_estimator") or {}).items()
+        }
+        sup = c.get("support") or {}
+        gains.append(
+            Gain(
+                c["name"],
+                float(g["gain"]),
+                float(g["lower"]),
+                float(g["upper"]),
+                supported=not sup.get("flag", False),
+                by_estimator=by_est,
+            )
+        )
+    return gains, by_name
+
+
+def score_world(raw: dict[str, Any], bound: str, margin: float) -> dict[str, Any]:
+    """The choice of one variant on one world, against the truth."""
+    sel, truth, ctruth = raw["selection"], raw["truth"], raw["candidate_truth"] or {}
+    gains, by_name = gains_of(sel)
+    prod_est = (by_name[PRODUCTION].get("estimate") or {}).get("value")
+    min_gain = margin * abs(prod_est) if prod_est is not None else 0.0
+    choice = choose(gains, True, bound, min_gain)
+    prod, best, oracle = truth["production"], truth["best_constant"], truth["oracle"]
+    chosen_true = prod if choice.name == PRODUCTION else ctruth[choice.name]
+    est = by_name[choice.name].get("estimate") or {}
+    lower = est.get("lower")
+    if choice.name != PRODUCTION and lower is not None:
+        g = next(g for g in gains if g.name == choice.name)
+        lower = lower - (g.lower - rule_lower(g, bound))  # the model-error shift, on the value
+    d_prod, h_prod = _diff(chosen_true, prod)
+    d_best, h_best = _diff(chosen_true, best)
+    gap, gap_h = _diff(oracle, prod)
+    return {
+        "world": raw["world"]["name"],
+        "chosen": choice.name,
+        "true": chosen_true["mean"],
+        "production": prod["mean"],
+        "best_constant": best["mean"],
+        "worse_than_production": d_prod < -h_prod,
+        "at_or_above_best": d_best >= -h_best,
+        "gap_closed": (chosen_true["mean"] - prod["mean"]) / gap if gap > gap_h else None,
+        "lower": lower,
+        "lower_below_truth": None if lower is None else bool(lower <= chosen_true["mean"]),
+        "kept_production": choice.name == PRODUCTION,
+    }
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    gaps = [r["gap_closed"] for r in rows if r["gap_closed"] is not None]
+    lows = [r["lower_below_truth"] for r in rows if r["lower_below_truth"] is not None]
+    return {
+        "worlds": len(rows),
+        "worse_than_production": sum(r["worse_than_production"] for r in rows),
+        "at_or_above_best": sum(r["at_or_above_best"] for r in rows),
+        "median_gap_closed": float(np.median(gaps)) if gaps else math.nan,
+        "lower_below_truth": f"{sum(lows)}/{len(lows)}",
+        "kept_production": sum(r["kept_production"] for r in rows),
+    }
+
+
+def from_work(work: Path) -> list[dict[str, Any]]:
+    """Raw results of the finished worlds under a ``bench/zoo.py --work`` directory."""
+    out = []
+    for stages in sorted(work.glob("*/stages.json")):
+        done = json.loads(stages.read_text())
+        if "candidate-truth" not in done or "truth" not in done:
+            continue
+        wdir = stages.parent
+        out.append(
+            {
+                "world": {"name": wdir.name},
+                "selection": json.loads((wdir / "select" / "selection.json").read_text()),
+                "truth": done["truth"]["result"],
+                "candidate_truth": done["candidate-truth"]["result"],
+            }
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("results", type=Path, nargs="*", help="bench/zoo.py JSON with raw results")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="Read the worlds' stage caches under this bench/zoo.py --work directory instead "
+        "(every world whose select and candidate-truth stages finished; a run in progress).",
+    )
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    raws = []
+    for path in args.results:
+        raws += [r for r in json.loads(path.read_text())["raw"] if r.get("selection")]
+    if args.work is not None:
+        raws += from_work(args.work)
+    print(f"{len(raws)} worlds: {', '.join(r['world']['name'] for r in raws)}")
+    out: dict[str, Any] = {}
+    print(
+        f"\n{'bound':16} {'margin':>6} {'worse':>5} {'>=best':>6} {'gap':>6} {'low<=true':>9} "
+        f"{'kept':>4}"
+    )
+    for bound in BOUNDS:
+        for margin in MARGINS:
+            rows = [score_world(r, bound, margin) for r in raws]
+            s = summarise(rows)
+            out[f"{bound}@{margin:g}"] = {"summary": s, "worlds": rows}
+            print(
+                f"{bound:16} {margin:6.2f} {s['worse_than_production']:5d} "
+                f"{s['at_or_above_best']:6d} {s['median_gap_closed']:6.2f} "
+                f"{s['lower_below_truth']:>9} {s['kept_production']:4d}"
+            )
+    print("\nper world (chosen candidate, true value; production, best constant):")
+    for i in range(len(raws)):
+        cells = []
+        for key, v in out.items():
+            w = v["worlds"][i]
+            cells.append(
+                f"{key}: {w['chosen']} {w['true']:.2f}{' WORSE' if w['worse_than_production'] else ''}"
+            )
+        w0 = out[next(iter(out))]["worlds"][i]
+        print(f"{w0['world']} (prod {w0['production']:.2f}, best {w0['best_constant']:.2f})")
+        for c in cells:
+            print("   " + c)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
