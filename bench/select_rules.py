@@ -31,7 +31,15 @@ sys.path.insert(0, str(HERE))
 
 from zoo_report import _diff  # noqa: E402
 
-from batchrl_mtf.selection.rule import BOUNDS, PRODUCTION, Gain, choose, rule_lower  # noqa: E402
+from batchrl_mtf.selection.rule import (  # noqa: E402
+    BOUNDS,
+    PRODUCTION,
+    Gain,
+    choose,
+    gain_from_doc,
+    margin_gain,
+    value_lower,
+)
 
 MARGINS = (0.0, 0.01, 0.02, 0.05)
 """Margins over production tried, as a share of production's estimated value."""
@@ -39,27 +47,12 @@ MARGINS = (0.0, 0.01, 0.02, 0.05)
 
 def gains_of(selection: dict[str, Any]) -> tuple[list[Gain], dict[str, Any]]:
     """The rule's inputs from a ``selection.json`` document, and candidates by name."""
-    gains, by_name = [], {}
-    for c in selection["candidates"]:
-        by_name[c["name"]] = c
-        g = c.get("gain")
-        if c["name"] == PRODUCTION or c.get("skipped") or g is None:
-            continue
-        by_est = {
-            e: (float(d["gain"]), float(d["lower"]), float(d["upper"]))
-            for e, d in (g.get("by_estimator") or {}).items()
-        }
-        sup = c.get("support") or {}
-        gains.append(
-            Gain(
-                c["name"],
-                float(g["gain"]),
-                float(g["lower"]),
-                float(g["upper"]),
-                supported=not sup.get("flag", False),
-                by_estimator=by_est,
-            )
-        )
+    by_name = {c["name"]: c for c in selection["candidates"]}
+    gains = [
+        gain_from_doc(c["name"], c["gain"], c.get("support"))
+        for c in selection["candidates"]
+        if c["name"] != PRODUCTION and not c.get("skipped") and c.get("gain") is not None
+    ]
     return gains, by_name
 
 
@@ -68,15 +61,12 @@ def score_world(raw: dict[str, Any], bound: str, margin: float) -> dict[str, Any
     sel, truth, ctruth = raw["selection"], raw["truth"], raw["candidate_truth"] or {}
     gains, by_name = gains_of(sel)
     prod_est = (by_name[PRODUCTION].get("estimate") or {}).get("value")
-    min_gain = margin * abs(prod_est) if prod_est is not None else 0.0
-    choice = choose(gains, True, bound, min_gain)
+    choice = choose(gains, True, bound, margin_gain(margin, prod_est))
     prod, best, oracle = truth["production"], truth["best_constant"], truth["oracle"]
     chosen_true = prod if choice.name == PRODUCTION else ctruth[choice.name]
-    est = by_name[choice.name].get("estimate") or {}
-    lower = est.get("lower")
-    if choice.name != PRODUCTION and lower is not None:
-        g = next(g for g in gains if g.name == choice.name)
-        lower = lower - (g.lower - rule_lower(g, bound))  # the model-error shift, on the value
+    chosen = by_name[choice.name]
+    gain_lower = (chosen.get("gain") or {}).get("lower", math.nan)
+    lower = value_lower((chosen.get("estimate") or {}).get("lower"), gain_lower, choice.lower)
     d_prod, h_prod = _diff(chosen_true, prod)
     d_best, h_best = _diff(chosen_true, best)
     gap, gap_h = _diff(oracle, prod)

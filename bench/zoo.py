@@ -215,7 +215,8 @@ def bench_world(name: str, args: argparse.Namespace) -> dict[str, Any]:
         )
 
     stage("logs", text, [spec, logs, reward], make_logs)
-    if args.select_only and not has_command(SELECT_HOOK):
+    has_select = has_command(SELECT_HOOK)
+    if args.select_only and not has_select:
         raise RuntimeError("--select-only: this batchrl-mtf has no select command")
     tcfg = TruthConfig(eval_sessions=args.truth_sessions)
     truth = stage(
@@ -270,7 +271,7 @@ def bench_world(name: str, args: argparse.Namespace) -> dict[str, Any]:
             ),
         )
     selected = None
-    if has_command(SELECT_HOOK):  # issue 16: off-policy selection
+    if has_select:  # issue 16: off-policy selection
         sel = wdir / "select"
         # production's weights are a fact the platform knows (as --formula/--beta)
         prod_flag = ["--production", ",".join(str(w) for w in fusion["production"])]

@@ -26,8 +26,10 @@
   difference to production on the same sessions with the paired 95% interval, by the first
   estimator valid for both (the one the rule uses); ``chosen.lower``/``chosen.upper`` bound the
   chosen policy's value (with ``bound = "all-estimators"``, ``chosen.lower`` is the estimate's
-  lower end less the gap between the recommended estimator's paired bound and the rule's bound). ``gain.by_estimator`` (added later, optional) holds the same paired
-  gain by every estimator valid for both policies (``{"fqe": {"gain", "lower", "upper"}, ...}``). ``skipped`` names why a candidate was not evaluated (the time budget).
+  lower end less the gap between the recommended estimator's paired bound and the rule's
+  bound). ``gain.by_estimator`` (added later, optional) holds the same paired gain by every
+  estimator valid for both policies (``{"fqe": {"gain", "lower", "upper"}, ...}``).
+  ``skipped`` names why a candidate was not evaluated (the time budget).
 * ``selection.md``: the same, for people;
 * ``timing.json``: wall-clock seconds per candidate (kept out of ``selection.json`` so that it
   is reproducible);
@@ -45,6 +47,7 @@ from batchrl_mtf.core.io import atomic_write_text, dumps_json, package_versions
 from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.selection.config import SelectConfig
+from batchrl_mtf.selection.rule import value_lower
 
 if TYPE_CHECKING:
     from batchrl_mtf.selection.workflow import SelectionResult
@@ -109,10 +112,8 @@ def selection_doc(
         )
     chosen = result.chosen
     est = chosen.estimate or {}
-    lower = est.get("lower")
-    shift = (chosen.gain or {}).get("lower", math.nan) - result.choice.lower
-    if lower is not None and math.isfinite(shift):
-        lower -= max(0.0, shift)  # the rule's model-error margin, carried onto the value
+    gain_lower = (chosen.gain or {}).get("lower", math.nan)
+    lower = value_lower(est.get("lower"), gain_lower, result.choice.lower)
     test = data.select("test")
     return {
         "format": SELECTION_FORMAT,

@@ -27,10 +27,21 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from batchrl_mtf.errors import ConfigError
 
-__all__ = ["BOUNDS", "PRODUCTION", "Choice", "Gain", "choose", "rule_lower"]
+__all__ = [
+    "BOUNDS",
+    "PRODUCTION",
+    "Choice",
+    "Gain",
+    "choose",
+    "gain_from_doc",
+    "margin_gain",
+    "rule_lower",
+    "value_lower",
+]
 
 PRODUCTION = "production"
 """The name of the production candidate."""
@@ -59,6 +70,40 @@ class Gain:
     upper: float
     supported: bool = True
     by_estimator: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
+
+
+def gain_from_doc(
+    name: str, gain: Mapping[str, Any], support: Mapping[str, Any] | None = None
+) -> Gain:
+    """A :class:`Gain` from a candidate's ``gain`` and ``support`` objects as ``selection.json``
+    writes them (``by_estimator`` optional: files written before it load)."""
+    return Gain(
+        name,
+        float(gain["gain"]),
+        float(gain["lower"]),
+        float(gain["upper"]),
+        supported=not (support or {}).get("flag", False),
+        by_estimator={
+            e: (float(d["gain"]), float(d["lower"]), float(d["upper"]))
+            for e, d in (gain.get("by_estimator") or {}).items()
+        },
+    )
+
+
+def margin_gain(margin: float, production_value: float | None) -> float:
+    """The ``min_gain`` of :func:`choose` for ``SelectConfig.margin``: ``margin`` times
+    production's estimated value (0 when production has no estimate)."""
+    return margin * abs(production_value) if production_value is not None else 0.0
+
+
+def value_lower(lower: float | None, gain_lower: float, rule_bound: float) -> float | None:
+    """The chosen policy's value lower bound with the rule's model-error margin carried onto it:
+    ``lower`` less how far the rule's bound (:attr:`Choice.lower`) is below the recommended
+    estimator's paired ``gain_lower`` (unchanged when either is not finite, e.g. production)."""
+    shift = gain_lower - rule_bound
+    if lower is None or not math.isfinite(shift):
+        return lower
+    return lower - max(0.0, shift)
 
 
 def rule_lower(g: Gain, bound: str = "recommended") -> float:

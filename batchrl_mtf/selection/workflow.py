@@ -45,7 +45,14 @@ from batchrl_mtf.ope.paired import merge_results, paired_vs, per_session_values
 from batchrl_mtf.policy import ConstantPolicy, TablePolicy
 from batchrl_mtf.selection.config import CandidateSpec, SelectConfig, portfolio
 from batchrl_mtf.selection.report import check_out, write_selection
-from batchrl_mtf.selection.rule import PRODUCTION, Choice, Gain, choose
+from batchrl_mtf.selection.rule import (
+    PRODUCTION,
+    Choice,
+    Gain,
+    choose,
+    gain_from_doc,
+    margin_gain,
+)
 from batchrl_mtf.serving import Fusion, WeightTable
 from batchrl_mtf.training import load_policy, resolve_config, train
 
@@ -318,20 +325,7 @@ class _Judge:
                             for e, d in entry["by_estimator"].items()
                         },
                     }
-                    sup = by_name[cname].support or {}
-                    gains.append(
-                        Gain(
-                            cname,
-                            gain["gain"],
-                            gain["lower"],
-                            gain["upper"],
-                            supported=not sup.get("flag", False),
-                            by_estimator={
-                                e: (d["gain"], d["lower"], d["upper"])
-                                for e, d in gain["by_estimator"].items()
-                            },
-                        )
-                    )
+                    gains.append(gain_from_doc(cname, gain, by_name[cname].support))
             candidates.append(
                 Candidate(
                     cname,
@@ -344,8 +338,8 @@ class _Judge:
                     seconds=secs,
                 )
             )
-        prod_value = next(c for c in candidates if c.name == PRODUCTION).estimate or {}
-        min_gain = self.config.margin * abs(float(prod_value.get("value", 0.0)))
+        prod_est = next(c for c in candidates if c.name == PRODUCTION).estimate or {}
+        min_gain = margin_gain(self.config.margin, prod_est.get("value"))
         choice = choose(gains, self.config.require_support, self.config.bound, min_gain)
         elapsed = time.perf_counter() - self.start
         return SelectionResult(out, self.production, tuple(candidates), choice, elapsed)

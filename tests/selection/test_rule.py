@@ -8,6 +8,7 @@ import pytest
 
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.selection import PRODUCTION, Gain, choose
+from batchrl_mtf.selection.rule import gain_from_doc, margin_gain, value_lower
 
 NAN = math.nan
 
@@ -55,25 +56,26 @@ def _g(name: str, rec: tuple[float, float, float], **others: tuple[float, float,
     return Gain(name, *rec, by_estimator={"fqe": rec, **others})
 
 
+DISAGREE = [
+    _g("a", (3.0, 2.0, 4.0), dr=(0.5, -1.0, 2.0)),
+    _g("b", (1.0, 0.5, 1.5), dr=(1.2, 0.6, 1.8)),
+]
+"""FQE is sure of ``a`` and DR is not; both agree on ``b``."""
+
+
 @pytest.mark.parametrize(
     ("gains", "bound", "min_gain", "chosen", "lower"),
     [
         # FQE is sure of "a", DR is not: with every estimator's bound, "b" (both agree) wins
         (
-            [
-                _g("a", (3.0, 2.0, 4.0), dr=(0.5, -1.0, 2.0)),
-                _g("b", (1.0, 0.5, 1.5), dr=(1.2, 0.6, 1.8)),
-            ],
+            DISAGREE,
             "all-estimators",
             0.0,
             "b",
             0.5,
         ),
         (
-            [
-                _g("a", (3.0, 2.0, 4.0), dr=(0.5, -1.0, 2.0)),
-                _g("b", (1.0, 0.5, 1.5), dr=(1.2, 0.6, 1.8)),
-            ],
+            DISAGREE,
             "recommended",
             0.0,
             "a",
@@ -108,3 +110,25 @@ def test_bound_and_margin(
 def test_bad_rule_settings_raise(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         choose([Gain("a", 1.0, 0.5, 1.5)], **kwargs)
+
+
+def test_value_lower_carries_the_rules_margin_and_old_documents_load() -> None:
+    # the rule's bound 0.5 is 1.5 below the recommended estimator's 2.0: the value bound drops too
+    assert value_lower(10.0, 2.0, 0.5) == 8.5
+    assert value_lower(10.0, 2.0, 2.0) == 10.0
+    assert value_lower(10.0, NAN, NAN) == 10.0  # production: no gain, no shift
+    assert value_lower(None, 2.0, 0.5) is None
+    assert margin_gain(0.02, -50.0) == 1.0 and margin_gain(0.02, None) == 0.0
+    old = gain_from_doc("a", {"gain": 1.0, "lower": 0.5, "upper": 1.5}, None)
+    assert old == Gain("a", 1.0, 0.5, 1.5)
+    new = gain_from_doc(
+        "a",
+        {
+            "gain": 1.0,
+            "lower": 0.5,
+            "upper": 1.5,
+            "by_estimator": {"dr": {"gain": 2, "lower": -1, "upper": 5}},
+        },
+        {"flag": True},
+    )
+    assert new.by_estimator == {"dr": (2.0, -1.0, 5.0)} and not new.supported
