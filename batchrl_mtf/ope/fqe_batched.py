@@ -33,6 +33,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -94,21 +95,39 @@ class FQETransitions:
 
 def fqe_transitions(pdata: PolicyData) -> FQETransitions:
     """The (C)FQE training transitions of ``pdata`` (see :class:`FQETransitions`)."""
+    rows, nxt, term_rows = _transition_rows(pdata)
+    obs = pdata.data.observations
+    next_obs = np.where(term_rows[:, None], 0.0, obs[nxt]).astype(np.float32)
+    return FQETransitions(
+        rows, next_obs, _next_actions(pdata, rows, nxt, term_rows), term_rows.astype(np.float32)
+    )
+
+
+def _transition_rows(
+    pdata: PolicyData,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """``(rows, next_rows, terminal)`` of the transitions: each one's row, the row of its next
+    request (clipped into the data after a terminal) and whether it ends its session; they
+    depend on the sessions only, not on the policy."""
     data = pdata.data
     n = len(data)
-    obs = data.observations.astype(np.float32)
-    act = data.actions.astype(np.float32)
-    pi = pdata.policy_actions.astype(np.float32)
     last = np.zeros(n, dtype=bool)
     last[pdata.starts + pdata.lengths - 1] = True
     terminal = last & ~np.asarray(data.timeouts, dtype=bool)
-    rows = np.flatnonzero(~last | terminal)
-    nxt = np.minimum(rows + 1, n - 1)
-    term_rows = terminal[rows]
-    next_obs = np.where(term_rows[:, None], 0.0, obs[nxt]).astype(np.float32)
-    source = act if pdata.is_behavior else pi
-    next_act = np.where(term_rows[:, None], act[rows], source[nxt]).astype(np.float32)
-    return FQETransitions(rows.astype(np.int64), next_obs, next_act, term_rows.astype(np.float32))
+    rows = np.flatnonzero(~last | terminal).astype(np.int64)
+    return rows, np.minimum(rows + 1, n - 1), terminal[rows]
+
+
+def _next_actions(
+    pdata: PolicyData,
+    rows: npt.NDArray[np.int64],
+    nxt: npt.NDArray[np.int64],
+    term_rows: npt.NDArray[np.bool_],
+) -> F32:
+    """The policy's action at each transition's next state (:attr:`FQETransitions.next_act`)."""
+    act = pdata.data.actions
+    source = act if pdata.is_behavior else pdata.policy_actions
+    return np.where(term_rows[:, None], act[rows], source[nxt]).astype(np.float32)
 
 
 def torch_thread_count(config: OPEConfig, n_fits: int = 1) -> int:
@@ -272,8 +291,10 @@ def fit_members(
     data = pdatas[0].data
     spec = data.spec
     d = data.observations.shape[1]
-    trans = [fqe_transitions(p) for p in pdatas]
-    rows = trans[0].rows
+    first = fqe_transitions(pdatas[0])  # the sessions' transitions, shared by every policy
+    rows = first.rows
+    _, nxt, term_rows = _transition_rows(pdatas[0])
+    next_acts = [first.next_act] + [_next_actions(p, rows, nxt, term_rows) for p in pdatas[1:]]
     m = len(rows)
     gamma = pdatas[0].gamma
     horizon = max(p.horizon for p in pdatas)
@@ -297,14 +318,16 @@ def fit_members(
 
     threads = torch_thread_count(config, len(members))
     with limit_threads(1 if config.fqe_member_groups else threads):
+        obs, act = s_obs(obs_raw), s_act(data.actions.astype(np.float32))
         inp = _Inputs(
-            obs=s_obs(obs_raw),
-            act=s_act(data.actions.astype(np.float32)),
+            obs=obs,
+            act=act,
+            x_logged=torch.cat([obs, act], dim=-1),
             pis=torch.stack([s_act(p.policy_actions.astype(np.float32)) for p in pdatas]),
-            next_obs=s_obs(trans[0].next_obs),
-            next_act=torch.stack([s_act(t.next_act) for t in trans]),
+            next_obs=s_obs(first.next_obs),
+            next_act=torch.stack([s_act(a) for a in next_acts]),
             rewards=torch.from_numpy((data.rewards[rows] / scale).astype(np.float32)),
-            terms=torch.from_numpy(trans[0].terminals),
+            terms=torch.from_numpy(first.terminals),
             rows=torch.from_numpy(rows),
             behavior=np.array([p.is_behavior for p in pdatas], dtype=bool),
         )
@@ -344,17 +367,43 @@ def _split(flat: torch.Tensor, shapes: list[tuple[int, int]]) -> list[torch.Tens
     return out
 
 
-def _forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Q-values of stacked members (parameters from :func:`_split`): ``x`` (M, B, d+k) -> (M, B)."""
+def _forward(
+    params: list[torch.Tensor], x: torch.Tensor, act: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Q-values of stacked members (parameters from :func:`_split`): ``x`` (M, B, d+k) -> (M, B).
+
+    With ``act`` (M, B, k), ``x`` is the observations only (M, B, d) and the first layer is
+    ``x W[:d] + act W[d:] + b``: the same product as on the concatenation, without building it.
+    Each layer norm's affine ``LN(h) * g + beta`` is folded into the layer after it:
+    ``(LN(h) * g + beta) W + b = LN(h) (g^T * W) + (beta W + b)``, computed on the parameters
+    ((M, h, out) tensors) instead of the (M, B, h) activations; the same function, and autograd
+    gives ``g`` and ``beta`` the same gradients (up to rounding).
+    """
     import torch
     from torch.nn.functional import layer_norm
 
-    h = x
+    w, b = params[0], params[1]
+    if act is None:
+        h = torch.baddbmm(b, x, w)
+    else:
+        d = x.shape[-1]
+        h = torch.baddbmm(torch.baddbmm(b, x, w[:, :d]), act, w[:, d:])
     for i in range((len(params) - 2) // 4):
-        w, b, g, beta = params[4 * i : 4 * i + 4]
-        h = torch.relu(torch.baddbmm(b, h, w))
-        h = layer_norm(h, (h.shape[-1],), eps=_LN_EPS) * g + beta
-    return torch.baddbmm(params[-1], h, params[-2]).squeeze(-1)
+        if i > 0:
+            h = torch.baddbmm(b, h, w)
+        width = h.shape[-1]  # an explicit unit affine: torch's faster CPU kernel (2x, measured)
+        h = layer_norm(h.relu_(), (width,), torch.ones(width), torch.zeros(width), eps=_LN_EPS)
+        g, beta = params[4 * i + 2], params[4 * i + 3]
+        w_next, b_next = params[4 * i + 4], params[4 * i + 5]
+        w = g.transpose(1, 2) * w_next
+        b = torch.baddbmm(b_next, beta, w_next)
+    return torch.baddbmm(b, h, w).squeeze(-1)
+
+
+def _rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` for a 2-D ``table`` (N, c) and any ``index`` shape -> (*index, c)
+    (``index_select``: measured 2-3x faster than advanced indexing for these gathers)."""
+    return table.index_select(0, index.reshape(-1)).view(*index.shape, table.shape[-1])
 
 
 def _flat_init(seeds: list[int], sizes: list[int], k: int) -> torch.Tensor:
@@ -379,6 +428,7 @@ class _Inputs:
 
     obs: torch.Tensor  # (n, d) every logged state
     act: torch.Tensor  # (n, k) every logged action
+    x_logged: torch.Tensor  # (n, d + k) both, concatenated
     pis: torch.Tensor  # (P, n, k) each policy's action at every logged state
     next_obs: torch.Tensor  # (m, d) per transition
     next_act: torch.Tensor  # (P, m, k) per policy and transition
@@ -441,9 +491,11 @@ def _train(
     """
     import torch
 
+    started = time.perf_counter()
     big_m = len(members)
     m = len(inp.rows)
-    d, k = inp.obs.shape[1], inp.act.shape[1]
+    n_rows, d = inp.obs.shape
+    k = inp.act.shape[1]
     sizes = [d + k, *config.fqe_hidden_units, 1]
     shapes = _shapes(sizes)
     params = [p.requires_grad_(True) for p in _split(init, shapes)]
@@ -472,19 +524,19 @@ def _train(
         idx = torch.from_numpy(idx_block[seed_of[active], j])  # (M, B)
         pol = torch.from_numpy(pol_of[active])
         src = inp.rows[idx]
-        x_obs = inp.obs[src]
+        x_b = _rows(inp.x_logged, src)  # (M, B, d + k)
         with torch.no_grad():
-            nxt = torch.cat([inp.next_obs[idx], inp.next_act[pol[:, None], idx]], dim=-1)
-            q_next = _forward(targ, nxt)
+            n_act = _rows(inp.next_act.view(-1, k), pol[:, None] * m + idx)
+            q_next = _forward(targ, _rows(inp.next_obs, idx), n_act)
             y = inp.rewards[idx] + gamma * q_next * (1.0 - inp.terms[idx])
-        q_b = _forward(params, torch.cat([x_obs, inp.act[src]], dim=-1))
+        q_b = _forward(params, x_b)
         td = ((q_b - y) ** 2).mean(dim=1)
         loss = td.sum()
         c0 = int(np.sum(alpha_of[active] <= 0))
         if c0 < len(active):
             alphas = torch.from_numpy(alpha_of[active][c0:].astype(np.float32))
-            x_pi = torch.cat([x_obs[c0:], inp.pis[pol[c0:, None], src[c0:]]], dim=-1)
-            q_pi = _forward([p[c0:] for p in params], x_pi)
+            pi_act = _rows(inp.pis.view(-1, k), pol[c0:, None] * n_rows + src[c0:])
+            q_pi = _forward([p[c0:] for p in params], x_b[c0:, :, :d], pi_act)
             loss = loss + (alphas * (q_pi.mean(dim=1) - q_b[c0:].mean(dim=1))).sum()
         for p in params:
             p.grad = None
@@ -529,6 +581,7 @@ def _train(
             active = active[keep]
     for row, left in enumerate(active):  # only when m == 0: never trained
         finals[int(left)] = [p.detach()[row].clone() for p in params]
+    trained = time.perf_counter()
     stacked = [torch.stack([finals[g][i] for g in range(big_m)]) for i in range(len(shapes))]
     q_logged, v_policy = _predict(stacked, inp, pol_of, inp.behavior[pol_of])
     out = []
@@ -539,8 +592,10 @@ def _train(
         out.append((q_logged[g_idx], v_policy[g_idx], final_loss, steps))
     if big_m:
         logger.info(
-            "batched FQE: %d fits, budget %d steps, stopped after %d-%d",
+            "batched FQE: %d fits, budget %d steps, stopped after %d-%d; "
+            "trained in %.1f s, evaluated at %d requests in %.1f s",
             big_m, budget, int(steps_of.min()), int(steps_of.max()),
+            trained - started, len(inp.obs), time.perf_counter() - trained,
         )  # fmt: skip
     return out
 
@@ -580,7 +635,7 @@ def _predict(
     q_logged = np.zeros((big_m, n), dtype=np.float64)
     v_policy = np.zeros((big_m, n), dtype=np.float64)
     with torch.no_grad():
-        x_logged = torch.cat([inp.obs, inp.act], dim=-1)
+        x_logged = inp.x_logged
         x_pi: dict[int, torch.Tensor] = {}
         for j in range(big_m):
             per = [p[j] for p in params]
