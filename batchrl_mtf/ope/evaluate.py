@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from batchrl_mtf.core.threads import usable_cores
+from batchrl_mtf.data.box import action_box
 from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.errors import OPEInputError
 from batchrl_mtf.ope.base import Estimate, Estimator, PolicyData, check_behavior_logp, prepare
@@ -284,10 +286,18 @@ def evaluate_policies(
         if alphas:
             fit_q_many(pdatas, config, alphas)
         done = {key: future.result() for key, future in free.items()}
+    with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
+        # the model-based estimators (fits cached above), policies side by side
+        based = {
+            (i, est.name): pool.submit(_estimate, est, pdata)
+            for i, pdata in enumerate(pdatas)
+            for est in estimators
+            if est.name in Q_BASED
+        }
+        done.update({key: future.result() for key, future in based.items()})
+    bounds = action_box(data.actions, config.support_box)
     for i, (policy, pdata) in enumerate(zip(policies, pdatas, strict=True)):
-        estimates: dict[str, Estimate] = {}
-        for est in estimators:
-            estimates[est.name] = done.get((i, est.name)) or _estimate(est, pdata)
+        estimates = {est.name: done[(i, est.name)] for est in estimators}
         if bandwidth is None and any(n in IMPORTANCE_WEIGHTED for n in config.estimators):
             bandwidth = bandwidth_for(pdata, config)
         fits = {
@@ -312,6 +322,7 @@ def evaluate_policies(
                     data.spec.tasks,
                     config.support_box,
                     config.support_max_outside,
+                    bounds,
                 ),
             )
         )

@@ -96,11 +96,11 @@ class FQETransitions:
 def fqe_transitions(pdata: PolicyData) -> FQETransitions:
     """The (C)FQE training transitions of ``pdata`` (see :class:`FQETransitions`)."""
     rows, nxt, term_rows = _transition_rows(pdata)
-    obs = pdata.data.observations
-    next_obs = np.where(term_rows[:, None], 0.0, obs[nxt]).astype(np.float32)
-    return FQETransitions(
-        rows, next_obs, _next_actions(pdata, rows, nxt, term_rows), term_rows.astype(np.float32)
-    )
+    data = pdata.data
+    next_obs = np.where(term_rows[:, None], 0.0, data.observations[nxt]).astype(np.float32)
+    source = data.actions if pdata.is_behavior else pdata.policy_actions
+    next_act = np.where(term_rows[:, None], data.actions[rows], source[nxt]).astype(np.float32)
+    return FQETransitions(rows, next_obs, next_act, term_rows.astype(np.float32))
 
 
 def _transition_rows(
@@ -116,18 +116,6 @@ def _transition_rows(
     terminal = last & ~np.asarray(data.timeouts, dtype=bool)
     rows = np.flatnonzero(~last | terminal).astype(np.int64)
     return rows, np.minimum(rows + 1, n - 1), terminal[rows]
-
-
-def _next_actions(
-    pdata: PolicyData,
-    rows: npt.NDArray[np.int64],
-    nxt: npt.NDArray[np.int64],
-    term_rows: npt.NDArray[np.bool_],
-) -> F32:
-    """The policy's action at each transition's next state (:attr:`FQETransitions.next_act`)."""
-    act = pdata.data.actions
-    source = act if pdata.is_behavior else pdata.policy_actions
-    return np.where(term_rows[:, None], act[rows], source[nxt]).astype(np.float32)
 
 
 def torch_thread_count(config: OPEConfig, n_fits: int = 1) -> int:
@@ -291,10 +279,7 @@ def fit_members(
     data = pdatas[0].data
     spec = data.spec
     d = data.observations.shape[1]
-    first = fqe_transitions(pdatas[0])  # the sessions' transitions, shared by every policy
-    rows = first.rows
-    _, nxt, term_rows = _transition_rows(pdatas[0])
-    next_acts = [first.next_act] + [_next_actions(p, rows, nxt, term_rows) for p in pdatas[1:]]
+    rows, nxt, term_rows = _transition_rows(pdatas[0])  # the same for every policy
     m = len(rows)
     gamma = pdatas[0].gamma
     horizon = max(p.horizon for p in pdatas)
@@ -318,17 +303,32 @@ def fit_members(
 
     threads = torch_thread_count(config, len(members))
     with limit_threads(1 if config.fqe_member_groups else threads):
+        # fqe_transitions' arrays, scaled, gathered from the scaled tables (the same numbers)
         obs, act = s_obs(obs_raw), s_act(data.actions.astype(np.float32))
+        pis = torch.stack([s_act(p.policy_actions.astype(np.float32)) for p in pdatas])
+        rows_t, nxt_t = torch.from_numpy(rows), torch.from_numpy(nxt)
+        term_t = torch.from_numpy(term_rows)[:, None]
+        next_obs = obs.index_select(0, nxt_t)
+        next_obs[term_rows] = s_obs(np.zeros((1, d), dtype=np.float32))
+        act_rows = act.index_select(0, rows_t)
+        next_act = torch.stack(
+            [
+                torch.where(
+                    term_t, act_rows, (act if p.is_behavior else pis[i]).index_select(0, nxt_t)
+                )
+                for i, p in enumerate(pdatas)
+            ]
+        )
         inp = _Inputs(
             obs=obs,
             act=act,
             x_logged=torch.cat([obs, act], dim=-1),
-            pis=torch.stack([s_act(p.policy_actions.astype(np.float32)) for p in pdatas]),
-            next_obs=s_obs(first.next_obs),
-            next_act=torch.stack([s_act(a) for a in next_acts]),
+            pis=pis,
+            next_obs=next_obs,
+            next_act=next_act,
             rewards=torch.from_numpy((data.rewards[rows] / scale).astype(np.float32)),
-            terms=torch.from_numpy(first.terminals),
-            rows=torch.from_numpy(rows),
+            terms=torch.from_numpy(term_rows.astype(np.float32)),
+            rows=rows_t,
             behavior=np.array([p.is_behavior for p in pdatas], dtype=bool),
         )
         fits = _train_groups(members, config, budget, horizon, gamma, inp, threads)

@@ -34,6 +34,7 @@ def support_diagnostic(
     tasks: Sequence[str],
     box: str,
     max_outside: float,
+    bounds: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
 ) -> dict[str, object]:
     """The ``support`` entry of a policy in the evaluate report.
 
@@ -43,12 +44,15 @@ def support_diagnostic(
         tasks: Task names in weight order.
         box: Box rule of the logged support (``"q0.01-0.99"``, ``"minmax"``).
         max_outside: Flag the policy when more than this share of its actions leave the box.
+        bounds: ``action_box(logged_actions, box)`` when already computed (several policies on
+            the same logs), each shape (n_tasks,).
 
     Returns:
         ``{"box": rule, "low": [...], "high": [...], "outside_share": s,
         "outside_by_task": {"w_<task>": s_k}, "flag": bool}``.
     """
-    low, high = action_box(logged_actions, box)
+    low, high = action_box(logged_actions, box) if bounds is None else bounds
+    low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
     share, by_task = outside_box(
         np.asarray(policy_actions, dtype=np.float64), low, high, SUPPORT_TOLERANCE
     )
