@@ -333,3 +333,60 @@ def test_torch_threads_follow_the_ensemble_size(
     cores = len(os.sched_getaffinity(0))
     want = cores if expected is None else min(expected, cores) if threads == 0 else expected
     assert torch_thread_count(OPEConfig(torch_threads=threads), n_fits) == want
+
+
+def _reference_q(per: list[object], x: object) -> object:
+    """d3rlpy's Q network (Linear -> ReLU -> LayerNorm with its affine, ..., Linear) for one
+    member's parameters (the layout of ``fqe_batched._shapes``), written out with torch.nn."""
+    import torch
+
+    h = x
+    for i in range((len(per) - 2) // 4):
+        w, b, g, beta = per[4 * i : 4 * i + 4]  # type: ignore[misc]
+        h = torch.relu(h @ w + b)  # type: ignore[operator]
+        norm = torch.nn.LayerNorm(w.shape[1])  # type: ignore[attr-defined]
+        with torch.no_grad():
+            norm.weight.copy_(g[0])  # type: ignore[index]
+            norm.bias.copy_(beta[0])  # type: ignore[index]
+        h = norm(h)
+    return (h @ per[-2] + per[-1]).squeeze(-1)  # type: ignore[operator]
+
+
+def test_fused_forward_and_prediction_compute_d3rlpy_network() -> None:
+    """The training forward (layer-norm affine folded into the next layer, first layer split
+    into observation and action parts) and the final per-member prediction both compute
+    d3rlpy's network, with layer-norm parameters away from their initial 1 and 0."""
+    import torch
+
+    from batchrl_mtf.ope import fqe_batched as fb
+
+    d, k, n_members, rows = 3, 2, 4, 50
+    sizes = [d + k, 8, 8, 1]
+    gen = torch.Generator().manual_seed(0)
+    params = fb._split(fb._flat_init(list(range(n_members)), sizes, k), fb._shapes(sizes))
+    params = [p + 0.3 * torch.randn(p.shape, generator=gen) for p in params]
+    obs = torch.randn(rows, d, generator=gen)
+    act = torch.randn(rows, k, generator=gen)
+    pis = torch.randn(2, rows, k, generator=gen)
+    x = torch.cat([obs, act], dim=-1)
+    with torch.no_grad():
+        ref = torch.stack([_reference_q([p[j] for p in params], x) for j in range(n_members)])
+        whole = fb._forward(params, x.expand(n_members, -1, -1).clone())
+        split = fb._forward(
+            params, obs.expand(n_members, -1, -1).clone(), act.expand(n_members, -1, -1).clone()
+        )
+    np.testing.assert_allclose(whole.numpy(), ref.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(split.numpy(), ref.numpy(), rtol=1e-5, atol=1e-5)
+    inp = fb._Inputs(
+        obs=obs, act=act, x_logged=x, pis=pis, next_obs=obs, next_act=pis,
+        rewards=torch.zeros(rows), terms=torch.zeros(rows), rows=torch.arange(rows),
+        behavior=np.array([True, False]),
+    )  # fmt: skip
+    pol_of = np.array([0, 1, 1, 0])
+    q_logged, v_policy = fb._predict(params, inp, pol_of, inp.behavior[pol_of])
+    np.testing.assert_allclose(q_logged, ref.numpy(), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        x_pi = torch.cat([obs, pis[1]], dim=-1)
+        ref_pi = [_reference_q([p[j] for p in params], x_pi).numpy() for j in (1, 2)]
+    np.testing.assert_allclose(v_policy[[1, 2]], np.stack(ref_pi), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(v_policy[[0, 3]], q_logged[[0, 3]])  # behaviour: Q(s, a_logged)
