@@ -140,6 +140,22 @@ def run(work: Path) -> dict[str, Any]:
     return out
 
 
+def machine() -> dict[str, str]:
+    """What decides the last bits of the recorded floats: the CPU model and the numeric libraries
+    (``golden.json`` keeps the recording machine's under ``_machine``; see tests/test_golden.py)."""
+    import numpy
+    import torch
+
+    cpu = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": cpu, "numpy": numpy.__version__, "torch": torch.__version__}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--record", action="store_true", help="write golden.json")
@@ -148,6 +164,7 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     result = run(args.work)
     if args.record:
+        result["_machine"] = machine()
         GOLDEN.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
         print(f"wrote {GOLDEN}")
     else:
