@@ -4,6 +4,10 @@
 // batchrl_mtf::TableError (message: "<path>: <field>: expected ..., found ...") -- errors happen at
 // load only. After load a table is immutable: every const method may be called from any number of
 // threads at once. score() and its parts never throw: they report bad input through a Status.
+//
+// Implemented in serving/cpp/src/, one file per job: table_load.cpp (load, parse), lookup.cpp
+// (row_index, lookup, score), fuse.cpp, rank.cpp and sample.cpp (sample_from_draws); the strict
+// JSON reader (strict_json.hpp) in strict_json.cpp.
 #pragma once
 
 #include <cstdint>
