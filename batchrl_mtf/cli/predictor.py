@@ -6,17 +6,12 @@ from pathlib import Path
 
 import click
 
+import batchrl_mtf.predictors as predictors  # its torch-backed names load on first use
 from batchrl_mtf.cli._common import echo_json_path, overwrite_option, split_csv_option
 from batchrl_mtf.core.config import config_from_mapping, parse_overrides
 from batchrl_mtf.core.io import hash_files, output_dir
 from batchrl_mtf.logs.schema import read_table
-from batchrl_mtf.predictors import (
-    PredictorConfig,
-    fit_predictor,
-    format_metrics,
-    rescore_logs,
-    save_predictor,
-)
+from batchrl_mtf.predictors import PredictorConfig, format_metrics
 
 __all__ = ["COMMANDS", "fit_predictor_command", "rescore_command"]
 
@@ -117,10 +112,10 @@ def fit_predictor_command(
         frame = read_table(logs)
         item_table = read_table(items) if items is not None else None
         data_hash = hash_files(inputs)
-        trained = fit_predictor(
+        trained = predictors.fit_predictor(
             frame, config, item_table, file=str(logs), data_hash=data_hash, progress=not no_progress
         )
-        frozen = save_predictor(trained, out, overwrite=overwrite)
+        frozen = predictors.save_predictor(trained, out, overwrite=overwrite)
     click.echo(
         f"held-out metrics ({trained.n_valid} latest rows of {trained.n_train + trained.n_valid}):"
     )
@@ -160,7 +155,7 @@ def rescore_command(logs: Path, predictor_dir: Path, out: Path, items: Path | No
       batchrl-mtf rescore logs.csv --predictor runs/esmm --items items.csv --out rescored.csv
     """
 
-    df = rescore_logs(logs, predictor_dir, out, items)
+    df = predictors.rescore_logs(logs, predictor_dir, out, items)
     click.echo(f"re-scored {len(df)} rows")
     echo_json_path("logs", out)
 

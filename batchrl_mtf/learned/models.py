@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import batchrl_mtf.predictors as predictors  # its torch-backed names load on first use
 from batchrl_mtf.core.config import config_from_mapping, config_to_dict
 from batchrl_mtf.errors import ConfigError, PredictorError
 from batchrl_mtf.learned.config import LearnedEnvConfig
-from batchrl_mtf.predictors import PredictorConfig, fit_predictor, load_predictor, save_predictor
+from batchrl_mtf.predictors import PredictorConfig
 
 __all__ = ["WATCH", "fit_models", "response_columns"]
 
@@ -85,7 +86,7 @@ def fit_models(
     ranker_scale: dict[str, float] = {}
     if predictor_dir is not None:
         try:
-            ranker = load_predictor(predictor_dir)
+            ranker = predictors.load_predictor(predictor_dir)
         except PredictorError as exc:
             raise ConfigError(f"--predictor: {exc}") from None
         missing = [t for t in tasks if t not in ranker.tasks]
@@ -130,8 +131,8 @@ def fit_models(
             "make-env ranker",
         )
         t0 = time.perf_counter()
-        trained = fit_predictor(ranker_frame.reset_index(drop=True), cfg)
-        save_predictor(trained, out / "ranker")
+        trained = predictors.fit_predictor(ranker_frame.reset_index(drop=True), cfg)
+        predictors.save_predictor(trained, out / "ranker")
         if distil:
             ranker_scale = {t: float(sc) for t, sc in zip(tasks, scale, strict=True)}
         metrics["ranker"] = {
@@ -158,8 +159,8 @@ def fit_models(
         "make-env response model",
     )
     t0 = time.perf_counter()
-    grader_t = fit_predictor(rev, cfg_r)
-    grader = save_predictor(grader_t, out / "response_model")
+    grader_t = predictors.fit_predictor(rev, cfg_r)
+    grader = predictors.save_predictor(grader_t, out / "response_model")
     metrics["response_model"] = {
         "held_out": [config_to_dict(m) for m in grader_t.metrics],
         "split": f"trained on the latest {config.train_fraction:.0%} of rows by ts",

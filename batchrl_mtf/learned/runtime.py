@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+import batchrl_mtf.predictors as predictors  # its torch-backed names load on first use
 from batchrl_mtf.errors import ConfigError, PredictorError
 from batchrl_mtf.learned.artefacts import (
     need_columns,
@@ -30,7 +31,6 @@ from batchrl_mtf.learned.artefacts import (
     read_responses,
 )
 from batchrl_mtf.learned.leave_model import LeaveModel, leave_feature_names
-from batchrl_mtf.predictors import load_predictor
 from batchrl_mtf.predictors.features import signed_log
 from batchrl_mtf.sim.runner import feature_names_of
 from batchrl_mtf.sim.world import Users
@@ -202,7 +202,7 @@ class LearnedModel:
         ranker = self.world._load_artefact()
         path = spec.learned.response_model
         try:
-            grader = load_predictor(path)
+            grader = predictors.load_predictor(path)
         except PredictorError as exc:
             raise ConfigError(f"{spec.source}: learned.response_model: {exc}") from None
         missing = [c.name for c in self.columns if c.name not in grader.tasks]

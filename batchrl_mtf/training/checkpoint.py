@@ -25,8 +25,6 @@ from typing import Any
 
 import numpy as np
 from safetensors import SafetensorError
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from batchrl_mtf.core.d3rlpy import load_d3rlpy
 from batchrl_mtf.core.io import dumps_json
@@ -163,6 +161,8 @@ def save_algo(algo: Any, folder: Path) -> None:
         "config": json.loads(shaped.serialize()),
         "state": states,
     }
+    from safetensors.torch import save as st_save  # torch: loaded on first use
+
     # no safetensors metadata: its key order is not stable and the bytes should be
     (folder / MODEL_WEIGHTS).write_bytes(st_save(tensors))
     (folder / MODEL_CONFIG).write_text(dumps_json(doc), encoding="utf-8")
@@ -192,6 +192,8 @@ def load_algo(config_path: Path, weights_path: Path, device: str) -> Any:
     except Exception as exc:  # dataclasses-json and d3rlpy raise many types on a bad config
         raise PolicyError(f"{config_path}: not a usable d3rlpy algorithm config ({exc})") from None
     try:
+        from safetensors.torch import load as st_load  # torch: loaded on first use
+
         tensors = st_load(weights_path.read_bytes())
     except (SafetensorError, OSError, ValueError) as exc:
         raise PolicyError(f"{weights_path}: not a readable safetensors file ({exc})") from None
