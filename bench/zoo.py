@@ -6,7 +6,8 @@ For every world (``batchrl-mtf zoo list``) it drives the toolkit as a user would
 1. ``zoo make`` the spec, ``simulate`` the logs with the world's logging recipe;
 2. ``build-dataset`` (the world's reward TOML) -> ``train`` (default algorithm and steps) ->
    ``export`` (default table; the platform's ``--formula``/``--beta`` are facts, not tuning);
-   and ``select`` once the toolkit has that command (issue 16; see :data:`SELECT_HOOK`);
+   and ``select`` once the toolkit has that command (issue 16; see :data:`SELECT_HOOK`), with
+   ``--reuse`` of the default training (the portfolio's ``td3bc-alpha10-s0``, not retrained);
 3. the truth (in the simulator): production, best constant (online CEM), per-segment oracle
    (``batchrl_mtf.sim.zoo_truth``, cached) and the default table, on the same fresh sessions;
 4. a by-hand d3rlpy script (``bench/byhand_d3rlpy.py --algo td3bc``: raw ``u_*`` + depth,
@@ -292,6 +293,9 @@ def bench_world(name: str, args: argparse.Namespace) -> dict[str, Any]:
                     *prod_flag,
                     "--set",
                     f"parallel={threads_per_job(args.jobs)}",
+                    # the default training above is the portfolio's td3bc-alpha10-s0: reused
+                    # (copied, same bytes) instead of trained again
+                    *([] if args.select_only else ["--reuse", str(pol)]),
                 ],
                 log,
             ),

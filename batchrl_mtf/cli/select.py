@@ -32,6 +32,7 @@ Examples:
   batchrl-mtf select runs/ds --out runs/select --formula logsum --beta 0.1
   batchrl-mtf select runs/ds --out runs/select --budget-minutes 30 --set seeds=[0,1]
   batchrl-mtf select runs/ds --out runs/select --set ope.fqe_n_steps=5000
+  batchrl-mtf train runs/ds --out runs/policy && batchrl-mtf select runs/ds --out runs/select --reuse runs/policy
 
 \b
 Default portfolio: algorithms {",".join(_DEFAULT.algorithms)}; TD3+BC alpha
@@ -59,6 +60,15 @@ budget_minutes, n_threads, parallel, seed, ope.<OPEConfig field>. See docs/selec
     "--config", "config_file", type=click.Path(path_type=Path), default=None, help="TOML settings."
 )
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a setting.")
+@click.option(
+    "--reuse",
+    "reuse",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    metavar="POLICY_DIR",
+    help="A policy trained before (batchrl-mtf train --out POLICY_DIR); a candidate it holds "
+    "exactly (same settings, dataset and package versions) is copied, not retrained. Repeatable.",
+)
 @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
 @overwrite_option
 def select_command(
@@ -70,6 +80,7 @@ def select_command(
     beta: str | None,
     config_file: Path | None,
     overrides: tuple[str, ...],
+    reuse: tuple[Path, ...],
     progress: bool,
     overwrite: bool,
 ) -> None:
@@ -81,7 +92,9 @@ def select_command(
     DR and WDR).
 
     Writes --out/table.json (weight-table@1), selection.json, selection.md, timing.json and
-    candidates/. An existing selection at --out is replaced only with --overwrite; any other
+    candidates/. With --reuse POLICY_DIR (e.g. the default `batchrl-mtf train` of the same
+    dataset, which is the portfolio's td3bc-alpha10-s0) that candidate is copied instead of
+    trained; the selection is the same. An existing selection at --out is replaced only with --overwrite; any other
     non-empty directory, a file, or a path holding the dataset is refused.
     """
     # before any work: refuse what is not ours to write
@@ -109,6 +122,7 @@ def select_command(
         production=prod,
         progress=progress and progress_enabled(),
         overwrite=overwrite,
+        reuse=reuse,
     )
     ch = result.chosen
     est = ch.estimate or {}

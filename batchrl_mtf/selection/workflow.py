@@ -22,10 +22,11 @@ import dataclasses
 import logging
 import math
 import multiprocessing
+import shutil
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ from batchrl_mtf.selection.rule import (
     margin_gain,
 )
 from batchrl_mtf.serving import Fusion, WeightTable
-from batchrl_mtf.training import load_policy, resolve_config, train
+from batchrl_mtf.training import load_policy, resolve_config, reuse_mismatch, train
 
 __all__ = [
     "Candidate",
@@ -354,6 +355,7 @@ def select_policy(
     production: Sequence[float] | None = None,
     progress: bool = False,
     overwrite: bool = False,
+    reuse: Sequence[str | Path] = (),
 ) -> SelectionResult:
     """Train, export and estimate the portfolio; choose; write ``out`` (module docstring).
 
@@ -369,6 +371,12 @@ def select_policy(
             centre).
         progress: Show progress bars.
         overwrite: Replace an existing selection at ``out``.
+        reuse: Policy directories trained before (``batchrl-mtf train``, a pipeline's train
+            stage, an earlier selection's ``candidates/``): a candidate that one of them holds
+            exactly (:func:`batchrl_mtf.training.reuse_mismatch`: the same resolved settings,
+            dataset and package versions, so the same bytes) is copied into ``candidates/``
+            instead of trained, and costs nothing against the time budget. The selection is
+            the same as without them.
 
     Raises:
         DatasetError: No ``test`` split.
@@ -379,7 +387,21 @@ def select_policy(
     data = dataset if isinstance(dataset, Transitions) else load_dataset(dataset)
     inputs = [data.path] if data.path is not None else []
     with output_dir(out, "selection", inputs=inputs, overwrite=overwrite) as out_path:
-        return _select(data, out_path, config, fusion, production, progress)
+        return _select(data, out_path, config, fusion, production, progress, reuse)
+
+
+def _reused(spec: CandidateSpec, reuse: Sequence[str | Path], data: Transitions) -> Path | None:
+    """The first of ``reuse`` that holds candidate ``spec`` exactly (``None``: train it)."""
+    if not reuse:
+        return None
+    tcfg = resolve_config([("select portfolio", spec.overrides)])
+    for folder in reuse:
+        why = reuse_mismatch(folder, tcfg, data.spec)
+        if why is None:
+            logger.info("%s: reusing %s (the same training)", spec.name, folder)
+            return Path(folder)
+        logger.info("%s: not reusing %s: %s", spec.name, folder, why)
+    return None
 
 
 def _select(
@@ -389,6 +411,7 @@ def _select(
     fusion: Fusion,
     production: Sequence[float] | None,
     progress: bool,
+    reuse: Sequence[str | Path] = (),
 ) -> SelectionResult:
     budget = _Budget(config.budget_minutes)
     judge = _Judge(data, config, fusion, production)
@@ -396,14 +419,19 @@ def _select(
     workers = min(config.parallel or usable_cores(), len(specs))
     with atomic_dir(out_path, kind="selection") as tmp:
         if workers >= 2 and data.path is not None:
-            _train_parallel(data, specs, tmp, judge, budget, config, workers)
+            _train_parallel(data, specs, tmp, judge, budget, config, workers, reuse)
         else:
             for spec in specs:
+                pdir = tmp / "candidates" / spec.name
+                source = _reused(spec, reuse, data)
+                if source is not None:
+                    shutil.copytree(source, pdir)
+                    judge.add([(spec.name, load_policy(pdir))], [0.0])
+                    continue
                 if not budget.allows():
                     judge.skip(spec.name, f"time budget of {config.budget_minutes:g} min")
                     continue
                 t0 = time.perf_counter()
-                pdir = tmp / "candidates" / spec.name
                 trained = train_candidate(data, str(pdir), spec.overrides, progress)
                 judge.add([(spec.name, load_policy(pdir))], [trained])
                 budget.costs.append(time.perf_counter() - t0)
@@ -432,18 +460,27 @@ def _train_parallel(
     budget: _Budget,
     config: SelectConfig,
     workers: int,
+    reuse: Sequence[str | Path] = (),
 ) -> None:
     """Train the candidates in ``workers`` spawned processes (at most ``workers`` at once, each
     with ``n_threads``), judging each one in portfolio order as it finishes; a candidate is
     started only while the budget allows it (the projected cost of the next one is the mean
-    wall time of those trained so far)."""
+    wall time of those trained so far). A candidate found in ``reuse`` is copied, not trained,
+    and judged in its place in the order."""
     todo = iter(specs)
-    pending: deque[tuple[CandidateSpec, Any, float]] = deque()
+    pending: deque[tuple[CandidateSpec, Any, float | None]] = deque()
     logger.info("training up to %d candidates at once in worker processes", workers)
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
 
         def submit_next() -> None:
             for spec in todo:
+                source = _reused(spec, reuse, data)
+                if source is not None:
+                    shutil.copytree(source, tmp / "candidates" / spec.name)
+                    done: Future[float] = Future()
+                    done.set_result(0.0)
+                    pending.append((spec, done, None))  # no cost against the budget
+                    continue
                 if budget.allows():
                     pdir = str(tmp / "candidates" / spec.name)
                     job = pool.submit(train_candidate, str(data.path), pdir, dict(spec.overrides))
@@ -456,10 +493,12 @@ def _train_parallel(
         while pending:
             spec, job, t0 = pending.popleft()
             trained = job.result()
-            budget.costs.append(time.perf_counter() - t0)
+            if t0 is not None:
+                budget.costs.append(time.perf_counter() - t0)
             judge.add([(spec.name, load_policy(tmp / "candidates" / spec.name))], [trained])
-            logger.info("%s: %.1f s", spec.name, time.perf_counter() - t0)
-            submit_next()
+            if t0 is not None:
+                logger.info("%s: %.1f s", spec.name, time.perf_counter() - t0)
+                submit_next()
 
 
 def select_among(

@@ -24,7 +24,13 @@ from batchrl_mtf.training.config import (
     resolve_config,
 )
 from batchrl_mtf.training.policy import POLICY_FORMAT, TrainedPolicy, load_policy, read_manifest
-from batchrl_mtf.training.trainer import TrainResult, build_algo, config_for_resume, train
+from batchrl_mtf.training.trainer import (
+    TrainResult,
+    build_algo,
+    config_for_resume,
+    reuse_mismatch,
+    train,
+)
 
 __all__ = [
     "ALGORITHMS",
@@ -44,5 +50,6 @@ __all__ = [
     "load_policy",
     "read_manifest",
     "resolve_config",
+    "reuse_mismatch",
     "train",
 ]

@@ -28,7 +28,7 @@ import numpy.typing as npt
 from tqdm.auto import tqdm
 
 from batchrl_mtf.core.d3rlpy import load_d3rlpy
-from batchrl_mtf.core.io import atomic_dir, dumps_json, output_dir, package_versions
+from batchrl_mtf.core.io import atomic_dir, dumps_json, output_dir, package_versions, read_json
 from batchrl_mtf.data.box import action_box, parse_action_box
 from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.data.spec import DatasetSpec
@@ -524,6 +524,42 @@ def _train(
     bar.close()
     seconds = time.perf_counter() - start
     return TrainResult(out_path, config, run.done, seconds, tuple(run.metrics))
+
+
+def reuse_mismatch(out: str | Path, config: TrainConfig, spec: DatasetSpec) -> str | None:
+    """Why the policy directory ``out`` is not what ``train(dataset, out, config)`` would write
+    now, or ``None`` when it is.
+
+    It is when its training is complete, on the same dataset (``dataset_hash``), with the same
+    resolved settings (every field of ``config``, including ``n_steps`` and ``n_threads``) and by
+    the same versions of the packages that decide results (:func:`package_versions`). Training
+    is deterministic given those (the same bytes), so such a directory can stand in for a new
+    training (``select --reuse``).
+    """
+    path = Path(out)
+    try:
+        manifest = read_manifest(path)
+        saved_doc = read_json(path / "config.json", PolicyError)
+        if not isinstance(saved_doc, dict):
+            return "its config.json is not a JSON object"
+        saved = resolve_config([], base=saved_doc)
+    except (PolicyError, ConfigError) as exc:
+        return str(exc)
+    if not manifest.get("complete") or manifest.get("n_steps_done") != config.n_steps:
+        return f"its training is not complete at {config.n_steps} steps"
+    if manifest.get("dataset_hash") != spec.dataset_hash:
+        return f"it was trained on dataset {manifest.get('dataset_hash')}, not {spec.dataset_hash}"
+    if config.gamma is None:  # as train() resolves it before saving
+        config = dataclasses.replace(config, gamma=spec.gamma)
+    old, now = saved.to_dict(), config.to_dict()
+    differ = sorted(k for k in set(old) | set(now) if old.get(k) != now.get(k))
+    if differ:
+        return f"its settings {', '.join(differ)} differ"
+    versions, saved_versions = package_versions(), manifest.get("versions") or {}
+    other = sorted(k for k, v in versions.items() if saved_versions.get(k) != v)
+    if other:
+        return f"it was trained with other versions of {', '.join(other)}"
+    return None
 
 
 def config_for_resume(out: str | Path, layers: list[tuple[str, Any]]) -> TrainConfig:

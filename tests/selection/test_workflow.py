@@ -170,3 +170,55 @@ def test_parallel_training_selects_the_same(
         assert a == (tmp_path / "p2" / "candidates" / name / "model.safetensors").read_bytes()
     assert docs[0]["candidates"] == docs[1]["candidates"]
     assert docs[0]["chosen"] == docs[1]["chosen"]
+
+
+def test_reuse_copies_a_matching_training_and_selects_the_same(
+    selected: tuple[Path, str, tuple[float, ...]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``reuse``: a candidate held exactly by a given policy directory is copied, not trained;
+    one that is not (bc here) is trained; the selection is the same as without reuse, with the
+    candidates in this process and in worker processes."""
+    from batchrl_mtf.ope import OPEConfig
+    from batchrl_mtf.selection import SelectConfig, select_policy, workflow
+    from batchrl_mtf.serving import Fusion
+
+    out, _, prod = selected
+    fusion = get_world(WORLD).doc["fusion"]
+    config = SelectConfig(
+        algorithms=("td3bc", "bc"),
+        conservativeness={"td3bc": (2.5,)},
+        n_steps=100,
+        trust_steps=(0.0,),
+        budget_minutes=0,
+        parallel=1,
+        ope=OPEConfig(estimators=("fqe",), gamma=1.0, fqe_n_steps=100, n_bootstrap=50),
+    )
+
+    def run(name: str, cfg: SelectConfig, reuse: list[Path]) -> dict[str, object]:
+        select_policy(
+            out.parent / "ds", tmp_path / name, cfg, fusion=Fusion("logsum", tuple(fusion["beta"])),
+            production=prod, reuse=reuse,
+        )  # fmt: skip
+        return json.loads((tmp_path / name / "selection.json").read_text())  # type: ignore[no-any-return]
+
+    fresh = run("fresh", config, [])
+    trained: list[str] = []
+    real = workflow.train_candidate
+
+    def spy(dataset: object, pdir: str, overrides: object, progress: bool = False) -> float:
+        trained.append(Path(pdir).name)
+        return real(dataset, pdir, overrides, progress)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(workflow, "train_candidate", spy)
+    source = tmp_path / "fresh" / "candidates" / "td3bc-alpha2.5-s0"
+    reused = run("reused", config, [tmp_path / "nothing", source])
+    assert trained == ["bc-s0"]
+    assert reused["candidates"] == fresh["candidates"] and reused["chosen"] == fresh["chosen"]
+    model = "model.safetensors"
+    copy = tmp_path / "reused" / "candidates" / "td3bc-alpha2.5-s0" / model
+    assert copy.read_bytes() == (source / model).read_bytes()
+    monkeypatch.undo()
+    import dataclasses
+
+    parallel = run("parallel", dataclasses.replace(config, parallel=2), [source])
+    assert parallel["candidates"] == fresh["candidates"] and parallel["chosen"] == fresh["chosen"]

@@ -23,6 +23,7 @@ from batchrl_mtf.training import (
     TrainConfig,
     load_policy,
     resolve_config,
+    reuse_mismatch,
     train,
 )
 from batchrl_mtf.training.checkpoint import load_algo
@@ -142,6 +143,33 @@ def test_resume_rejects_changed_settings_and_other_data(data: Transitions, tmp_p
         train(other, tmp_path / "p", tiny(algo="bc", n_steps=20), resume=True)
     with pytest.raises(PolicyError, match="nothing to resume"):
         train(data, tmp_path / "nothing", tiny(algo="bc"), resume=True)
+
+
+def test_reuse_accepts_only_the_same_training(data: Transitions, tmp_path: Path) -> None:
+    """``reuse_mismatch``: ``None`` exactly when the directory is what training ``config`` on
+    ``data`` would write now (retraining gives the same bytes), else a reason naming what
+    differs."""
+    cfg = tiny(algo="bc", n_steps=10)
+    out = tmp_path / "p"
+    train(data, out, cfg)
+    assert reuse_mismatch(out, cfg, data.spec) is None
+    train(data, tmp_path / "again", cfg)
+    model = "model.safetensors"
+    assert (out / model).read_bytes() == (tmp_path / "again" / model).read_bytes()
+    assert "batch_size" in str(
+        reuse_mismatch(out, tiny(algo="bc", n_steps=10, batch_size=8), data.spec)
+    )
+    assert "seed" in str(reuse_mismatch(out, tiny(algo="bc", n_steps=10, seed=1), data.spec))
+    assert "not complete at 20 steps" in str(
+        reuse_mismatch(out, tiny(algo="bc", n_steps=20), data.spec)
+    )
+    other = _build(tmp_path, 1, n_users=5)
+    assert "trained on dataset" in str(reuse_mismatch(out, cfg, other.spec))
+    manifest = json.loads((out / "policy.json").read_text())
+    manifest["versions"]["torch"] = "0.0"
+    (out / "policy.json").write_text(json.dumps(manifest))
+    assert "other versions of torch" in str(reuse_mismatch(out, cfg, data.spec))
+    assert "no such policy directory" in str(reuse_mismatch(tmp_path / "none", cfg, data.spec))
 
 
 @pytest.fixture(scope="module")
