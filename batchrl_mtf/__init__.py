@@ -13,10 +13,10 @@ the module's ``__getattr__``; ``from batchrl_mtf import train`` works as before.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from batchrl_mtf.core.fusion import Fusion
+from batchrl_mtf.core.lazy import lazy_names
 from batchrl_mtf.core.version import __version__
 from batchrl_mtf.data.build import build_dataset
 from batchrl_mtf.data.config import DatasetConfig
@@ -59,21 +59,7 @@ _LAZY = {
     "batchrl_mtf.sim": ("register_envs",),
     "batchrl_mtf.training": ("TrainConfig", "load_policy", "train"),
 }
-_LAZY_OWNER = {name: module for module, names in _LAZY.items() for name in names}
-
-
-def __getattr__(name: str) -> Any:
-    """The public names of the torch-backed layers, imported on first use (PEP 562)."""
-    module = _LAZY_OWNER.get(name)
-    if module is None:
-        raise AttributeError(f"module 'batchrl_mtf' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups are plain attribute reads
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = [

@@ -14,9 +14,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from batchrl_mtf.core.lazy import lazy_names
 from batchrl_mtf.predictors.config import MODELS, PredictorConfig
 from batchrl_mtf.predictors.features import UNKNOWN_INDEX, Encoded, FeatureVocab
 from batchrl_mtf.predictors.metrics import TaskMetrics, format_metrics
@@ -41,22 +41,7 @@ _LAZY = {
     "batchrl_mtf.predictors.rescore": ("predict", "rescore_frame", "rescore_logs"),
     "batchrl_mtf.predictors.training": ("TrainedPredictor", "fit_predictor"),
 }
-_LAZY_OWNER = {name: module for module, names in _LAZY.items() for name in names}
-
-
-def __getattr__(name: str) -> Any:
-    """The torch-backed names, imported on first use (so that importing the package, and the CLI
-    that imports it, does not import torch)."""
-    module = _LAZY_OWNER.get(name)
-    if module is None:
-        raise AttributeError(f"module 'batchrl_mtf.predictors' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups are plain attribute reads
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tomli_w
@@ -133,6 +134,23 @@ def test_out_refuses_a_directory_select_did_not_write(
         check_out(tmp_path / "file")
 
 
+def _two_candidates(**fields: object) -> Any:
+    """A ``SelectConfig`` of two quick candidates (TD3+BC alpha 2.5 and BC, 100 steps, no trust
+    region, FQE only) with ``fields`` on top."""
+    from batchrl_mtf.ope import OPEConfig
+    from batchrl_mtf.selection import SelectConfig
+
+    return SelectConfig(
+        algorithms=("td3bc", "bc"),
+        conservativeness={"td3bc": (2.5,)},
+        n_steps=100,
+        trust_steps=(0.0,),
+        budget_minutes=0,
+        ope=OPEConfig(estimators=("fqe",), gamma=1.0, fqe_n_steps=100, n_bootstrap=50),
+        **fields,  # type: ignore[arg-type]
+    )
+
+
 def test_parallel_training_selects_the_same(
     selected: tuple[Path, str, tuple[float, ...]], tmp_path: Path
 ) -> None:
@@ -140,20 +158,12 @@ def test_parallel_training_selects_the_same(
     same, as one after another in this process."""
     import dataclasses
 
-    from batchrl_mtf.ope import OPEConfig
-    from batchrl_mtf.selection import SelectConfig, select_policy
+    from batchrl_mtf.selection import select_policy
     from batchrl_mtf.serving import Fusion
 
     out, _, prod = selected
     fusion = get_world(WORLD).doc["fusion"]
-    config = SelectConfig(
-        algorithms=("td3bc", "bc"),
-        conservativeness={"td3bc": (2.5,)},
-        n_steps=100,
-        trust_steps=(0.0,),
-        budget_minutes=0,
-        ope=OPEConfig(estimators=("fqe",), gamma=1.0, fqe_n_steps=100, n_bootstrap=50),
-    )
+    config = _two_candidates()
     docs = []
     for parallel in (1, 2):
         res = select_policy(
@@ -178,21 +188,12 @@ def test_reuse_copies_a_matching_training_and_selects_the_same(
     """``reuse``: a candidate held exactly by a given policy directory is copied, not trained;
     one that is not (bc here) is trained; the selection is the same as without reuse, with the
     candidates in this process and in worker processes."""
-    from batchrl_mtf.ope import OPEConfig
     from batchrl_mtf.selection import SelectConfig, select_policy, workflow
     from batchrl_mtf.serving import Fusion
 
     out, _, prod = selected
     fusion = get_world(WORLD).doc["fusion"]
-    config = SelectConfig(
-        algorithms=("td3bc", "bc"),
-        conservativeness={"td3bc": (2.5,)},
-        n_steps=100,
-        trust_steps=(0.0,),
-        budget_minutes=0,
-        parallel=1,
-        ope=OPEConfig(estimators=("fqe",), gamma=1.0, fqe_n_steps=100, n_bootstrap=50),
-    )
+    config = _two_candidates(parallel=1)
 
     def run(name: str, cfg: SelectConfig, reuse: list[Path]) -> dict[str, object]:
         select_policy(
