@@ -39,6 +39,7 @@ def _config(
     cfqe_alpha: float | None,
     fqe_fits: int | None = None,
     fqe_engine: str | None = None,
+    model_error: float | None = None,
 ) -> object:
 
     fields: dict[str, object] = {
@@ -56,6 +57,8 @@ def _config(
         fields["fqe_n_fits"] = fqe_fits
     if fqe_engine is not None:
         fields["fqe_engine"] = fqe_engine
+    if model_error is not None:
+        fields["model_error"] = model_error
     return OPEConfig(**fields)  # type: ignore[arg-type]
 
 
@@ -162,6 +165,13 @@ See docs/ope.md for formulas, the bandwidth rule, the recommended-estimate rule 
     "d3rlpy FQE after another, fqe-steps each (reference) [default: batched].",
 )
 @click.option(
+    "--model-error",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Relative model error added to the recommended interval (0 = the estimator's own "
+    f"interval; docs/ope.md) [default: {OPEConfig().model_error:g}].",
+)
+@click.option(
     "--out", "out", required=True, type=click.Path(path_type=Path), help="Report JSON to write."
 )
 @click.option(
@@ -184,6 +194,7 @@ def evaluate_command(
     cfqe_alpha: float | None,
     fqe_fits: int | None,
     fqe_engine: str | None,
+    model_error: float | None,
     out: Path,
     plot: Path | None,
 ) -> None:
@@ -200,7 +211,16 @@ def evaluate_command(
             f"--estimators: expected names among {', '.join(ESTIMATOR_CHOICES)}, found {unknown}"
         )
     config = _config(
-        names, gamma, n_bootstrap, seed, bandwidth, fqe_steps, cfqe_alpha, fqe_fits, fqe_engine
+        names,
+        gamma,
+        n_bootstrap,
+        seed,
+        bandwidth,
+        fqe_steps,
+        cfqe_alpha,
+        fqe_fits,
+        fqe_engine,
+        model_error,
     )
     full = load_dataset(dataset_dir)
     data = _select(full, split)

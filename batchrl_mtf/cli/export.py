@@ -181,6 +181,14 @@ def _print_result(result: ExportResult, written: tuple[Path, ...]) -> None:
     help="FQE engine of the offline estimates (as in evaluate) "
     f"[default: {OPEConfig().fqe_engine}].",
 )
+@click.option(
+    "--model-error",
+    cls=ConfigOption,
+    config=OPEConfig,
+    field="model_error",
+    type=click.FloatRange(min=0),
+    help="Relative model error of the offline estimates' lower bounds (as in evaluate).",
+)
 @config_option(
     "--seed", config=ExportConfig, field="seed", type=int, help="Seed (auto keys, env, FQE)."
 )
@@ -204,6 +212,7 @@ def export_command(
     fqe_steps: int,
     fqe_fits: int,
     fqe_engine: str | None,
+    model_error: float,
     seed: int,
     out: str | None,
 ) -> None:
@@ -252,7 +261,7 @@ def export_command(
         fusion,
         policy_name=policy_dir,
         table_name=str(target),
-        ope=offline_config(data.spec, fqe_steps, fqe_fits, seed, fqe_engine),
+        ope=offline_config(data.spec, fqe_steps, fqe_fits, seed, fqe_engine, model_error),
         env=env_spec,
     )
     _print_result(result, result.save(target, csv=write_csv))

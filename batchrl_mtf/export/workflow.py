@@ -50,6 +50,7 @@ def offline_config(
     fqe_fits: int = 3,
     seed: int = 0,
     fqe_engine: str | None = None,
+    model_error: float | None = None,
 ) -> OPEConfig:
     """The OPE settings of an export's offline values.
 
@@ -63,6 +64,8 @@ def offline_config(
         fqe_fits: Independent FQE fits averaged per estimate.
         seed: Seed of the fits and the bootstrap.
         fqe_engine: ``"batched"`` or ``"d3rlpy"`` (``None``: :class:`OPEConfig`'s default).
+        model_error: Relative model error of the quoted intervals (``None``: :class:`OPEConfig`'s
+            default).
     """
     config = OPEConfig(
         estimators=("dr", "wdr", "fqe") if spec.has_behavior_logp else ("fqe",),
@@ -70,6 +73,8 @@ def offline_config(
         fqe_n_fits=fqe_fits,
         seed=seed,
     )
+    if model_error is not None:
+        config = dataclasses.replace(config, model_error=model_error)
     return config if fqe_engine is None else dataclasses.replace(config, fqe_engine=fqe_engine)
 
 

@@ -37,6 +37,7 @@ from batchrl_mtf.ope.evaluate import (
     estimate_policy_value,
     evaluate_policies,
     make_estimator,
+    quoted_ci,
     recommend,
 )
 from batchrl_mtf.ope.fqe import CFQE, FQE, fit_q
@@ -72,6 +73,7 @@ __all__ = [
     "make_estimator",
     "plot_report",
     "prepare",
+    "quoted_ci",
     "recommend",
     "report_to_dict",
     "scott_bandwidth",

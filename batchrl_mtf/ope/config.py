@@ -98,6 +98,14 @@ class OPEConfig:
             (:mod:`batchrl_mtf.ope.support`; ``"qLO-HI"`` quantiles or ``"minmax"``).
         support_max_outside: A policy is flagged when more than this share of its actions on the
             evaluation states leave that box.
+        model_error: Relative model error of a quoted estimate: the recommended estimate's
+            interval (and ``select``'s value intervals) widen each half-width ``h`` to
+            ``sqrt(h**2 + (z * model_error * |value|)**2)`` (:func:`batchrl_mtf.ope.base.widen_ci`,
+            ``z`` the normal quantile of ``ci_level``), for the estimators' bias that neither the
+            bootstrap nor the fit-to-fit spread contains. The default 0.13 is the smallest
+            value whose widened intervals covered the truth in 85% of 150 (world, policy) pairs
+            of the zoo's tuning block ``h`` with these defaults (``bench/fqe_budget.py``;
+            ``docs/ope.md``, Calibrated intervals); 0 = the estimator's own interval.
     """
 
     estimators: tuple[str, ...] = ESTIMATOR_NAMES
@@ -134,6 +142,7 @@ class OPEConfig:
     recommend_order: tuple[str, ...] = DEFAULT_RECOMMEND_ORDER
     support_box: str = DEFAULT_ACTION_BOX
     support_max_outside: float = 0.05
+    model_error: float = 0.13
 
     def __post_init__(self) -> None:
         require(len(self.estimators) > 0, "estimators", "expected at least one estimator")
@@ -253,4 +262,9 @@ class OPEConfig:
             0.0 <= self.support_max_outside <= 1.0,
             "support_max_outside",
             f"expected in [0, 1], found {self.support_max_outside}",
+        )
+        require(
+            math.isfinite(self.model_error) and self.model_error >= 0,
+            "model_error",
+            f"expected a number >= 0, found {self.model_error}",
         )

@@ -28,7 +28,14 @@ from batchrl_mtf.core.threads import usable_cores
 from batchrl_mtf.data.box import action_box
 from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.errors import OPEInputError
-from batchrl_mtf.ope.base import Estimate, Estimator, PolicyData, check_behavior_logp, prepare
+from batchrl_mtf.ope.base import (
+    Estimate,
+    Estimator,
+    PolicyData,
+    check_behavior_logp,
+    prepare,
+    widen_ci,
+)
 from batchrl_mtf.ope.config import OPEConfig
 from batchrl_mtf.ope.dr import DR, WDR
 from batchrl_mtf.ope.fqe import CFQE, FQE, fit_q_many
@@ -48,6 +55,7 @@ __all__ = [
     "estimate_policy_value",
     "evaluate_policies",
     "make_estimator",
+    "quoted_ci",
     "recommend",
 ]
 
@@ -94,14 +102,19 @@ class Recommended:
     Attributes:
         estimator: The chosen estimator.
         value: Its value.
-        ci: Its interval.
+        ci: The quoted interval: the estimator's own interval widened by the relative model
+            error (:func:`quoted_ci`).
         reason: Why it was chosen (the rule's outcome, in words).
+        sampling_ci: The estimator's own interval (session sampling and fit-to-fit spread).
+        model_error: The relative model error folded into ``ci`` (``OPEConfig.model_error``).
     """
 
     estimator: str
     value: float
     ci: tuple[float, float] | None
     reason: str
+    sampling_ci: tuple[float, float] | None = None
+    model_error: float = 0.0
 
     @property
     def lower(self) -> float | None:
@@ -109,14 +122,31 @@ class Recommended:
         return None if self.ci is None else float(self.ci[0])
 
     def to_dict(self) -> dict[str, object]:
-        """JSON form ``{"estimator", "value", "ci", "lower", "reason"}``."""
+        """JSON form ``{"estimator", "value", "ci", "lower", "reason", "sampling_ci",
+        "model_error"}``."""
         return {
             "estimator": self.estimator,
             "value": float(self.value),
-            "ci": None if self.ci is None else [float(self.ci[0]), float(self.ci[1])],
+            "ci": _pair(self.ci),
             "lower": self.lower,
             "reason": self.reason,
+            "sampling_ci": _pair(self.sampling_ci),
+            "model_error": float(self.model_error),
         }
+
+
+def _pair(ci: tuple[float, float] | None) -> list[float] | None:
+    return None if ci is None else [float(ci[0]), float(ci[1])]
+
+
+def quoted_ci(est: Estimate, config: OPEConfig) -> tuple[float, float] | None:
+    """The interval quoted with ``est``: its own interval with the relative model error
+    ``config.model_error`` added in quadrature to each half-width
+    (:func:`batchrl_mtf.ope.base.widen_ci` with standard error ``model_error * |value|``);
+    ``None`` without an interval."""
+    if est.ci is None or config.model_error <= 0 or not math.isfinite(est.value):
+        return est.ci
+    return widen_ci(est.value, est.ci, config.model_error * abs(est.value), config.ci_level)
 
 
 @dataclass(frozen=True)
@@ -214,15 +244,19 @@ def recommend(
             reason += f" with ESS {est.ess:.1f} >= {min_ess:.1f}"
         if name in WIDTH_GUARDED and ratio is not None:
             reason += f" with an interval {ratio:.2g}x as wide as fqe's"
-        return Recommended(name, est.value, est.ci, reason)
+        return Recommended(
+            name, est.value, quoted_ci(est, config), reason, est.ci, config.model_error
+        )
     if fallback is None:
         return None
     return Recommended(
         fallback.estimator,
         fallback.value,
-        fallback.ci,
+        quoted_ci(fallback, config),
         f"no estimate passed the ESS guard (>= {min_ess:.1f}) or the DR width guard; "
         "first finite in order",
+        fallback.ci,
+        config.model_error,
     )
 
 

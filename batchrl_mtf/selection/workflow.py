@@ -41,7 +41,7 @@ from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.errors import ConfigError, DatasetError
 from batchrl_mtf.export import ExportConfig, export_table, logged_centre
 from batchrl_mtf.ope import OPEConfig, OPEResult, evaluate_policies
-from batchrl_mtf.ope.evaluate import IMPORTANCE_WEIGHTED
+from batchrl_mtf.ope.evaluate import IMPORTANCE_WEIGHTED, quoted_ci
 from batchrl_mtf.ope.paired import merge_results, paired_vs, per_session_values
 from batchrl_mtf.policy import ConstantPolicy, TablePolicy
 from batchrl_mtf.selection.config import CandidateSpec, SelectConfig, portfolio
@@ -78,7 +78,9 @@ class Candidate:
         policy: The trained policy's name (``None`` for production).
         trust_step: The trust-region step (0 = none; ``None`` for production).
         table: The table (``None`` when skipped).
-        estimate: ``{"estimator", "value", "lower", "upper"}`` of its policy value.
+        estimate: ``{"estimator", "value", "lower", "upper", "sampling_ci", "model_error"}`` of
+            its policy value (``lower``/``upper``: ``sampling_ci`` widened by the relative model
+            error, :func:`batchrl_mtf.ope.evaluate.quoted_ci`).
         gain: ``{"estimator", "gain", "lower", "upper"}`` over production (paired).
         support: The support diagnostic of the table's actions on the held-out states.
         seconds: Wall-clock seconds spent on it (training shared by its trust-region steps is
@@ -187,8 +189,17 @@ def _estimate(result: OPEResult, name: str, estimator: str | None) -> dict[str, 
     if est_name is None or est_name not in p.estimates:
         return None
     est = p.estimates[est_name]
-    lo, hi = est.ci if est.ci is not None else (math.nan, math.nan)
-    return {"estimator": est_name, "value": est.value, "lower": lo, "upper": hi}
+    ci = quoted_ci(est, result.config)
+    lo, hi = ci if ci is not None else (math.nan, math.nan)
+    own = list(est.ci) if est.ci is not None else None
+    return {
+        "estimator": est_name,
+        "value": est.value,
+        "lower": lo,
+        "upper": hi,
+        "sampling_ci": own,
+        "model_error": result.config.model_error,
+    }
 
 
 class _Budget:

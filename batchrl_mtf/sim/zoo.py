@@ -1,13 +1,14 @@
-"""The world zoo: 36 seeded platform specs, a tuning half and a held-out half (``docs/zoo.md``).
+"""The world zoo: 48 seeded platform specs, a tuning half and a held-out half (``docs/zoo.md``).
 
 Every world is generated from its seed alone (same seed -> same spec, byte for byte) in the
 ordinary spec TOML format (:mod:`batchrl_mtf.sim.spec`), with a logging recipe (which
-``simulate --policy`` and how many sessions) next to it. World ``i`` (0..35) has seed
-``ZOO_SEED + i``, in blocks of 12 (:data:`BLOCKS`): worlds 0..11 (``t01``..``t12``) and 12..23
-(``h01``..``h12``) form the **tuning half**, worlds 24..35 (``n01``..``n12``) the **held-out
-half**: choose defaults on the first, report on the second. ``h01``..``h12`` were the held-out
-half until their results were examined to diagnose a failure (2026-12-01); from then on they are
-tuning worlds, and the held-out half is a block of seeds nobody had run.
+``simulate --policy`` and how many sessions) next to it. World ``i`` (0..47) has seed
+``ZOO_SEED + i``, in blocks of 12 (:data:`BLOCKS`): worlds 0..35 (``t01``..``t12``,
+``h01``..``h12``, ``n01``..``n12``) form the **tuning half**, worlds 36..47 (``f01``..``f12``)
+the **held-out half**: choose defaults on the first, report on the second. Blocks ``h`` and
+``n`` were each the held-out half until their results were read and defaults changed after
+them (2026-12-01, 2026-12-03); each time, the block moved to the tuning half and a block of
+seeds nobody had run became the held-out half.
 
 Axes of variation (each drawn per world from its seed): 3-8 tasks; 2-5 hidden segments with
 noisy visible hints plus irrelevant visible features; which feedback drives satisfaction (and so
@@ -50,9 +51,14 @@ ZOO_SEED = 15_000
 """Seed of world 0; world ``i`` has seed ``ZOO_SEED + i``."""
 Half = Literal["tuning", "heldout"]
 
-BLOCKS: tuple[tuple[str, Half], ...] = (("t", "tuning"), ("h", "tuning"), ("n", "heldout"))
+BLOCKS: tuple[tuple[str, Half], ...] = (
+    ("t", "tuning"),
+    ("h", "tuning"),
+    ("n", "tuning"),
+    ("f", "heldout"),
+)
 """Name prefix and half of each block of :data:`HALF_SIZE` consecutive seeds (module docstring:
-block ``h`` was the held-out half before it was looked at)."""
+blocks ``h`` and ``n`` were the held-out half before they were looked at)."""
 HALF_SIZE = 12
 """Worlds per block."""
 N_WORLDS = HALF_SIZE * len(BLOCKS)

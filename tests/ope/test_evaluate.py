@@ -29,6 +29,7 @@ from batchrl_mtf.ope import (
     evaluate_policies,
     make_estimator,
     prepare,
+    quoted_ci,
     recommend,
     scott_bandwidth,
 )
@@ -479,3 +480,40 @@ def test_recommend_rule_skips_doubly_robust_values_with_blown_up_intervals(
 def test_dr_max_ci_ratio_must_be_positive() -> None:
     with pytest.raises(ConfigError, match=r"dr_max_ci_ratio: expected a number > 0 or None"):
         OPEConfig(dr_max_ci_ratio=0.0)
+
+
+@pytest.mark.parametrize("model_error", [0.0, 0.1, 0.25])
+def test_recommended_interval_adds_the_relative_model_error(model_error: float) -> None:
+    cfg = OPEConfig(model_error=model_error)
+    # own interval [7, 10] around 8: half-widths 1 (below) and 2 (above)
+    ests = {"fqe": Estimate("fqe", 8.0, (7.0, 10.0), None, np.zeros(1), 100)}
+    rec = recommend(ests, 100, cfg)
+    assert rec is not None and rec.ci is not None
+    extra = 1.959963984540054 * model_error * 8.0
+    assert rec.ci[0] == pytest.approx(8.0 - math.hypot(1.0, extra))
+    assert rec.ci[1] == pytest.approx(8.0 + math.hypot(2.0, extra))
+    assert rec.lower == rec.ci[0]
+    assert rec.sampling_ci == (7.0, 10.0)
+    doc = rec.to_dict()
+    assert doc["sampling_ci"] == [7.0, 10.0] and doc["model_error"] == model_error
+    assert doc["ci"] == [rec.ci[0], rec.ci[1]]
+    # the estimate's own interval is left as it was
+    assert quoted_ci(ests["fqe"], OPEConfig(model_error=0.0)) == (7.0, 10.0)
+    # a negative value widens by its magnitude
+    neg = Estimate("fqe", -8.0, (-9.0, -6.0), None, np.zeros(1), 100)
+    low, high = quoted_ci(neg, cfg) or (math.nan, math.nan)
+    assert low == pytest.approx(-8.0 - math.hypot(1.0, extra))
+    assert high == pytest.approx(-8.0 + math.hypot(2.0, extra))
+
+
+def test_recommended_without_interval_stays_without_one() -> None:
+    ests = {"fqe": Estimate("fqe", 8.0, None, None, np.zeros(1), 100)}
+    rec = recommend(ests, 100, OPEConfig(model_error=0.2))
+    assert rec is not None
+    assert rec.ci is None and rec.lower is None and rec.to_dict()["sampling_ci"] is None
+
+
+@pytest.mark.parametrize("bad", [-0.1, math.inf, math.nan])
+def test_model_error_must_be_a_finite_share(bad: float) -> None:
+    with pytest.raises(ConfigError, match=r"model_error: expected a number >= 0"):
+        OPEConfig(model_error=bad)

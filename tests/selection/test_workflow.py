@@ -4,7 +4,9 @@ production; the shape of selection.json; --out safety."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from click.testing import CliRunner
 from batchrl_mtf.cli import main
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.selection import SELECTION_FORMAT, check_out
+from batchrl_mtf.selection.config import DEFAULT_SELECT_OPE
 from batchrl_mtf.serving import WeightTable
 from batchrl_mtf.sim.zoo import get_world
 
@@ -79,6 +82,16 @@ def test_selection_json_shape(selected: tuple[Path, str, tuple[float, ...]]) -> 
         assert set(c) >= {"name", "policy", "trust_step", "table", "estimate", "gain", "support"}
         est = c["estimate"]
         assert est["lower"] <= est["value"] <= est["upper"]
+        # the quoted interval is the estimator's own one widened by the relative model error
+        assert est["model_error"] == DEFAULT_SELECT_OPE.model_error > 0
+        own_lo, own_hi = est["sampling_ci"]
+        extra = NormalDist().inv_cdf(0.975) * est["model_error"] * abs(est["value"])
+        assert est["lower"] == pytest.approx(
+            est["value"] - math.hypot(est["value"] - own_lo, extra)
+        )
+        assert est["upper"] == pytest.approx(
+            est["value"] + math.hypot(own_hi - est["value"], extra)
+        )
         assert (out / c["table"]).is_file()
         assert 0.0 <= c["support"]["outside_share"] <= 1.0
         if c["name"] != "production":

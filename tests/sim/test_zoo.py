@@ -46,11 +46,11 @@ def test_at_least_24_worlds_split_by_seed_into_two_halves() -> None:
     assert len(set(NAMES)) == len(NAMES)
     for w in WORLDS:
         assert w.seed == ZOO_SEED + w.index
-        # blocks of 12 seeds: t and h (held out until looked at) tune, n is held out
-        block = "thn"[(w.seed - ZOO_SEED) // HALF_SIZE]
-        assert w.name[0] == block and w.half == ("heldout" if block == "n" else "tuning")
-    assert [b for b, _ in BLOCKS] == ["t", "h", "n"]
-    assert sum(w.half == "tuning" for w in WORLDS) == 24
+        # blocks of 12 seeds: t, h and n (held out until looked at) tune, f is held out
+        block = "thnf"[(w.seed - ZOO_SEED) // HALF_SIZE]
+        assert w.name[0] == block and w.half == ("heldout" if block == "f" else "tuning")
+    assert [b for b, _ in BLOCKS] == ["t", "h", "n", "f"]
+    assert sum(w.half == "tuning" for w in WORLDS) == 36
     assert sum(w.half == "heldout" for w in WORLDS) == 12
 
 
