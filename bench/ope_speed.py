@@ -34,7 +34,8 @@ import numpy as np
 from batchrl_mtf.core.config import config_from_mapping, parse_overrides
 from batchrl_mtf.data.formats import load_dataset
 from batchrl_mtf.ope import OPEConfig, evaluate_policies, prepare
-from batchrl_mtf.ope.fqe_batched import fqe_transitions, step_budget
+from batchrl_mtf.ope.fqe_batched import fqe_transitions
+from batchrl_mtf.ope.fqe_schedule import step_budget
 from batchrl_mtf.policy import ConstantPolicy, LoggingPolicy
 
 ROOT = Path(__file__).resolve().parents[1]

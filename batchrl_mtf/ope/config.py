@@ -60,7 +60,7 @@ class OPEConfig:
             ``min(fqe_n_steps, max(fqe_min_steps, P, ceil(fqe_budget_epochs * m /
             fqe_batch_size)))`` for ``m`` training transitions, with the propagation floor
             ``P = ceil(fqe_propagations * H * fqe_target_update_interval)`` for sessions of up
-            to ``H`` requests (:func:`batchrl_mtf.ope.fqe_batched.step_budget`); ``None`` =
+            to ``H`` requests (:func:`batchrl_mtf.ope.fqe_schedule.step_budget`); ``None`` =
             ``fqe_n_steps``.
         fqe_min_steps: Batched engine: the smallest step budget (see ``fqe_budget_epochs``).
         fqe_propagations: Batched engine: each hard target update carries the value one request
@@ -70,7 +70,7 @@ class OPEConfig:
             stop cut the fits of a 30,000-session dataset to 2,000 steps and FQE of the logging
             policy sat 3.1 above its truth, three times the fits' spread).
         fqe_early_stop: Batched engine: stop a fit on a TD-loss plateau, after a compressed
-            cosine tail (:class:`batchrl_mtf.ope.fqe_batched._Plateau`).
+            cosine tail (:class:`batchrl_mtf.ope.fqe_schedule.Plateau`).
         fqe_plateau_window: Steps per TD-loss window of the plateau test.
         fqe_plateau_tol: A window is flat unless its mean TD loss is this much (relative) below
             the best earlier window.

@@ -48,7 +48,8 @@ from batchrl_mtf.core.d3rlpy import load_d3rlpy
 from batchrl_mtf.core.threads import limit_threads
 from batchrl_mtf.ope.base import Estimator, PolicyData, Term
 from batchrl_mtf.ope.config import OPEConfig
-from batchrl_mtf.ope.fqe_batched import Member, fit_members, fqe_transitions, torch_thread_count
+from batchrl_mtf.ope.fqe_batched import Member, fit_members, fqe_transitions
+from batchrl_mtf.ope.fqe_schedule import torch_thread_count
 
 __all__ = ["CFQE", "FQE", "QValues", "fit_q", "fit_q_many", "q_cache_key"]
 

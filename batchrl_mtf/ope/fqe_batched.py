@@ -25,7 +25,7 @@ the total loss is the sum of the members' losses, so each member's gradient (and
 elementwise) is exactly its own. Members sharing a seed share their mini-batch indices.
 
 Step budget and early stopping (this engine only; the d3rlpy engine runs exactly
-``fqe_n_steps``): see :func:`step_budget` and :class:`_Plateau`.
+``fqe_n_steps``): see :func:`step_budget` and :class:`~batchrl_mtf.ope.fqe_schedule.Plateau`.
 """
 
 from __future__ import annotations
@@ -41,9 +41,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from batchrl_mtf.core.threads import limit_threads, usable_cores
+from batchrl_mtf.core.threads import limit_threads
 from batchrl_mtf.ope.base import PolicyData
 from batchrl_mtf.ope.config import OPEConfig
+from batchrl_mtf.ope.fqe_schedule import Plateau, step_budget, torch_thread_count
 
 if TYPE_CHECKING:
     import torch
@@ -54,9 +55,6 @@ __all__ = [
     "MemberFit",
     "fit_members",
     "fqe_transitions",
-    "propagation_steps",
-    "step_budget",
-    "torch_thread_count",
 ]
 
 logger = logging.getLogger(__name__)
@@ -69,7 +67,6 @@ _LN_EPS = 1e-5  # torch.nn.LayerNorm's default eps
 _ADAM_BETAS = (0.9, 0.999)
 _ADAM_EPS = 1e-8
 _PREDICT_ROWS = 8192  # rows per member evaluated at once after fitting
-_FITS_PER_THREAD = 12  # automatic torch threads: one per this many ensemble members
 
 
 @dataclass(frozen=True)
@@ -96,11 +93,33 @@ class FQETransitions:
 def fqe_transitions(pdata: PolicyData) -> FQETransitions:
     """The (C)FQE training transitions of ``pdata`` (see :class:`FQETransitions`)."""
     rows, nxt, term_rows = _transition_rows(pdata)
+    return FQETransitions(
+        rows,
+        _next_observations(pdata, nxt, term_rows),
+        _next_actions(pdata, rows, nxt, term_rows),
+        term_rows.astype(np.float32),
+    )
+
+
+def _next_observations(
+    pdata: PolicyData, nxt: npt.NDArray[np.int64], term_rows: npt.NDArray[np.bool_]
+) -> F32:
+    """Each transition's next state, zeros after a terminal, shape (m, d)."""
+    obs = pdata.data.observations
+    return np.where(term_rows[:, None], 0.0, obs[nxt]).astype(np.float32)
+
+
+def _next_actions(
+    pdata: PolicyData,
+    rows: npt.NDArray[np.int64],
+    nxt: npt.NDArray[np.int64],
+    term_rows: npt.NDArray[np.bool_],
+) -> F32:
+    """Each transition's next action under ``pdata``'s policy (the logged one for the logging
+    policy; the transition's own action after a terminal, where it is masked), shape (m, k)."""
     data = pdata.data
-    next_obs = np.where(term_rows[:, None], 0.0, data.observations[nxt]).astype(np.float32)
     source = data.actions if pdata.is_behavior else pdata.policy_actions
-    next_act = np.where(term_rows[:, None], data.actions[rows], source[nxt]).astype(np.float32)
-    return FQETransitions(rows, next_obs, next_act, term_rows.astype(np.float32))
+    return np.where(term_rows[:, None], data.actions[rows], source[nxt]).astype(np.float32)
 
 
 def _transition_rows(
@@ -116,40 +135,6 @@ def _transition_rows(
     terminal = last & ~np.asarray(data.timeouts, dtype=bool)
     rows = np.flatnonzero(~last | terminal).astype(np.int64)
     return rows, np.minimum(rows + 1, n - 1), terminal[rows]
-
-
-def torch_thread_count(config: OPEConfig, n_fits: int = 1) -> int:
-    """Torch threads for ``n_fits`` fits trained together: ``config.torch_threads``, or (0) one
-    per ``_FITS_PER_THREAD`` fits, at least 1 and at most one per available core (one small
-    network's products are too small to split; two threads for it were measured much slower on a
-    busy machine)."""
-    if config.torch_threads > 0:
-        return config.torch_threads
-    return max(1, min(usable_cores(), n_fits // _FITS_PER_THREAD))
-
-
-def propagation_steps(config: OPEConfig, horizon: int) -> int:
-    """The propagation floor ``ceil(fqe_propagations * horizon * fqe_target_update_interval)``:
-    steps whose hard target updates carry a session's value back to its first request
-    ``fqe_propagations`` times over (sessions of up to ``horizon`` requests)."""
-    return math.ceil(config.fqe_propagations * horizon * config.fqe_target_update_interval)
-
-
-def step_budget(config: OPEConfig, n_transitions: int, horizon: int = 1) -> int:
-    """Gradient steps of each batched fit: the cosine schedule's horizon ``T``.
-
-    ``T = min(fqe_n_steps, max(fqe_min_steps, P, ceil(fqe_budget_epochs * m / fqe_batch_size)))``
-    for ``m`` training transitions and the propagation floor ``P`` (:func:`propagation_steps`)
-    of sessions of up to ``horizon`` requests: at most ``fqe_budget_epochs`` passes over a
-    small dataset (more passes only refit the same bootstrapped targets), but never fewer steps
-    than its longest session needs for its value to propagate, and ``fqe_n_steps`` on a large
-    one. ``fqe_budget_epochs = None`` gives ``fqe_n_steps`` exactly (the d3rlpy engine's budget).
-    """
-    if config.fqe_budget_epochs is None:
-        return config.fqe_n_steps
-    scaled = math.ceil(config.fqe_budget_epochs * n_transitions / config.fqe_batch_size)
-    floor = max(config.fqe_min_steps, propagation_steps(config, horizon))
-    return max(1, min(config.fqe_n_steps, max(floor, scaled)))
 
 
 @dataclass(frozen=True)
@@ -182,60 +167,6 @@ class MemberFit:
     v_policy: FloatArray
     final_loss: float
     steps: int
-
-
-class _Plateau:
-    """Early stopping on a TD-loss plateau, per member.
-
-    Every ``W = fqe_plateau_window`` steps a member's mean TD loss over the window is compared
-    with its best earlier window; a window that is not at least ``fqe_plateau_tol`` (relative)
-    below it counts as flat. After ``fqe_plateau_patience`` flat windows in a row, and no earlier
-    than :func:`propagation_steps` (each hard target update carries the value one request back,
-    so the longest session needs ``horizon`` updates; ``fqe_propagations`` times that), the
-    member's cosine schedule is compressed: from its current phase ``p`` it anneals to 0 over the next
-    ``ceil(fqe_tail_fraction * T)`` steps (or the steps left, if fewer) and then stops. The final
-    network is thus never a large-learning-rate Adam step, as with the full schedule.
-    """
-
-    def __init__(self, config: OPEConfig, budget: int, horizon: int, n_members: int) -> None:
-        self.enabled = config.fqe_early_stop
-        self.window = config.fqe_plateau_window
-        self.tol = config.fqe_plateau_tol
-        self.patience = config.fqe_plateau_patience
-        self.min_steps = min(budget, propagation_steps(config, horizon))
-        self.tail = max(1, math.ceil(config.fqe_tail_fraction * budget))
-        self.budget = budget
-        self.best = np.full(n_members, np.inf)
-        self.flat = np.zeros(n_members, dtype=np.int64)
-        self.tail_start = np.full(n_members, -1, dtype=np.int64)  # step the tail began
-        self.tail_phase = np.zeros(n_members)  # schedule phase when it began
-        self.end = np.full(n_members, budget, dtype=np.int64)  # step after the last one
-
-    def phase(self, step: int) -> FloatArray:
-        """Each member's schedule phase in [0, 1] at ``step`` (the cosine's argument / pi)."""
-        plain = np.full(len(self.end), step / self.budget)
-        in_tail = self.tail_start >= 0
-        span = np.maximum(self.end - self.tail_start, 1)
-        tail = self.tail_phase + (1.0 - self.tail_phase) * (step - self.tail_start) / span
-        return np.where(in_tail, np.minimum(tail, 1.0), plain)
-
-    def observe(self, step: int, window_loss: FloatArray) -> None:
-        """Record the mean TD loss of the window that ended after ``step`` (0-based)."""
-        if not self.enabled:
-            return
-        improved = window_loss < (1.0 - self.tol) * self.best
-        self.flat = np.where(improved, 0, self.flat + 1)
-        self.best = np.minimum(self.best, window_loss)
-        start = (self.tail_start < 0) & (self.flat >= self.patience) & (step + 1 >= self.min_steps)
-        for j in np.flatnonzero(start):
-            self.tail_phase[j] = (step + 1) / self.budget
-            self.tail_start[j] = step + 1
-            self.end[j] = min(self.budget, step + 1 + self.tail)
-
-    def select(self, keep: npt.NDArray[np.int64]) -> None:
-        """Keep only the members ``keep`` (after others finished)."""
-        for name in ("best", "flat", "tail_start", "tail_phase", "end"):
-            setattr(self, name, getattr(self, name)[keep])
 
 
 def _init_weights(seed: int, sizes: list[int], k: int) -> list[tuple[F32, F32]]:
@@ -303,22 +234,12 @@ def fit_members(
 
     threads = torch_thread_count(config, len(members))
     with limit_threads(1 if config.fqe_member_groups else threads):
-        # fqe_transitions' arrays, scaled, gathered from the scaled tables (the same numbers)
+        # fqe_transitions' arrays (next states once: they do not depend on the policy), scaled
         obs, act = s_obs(obs_raw), s_act(data.actions.astype(np.float32))
         pis = torch.stack([s_act(p.policy_actions.astype(np.float32)) for p in pdatas])
-        rows_t, nxt_t = torch.from_numpy(rows), torch.from_numpy(nxt)
-        term_t = torch.from_numpy(term_rows)[:, None]
-        next_obs = obs.index_select(0, nxt_t)
-        next_obs[term_rows] = s_obs(np.zeros((1, d), dtype=np.float32))
-        act_rows = act.index_select(0, rows_t)
-        next_act = torch.stack(
-            [
-                torch.where(
-                    term_t, act_rows, (act if p.is_behavior else pis[i]).index_select(0, nxt_t)
-                )
-                for i, p in enumerate(pdatas)
-            ]
-        )
+        rows_t = torch.from_numpy(rows)
+        next_obs = s_obs(_next_observations(pdatas[0], nxt, term_rows))
+        next_act = torch.stack([s_act(_next_actions(p, rows, nxt, term_rows)) for p in pdatas])
         inp = _Inputs(
             obs=obs,
             act=act,
@@ -508,7 +429,7 @@ def _train(
     pol_of = np.array([mb.policy for mb in members], dtype=np.int64)
     alpha_of = np.array([mb.alpha for mb in members])
     active = np.arange(big_m)
-    plateau = _Plateau(config, budget, horizon, big_m)
+    plateau = Plateau(config, budget, horizon, big_m)
     loss_buf = np.zeros((budget, big_m), dtype=np.float64)
     finals: dict[int, list[torch.Tensor]] = {}
     steps_of = np.zeros(big_m, dtype=np.int64)
@@ -636,17 +557,17 @@ def _predict(
     v_policy = np.zeros((big_m, n), dtype=np.float64)
     with torch.no_grad():
         x_logged = inp.x_logged
-        x_pi: dict[int, torch.Tensor] = {}
+        x_pol, x_pi = -1, x_logged  # the policy whose (obs, pi(obs)) rows x_pi holds: one at a time
         for j in range(big_m):
             per = [p[j] for p in params]
             pol = int(pol_of[j])
-            if not behavior[j] and pol not in x_pi:
-                x_pi = {pol: torch.cat([inp.obs, inp.pis[pol]], dim=-1)}  # one policy at a time
+            if not behavior[j] and pol != x_pol:
+                x_pol, x_pi = pol, torch.cat([inp.obs, inp.pis[pol]], dim=-1)
             for lo in range(0, n, _PREDICT_ROWS):
                 hi = min(n, lo + _PREDICT_ROWS)
                 q_logged[j, lo:hi] = _predict_one(per, x_logged[lo:hi]).numpy()
                 if not behavior[j]:
-                    v_policy[j, lo:hi] = _predict_one(per, x_pi[pol][lo:hi]).numpy()
+                    v_policy[j, lo:hi] = _predict_one(per, x_pi[lo:hi]).numpy()
             if behavior[j]:
                 v_policy[j] = q_logged[j]
     return q_logged, v_policy

@@ -8,8 +8,9 @@ JSON (``batchrl-mtf/ope-report@1``; other tools read it; extra keys may be added
      "policies": [{"name": "<the --policy argument as given>",
                    "estimates": {"fqe": {"value": 21.3, "ci": [20.1, 22.4]},
                                  "wpdis": {"value": 20.8, "ci": [18.9, 22.9], "ess": 412.5}},
-                   "recommended": {"estimator": "wdr", "value": 21.0, "ci": [19.9, 22.2],
-                                   "lower": 19.9, "reason": "..."},
+                   "recommended": {"estimator": "wdr", "value": 21.0, "ci": [15.5, 26.5],
+                                   "lower": 15.5, "reason": "...",
+                                   "sampling_ci": [19.9, 22.2], "model_error": 0.13},
                    "diagnostics": {"fqe_final_loss": 0.12, "fqe_steps": 2650.0},
                    "support": {"box": "q0.01-0.99", "low": [...], "high": [...],
                                "outside_share": 0.01, "outside_by_task": {"w_click": 0.0},
@@ -22,8 +23,10 @@ JSON (``batchrl-mtf/ope-report@1``; other tools read it; extra keys may be added
 trajectory weights; ``fit_se`` (``fqe``, ``cfqe``, ``dr``, ``wdr`` with ``fqe_n_fits >= 2``) is the
 standard error over the FQE fits, already folded into ``ci``; ``diagnostics`` holds the final TD
 loss and the gradient steps (mean over fits; fewer than the budget after an early stop) of the
-``fqe`` and ``cfqe`` fits. ``recommended.lower`` is the lower end of the recommended interval, the
-number to quote next to the value (added in issue 16). ``support`` (not for ``behavior``; issue 16)
+``fqe`` and ``cfqe`` fits. ``recommended.ci`` is the recommended estimator's interval widened by the
+relative model error ``recommended.model_error`` (``batchrl_mtf.ope.evaluate.quoted_ci``; its own
+interval is ``recommended.sampling_ci``; both added 2026-12-03), and ``recommended.lower`` its lower
+end, the number to quote next to the value (added in issue 16). ``support`` (not for ``behavior``; issue 16)
 is the share of the policy's actions on the evaluated states outside the logged per-task quantile
 box (``batchrl_mtf.ope.support``) and ``flag`` whether that exceeds ``support_max_outside``.
 Non-finite numbers are written as ``null``.

@@ -113,7 +113,7 @@ def build_algo(
     cfg_cls = getattr(d3rlpy.algos, config.spec.d3rlpy_config)
     kwargs: dict[str, Any] = dataclasses.asdict(config.params)
     kwargs["batch_size"] = config.batch_size
-    kwargs["gamma"] = spec.gamma if config.gamma is None else config.gamma
+    kwargs["gamma"] = with_dataset_gamma(config, spec).gamma
     kwargs["observation_scaler"] = d3rlpy.preprocessing.StandardObservationScaler(
         mean=np.asarray(spec.features.mean, dtype=np.float32),
         std=np.asarray(spec.features.std, dtype=np.float32),
@@ -284,22 +284,37 @@ class _Run:
             _write_tensorboard(tmp, self.metrics)
 
 
+def with_dataset_gamma(config: TrainConfig, spec: DatasetSpec) -> TrainConfig:
+    """``config`` with ``gamma`` resolved as :func:`train` saves it (``None``: the dataset's)."""
+    return config if config.gamma is not None else dataclasses.replace(config, gamma=spec.gamma)
+
+
+def _other_dataset(manifest: dict[str, Any], spec: DatasetSpec) -> str | None:
+    """The dataset hash a saved policy was trained on when it is not ``spec``'s, else ``None``."""
+    saved = manifest.get("dataset_hash")
+    return None if saved == spec.dataset_hash else str(saved)
+
+
+def _settings_differ(
+    saved_doc: dict[str, Any], config: TrainConfig, ignore: frozenset[str] = frozenset()
+) -> list[str]:
+    """The settings (outside ``ignore``) in which a saved ``config.json`` and ``config`` differ;
+    read through :func:`resolve_config`, so that settings added since the save compare at their
+    defaults."""
+    old, now = resolve_config([], base=saved_doc).to_dict(), config.to_dict()
+    return sorted(k for k in set(old) | set(now) if k not in ignore and old.get(k) != now.get(k))
+
+
 def _resume_state(out: Path, config: TrainConfig, spec: DatasetSpec) -> tuple[Any, int, float]:
     """Load the checkpoint of ``out``; check it fits ``config`` and the dataset."""
     manifest = read_manifest(out)
-    if manifest.get("dataset_hash") != spec.dataset_hash:
+    other = _other_dataset(manifest, spec)
+    if other is not None:
         raise DatasetError(
-            f"--resume {out}: the policy was trained on dataset {manifest.get('dataset_hash')}; "
+            f"--resume {out}: the policy was trained on dataset {other}; "
             f"the dataset given is {spec.dataset_hash}"
         )
-    # through resolve_config, so that settings added since the save compare at their defaults
-    saved = resolve_config([], base=_saved_config(out))
-    saved_doc, now = saved.to_dict(), config.to_dict()
-    differ = sorted(
-        k
-        for k in set(saved_doc) | set(now)
-        if k not in RUNTIME_FIELDS and saved_doc.get(k) != now.get(k)
-    )
+    differ = _settings_differ(_saved_config(out), config, RUNTIME_FIELDS)
     if differ:
         raise ConfigError(
             f"--resume {out}: settings {', '.join(differ)} differ from the saved config.json "
@@ -404,8 +419,7 @@ def train(
         raise DatasetError(
             f"{data.path or 'dataset'}: features.json lacks normalisation statistics"
         )
-    if config.gamma is None:
-        config = dataclasses.replace(config, gamma=spec.gamma)
+    config = with_dataset_gamma(config, spec)
     _check_device(config.device)
     check_finite_data(data)
     out_path = Path(out)
@@ -542,23 +556,20 @@ def reuse_mismatch(out: str | Path, config: TrainConfig, spec: DatasetSpec) -> s
         saved_doc = read_json(path / "config.json", PolicyError)
         if not isinstance(saved_doc, dict):
             return "its config.json is not a JSON object"
-        saved = resolve_config([], base=saved_doc)
+        differ = _settings_differ(saved_doc, with_dataset_gamma(config, spec))
     except (PolicyError, ConfigError) as exc:
         return str(exc)
     if not manifest.get("complete") or manifest.get("n_steps_done") != config.n_steps:
         return f"its training is not complete at {config.n_steps} steps"
-    if manifest.get("dataset_hash") != spec.dataset_hash:
-        return f"it was trained on dataset {manifest.get('dataset_hash')}, not {spec.dataset_hash}"
-    if config.gamma is None:  # as train() resolves it before saving
-        config = dataclasses.replace(config, gamma=spec.gamma)
-    old, now = saved.to_dict(), config.to_dict()
-    differ = sorted(k for k in set(old) | set(now) if old.get(k) != now.get(k))
+    other = _other_dataset(manifest, spec)
+    if other is not None:
+        return f"it was trained on dataset {other}, not {spec.dataset_hash}"
     if differ:
         return f"its settings {', '.join(differ)} differ"
     versions, saved_versions = package_versions(), manifest.get("versions") or {}
-    other = sorted(k for k, v in versions.items() if saved_versions.get(k) != v)
-    if other:
-        return f"it was trained with other versions of {', '.join(other)}"
+    stale = sorted(k for k, v in versions.items() if saved_versions.get(k) != v)
+    if stale:
+        return f"it was trained with other versions of {', '.join(stale)}"
     return None
 
 

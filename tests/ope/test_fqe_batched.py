@@ -31,7 +31,8 @@ from batchrl_mtf.ope import (
 )
 from batchrl_mtf.ope.config import FQE_ENGINES
 from batchrl_mtf.ope.fqe import fit_q, fit_q_many
-from batchrl_mtf.ope.fqe_batched import fqe_transitions, step_budget, torch_thread_count
+from batchrl_mtf.ope.fqe_batched import fqe_transitions
+from batchrl_mtf.ope.fqe_schedule import step_budget, torch_thread_count
 from batchrl_mtf.policy import ConstantPolicy, LoggingPolicy
 
 TASKS = ("a", "b")
