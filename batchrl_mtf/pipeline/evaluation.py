@@ -22,6 +22,7 @@ import numpy.typing as npt
 from batchrl_mtf.core.io import atomic_write_bytes, atomic_write_text, dumps_json
 from batchrl_mtf.data.transitions import Transitions
 from batchrl_mtf.export import ExportConfig, export_table, quantile_edges, select_keys
+from batchrl_mtf.ope.evaluate import quoted_ci
 from batchrl_mtf.ope.paired import paired_difference
 from batchrl_mtf.pipeline.context import (
     check_env_fits,
@@ -218,6 +219,9 @@ def write_export(ctx: Context, folder: Path, algo: str) -> dict[str, Any]:
         est = network_offline[0]
         tab_est = result.table_offline.estimates[est]
         facts["ope_table"] = {"estimator": est, **tab_est.to_dict()}
+        if ope is not None:  # the interval quoted with it, with the calibrated model error
+            quoted = quoted_ci(tab_est, ope)
+            facts["ope_table"]["quoted_ci"] = None if quoted is None else list(quoted)
         diff = _production_diff(
             ctx.folder("evaluate") / "per_session.npz", f"production|{est}", tab_est.per_session
         )

@@ -178,6 +178,8 @@ def _ope_rows(ctx: Context) -> tuple[list[str], list[list[str]], dict[str, Any]]
                 cells.append("–")
                 continue
             ci = est.get("ci") or [None, None]
+            if e == rec:  # the quoted interval: with the calibrated model error (docs/ope.md)
+                ci = (p.get("recommended") or {}).get("ci") or ci
             fig_est[name][e] = (est["value"], ci[0], ci[1])
             mark = " ★" if e == rec else ""
             cells.append(_ci(est["value"], ci[0], ci[1]) + mark)
@@ -189,7 +191,7 @@ def _ope_rows(ctx: Context) -> tuple[list[str], list[list[str]], dict[str, Any]]
     if tp and fid.get("ope_table") is not None:
         t = fid["ope_table"]
         e = t["estimator"]
-        ci = t.get("ci") or [None, None]
+        ci = t.get("quoted_ci") or t.get("ci") or [None, None]
         fig_est[tp] = {e: (t["value"], ci[0], ci[1])}
         cells = [tp] + [(_ci(t["value"], ci[0], ci[1]) if x == e else "–") for x in ests]
         d = fid.get("ope_table_vs_production")

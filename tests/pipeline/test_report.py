@@ -3,12 +3,13 @@ and no dataset transitions to read."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 from batchrl_mtf.pipeline import load_pipeline, run_pipeline
 from batchrl_mtf.pipeline.context import Context
-from batchrl_mtf.pipeline.report import write_report
+from batchrl_mtf.pipeline.report import _ci, write_report
 from batchrl_mtf.pipeline.stage import StageRecord, read_record
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,3 +62,18 @@ def test_report_renders_from_stage_files_alone(tmp_path: Path) -> None:
     assert _without_timing(second) == _without_timing(first)
     assert (again / "headline.md").read_text(encoding="utf-8") == headline
     assert (again / "figures" / "weights_by_task.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_headline_quotes_the_recommended_interval_with_its_model_error(tmp_path: Path) -> None:
+    config = load_pipeline(REPO / "logs" / "pipeline_sample.toml", overrides=TINY)
+    result = run_pipeline(config, tmp_path / "run", progress=False, label="test")
+    ope = json.loads((tmp_path / "run" / "evaluate" / "ope.json").read_text())
+    for p in ope["policies"]:
+        rec = p["recommended"]
+        assert rec["model_error"] > 0 and rec["ci"] != rec["sampling_ci"]
+        quoted = f"{_ci(rec['value'], *rec['ci'])} ({rec['estimator']})"
+        assert f"| {p['name']} | {quoted} |" in result.headline.replace("**", "")
+    t = json.loads((tmp_path / "run" / "export" / "fidelity.json").read_text())["ope_table"]
+    assert t["quoted_ci"][0] < t["ci"][0] and t["quoted_ci"][1] > t["ci"][1]
+    quoted = f"{_ci(t['value'], *t['quoted_ci'])} ({t['estimator']})"
+    assert f"| table:bc | {quoted} |" in result.headline
