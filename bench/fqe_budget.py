@@ -152,18 +152,19 @@ def score(world: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def _widened(r: dict[str, Any], kappa: float, level: float = 0.95) -> tuple[float, float]:
-    """``r``'s recommended interval widened by the relative model error ``kappa``
+def _widened(r: dict[str, Any], config: OPEConfig) -> tuple[float, float]:
+    """``r``'s recommended interval widened by ``config``'s relative model error
     (:func:`batchrl_mtf.ope.quoted_ci`)."""
     est = Estimate("x", r["value"], (r["ci"][0], r["ci"][1]), None, np.zeros(1), 1)
-    return quoted_ci(est, OPEConfig(model_error=kappa, ci_level=level)) or (math.nan, math.nan)
+    return quoted_ci(est, config) or (math.nan, math.nan)
 
 
 def _covers(rows: list[dict[str, Any]], kappa: float) -> tuple[float, float]:
-    """Share of ``rows`` whose widened interval covers the truth, and whose lower end is at or
-    below it."""
+    """Share of ``rows`` whose interval widened by the relative model error ``kappa`` covers the
+    truth, and whose lower end is at or below it."""
+    config = OPEConfig(model_error=kappa)  # one config per kappa, not one per row
     ok = [r for r in rows if r["ci"] is not None and math.isfinite(r["value"])]
-    ends = [(_widened(r, kappa), r["truth"]) for r in ok]
+    ends = [(_widened(r, config), r["truth"]) for r in ok]
     cover = [lo <= t <= hi for (lo, hi), t in ends]
     below = [lo <= t for (lo, _), t in ends]
     return float(np.mean(cover)), float(np.mean(below))
