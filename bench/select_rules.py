@@ -32,6 +32,7 @@ sys.path.insert(0, str(HERE))
 from zoo_report import _diff  # noqa: E402
 
 from batchrl_mtf.selection.rule import (  # noqa: E402
+    BASELINES,
     BOUNDS,
     PRODUCTION,
     Gain,
@@ -42,30 +43,47 @@ from batchrl_mtf.selection.rule import (  # noqa: E402
 )
 
 MARGINS = (0.0, 0.01, 0.02, 0.05)
-"""Margins over production tried, as a share of production's estimated value."""
+"""Margins over the baseline tried, as a share of its estimated value."""
+
+BASELINE_VARIANTS = BASELINES
+"""``auto``: the selection's own baseline (the logging policy where production's weights leave
+the logged support, when ``select`` ran with ``baseline = "auto"``); ``production``: production
+always (every ``selection.json`` has the gains over production)."""
 
 
-def gains_of(selection: dict[str, Any]) -> tuple[list[Gain], dict[str, Any]]:
-    """The rule's inputs from a ``selection.json`` document, and candidates by name."""
+def gains_of(
+    selection: dict[str, Any], baseline: str = "auto"
+) -> tuple[list[Gain], dict[str, Any], str, float | None]:
+    """The rule's inputs from a ``selection.json`` document: the gains over the baseline,
+    candidates by name, the baseline's name and its estimated value (the margin's reference)."""
     by_name = {c["name"]: c for c in selection["candidates"]}
+    base = (selection.get("baseline") or {}).get("name", PRODUCTION)
+    if baseline == "production" or base == PRODUCTION:
+        base, key = PRODUCTION, "gain"
+        base_value = (by_name[PRODUCTION].get("estimate") or {}).get("value")
+    else:
+        key = "baseline_gain"
+        base_value = (selection["baseline"].get("estimate") or {}).get("value")
     gains = [
-        gain_from_doc(c["name"], c["gain"], c.get("support"))
+        gain_from_doc(c["name"], c[key], c.get("support"))
         for c in selection["candidates"]
-        if c["name"] != PRODUCTION and not c.get("skipped") and c.get("gain") is not None
+        if c["name"] != PRODUCTION and not c.get("skipped") and c.get(key) is not None
     ]
-    return gains, by_name
+    return gains, by_name, base, base_value
 
 
-def score_world(raw: dict[str, Any], bound: str, margin: float) -> dict[str, Any]:
+def score_world(
+    raw: dict[str, Any], bound: str, margin: float, baseline: str = "auto"
+) -> dict[str, Any]:
     """The choice of one variant on one world, against the truth."""
     sel, truth, ctruth = raw["selection"], raw["truth"], raw["candidate_truth"] or {}
-    gains, by_name = gains_of(sel)
-    prod_est = (by_name[PRODUCTION].get("estimate") or {}).get("value")
-    choice = choose(gains, True, bound, margin_gain(margin, prod_est))
+    gains, by_name, base, base_value = gains_of(sel, baseline)
+    choice = choose(gains, True, bound, margin_gain(margin, base_value), base)
     prod, best, oracle = truth["production"], truth["best_constant"], truth["oracle"]
     chosen_true = prod if choice.name == PRODUCTION else ctruth[choice.name]
     chosen = by_name[choice.name]
-    gain_lower = (chosen.get("gain") or {}).get("lower", math.nan)
+    rule_gain = chosen.get("gain") if base == PRODUCTION else chosen.get("baseline_gain")
+    gain_lower = (rule_gain or {}).get("lower", math.nan)
     lower = value_lower((chosen.get("estimate") or {}).get("lower"), gain_lower, choice.lower)
     d_prod, h_prod = _diff(chosen_true, prod)
     d_best, h_best = _diff(chosen_true, best)
@@ -82,6 +100,7 @@ def score_world(raw: dict[str, Any], bound: str, margin: float) -> dict[str, Any
         "lower": lower,
         "lower_below_truth": None if lower is None else bool(lower <= chosen_true["mean"]),
         "kept_production": choice.name == PRODUCTION,
+        "baseline": base,
     }
 
 
@@ -137,19 +156,20 @@ def main() -> None:
     print(f"{len(raws)} worlds: {', '.join(r['world']['name'] for r in raws)}")
     out: dict[str, Any] = {}
     print(
-        f"\n{'bound':16} {'margin':>6} {'worse':>5} {'>=best':>6} {'gap':>6} {'low<=true':>9} "
-        f"{'kept':>4}"
+        f"\n{'baseline':10} {'bound':16} {'margin':>6} {'worse':>5} {'>=best':>6} {'gap':>6} "
+        f"{'low<=true':>9} {'kept':>4}"
     )
-    for bound in BOUNDS:
-        for margin in MARGINS:
-            rows = [score_world(r, bound, margin) for r in raws]
-            s = summarise(rows)
-            out[f"{bound}@{margin:g}"] = {"summary": s, "worlds": rows}
-            print(
-                f"{bound:16} {margin:6.2f} {s['worse_than_production']:5d} "
-                f"{s['at_or_above_best']:6d} {s['median_gap_closed']:6.2f} "
-                f"{s['lower_below_truth']:>9} {s['kept_production']:4d}"
-            )
+    for baseline in BASELINE_VARIANTS:
+        for bound in BOUNDS:
+            for margin in MARGINS:
+                rows = [score_world(r, bound, margin, baseline) for r in raws]
+                s = summarise(rows)
+                out[f"{baseline}/{bound}@{margin:g}"] = {"summary": s, "worlds": rows}
+                print(
+                    f"{baseline:10} {bound:16} {margin:6.2f} {s['worse_than_production']:5d} "
+                    f"{s['at_or_above_best']:6d} {s['median_gap_closed']:6.2f} "
+                    f"{s['lower_below_truth']:>9} {s['kept_production']:4d}"
+                )
     print("\nper world (chosen candidate, true value; production, best constant):")
     for i in range(len(raws)):
         cells = []

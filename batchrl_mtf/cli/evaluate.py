@@ -21,6 +21,7 @@ from batchrl_mtf.ope import (
     plot_report,
     report_to_dict,
 )
+from batchrl_mtf.ope.config import KERNEL_BOUNDARIES
 from batchrl_mtf.resolve import resolve_ope_policy
 
 __all__ = ["COMMANDS", "best_constant_command", "evaluate_command"]
@@ -40,6 +41,7 @@ def _config(
     fqe_fits: int | None = None,
     fqe_engine: str | None = None,
     model_error: float | None = None,
+    kernel_boundary: str | None = None,
 ) -> object:
 
     fields: dict[str, object] = {
@@ -59,6 +61,8 @@ def _config(
         fields["fqe_engine"] = fqe_engine
     if model_error is not None:
         fields["model_error"] = model_error
+    if kernel_boundary is not None:
+        fields["kernel_boundary"] = kernel_boundary
     return OPEConfig(**fields)  # type: ignore[arg-type]
 
 
@@ -138,6 +142,14 @@ See docs/ope.md for formulas, the bandwidth rule, the recommended-estimate rule 
     help="Kernel bandwidth on [0,1]-normalised actions [default: Scott's rule].",
 )
 @click.option(
+    "--kernel-boundary",
+    type=click.Choice(KERNEL_BOUNDARIES),
+    default=None,
+    help="renormalise: the importance ratios' kernel is divided by its mass inside the logged "
+    "action box (policies on its edge keep their weight); none: the plain kernel "
+    f"[default: {OPEConfig().kernel_boundary}].",
+)
+@click.option(
     "--fqe-steps",
     type=int,
     default=None,
@@ -190,6 +202,7 @@ def evaluate_command(
     n_bootstrap: int,
     seed: int,
     bandwidth: float | None,
+    kernel_boundary: str | None,
     fqe_steps: int | None,
     cfqe_alpha: float | None,
     fqe_fits: int | None,
@@ -221,6 +234,7 @@ def evaluate_command(
         fqe_fits,
         fqe_engine,
         model_error,
+        kernel_boundary,
     )
     full = load_dataset(dataset_dir)
     data = _select(full, split)
@@ -283,6 +297,14 @@ The winner is written as a weight table without keys: its weights are the table'
     help="Bootstrap resamples for the winner's interval.",
 )
 @click.option(
+    "--kernel-boundary",
+    type=click.Choice(KERNEL_BOUNDARIES),
+    default=None,
+    help="renormalise: the importance ratios' kernel is divided by its mass inside the logged "
+    "action box (policies on its edge keep their weight); none: the plain kernel "
+    f"[default: {OPEConfig().kernel_boundary}].",
+)
+@click.option(
     "--fqe-steps",
     type=int,
     default=None,
@@ -305,6 +327,7 @@ def best_constant_command(
     gamma: float | None,
     seed: int,
     n_bootstrap: int,
+    kernel_boundary: str | None,
     fqe_steps: int | None,
     formula: str | None,
     beta: str | None,
@@ -316,7 +339,10 @@ def best_constant_command(
     --formula/--beta override it, with a note.
     """
 
-    config = _config((estimator,), gamma, n_bootstrap, seed, None, fqe_steps, None)
+    config = _config(
+        (estimator,), gamma, n_bootstrap, seed, None, fqe_steps, None,
+        kernel_boundary=kernel_boundary,
+    )  # fmt: skip
     full = load_dataset(dataset_dir)
     spec = full.spec
     fusion, fusion_line = choose_fusion(

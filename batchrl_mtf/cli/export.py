@@ -23,7 +23,7 @@ from batchrl_mtf.export import (
     offline_config,
 )
 from batchrl_mtf.ope import OPEConfig
-from batchrl_mtf.ope.config import FQE_ENGINES
+from batchrl_mtf.ope.config import FQE_ENGINES, KERNEL_BOUNDARIES
 from batchrl_mtf.resolve import resolve_policy
 from batchrl_mtf.training import load_policy
 
@@ -189,6 +189,14 @@ def _print_result(result: ExportResult, written: tuple[Path, ...]) -> None:
     type=click.FloatRange(min=0),
     help="Relative model error of the offline estimates' lower bounds (as in evaluate).",
 )
+@click.option(
+    "--kernel-boundary",
+    cls=ConfigOption,
+    config=OPEConfig,
+    field="kernel_boundary",
+    type=click.Choice(KERNEL_BOUNDARIES),
+    help="Kernel of the importance ratios at the action box's edge (as in evaluate).",
+)
 @config_option(
     "--seed", config=ExportConfig, field="seed", type=int, help="Seed (auto keys, env, FQE)."
 )
@@ -213,6 +221,7 @@ def export_command(
     fqe_fits: int,
     fqe_engine: str | None,
     model_error: float,
+    kernel_boundary: str,
     seed: int,
     out: str | None,
 ) -> None:
@@ -261,7 +270,9 @@ def export_command(
         fusion,
         policy_name=policy_dir,
         table_name=str(target),
-        ope=offline_config(data.spec, fqe_steps, fqe_fits, seed, fqe_engine, model_error),
+        ope=offline_config(
+            data.spec, fqe_steps, fqe_fits, seed, fqe_engine, model_error, kernel_boundary
+        ),
         env=env_spec,
     )
     _print_result(result, result.save(target, csv=write_csv))

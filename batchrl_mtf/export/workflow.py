@@ -51,6 +51,7 @@ def offline_config(
     seed: int = 0,
     fqe_engine: str | None = None,
     model_error: float | None = None,
+    kernel_boundary: str | None = None,
 ) -> OPEConfig:
     """The OPE settings of an export's offline values.
 
@@ -66,6 +67,8 @@ def offline_config(
         fqe_engine: ``"batched"`` or ``"d3rlpy"`` (``None``: :class:`OPEConfig`'s default).
         model_error: Relative model error of the quoted intervals (``None``: :class:`OPEConfig`'s
             default).
+        kernel_boundary: The importance ratios' kernel at the action box's edge (``None``:
+            :class:`OPEConfig`'s default).
     """
     config = OPEConfig(
         estimators=("dr", "wdr", "fqe") if spec.has_behavior_logp else ("fqe",),
@@ -75,6 +78,8 @@ def offline_config(
     )
     if model_error is not None:
         config = dataclasses.replace(config, model_error=model_error)
+    if kernel_boundary is not None:
+        config = dataclasses.replace(config, kernel_boundary=kernel_boundary)
     return config if fqe_engine is None else dataclasses.replace(config, fqe_engine=fqe_engine)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from batchrl_mtf.core.config import require
 from batchrl_mtf.data.box import DEFAULT_ACTION_BOX, parse_action_box
 
-__all__ = ["ESTIMATOR_NAMES", "FQE_ENGINES", "OPEConfig"]
+__all__ = ["ESTIMATOR_NAMES", "FQE_ENGINES", "KERNEL_BOUNDARIES", "OPEConfig"]
 
 ESTIMATOR_NAMES = ("fqe", "cfqe", "pdis", "wpdis", "dr", "wdr")
 """Every estimator name, in the order reports list them."""
@@ -18,6 +18,10 @@ FQE_LR_SCHEDULES = ("constant", "cosine")
 
 FQE_ENGINES = ("batched", "d3rlpy")
 """Engines of the (C)FQE fits (``OPEConfig.fqe_engine``)."""
+
+KERNEL_BOUNDARIES = ("renormalise", "none")
+"""Boundary treatments of the importance ratios' kernel (``OPEConfig.kernel_boundary``,
+:mod:`batchrl_mtf.ope.kernel`): divide it by its mass inside the logged action box, or not."""
 
 DEFAULT_RECOMMEND_ORDER = ("dr", "wdr", "fqe", "cfqe", "wpdis", "pdis")
 
@@ -34,6 +38,11 @@ class OPEConfig:
         seed: Seed of the bootstrap, the FQE networks and the FQE mini-batches.
         bandwidth: Gaussian-kernel bandwidth on the [0, 1]-normalised action space; ``None`` =
             Scott's rule on the logged actions (see :func:`batchrl_mtf.ope.kernel.scott_bandwidth`).
+        kernel_boundary: ``"renormalise"`` (default): the kernel of the importance ratios is
+            divided by its mass inside the logged action box, so that a policy on the box's
+            edge (production's weight 0 on a task it does not use) keeps its full weight;
+            ``"none"``: the plain kernel, whose weights shrink by half per task at the edge
+            (:mod:`batchrl_mtf.ope.kernel`; chosen on the zoo's tuning worlds, docs/ope.md).
         fqe_n_steps: Gradient steps of each FQE fit.
         fqe_batch_size: FQE mini-batch size (transitions).
         fqe_learning_rate: Adam learning rate of FQE.
@@ -114,6 +123,7 @@ class OPEConfig:
     ci_level: float = 0.95
     seed: int = 0
     bandwidth: float | None = None
+    kernel_boundary: str = "renormalise"
     fqe_n_steps: int = 5000
     fqe_batch_size: int = 256
     fqe_learning_rate: float = 1e-3
@@ -171,6 +181,11 @@ class OPEConfig:
                 "bandwidth",
                 f"expected a number > 0, found {self.bandwidth}",
             )
+        require(
+            self.kernel_boundary in KERNEL_BOUNDARIES,
+            "kernel_boundary",
+            f"expected one of {', '.join(KERNEL_BOUNDARIES)}, found {self.kernel_boundary!r}",
+        )
         require(self.fqe_n_steps >= 1, "fqe_n_steps", f"expected >= 1, found {self.fqe_n_steps}")
         require(
             self.fqe_batch_size >= 1,

@@ -43,7 +43,7 @@ def bandwidth_for(pdata: PolicyData, config: OPEConfig) -> float:
 
 def cumulative_log_weights(pdata: PolicyData, config: OPEConfig) -> FloatArray:
     """``log w_{i,t}``, shape (n_sessions, T), absorbing after each session's end (cached)."""
-    key = f"log_w:{config.bandwidth}"
+    key = f"log_w:{config.bandwidth}:{config.kernel_boundary}"
     if key in pdata.cache:
         return cast(FloatArray, pdata.cache[key])
     if pdata.is_behavior:
@@ -57,6 +57,7 @@ def cumulative_log_weights(pdata: PolicyData, config: OPEConfig) -> FloatArray:
             np.asarray(spec.action_low),
             np.asarray(spec.action_high),
             bandwidth_for(pdata, config),
+            config.kernel_boundary,
         )
     log_w = np.cumsum(pdata.pad(log_rho, 0.0), axis=1)
     pdata.cache[key] = log_w

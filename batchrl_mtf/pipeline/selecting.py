@@ -133,11 +133,12 @@ def selection_lines(ctx: Context) -> list[str]:
     if doc is None:
         return []
     ch = doc["chosen"]
-    gain = ch.get("gain") or {}
+    over = "the logging policy" if ch.get("baseline_gain") else "production"
+    gain = ch.get("baseline_gain") or ch.get("gain") or {}
     lines = [
         f"**Selection** (`{folder / 'table.json'}`): `{ch['name']}`, because {ch['reason']}. "
         + (
-            f"Its estimated gain over production is {_fmt(gain.get('gain'))}, lower bound "
+            f"Its estimated gain over {over} is {_fmt(gain.get('gain'))}, lower bound "
             f"{_fmt(gain.get('lower'))} ({gain.get('estimator')}, paired 95% interval)."
             if gain
             else "Production is kept: no candidate's lower bound of its gain is above zero."

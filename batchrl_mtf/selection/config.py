@@ -35,7 +35,7 @@ from batchrl_mtf.core.config import config_from_mapping, config_to_dict, merge_l
 from batchrl_mtf.data.box import DEFAULT_ACTION_BOX, parse_action_box
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.ope import OPEConfig
-from batchrl_mtf.selection.rule import BOUNDS
+from batchrl_mtf.selection.rule import BASELINES, BOUNDS
 from batchrl_mtf.training import ALGORITHMS
 
 __all__ = [
@@ -63,6 +63,7 @@ DEFAULT_SELECT_OPE = OPEConfig(
     fqe_n_steps=2000,
     fqe_n_fits=1,
     model_error=0.08,
+    kernel_boundary="none",
 )
 """The OPE settings of ``select``: undiscounted session return (the quantity an A/B test
 measures), FQE and the doubly robust estimators on one 2,000-step fit each, 200 paired bootstrap
@@ -71,7 +72,12 @@ intervals (and so ``chosen.lower``) carry a relative model error of 0.08: the sm
 lower ends were at or below the truth for 95% of 150 candidate tables and constants of the zoo's
 tuning block ``h`` at these settings (``bench/fqe_budget.py``, docs/selection.md). The paired
 gains the rule ranks by are not widened (on the same worlds a model-error term on them changed
-no choice that the 2% margin had not already made)."""
+no choice that the 2% margin had not already made). The importance ratios keep the plain kernel
+(``kernel_boundary = "none"``; ``evaluate`` renormalises it at the action box's edge since
+2026-12-04): on the tuning worlds ``f01``-``f12`` the renormalised kernel changed 4 of 12
+choices, two for the better (f11 kept production, f08's lower bound) and two for the worse (f02
+below production, f05), because it widens the doubly robust gains' intervals and FQE's narrow
+ones then win the rule (docs/selection.md)."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,13 @@ class SelectConfig:
             interval does not hold the fitted Q-function's error, and on the production-optimal
             tuning world h11 the chosen table's bound was +1.8% of production's estimate while
             its true gain was -16%.
+        baseline: What the gains are measured against (:data:`~batchrl_mtf.selection.rule.
+            BASELINES`): ``production``; or ``auto`` (default): production, unless the support
+            diagnostic flags production itself (its weights leave the logged quantile box, so
+            its estimate extrapolates as a flagged candidate's would), then the logging
+            policy, whose value the held-out sessions measure directly. Production is the
+            fallback either way. Chosen on the tuning worlds (docs/selection.md, "Production
+            outside the logged support").
         ope: The OPE settings of every estimate.
         seed: Seed of the export's auto-key sample.
     """
@@ -127,6 +140,7 @@ class SelectConfig:
     require_support: bool = True
     bound: str = "recommended"
     margin: float = 0.02
+    baseline: str = "auto"
     ope: OPEConfig = DEFAULT_SELECT_OPE
     seed: int = 0
 
@@ -170,6 +184,11 @@ class SelectConfig:
             f"expected one of {', '.join(BOUNDS)}, found {self.bound!r}",
         )
         require(self.margin >= 0, "margin", f"expected >= 0, found {self.margin}")
+        require(
+            self.baseline in BASELINES,
+            "baseline",
+            f"expected one of {', '.join(BASELINES)}, found {self.baseline!r}",
+        )
         require(
             self.ope.n_bootstrap > 0,
             "ope.n_bootstrap",

@@ -29,6 +29,12 @@
   lower end less the gap between the recommended estimator's paired bound and the rule's
   bound). ``gain.by_estimator`` (added later, optional) holds the same paired gain by every
   estimator valid for both policies (``{"fqe": {"gain", "lower", "upper"}, ...}``).
+  ``baseline`` (added 2026-12-04, optional) is ``{"name", "reason", "estimate"}``: what the rule
+  measured the gains against, ``production``, or ``logged`` (the logging policy) when
+  production's own weights leave the logged support; then every candidate (and ``chosen``) also
+  has ``baseline_gain``, the same object as ``gain`` over the logging policy, which the rule
+  used (``gain`` stays over production, an extrapolation there). Files without it were written
+  with the production baseline.
   ``skipped`` names why a candidate was not evaluated (the time budget).
 * ``selection.md``: the same, for people;
 * ``timing.json``: wall-clock seconds per candidate (kept out of ``selection.json`` so that it
@@ -58,8 +64,10 @@ SELECTION_FORMAT = "batchrl-mtf/selection@1"
 
 RULE = (
     "choose the candidate table with the highest lower bound of the paired 95% interval of its "
-    "gain over production on the held-out split; production when no lower bound is above the "
-    "margin (config.margin times production's estimated value; config.bound says which bound)"
+    "gain over the baseline on the held-out split; production when no lower bound is above the "
+    "margin (config.margin times the baseline's estimated value; config.bound says which bound); "
+    "the baseline is production, or the logging policy when production's weights leave the "
+    "logged support (config.baseline)"
 )
 
 
@@ -110,11 +118,24 @@ def selection_doc(
                 "skipped": c.skipped,
             }
         )
+        if c.baseline_gain is not None:
+            cands[-1]["baseline_gain"] = c.baseline_gain
     chosen = result.chosen
     est = chosen.estimate or {}
-    gain_lower = (chosen.gain or {}).get("lower", math.nan)
+    gain_lower = (chosen.rule_gain or {}).get("lower", math.nan)
     lower = value_lower(est.get("lower"), gain_lower, result.choice.lower)
     test = data.select("test")
+    chosen_doc: dict[str, Any] = {
+        "name": chosen.name,
+        "estimator": est.get("estimator"),
+        "estimate": est.get("value"),
+        "lower": lower,
+        "upper": est.get("upper"),
+        "gain": chosen.gain,
+        "reason": result.choice.reason,
+    }
+    if chosen.baseline_gain is not None:
+        chosen_doc["baseline_gain"] = chosen.baseline_gain
     return {
         "format": SELECTION_FORMAT,
         "dataset": str(data.path or ""),
@@ -124,15 +145,8 @@ def selection_doc(
         "gamma": config.ope.gamma if config.ope.gamma is not None else data.spec.gamma,
         "production": {f"w_{t}": w for t, w in zip(tasks, result.production, strict=True)},
         "candidates": cands,
-        "chosen": {
-            "name": chosen.name,
-            "estimator": est.get("estimator"),
-            "estimate": est.get("value"),
-            "lower": lower,
-            "upper": est.get("upper"),
-            "gain": chosen.gain,
-            "reason": result.choice.reason,
-        },
+        "chosen": chosen_doc,
+        "baseline": result.baseline,
         "rule": RULE,
         "config": config.to_dict(),
         "versions": package_versions(),
@@ -161,14 +175,27 @@ def selection_markdown(doc: dict[str, Any]) -> str:
         "",
         f"Rule: {doc['rule']}.",
         "",
-        "| candidate | value | lower | upper | gain | gain lower | gain upper | outside support |",
+    ]
+    base = (doc.get("baseline") or {}).get("name", "production")
+    if base != "production":
+        be = doc["baseline"].get("estimate") or {}
+        lines += [
+            f"Baseline: {doc['baseline']['reason']}. The logging policy's value: "
+            f"{_f(be.get('value'))} (95% interval {_f(be.get('lower'))} to "
+            f"{_f(be.get('upper'))}, {be.get('estimator')}).",
+            "",
+        ]
+    lines += [
+        f"| candidate | value | lower | upper | gain over {base} | gain lower | gain upper "
+        "| outside support |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for c in doc["candidates"]:
         if c["skipped"]:
             lines.append(f"| {c['name']} | skipped: {c['skipped']} | | | | | | |")
             continue
-        e, g, s = c["estimate"] or {}, c["gain"] or {}, c["support"] or {}
+        e, s = c["estimate"] or {}, c["support"] or {}
+        g = (c.get("baseline_gain") if base != "production" else c["gain"]) or {}
         share = s.get("outside_share")
         flag = " (flagged)" if s.get("flag") else ""
         lines.append(

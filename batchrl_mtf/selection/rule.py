@@ -17,6 +17,13 @@ Each candidate ``c`` has a paired estimate of its gain over production on the he
    production is chosen (``reason`` says so). Trust-region steps are candidates of their own, so
    when the unconstrained table's bound is not above it but a smaller step's is, that step wins.
 
+The baseline is production unless production itself leaves the logged support (its constant
+weights fall outside the logged quantile box, e.g. logs of a uniform exploration that never
+served production's weights): then its estimate is an extrapolation as well, the gains over it
+mean nothing, and the gains are measured against the logging policy instead, whose value the held-out
+sessions measure without a model (:data:`LOGGED`; ``SelectConfig.baseline``). Production stays
+the fallback either way.
+
 Choosing by the lower bound rather than the estimate discounts candidates whose estimate is
 high only because it is uncertain (a policy far from the logs has a wide interval), the
 selection analogue of the pessimism behind conservative offline RL.
@@ -32,7 +39,9 @@ from typing import Any
 from batchrl_mtf.errors import ConfigError
 
 __all__ = [
+    "BASELINES",
     "BOUNDS",
+    "LOGGED",
     "PRODUCTION",
     "Choice",
     "Gain",
@@ -46,8 +55,17 @@ __all__ = [
 PRODUCTION = "production"
 """The name of the production candidate."""
 
+LOGGED = "logged"
+"""The name of the logging policy when it is the baseline of the gains."""
+
 BOUNDS = ("recommended", "all-estimators")
 """The lower bounds :func:`choose` can rank by (module docstring, step 2)."""
+
+BASELINES = ("auto", "production")
+"""What the gains are measured against (``SelectConfig.baseline``): ``production`` always, or
+with ``auto`` the logging policy when production's own actions leave the logged support."""
+
+_BASELINE_WORDS = {PRODUCTION: "production", LOGGED: "the logging policy"}
 
 
 @dataclass(frozen=True)
@@ -135,20 +153,28 @@ def choose(
     require_support: bool = True,
     bound: str = "recommended",
     min_gain: float = 0.0,
+    baseline: str = PRODUCTION,
 ) -> Choice:
     """Apply the rule of the module docstring to the candidates' gains.
 
     Args:
-        gains: One per candidate (production excluded).
+        gains: One per candidate (production excluded), over ``baseline``.
         require_support: Leave out candidates whose actions leave the logged support.
         bound: Which lower bound ranks them, one of :data:`BOUNDS`.
         min_gain: A candidate is chosen only when its bound is above this (>= 0).
+        baseline: What the gains are over: :data:`PRODUCTION` or :data:`LOGGED` (the reason's
+            words; production is the fallback either way).
 
     Raises:
-        ConfigError: An unknown ``bound`` or a negative ``min_gain``.
+        ConfigError: An unknown ``bound`` or ``baseline``, or a negative ``min_gain``.
     """
     if bound not in BOUNDS:
         raise ConfigError(f"bound: expected one of {', '.join(BOUNDS)}, found {bound!r}")
+    if baseline not in _BASELINE_WORDS:
+        raise ConfigError(
+            f"baseline: expected one of {', '.join(_BASELINE_WORDS)}, found {baseline!r}"
+        )
+    over = _BASELINE_WORDS[baseline]
     if not min_gain >= 0.0:
         raise ConfigError(f"min_gain: expected >= 0, found {min_gain}")
     lows = {g.name: rule_lower(g, bound) for g in gains}
@@ -173,12 +199,12 @@ def choose(
     if low <= min_gain:
         return Choice(
             PRODUCTION,
-            f"no candidate's {what} of its gain over production is above {min_gain:.4g} (best "
+            f"no candidate's {what} of its gain over {over} is above {min_gain:.4g} (best "
             f"{best.name}: gain {best.gain:.4g}, bound {low:.4g}); keep production",
         )
     return Choice(
         best.name,
-        f"highest {what} of the gain over production ({low:.4g} > {min_gain:.4g}; gain "
+        f"highest {what} of the gain over {over} ({low:.4g} > {min_gain:.4g}; gain "
         f"{best.gain:.4g}, interval [{best.lower:.4g}, {best.upper:.4g}]) among {len(ok)} "
         "candidates",
         low,

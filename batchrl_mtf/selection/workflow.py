@@ -43,10 +43,11 @@ from batchrl_mtf.export import ExportConfig, export_table, logged_centre
 from batchrl_mtf.ope import OPEConfig, OPEResult, evaluate_policies
 from batchrl_mtf.ope.evaluate import IMPORTANCE_WEIGHTED, quoted_ci
 from batchrl_mtf.ope.paired import merge_results, paired_vs, per_session_values
-from batchrl_mtf.policy import ConstantPolicy, TablePolicy
+from batchrl_mtf.policy import ConstantPolicy, LoggingPolicy, TablePolicy
 from batchrl_mtf.selection.config import CandidateSpec, SelectConfig, portfolio
 from batchrl_mtf.selection.report import check_out, write_selection
 from batchrl_mtf.selection.rule import (
+    LOGGED,
     PRODUCTION,
     Choice,
     Gain,
@@ -82,6 +83,8 @@ class Candidate:
             its policy value (``lower``/``upper``: ``sampling_ci`` widened by the relative model
             error, :func:`batchrl_mtf.ope.evaluate.quoted_ci`).
         gain: ``{"estimator", "gain", "lower", "upper"}`` over production (paired).
+        baseline_gain: The same over the logging policy when that is the rule's baseline
+            (production outside the logged support; ``None`` otherwise).
         support: The support diagnostic of the table's actions on the held-out states.
         seconds: Wall-clock seconds spent on it (training shared by its trust-region steps is
             counted on the first).
@@ -97,6 +100,12 @@ class Candidate:
     support: dict[str, object] | None = None
     seconds: float = 0.0
     skipped: str | None = None
+    baseline_gain: dict[str, Any] | None = None
+
+    @property
+    def rule_gain(self) -> dict[str, Any] | None:
+        """The gain the rule judged it by: over the baseline (:attr:`baseline_gain` when set)."""
+        return self.baseline_gain if self.baseline_gain is not None else self.gain
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,8 @@ class SelectionResult:
         candidates: Production first, then every candidate in portfolio order.
         choice: The chosen candidate and why.
         seconds: Wall-clock seconds of the whole selection.
+        baseline: ``{"name", "reason", "estimate"}``: what the gains were measured against
+            (``production`` or ``logged``, :data:`~batchrl_mtf.selection.rule.BASELINES`).
     """
 
     out: Path
@@ -116,6 +127,7 @@ class SelectionResult:
     candidates: tuple[Candidate, ...]
     choice: Choice
     seconds: float
+    baseline: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def chosen(self) -> Candidate:
@@ -256,6 +268,12 @@ class _Judge:
         prod_policy = ConstantPolicy(prod, tasks, name=PRODUCTION)
         self.parts = [evaluate_policies(self.test, [prod_policy], self.ope)]
         self.per_session = per_session_values(self.parts[0])
+        self.baseline, self.baseline_reason = _baseline(config.baseline, self.parts[0])
+        if self.baseline == LOGGED:
+            logger.warning("select: %s", self.baseline_reason)
+            logged = evaluate_policies(self.test, [LoggingPolicy(tasks, name=LOGGED)], self.ope)
+            self.parts.append(logged)
+            self.per_session.update(per_session_values(logged))
         self.tables: dict[str, WeightTable] = {
             PRODUCTION: production_table(prod, data, fusion, {"source": "production weights"})
         }
@@ -306,9 +324,15 @@ class _Judge:
         self.rows += [(c, p, s, spent + share, None) for c, p, s, spent in added]
 
     def decide(self, out: Path) -> SelectionResult:
-        """Paired gains over production, the rule, the result (step 4)."""
+        """Paired gains over production (and the logging policy when it is the baseline), the
+        rule, the result (step 4)."""
         merged = merge_results(self.parts)
         vs = paired_vs(self.per_session, PRODUCTION, merged, self.ope)
+        vs_base = (
+            vs
+            if self.baseline == PRODUCTION
+            else paired_vs(self.per_session, self.baseline, merged, self.ope)
+        )
         by_name = {p.name: p for p in merged.policies}
         gains: list[Gain] = []
         candidates: list[Candidate] = []
@@ -316,28 +340,15 @@ class _Judge:
             if skipped is not None:
                 candidates.append(Candidate(cname, pol, tstep, None, seconds=0.0, skipped=skipped))
                 continue
-            gain = None
-            est_name = None
+            gain = base_gain = None
             if cname != PRODUCTION:
-                entry = vs[cname]
-                est_name = entry["estimator"]
-                diff = entry["by_estimator"].get(est_name) if est_name else None
-                if diff is not None:
-                    gain = {
-                        "estimator": est_name,
-                        "gain": float(diff["diff"]),
-                        "lower": float(diff["ci"][0]),
-                        "upper": float(diff["ci"][1]),
-                        "by_estimator": {
-                            e: {
-                                "gain": float(d["diff"]),
-                                "lower": float(d["ci"][0]),
-                                "upper": float(d["ci"][1]),
-                            }
-                            for e, d in entry["by_estimator"].items()
-                        },
-                    }
-                    gains.append(gain_from_doc(cname, gain, by_name[cname].support))
+                gain = _gain_doc(vs[cname])
+                if self.baseline != PRODUCTION:
+                    base_gain = _gain_doc(vs_base[cname])
+            rule_gain = gain if self.baseline == PRODUCTION else base_gain
+            est_name = None if cname == PRODUCTION else vs_base[cname]["estimator"]
+            if rule_gain is not None:
+                gains.append(gain_from_doc(cname, rule_gain, by_name[cname].support))
             candidates.append(
                 Candidate(
                     cname,
@@ -348,13 +359,52 @@ class _Judge:
                     gain=gain,
                     support=by_name[cname].support,
                     seconds=secs,
+                    baseline_gain=base_gain,
                 )
             )
-        prod_est = next(c for c in candidates if c.name == PRODUCTION).estimate or {}
-        min_gain = margin_gain(self.config.margin, prod_est.get("value"))
-        choice = choose(gains, self.config.require_support, self.config.bound, min_gain)
+        base_est = _estimate(merged, self.baseline, None) or {}
+        min_gain = margin_gain(self.config.margin, base_est.get("value"))
+        choice = choose(
+            gains, self.config.require_support, self.config.bound, min_gain, self.baseline
+        )
         elapsed = time.perf_counter() - self.start
-        return SelectionResult(out, self.production, tuple(candidates), choice, elapsed)
+        baseline = {"name": self.baseline, "reason": self.baseline_reason, "estimate": base_est}
+        return SelectionResult(
+            out, self.production, tuple(candidates), choice, elapsed, baseline=baseline
+        )
+
+
+def _gain_doc(entry: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A candidate's ``gain`` object from its :func:`~batchrl_mtf.ope.paired.paired_vs` entry
+    (``None`` when no estimator is valid for both policies)."""
+    est_name = entry["estimator"]
+    diff = entry["by_estimator"].get(est_name) if est_name else None
+    if diff is None:
+        return None
+    return {
+        "estimator": est_name,
+        "gain": float(diff["diff"]),
+        "lower": float(diff["ci"][0]),
+        "upper": float(diff["ci"][1]),
+        "by_estimator": {
+            e: {"gain": float(d["diff"]), "lower": float(d["ci"][0]), "upper": float(d["ci"][1])}
+            for e, d in entry["by_estimator"].items()
+        },
+    }
+
+
+def _baseline(setting: str, production: OPEResult) -> tuple[str, str]:
+    """``(baseline, why)``: what the gains are measured against (``SelectConfig.baseline``)."""
+    support = production.policies[0].support or {}
+    if setting == "production" or not support.get("flag", False):
+        return PRODUCTION, "production, evaluated on the held-out sessions"
+    share = float(support.get("outside_share", math.nan))  # type: ignore[arg-type]
+    return LOGGED, (
+        f"production's weights leave the logged support ({share:.0%} of its actions outside the "
+        "logged quantile box), so its estimate is an extrapolation; gains are measured against "
+        "the logging policy, whose value the held-out sessions measure directly (production's "
+        "own gain over it is not known from these logs)"
+    )
 
 
 def select_policy(

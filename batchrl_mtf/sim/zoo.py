@@ -1,14 +1,14 @@
-"""The world zoo: 48 seeded platform specs, a tuning half and a held-out half (``docs/zoo.md``).
+"""The world zoo: 60 seeded platform specs, a tuning half and a held-out half (``docs/zoo.md``).
 
 Every world is generated from its seed alone (same seed -> same spec, byte for byte) in the
 ordinary spec TOML format (:mod:`batchrl_mtf.sim.spec`), with a logging recipe (which
-``simulate --policy`` and how many sessions) next to it. World ``i`` (0..47) has seed
-``ZOO_SEED + i``, in blocks of 12 (:data:`BLOCKS`): worlds 0..35 (``t01``..``t12``,
-``h01``..``h12``, ``n01``..``n12``) form the **tuning half**, worlds 36..47 (``f01``..``f12``)
-the **held-out half**: choose defaults on the first, report on the second. Blocks ``h`` and
-``n`` were each the held-out half until their results were read and defaults changed after
-them (2026-12-01, 2026-12-03); each time, the block moved to the tuning half and a block of
-seeds nobody had run became the held-out half.
+``simulate --policy`` and how many sessions) next to it. World ``i`` (0..59) has seed
+``ZOO_SEED + i``, in blocks of 12 (:data:`BLOCKS`): worlds 0..47 (``t01``..``t12``,
+``h01``..``h12``, ``n01``..``n12``, ``f01``..``f12``) form the **tuning half**, worlds 48..59
+(``g01``..``g12``) the **held-out half**: choose defaults on the first, report on the second.
+Blocks ``h``, ``n`` and ``f`` were each the held-out half until their results were read and
+defaults changed after them (2026-12-01, 2026-12-03, 2026-12-04); each time, the block moved to
+the tuning half and a block of seeds nobody had run became the held-out half.
 
 Axes of variation (each drawn per world from its seed): 3-8 tasks; 2-5 hidden segments with
 noisy visible hints plus irrelevant visible features; which feedback drives satisfaction (and so
@@ -55,10 +55,11 @@ BLOCKS: tuple[tuple[str, Half], ...] = (
     ("t", "tuning"),
     ("h", "tuning"),
     ("n", "tuning"),
-    ("f", "heldout"),
+    ("f", "tuning"),
+    ("g", "heldout"),
 )
 """Name prefix and half of each block of :data:`HALF_SIZE` consecutive seeds (module docstring:
-blocks ``h`` and ``n`` were the held-out half before they were looked at)."""
+blocks ``h``, ``n`` and ``f`` were the held-out half before they were looked at)."""
 HALF_SIZE = 12
 """Worlds per block."""
 N_WORLDS = HALF_SIZE * len(BLOCKS)
@@ -79,8 +80,8 @@ class ZooWorld:
     """One world of the zoo: its spec document and how its logs are made.
 
     Attributes:
-        name: ``t01``..``t12`` (tuning) or ``h01``..``h12`` (held-out).
-        index: Position 0..23 in the zoo.
+        name: ``<block><slot>``, e.g. ``t01`` or ``g12`` (:data:`BLOCKS`).
+        index: Position 0..59 in the zoo.
         seed: The generator seed (``ZOO_SEED + index``).
         half: ``"tuning"`` or ``"heldout"``.
         kind: ``"generated"``, ``"production-optimal"`` or ``"xmtf-kuairand"``.

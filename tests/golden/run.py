@@ -123,8 +123,8 @@ def run(work: Path) -> dict[str, Any]:
 
     _cli(["export", "pol", "--dataset", "ds", "--keys", "u_activity,session_depth", "--buckets",
           "3", "--min-support", "200", "--formula", "logsum", "--beta", "0.1", "--fqe-steps", "100",
-          "--fqe-fits", "1", "--fqe-engine", "d3rlpy", "--model-error", "0", "--seed", "0",
-          "--out", "table.json"],
+          "--fqe-fits", "1", "--fqe-engine", "d3rlpy", "--model-error", "0",
+          "--kernel-boundary", "none", "--seed", "0", "--out", "table.json"],
          work)  # fmt: skip
     table = _json(work / "table.json")
     out["table"] = table
@@ -133,7 +133,7 @@ def run(work: Path) -> dict[str, Any]:
           "--policy", "constant:1.0,0.4,0.3,0.1,0.1,0.1", "--estimators",
           "fqe,cfqe,pdis,wpdis,dr,wdr", "--fqe-steps", "100", "--fqe-fits", "2",
           "--cfqe-alpha", "0.0005", "--n-bootstrap", "50", "--split", "test", "--seed", "0",
-          "--fqe-engine", "d3rlpy", "--model-error", "0",
+          "--fqe-engine", "d3rlpy", "--model-error", "0", "--kernel-boundary", "none",
           "--gamma", "1", "--out", "ope.json"], work)  # fmt: skip
     out["evaluate"] = _json(work / "ope.json")
     for dotted in CHANGED_DEFAULTS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -35,12 +36,13 @@ from batchrl_mtf.ope import (
 )
 from batchrl_mtf.ope.base import fit_standard_error, widen_ci
 from batchrl_mtf.ope.fqe import QValues, q_cache_key
-from batchrl_mtf.ope.kernel import log_kernel_ratio
+from batchrl_mtf.ope.kernel import log_box_mass, log_kernel_ratio
 from batchrl_mtf.policy.base import ConstantPolicy, LoggingPolicy
 
-# h = 1/sqrt(2 pi): a 1-task Gaussian kernel is exactly 1 at distance 0
+# h = 1/sqrt(2 pi): a 1-task Gaussian kernel is exactly 1 at distance 0 (the plain kernel, not
+# renormalised to the box, so that the hand computations below read the ratios directly)
 H_UNIT = 1.0 / math.sqrt(2.0 * math.pi)
-NO_BOOT = OPEConfig(n_bootstrap=0, bandwidth=H_UNIT)
+NO_BOOT = OPEConfig(n_bootstrap=0, bandwidth=H_UNIT, kernel_boundary="none")
 
 
 def make_data(
@@ -145,13 +147,47 @@ def test_pdis_per_session_values_are_the_weighted_returns() -> None:
 def test_kernel_ratio_matches_gaussian_formula() -> None:
     # 2 tasks, bounds [0, 2]: normalised distance (0.25, -0.5); density over raw weights / 2^2
     h = 0.3
-    got = log_kernel_ratio(
+    args = (
         np.array([[1.0, 0.0]]), np.array([[0.5, 1.0]]), np.array([-1.2]),
         np.array([0.0, 0.0]), np.array([2.0, 2.0]), h,
     )  # fmt: skip
     d2 = 0.25**2 + 0.5**2
     kernel = math.exp(-d2 / (2 * h * h)) / (2 * math.pi * h * h)
-    assert math.exp(got[0]) == pytest.approx(kernel / 4.0 / math.exp(-1.2), rel=1e-12)
+    plain = math.exp(log_kernel_ratio(*args, "none")[0])
+    assert plain == pytest.approx(kernel / 4.0 / math.exp(-1.2), rel=1e-12)
+    # renormalised (the default): divided by the kernel's mass inside the box, per task
+    phi = NormalDist().cdf
+    mass = (phi((1 - 0.25) / h) - phi(-0.25 / h)) * (phi((1 - 0.5) / h) - phi(-0.5 / h))
+    assert math.exp(log_kernel_ratio(*args)[0]) == pytest.approx(plain / mass, rel=1e-9)
+
+
+def test_kernel_boundary_mass() -> None:
+    h = 0.05
+    # inside, far from the edges: the whole mass; on an edge: half per task; clipped outside
+    centres = np.array([[0.5, 0.5], [0.0, 0.5], [0.0, 1.0], [-3.0, 0.5], [1e-9, 0.4]])
+    np.testing.assert_allclose(
+        np.exp(log_box_mass(centres, h)), [1.0, 0.5, 0.25, 0.5, 0.5], rtol=1e-6
+    )
+    # a narrow kernel far inside stays exact (no cancellation), a wide one keeps its inner part
+    assert log_box_mass(np.array([[0.5]]), 1e-4)[0] == 0.0
+    phi = NormalDist().cdf
+    assert math.exp(log_box_mass(np.array([[0.2]]), 2.0)[0]) == pytest.approx(
+        phi(0.8 / 2.0) - phi(-0.2 / 2.0), rel=1e-12
+    )
+
+
+def test_renormalised_kernel_keeps_an_edge_policy_unbiased() -> None:
+    """A policy on the box's lower edge, logs uniform on the box: the plain kernel's PDIS loses
+    half the value per task and step; the renormalised one recovers the reward."""
+    rng = np.random.default_rng(0)
+    n, k = 20000, 2
+    acts = rng.uniform(0.0, 1.0, size=(n, k))
+    logp = np.zeros(n)  # uniform density 1 on [0, 1]^2
+    edge = np.zeros((n, k))
+    low, high = np.zeros(k), np.ones(k)
+    for boundary, share in (("none", 0.25), ("renormalise", 1.0)):
+        w = np.exp(log_kernel_ratio(acts, edge, logp, low, high, 0.05, boundary))
+        assert float(w.mean()) == pytest.approx(share, rel=0.05)
 
 
 def test_far_policy_gets_small_weights() -> None:
@@ -233,7 +269,7 @@ def test_behavior_fqe_is_close_to_on_policy_average() -> None:
 
 
 def test_bootstrap_interval_resamples_sessions_and_ratio() -> None:
-    cfg = OPEConfig(n_bootstrap=50, bandwidth=H_UNIT, seed=3)
+    cfg = OPEConfig(n_bootstrap=50, bandwidth=H_UNIT, seed=3, kernel_boundary="none")
     data = make_data(TINY * 3)
     est = WPDIS(cfg).estimate(data, POLICY)
     # the same resamples by hand: counts of sessions, ratio of weighted sums per step
@@ -250,7 +286,9 @@ def test_bootstrap_interval_resamples_sessions_and_ratio() -> None:
 
 def test_constant_per_session_values_give_a_point_interval() -> None:
     data = make_data([[(0.0, 0.5, 2.0, 0.0)]] * 5)
-    est = PDIS(OPEConfig(n_bootstrap=20, bandwidth=H_UNIT)).estimate(data, POLICY)
+    est = PDIS(OPEConfig(n_bootstrap=20, bandwidth=H_UNIT, kernel_boundary="none")).estimate(
+        data, POLICY
+    )
     assert est.ci == pytest.approx((2.0, 2.0))
 
 
@@ -339,7 +377,9 @@ def test_recommend_rule_prefers_dr_and_guards_pure_is_by_ess() -> None:
 
 def test_evaluate_policies_ranks_by_recommended_value() -> None:
     data = make_data(TINY)
-    cfg = OPEConfig(estimators=("pdis", "wpdis"), n_bootstrap=10, bandwidth=H_UNIT)
+    cfg = OPEConfig(
+        estimators=("pdis", "wpdis"), n_bootstrap=10, bandwidth=H_UNIT, kernel_boundary="none"
+    )
     far = ConstantPolicy((0.9,), ("a",), name="far")
     res = evaluate_policies(data, [far, POLICY, LoggingPolicy(("a",))], cfg)
     assert res.ranking == ("behavior", "constant:0.5", "far")
@@ -442,6 +482,7 @@ def test_fqe_lr_schedule_changes_the_fit_and_the_cache_key() -> None:
     [
         ("fqe_lr_schedule", "linear", r"fqe_lr_schedule: expected one of constant, cosine"),
         ("fqe_n_fits", 0, r"fqe_n_fits: expected >= 1, found 0"),
+        ("kernel_boundary", "reflect", r"kernel_boundary: expected one of renormalise, none"),
     ],
 )
 def test_ensemble_config_is_validated(field: str, value: object, match: str) -> None:

@@ -48,6 +48,7 @@ def test_overrides_nest_ope_and_conservativeness() -> None:
         ({"action_box": "wide"}, "action_box"),
         ({"bound": "median"}, "bound: expected one of recommended, all-estimators"),
         ({"margin": -0.01}, "margin: expected >= 0"),
+        ({"baseline": "logged"}, "baseline: expected one of auto, production"),
     ],
 )
 def test_bad_settings_name_the_key(layer: dict, match: str) -> None:

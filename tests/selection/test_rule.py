@@ -8,7 +8,7 @@ import pytest
 
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.selection import PRODUCTION, Gain, choose
-from batchrl_mtf.selection.rule import gain_from_doc, margin_gain, value_lower
+from batchrl_mtf.selection.rule import LOGGED, gain_from_doc, margin_gain, value_lower
 
 NAN = math.nan
 
@@ -105,11 +105,21 @@ def test_bound_and_margin(
         ({"bound": "median"}, "bound: expected one of recommended, all-estimators"),
         ({"min_gain": -0.1}, "min_gain: expected >= 0"),
         ({"min_gain": NAN}, "min_gain: expected >= 0"),
+        ({"baseline": "auto"}, "baseline: expected one of production, logged"),
     ],
 )
 def test_bad_rule_settings_raise(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         choose([Gain("a", 1.0, 0.5, 1.5)], **kwargs)
+
+
+def test_the_baseline_names_what_the_gains_are_over_and_production_stays_the_fallback() -> None:
+    won = choose([Gain("a", 2.0, 1.0, 3.0)], baseline=LOGGED)
+    assert won.name == "a" and "gain over the logging policy" in won.reason
+    kept = choose([Gain("a", 0.5, -0.5, 1.5)], baseline=LOGGED)
+    assert kept.name == PRODUCTION and "over the logging policy" in kept.reason
+    assert "keep production" in kept.reason
+    assert "gain over production" in choose([Gain("a", 2.0, 1.0, 3.0)]).reason
 
 
 def test_value_lower_carries_the_rules_margin_and_old_documents_load() -> None:

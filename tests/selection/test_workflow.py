@@ -236,3 +236,64 @@ def test_reuse_copies_a_matching_training_and_selects_the_same(
 
     parallel = run("parallel", dataclasses.replace(config, parallel=2), [source])
     assert parallel["candidates"] == fresh["candidates"] and parallel["chosen"] == fresh["chosen"]
+
+
+def test_production_outside_the_logged_support_is_judged_against_the_logging_policy(
+    selected: tuple[Path, str, tuple[float, ...]], tmp_path: Path
+) -> None:
+    """Production weights outside the logged box: its estimate extrapolates, so the gains are
+    measured against the logging policy (``baseline = "auto"``); ``baseline = "production"``
+    keeps the rule before, and the gains over production are the same numbers either way."""
+    import dataclasses
+
+    import numpy as np
+
+    from batchrl_mtf.data.formats import load_dataset
+    from batchrl_mtf.policy import ConstantPolicy
+    from batchrl_mtf.selection import select_among
+    from batchrl_mtf.serving import Fusion
+
+    out, _, _ = selected
+    data = load_dataset(out.parent / "ds")
+    tasks = tuple(data.spec.tasks)
+    # the largest logged weight of every task: within the action bounds (a table can serve it),
+    # outside the logged 1%-99% box on every task
+    far = tuple(float(x) for x in data.spec.action_high)
+    centre = tuple(float(x) for x in np.median(data.actions, axis=0))
+    fusion = get_world(WORLD).doc["fusion"]
+    config = _two_candidates()
+    # with DR (the logs carry behavior_logp) the logging policy's value is its on-policy average
+    config = dataclasses.replace(
+        config, ope=dataclasses.replace(config.ope, estimators=("fqe", "dr"))
+    )
+    docs = {}
+    for baseline in ("auto", "production"):
+        select_among(
+            data, [("centre", ConstantPolicy(centre, tasks, name="centre"))],
+            tmp_path / baseline, dataclasses.replace(config, baseline=baseline),
+            fusion=Fusion("logsum", tuple(fusion["beta"])), production=far,
+        )  # fmt: skip
+        docs[baseline] = json.loads((tmp_path / baseline / "selection.json").read_text())
+    auto, prod = docs["auto"], docs["production"]
+    assert auto["candidates"][0]["support"]["flag"] is True
+    assert auto["baseline"]["name"] == "logged"
+    assert "leave the logged support" in auto["baseline"]["reason"]
+    assert prod["baseline"]["name"] == "production"
+    assert all("baseline_gain" not in c for c in prod["candidates"])
+    base_value = auto["baseline"]["estimate"]["value"]
+    test = data.select("test")
+    # the logging policy's value is the held-out sessions' own mean return (gamma 1)
+    assert auto["baseline"]["estimate"]["estimator"] == "dr"
+    assert base_value == pytest.approx(float(test.rewards.sum()) / test.n_sessions, rel=1e-9)
+    centre_doc = next(c for c in auto["candidates"] if c["name"] == "centre")
+    bg = centre_doc["baseline_gain"]
+    assert bg["lower"] <= bg["gain"] <= bg["upper"]
+    assert bg["gain"] == pytest.approx(centre_doc["estimate"]["value"] - base_value)
+    assert (
+        centre_doc["gain"] == next(c for c in prod["candidates"] if c["name"] == "centre")["gain"]
+    )
+    assert "over the logging policy" in auto["chosen"]["reason"]
+    assert "over production" in prod["chosen"]["reason"]
+    md = (tmp_path / "auto" / "selection.md").read_text()
+    assert "Baseline: production's weights leave the logged support" in md
+    assert "gain over logged" in md

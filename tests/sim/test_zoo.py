@@ -46,11 +46,11 @@ def test_at_least_24_worlds_split_by_seed_into_two_halves() -> None:
     assert len(set(NAMES)) == len(NAMES)
     for w in WORLDS:
         assert w.seed == ZOO_SEED + w.index
-        # blocks of 12 seeds: t, h and n (held out until looked at) tune, f is held out
-        block = "thnf"[(w.seed - ZOO_SEED) // HALF_SIZE]
-        assert w.name[0] == block and w.half == ("heldout" if block == "f" else "tuning")
-    assert [b for b, _ in BLOCKS] == ["t", "h", "n", "f"]
-    assert sum(w.half == "tuning" for w in WORLDS) == 36
+        # blocks of 12 seeds: t, h, n and f (held out until looked at) tune, g is held out
+        block = "thnfg"[(w.seed - ZOO_SEED) // HALF_SIZE]
+        assert w.name[0] == block and w.half == ("heldout" if block == "g" else "tuning")
+    assert [b for b, _ in BLOCKS] == ["t", "h", "n", "f", "g"]
+    assert sum(w.half == "tuning" for w in WORLDS) == 48
     assert sum(w.half == "heldout" for w in WORLDS) == 12
 
 
@@ -77,7 +77,7 @@ def test_every_axis_of_variation_is_covered() -> None:
     assert min(w.sessions for w in WORLDS) == 2000 and max(w.sessions for w in WORLDS) == 30000
     drivers = {tuple(sorted(a["satisfaction_drivers"])) for a in ax}
     assert len(drivers) >= 5
-    for block in "thn":
+    for block in "thnfg":
         kinds = [w.kind for w in WORLDS if w.name[0] == block]
         assert kinds.count("production-optimal") == 1 and kinds.count("xmtf-kuairand") == 1
 
