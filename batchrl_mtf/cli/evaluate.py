@@ -66,6 +66,17 @@ def _config(
     return OPEConfig(**fields)  # type: ignore[arg-type]
 
 
+kernel_boundary_option = click.option(
+    "--kernel-boundary",
+    type=click.Choice(KERNEL_BOUNDARIES),
+    default=None,
+    help="renormalise: the importance ratios' kernel is divided by its mass inside the logged "
+    "action box (policies on its edge keep their weight); none: the plain kernel "
+    f"[default: {OPEConfig().kernel_boundary}].",
+)
+"""``--kernel-boundary`` of ``evaluate`` and ``best-constant`` (``OPEConfig.kernel_boundary``)."""
+
+
 def _select(data: object, split: str) -> object:
 
     try:
@@ -141,14 +152,7 @@ See docs/ope.md for formulas, the bandwidth rule, the recommended-estimate rule 
     default=None,
     help="Kernel bandwidth on [0,1]-normalised actions [default: Scott's rule].",
 )
-@click.option(
-    "--kernel-boundary",
-    type=click.Choice(KERNEL_BOUNDARIES),
-    default=None,
-    help="renormalise: the importance ratios' kernel is divided by its mass inside the logged "
-    "action box (policies on its edge keep their weight); none: the plain kernel "
-    f"[default: {OPEConfig().kernel_boundary}].",
-)
+@kernel_boundary_option
 @click.option(
     "--fqe-steps",
     type=int,
@@ -296,14 +300,7 @@ The winner is written as a weight table without keys: its weights are the table'
     show_default=True,
     help="Bootstrap resamples for the winner's interval.",
 )
-@click.option(
-    "--kernel-boundary",
-    type=click.Choice(KERNEL_BOUNDARIES),
-    default=None,
-    help="renormalise: the importance ratios' kernel is divided by its mass inside the logged "
-    "action box (policies on its edge keep their weight); none: the plain kernel "
-    f"[default: {OPEConfig().kernel_boundary}].",
-)
+@kernel_boundary_option
 @click.option(
     "--fqe-steps",
     type=int,

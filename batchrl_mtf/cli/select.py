@@ -86,10 +86,13 @@ def select_command(
 ) -> None:
     """Choose a weight table offline: train a small portfolio on DATASET_DIR, export each
     candidate's table, estimate every table and production with paired intervals on the held-out
-    split, and keep the table with the highest lower bound of its gain over production, or
-    production when no lower bound is above the margin (2% of production's estimated value by
-    default; --set margin=0 for zero, --set bound=all-estimators for the lowest bound over FQE,
-    DR and WDR).
+    split, and keep the table with the highest lower bound of its gain over production (FQE's
+    paired bound for every candidate), or production when no lower bound is above the margin (2%
+    of production's estimated value by default; --set margin=0 for zero, --set
+    bound=recommended for the recommended estimator's bound, --set bound=all-estimators for the
+    lowest bound over FQE, DR and WDR). When production's own weights leave the logged support,
+    the gains are over the logging policy instead (--set baseline=production to keep them over
+    production).
 
     Writes --out/table.json (weight-table@1), selection.json, selection.md, timing.json and
     candidates/. With --reuse POLICY_DIR (e.g. the default `batchrl-mtf train` of the same

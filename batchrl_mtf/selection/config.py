@@ -63,7 +63,6 @@ DEFAULT_SELECT_OPE = OPEConfig(
     fqe_n_steps=2000,
     fqe_n_fits=1,
     model_error=0.08,
-    kernel_boundary="none",
 )
 """The OPE settings of ``select``: undiscounted session return (the quantity an A/B test
 measures), FQE and the doubly robust estimators on one 2,000-step fit each, 200 paired bootstrap
@@ -72,12 +71,10 @@ intervals (and so ``chosen.lower``) carry a relative model error of 0.08: the sm
 lower ends were at or below the truth for 95% of 150 candidate tables and constants of the zoo's
 tuning block ``h`` at these settings (``bench/fqe_budget.py``, docs/selection.md). The paired
 gains the rule ranks by are not widened (on the same worlds a model-error term on them changed
-no choice that the 2% margin had not already made). The importance ratios keep the plain kernel
-(``kernel_boundary = "none"``; ``evaluate`` renormalises it at the action box's edge since
-2026-12-04): on the tuning worlds ``f01``-``f12`` the renormalised kernel changed 4 of 12
-choices, two for the better (f11 kept production, f08's lower bound) and two for the worse (f02
-below production, f05), because it widens the doubly robust gains' intervals and FQE's narrow
-ones then win the rule (docs/selection.md)."""
+no choice that the 2% margin had not already made). The importance ratios use the
+renormalised kernel, as ``evaluate``'s do (under the recommended-estimator rule it chose worse
+on ``f02`` and ``f05``; under the FQE bound it changes no choice on ``f01``-``f12``, only the DR
+estimates quoted: docs/selection.md)."""
 
 
 @dataclass(frozen=True)
@@ -103,9 +100,13 @@ class SelectConfig:
             fit in it.
         require_support: Leave out candidates the support diagnostic flags (more than
             ``ope.support_max_outside`` of their actions outside the logged quantile box).
-        bound: The lower bound the rule ranks candidates by (``recommended``: the recommended
-            estimator's paired bound; ``all-estimators``: the lowest over every estimator valid
-            for both policies; :mod:`batchrl_mtf.selection.rule`).
+        bound: The lower bound the rule ranks candidates by (``fqe``, default since
+            2026-12-04: FQE's paired bound for every candidate; ``recommended``: the recommended
+            estimator's paired bound, which may differ between candidates; ``all-estimators``:
+            the lowest over every estimator valid for both policies;
+            :mod:`batchrl_mtf.selection.rule`). ``fqe`` was chosen on the tuning worlds
+            ``f01``-``f12`` (docs/selection.md, "One estimator for every candidate"): 0 worlds
+            below production against 1, 5 at or above the best constant against 4.
         margin: A candidate is chosen only when that bound is above ``margin`` times
             production's estimated value (0 = above zero). Default 0.02, chosen on the tuning
             worlds (docs/selection.md, "Choosing the rule"): a single FQE fit's bootstrap
@@ -138,7 +139,7 @@ class SelectConfig:
     n_threads: int = 1
     parallel: int = 0
     require_support: bool = True
-    bound: str = "recommended"
+    bound: str = "fqe"
     margin: float = 0.02
     baseline: str = "auto"
     ope: OPEConfig = DEFAULT_SELECT_OPE
@@ -184,6 +185,12 @@ class SelectConfig:
             f"expected one of {', '.join(BOUNDS)}, found {self.bound!r}",
         )
         require(self.margin >= 0, "margin", f"expected >= 0, found {self.margin}")
+        require(
+            self.bound != "fqe" or "fqe" in self.ope.estimators,
+            "bound",
+            "bound = 'fqe' ranks by FQE's paired bound: expected 'fqe' among ope.estimators, "
+            f"found {list(self.ope.estimators)}",
+        )
         require(
             self.baseline in BASELINES,
             "baseline",

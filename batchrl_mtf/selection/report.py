@@ -64,10 +64,10 @@ SELECTION_FORMAT = "batchrl-mtf/selection@1"
 
 RULE = (
     "choose the candidate table with the highest lower bound of the paired 95% interval of its "
-    "gain over the baseline on the held-out split; production when no lower bound is above the "
-    "margin (config.margin times the baseline's estimated value; config.bound says which bound); "
-    "the baseline is production, or the logging policy when production's weights leave the "
-    "logged support (config.baseline)"
+    "gain over the baseline on the held-out split (config.bound says whose bound: FQE's by "
+    "default); production when no lower bound is above the margin (config.margin times the "
+    "baseline's estimated value); the baseline is production, or the logging policy when "
+    "production's weights leave the logged support (config.baseline)"
 )
 
 

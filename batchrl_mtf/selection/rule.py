@@ -7,11 +7,14 @@ Each candidate ``c`` has a paired estimate of its gain over production on the he
 1. candidates without a finite lower bound ``l_c`` are not eligible, nor (by default) those the
    support diagnostic flags (their actions leave the logged support, so their estimates are
    extrapolations: :mod:`batchrl_mtf.ope.support`);
-2. with ``bound="all-estimators"`` a candidate's bound is the lowest of its paired lower bounds
-   by every estimator valid for both policies (FQE, DR, WDR: ``Gain.by_estimator``), so that the
-   disagreement between the model-based and the importance-weighted estimators (the model error
-   a single FQE fit's bootstrap interval does not contain) counts against it; with
-   ``"recommended"`` it is the recommended estimator's alone;
+2. with ``bound="fqe"`` (``SelectConfig``'s default since 2026-12-04) a candidate's bound is
+   FQE's paired lower bound, the same estimator for every candidate (FQE runs on every log);
+   with ``"recommended"`` it is the bound of the first estimator of the recommended order valid
+   for both policies, which may be DR for one candidate and FQE for another (FQE's interval,
+   narrower, then wins the comparison though it holds no more model error); with
+   ``"all-estimators"`` it is the lowest of its paired lower bounds by every estimator valid for
+   both policies (FQE, DR, WDR: ``Gain.by_estimator``), so that the disagreement between the
+   model-based and the importance-weighted estimators counts against it;
 3. the chosen candidate maximises ``l_c`` (ties: larger ``g_c``, then the earlier candidate);
 4. when no ``l_c`` is above ``min_gain`` (default 0), nothing is reliably better than production:
    production is chosen (``reason`` says so). Trust-region steps are candidates of their own, so
@@ -58,7 +61,7 @@ PRODUCTION = "production"
 LOGGED = "logged"
 """The name of the logging policy when it is the baseline of the gains."""
 
-BOUNDS = ("recommended", "all-estimators")
+BOUNDS = ("fqe", "recommended", "all-estimators")
 """The lower bounds :func:`choose` can rank by (module docstring, step 2)."""
 
 BASELINES = ("auto", "production")
@@ -126,9 +129,12 @@ def value_lower(lower: float | None, gain_lower: float, rule_bound: float) -> fl
 
 def rule_lower(g: Gain, bound: str = "recommended") -> float:
     """The lower bound :func:`choose` ranks ``g`` by (module docstring, step 2); NaN when an
-    estimator's bound is not finite."""
+    estimator's bound is not finite or (``fqe``) not there."""
     if bound == "recommended":
         return g.lower
+    if bound == "fqe":
+        fqe = g.by_estimator.get("fqe")
+        return fqe[1] if fqe is not None else math.nan
     lows = [g.lower, *(lo for _, lo, _ in g.by_estimator.values())]
     return min(lows) if all(math.isfinite(x) for x in lows) else math.nan
 
@@ -195,7 +201,11 @@ def choose(
         if (lows[g.name], g.gain) > (lows[best.name], best.gain):
             best = g
     low = lows[best.name]
-    what = "lower bound" if bound == "recommended" else "lowest lower bound over the estimators"
+    what = {
+        "recommended": "lower bound",
+        "fqe": "FQE lower bound",
+        "all-estimators": "lowest lower bound over the estimators",
+    }[bound]
     if low <= min_gain:
         return Choice(
             PRODUCTION,

@@ -85,6 +85,27 @@ DISAGREE = [
         ([_g("a", (3.0, 2.0, 4.0), dr=(0.5, -1.0, 2.0))], "all-estimators", 0.0, PRODUCTION, NAN),
         # a non-finite bound of any estimator makes the candidate ineligible under all-estimators
         ([_g("a", (3.0, 2.0, 4.0), dr=(NAN, NAN, NAN))], "all-estimators", 0.0, PRODUCTION, NAN),
+        # FQE's bound for every candidate: "a" (DR-recommended, wide) against "b" (FQE's bound)
+        (
+            [
+                Gain(
+                    "a", 3.0, 2.0, 4.0, by_estimator={"dr": (3.0, 2.0, 4.0), "fqe": (1.0, 0.2, 1.8)}
+                ),
+                _g("b", (1.0, 0.5, 1.5)),
+            ],
+            "fqe",
+            0.0,
+            "b",
+            0.5,
+        ),
+        # no FQE estimate: not eligible under the FQE bound
+        (
+            [Gain("a", 3.0, 2.0, 4.0, by_estimator={"dr": (3.0, 2.0, 4.0)})],
+            "fqe",
+            0.0,
+            PRODUCTION,
+            NAN,
+        ),
         # a margin: the bound must clear min_gain, not just zero
         ([_g("a", (1.0, 0.4, 1.6))], "recommended", 0.5, PRODUCTION, NAN),
         ([_g("a", (1.0, 0.6, 1.4))], "recommended", 0.5, "a", 0.6),
@@ -102,7 +123,7 @@ def test_bound_and_margin(
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"bound": "median"}, "bound: expected one of recommended, all-estimators"),
+        ({"bound": "median"}, "bound: expected one of fqe, recommended, all-estimators"),
         ({"min_gain": -0.1}, "min_gain: expected >= 0"),
         ({"min_gain": NAN}, "min_gain: expected >= 0"),
         ({"baseline": "auto"}, "baseline: expected one of production, logged"),
