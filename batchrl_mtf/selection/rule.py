@@ -212,10 +212,12 @@ def choose(
             f"no candidate's {what} of its gain over {over} is above {min_gain:.4g} (best "
             f"{best.name}: gain {best.gain:.4g}, bound {low:.4g}); keep production",
         )
+    gain, lo, hi = (best.gain, best.lower, best.upper)
+    if bound == "fqe":  # quote the interval the rule ranked by
+        gain, lo, hi = best.by_estimator["fqe"]
     return Choice(
         best.name,
         f"highest {what} of the gain over {over} ({low:.4g} > {min_gain:.4g}; gain "
-        f"{best.gain:.4g}, interval [{best.lower:.4g}, {best.upper:.4g}]) among {len(ok)} "
-        "candidates",
+        f"{gain:.4g}, interval [{lo:.4g}, {hi:.4g}]) among {len(ok)} candidates",
         low,
     )

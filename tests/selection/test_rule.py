@@ -134,6 +134,16 @@ def test_bad_rule_settings_raise(kwargs: dict, message: str) -> None:
         choose([Gain("a", 1.0, 0.5, 1.5)], **kwargs)
 
 
+def test_the_fqe_bound_quotes_fqes_gain_and_interval() -> None:
+    g = Gain("a", 9.0, 4.0, 14.0, by_estimator={"dr": (9.0, 4.0, 14.0), "fqe": (2.0, 1.5, 2.5)})
+    choice = choose([g], bound="fqe")
+    assert choice.name == "a" and choice.lower == 1.5
+    assert (
+        "highest FQE lower bound" in choice.reason
+        and "gain 2, interval [1.5, 2.5]" in choice.reason
+    )
+
+
 def test_the_baseline_names_what_the_gains_are_over_and_production_stays_the_fallback() -> None:
     won = choose([Gain("a", 2.0, 1.0, 3.0)], baseline=LOGGED)
     assert won.name == "a" and "gain over the logging policy" in won.reason
