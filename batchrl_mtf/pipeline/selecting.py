@@ -106,7 +106,9 @@ def run_selection(ctx: Context, folder: Path) -> dict[str, Any]:
         d, lo, hi = paired_difference(np.asarray(returns), prod_returns)
         doc["vs_production"] = {"diff": d, "ci": [lo, hi]}
         summary["true_vs_production"] = doc["vs_production"]
-        gain = chosen.gain or {}
+        gain = chosen.rule_gain or {}
+        if config.bound == "fqe" and "fqe" in (gain.get("by_estimator") or {}):
+            gain = gain["by_estimator"]["fqe"]  # the gain the rule ranked by
         if gain.get("lower") is not None:
             doc["gain_lower_below_true_gain"] = bool(gain["lower"] <= d)
     atomic_write_text(folder / "truth.json", dumps_json(doc))
@@ -135,6 +137,9 @@ def selection_lines(ctx: Context) -> list[str]:
     ch = doc["chosen"]
     over = "the logging policy" if ch.get("baseline_gain") else "production"
     gain = ch.get("baseline_gain") or ch.get("gain") or {}
+    ranked_by = (doc.get("config") or {}).get("bound")
+    if ranked_by == "fqe" and "fqe" in (gain.get("by_estimator") or {}):
+        gain = {**gain["by_estimator"]["fqe"], "estimator": "fqe"}  # the gain the rule ranked by
     lines = [
         f"**Selection** (`{folder / 'table.json'}`): `{ch['name']}`, because {ch['reason']}. "
         + (
