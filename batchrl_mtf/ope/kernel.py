@@ -50,10 +50,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import log_ndtr
 
-from batchrl_mtf.ope.config import KERNEL_BOUNDARIES
-
 __all__ = [
-    "KERNEL_BOUNDARIES",
     "MIN_BANDWIDTH",
     "log_box_mass",
     "log_kernel_ratio",
@@ -134,7 +131,7 @@ def log_kernel_ratio(
         low: Lower action bounds, shape (k,).
         high: Upper action bounds, shape (k,).
         bandwidth: Kernel bandwidth ``h`` in normalised action units.
-        boundary: One of :data:`KERNEL_BOUNDARIES`.
+        boundary: One of :data:`batchrl_mtf.ope.config.KERNEL_BOUNDARIES`.
 
     Returns:
         Shape (n,).

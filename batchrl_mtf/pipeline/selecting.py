@@ -38,6 +38,7 @@ from batchrl_mtf.pipeline.glue import (
 from batchrl_mtf.policy import TablePolicy
 from batchrl_mtf.resolve import resolve_sim_policy
 from batchrl_mtf.selection import PRODUCTION, select_among
+from batchrl_mtf.selection.rule import ranked_gain
 from batchrl_mtf.sim import true_value
 
 if TYPE_CHECKING:
@@ -106,9 +107,7 @@ def run_selection(ctx: Context, folder: Path) -> dict[str, Any]:
         d, lo, hi = paired_difference(np.asarray(returns), prod_returns)
         doc["vs_production"] = {"diff": d, "ci": [lo, hi]}
         summary["true_vs_production"] = doc["vs_production"]
-        gain = chosen.rule_gain or {}
-        if config.bound == "fqe" and "fqe" in (gain.get("by_estimator") or {}):
-            gain = gain["by_estimator"]["fqe"]  # the gain the rule ranked by
+        gain = ranked_gain(chosen.rule_gain, config.bound) or {}
         if gain.get("lower") is not None:
             doc["gain_lower_below_true_gain"] = bool(gain["lower"] <= d)
     atomic_write_text(folder / "truth.json", dumps_json(doc))
@@ -136,10 +135,8 @@ def selection_lines(ctx: Context) -> list[str]:
         return []
     ch = doc["chosen"]
     over = "the logging policy" if ch.get("baseline_gain") else "production"
-    gain = ch.get("baseline_gain") or ch.get("gain") or {}
-    ranked_by = (doc.get("config") or {}).get("bound")
-    if ranked_by == "fqe" and "fqe" in (gain.get("by_estimator") or {}):
-        gain = {**gain["by_estimator"]["fqe"], "estimator": "fqe"}  # the gain the rule ranked by
+    bound = (doc.get("config") or {}).get("bound", "recommended")
+    gain = ranked_gain(ch.get("baseline_gain") or ch.get("gain"), bound) or {}
     lines = [
         f"**Selection** (`{folder / 'table.json'}`): `{ch['name']}`, because {ch['reason']}. "
         + (

@@ -118,8 +118,9 @@ class SelectConfig:
             diagnostic flags production itself (its weights leave the logged quantile box, so
             its estimate extrapolates as a flagged candidate's would), then the logging
             policy, whose value the held-out sessions measure directly. Production is the
-            fallback either way. Chosen on the tuning worlds (docs/selection.md, "Production
-            outside the logged support").
+            fallback either way. Not chosen on data: no zoo world measured so far has
+            production outside its logs' box, so no bench figure depends on it
+            (docs/selection.md, "Production outside the logged support").
         ope: The OPE settings of every estimate.
         seed: Seed of the export's auto-key sample.
     """

@@ -51,6 +51,7 @@ __all__ = [
     "choose",
     "gain_from_doc",
     "margin_gain",
+    "ranked_gain",
     "rule_lower",
     "value_lower",
 ]
@@ -125,6 +126,18 @@ def value_lower(lower: float | None, gain_lower: float, rule_bound: float) -> fl
     if lower is None or not math.isfinite(shift):
         return lower
     return lower - max(0.0, shift)
+
+
+def ranked_gain(gain: Mapping[str, Any] | None, bound: str) -> dict[str, Any] | None:
+    """The gain a ``selection.json`` ``gain`` object was ranked by under ``bound``: FQE's entry
+    of ``gain.by_estimator`` (with ``"estimator": "fqe"``) for ``bound = "fqe"``, else ``gain``
+    itself (``None`` passes through)."""
+    if gain is None:
+        return None
+    fqe = (gain.get("by_estimator") or {}).get("fqe")
+    if bound == "fqe" and fqe is not None:
+        return {**fqe, "estimator": "fqe"}
+    return dict(gain)
 
 
 def rule_lower(g: Gain, bound: str = "recommended") -> float:

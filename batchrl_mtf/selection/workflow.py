@@ -345,23 +345,21 @@ class _Judge:
                 gain = _gain_doc(vs[cname])
                 if self.baseline != PRODUCTION:
                     base_gain = _gain_doc(vs_base[cname])
-            rule_gain = gain if self.baseline == PRODUCTION else base_gain
             est_name = None if cname == PRODUCTION else vs_base[cname]["estimator"]
-            if rule_gain is not None:
-                gains.append(gain_from_doc(cname, rule_gain, by_name[cname].support))
-            candidates.append(
-                Candidate(
-                    cname,
-                    pol,
-                    tstep,
-                    self.tables[cname],
-                    estimate=_estimate(merged, cname, est_name),
-                    gain=gain,
-                    support=by_name[cname].support,
-                    seconds=secs,
-                    baseline_gain=base_gain,
-                )
+            cand = Candidate(
+                cname,
+                pol,
+                tstep,
+                self.tables[cname],
+                estimate=_estimate(merged, cname, est_name),
+                gain=gain,
+                support=by_name[cname].support,
+                seconds=secs,
+                baseline_gain=base_gain,
             )
+            candidates.append(cand)
+            if cand.rule_gain is not None:
+                gains.append(gain_from_doc(cname, cand.rule_gain, cand.support))
         base_est = _estimate(merged, self.baseline, None) or {}
         min_gain = margin_gain(self.config.margin, base_est.get("value"))
         choice = choose(

@@ -8,7 +8,13 @@ import pytest
 
 from batchrl_mtf.errors import ConfigError
 from batchrl_mtf.selection import PRODUCTION, Gain, choose
-from batchrl_mtf.selection.rule import LOGGED, gain_from_doc, margin_gain, value_lower
+from batchrl_mtf.selection.rule import (
+    LOGGED,
+    gain_from_doc,
+    margin_gain,
+    ranked_gain,
+    value_lower,
+)
 
 NAN = math.nan
 
@@ -142,6 +148,22 @@ def test_the_fqe_bound_quotes_fqes_gain_and_interval() -> None:
         "highest FQE lower bound" in choice.reason
         and "gain 2, interval [1.5, 2.5]" in choice.reason
     )
+
+
+def test_ranked_gain_is_the_gain_the_bound_ranks_by() -> None:
+    fqe = {"gain": 2.0, "lower": 1.5, "upper": 2.5}
+    doc = {
+        "estimator": "dr",
+        "gain": 9.0,
+        "lower": 4.0,
+        "upper": 14.0,
+        "by_estimator": {"fqe": fqe},
+    }
+    assert ranked_gain(doc, "fqe") == {**fqe, "estimator": "fqe"}
+    assert ranked_gain(doc, "recommended") == doc
+    no_fqe = {"estimator": "dr", "gain": 9.0, "lower": 4.0, "upper": 14.0}
+    assert ranked_gain(no_fqe, "fqe") == no_fqe  # files written before by_estimator
+    assert ranked_gain(None, "fqe") is None
 
 
 def test_the_baseline_names_what_the_gains_are_over_and_production_stays_the_fallback() -> None:
